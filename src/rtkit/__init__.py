@@ -1,0 +1,44 @@
+"""rtkit: realtime, event-bus and messaging components for asyncio.
+
+Each component runs on an in-memory backend (tests, small apps) and on Redis or
+RabbitMQ (several processes); one URL picks the backend.
+"""
+
+from __future__ import annotations
+
+from ._backends import DEFAULT_PREFIX
+from ._backends import make_redis_client as redis_client
+from ._clock import Clock, ManualClock, SystemClock
+from ._ids import new_id
+from .errors import (
+    AuthError,
+    BackendUnavailable,
+    ConfigurationError,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    RtkitError,
+    ServiceNotFound,
+    ValidationError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "AuthError",
+    "BackendUnavailable",
+    "Clock",
+    "ConfigurationError",
+    "ManualClock",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "RtkitError",
+    "ServiceNotFound",
+    "SystemClock",
+    "ValidationError",
+    "__version__",
+    "new_id",
+    "redis_client",
+]

@@ -1,0 +1,117 @@
+"""Shared fixtures: real Redis and RabbitMQ, unique names per test, cleanup.
+
+Backends are real servers (``RTKIT_REDIS_URL``, ``RTKIT_AMQP_URL``). On a
+developer's laptop a missing server skips the tests that need it, loudly;
+under ``CI=true`` a missing server fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+REDIS_URL = os.environ.get("RTKIT_REDIS_URL", "redis://127.0.0.1:6379")
+AMQP_URL = os.environ.get("RTKIT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+_status: dict[str, str | None] = {}
+
+
+def _require(name: str, problem: str | None) -> None:
+    if problem is None:
+        return
+    if IN_CI:
+        pytest.fail(f"{name} is required under CI=true but is unavailable: {problem}")
+    pytest.skip(f"!!! {name} UNAVAILABLE, test skipped: {problem} !!!")
+
+
+def _redis_problem() -> str | None:
+    if "redis" not in _status:
+        try:
+            client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+            client.ping()
+            client.close()
+            _status["redis"] = None
+        except Exception as exc:
+            _status["redis"] = f"{REDIS_URL}: {exc}"
+    return _status["redis"]
+
+
+def _amqp_problem() -> str | None:
+    if "amqp" not in _status:
+        parts = urlsplit(AMQP_URL)
+        try:
+            with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 2):
+                pass
+            _status["amqp"] = None
+        except OSError as exc:
+            _status["amqp"] = f"{AMQP_URL}: {exc}"
+    return _status["amqp"]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The URL of a Redis server that answers (skip or fail otherwise)."""
+    _require("Redis", _redis_problem())
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """The URL of a RabbitMQ server that answers (skip or fail otherwise)."""
+    _require("RabbitMQ", _amqp_problem())
+    return AMQP_URL
+
+
+def unique_name(stem: str = "t") -> str:
+    """A name no other test uses: for queues, exchanges, rooms, users."""
+    return f"{stem}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix unique to this test; every key under it is deleted afterwards."""
+    prefix = f"rtkit-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An async Redis client (decoded responses), closed after the test."""
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What a contract test needs to build a component on one backend."""
+
+    kind: str
+    url: str
+    prefix: str
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Parametrizes a contract test over the memory and Redis backends."""
+    if request.param == "memory":
+        return Backend("memory", "memory://", "rtkit:")
+    url = request.getfixturevalue("redis_url")
+    prefix = request.getfixturevalue("redis_prefix")
+    return Backend("redis", url, prefix)
