@@ -10,6 +10,7 @@ from ._backends import DEFAULT_PREFIX
 from ._backends import make_redis_client as redis_client
 from ._clock import Clock, ManualClock, SystemClock
 from ._ids import new_id
+from ._pages import Page
 from .errors import (
     AuthError,
     BackendUnavailable,
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigurationError",
     "ManualClock",
     "NotFound",
+    "Page",
     "PayloadTooLarge",
     "RateLimited",
     "RtkitError",
