@@ -81,12 +81,13 @@ def backend_kind(
             f"{parts.scheme!r} (expected one of {', '.join(s + '://' for s in schemes)})"
         )
     if kind == "redis":
+        # redis://  alone means localhost:6379, as in redis-py.
         if parts.scheme == "unix":
             if not parts.path:
                 raise ConfigurationError(f"malformed Redis URL {_redact(url)!r}: no socket path")
-        elif not parts.hostname:
-            raise ConfigurationError(f"malformed Redis URL {_redact(url)!r}: no host")
-        db = parts.path.strip("/")
+            db = ""
+        else:
+            db = parts.path.strip("/")
         if db and not db.isdigit():
             raise ConfigurationError(
                 f"malformed Redis URL {_redact(url)!r}: database {db!r} is not a number"
