@@ -23,8 +23,8 @@ services: install
 	$(BIN)/python scripts/services.py
 
 lint: install
-	$(BIN)/ruff check src tests examples benchmarks scripts
-	$(BIN)/ruff format --check src tests examples benchmarks scripts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: install
 	$(BIN)/mypy
