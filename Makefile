@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install services lint typecheck docs pytest bench clean
+.PHONY: run test install services testdeps chromium lint typecheck docs pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,27 @@ run: install
 services: install
 	$(BIN)/python scripts/services.py
 
+# Test dependencies outside Python, installed into git-ignored places: the official
+# Socket.IO packages from the npm registry (interop and browser tests, benchmark) and
+# Debian's chromium for the browser test (Playwright never downloads a browser).
+NODE_DEPS := tests/node/node_modules/.rtkit-installed
+CHROMIUM  ?= /usr/bin/chromium
+
+$(NODE_DEPS): tests/node/package.json
+	npm install --prefix tests/node --no-audit --no-fund --loglevel=error
+	touch $(NODE_DEPS)
+
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else \
+			echo "testdeps: $(CHROMIUM) is missing: run 'apt-get install chromium' as root" >&2; \
+		fi; \
+	fi
+
+testdeps: $(NODE_DEPS) chromium
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -32,7 +53,7 @@ typecheck: install
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .site
 
-pytest: install services
+pytest: install services testdeps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck docs pytest
