@@ -22,6 +22,7 @@ from .errors import (
     ServiceNotFound,
     ValidationError,
 )
+from .registry import ServiceChange, ServiceInstance, ServiceRegistry
 
 __version__ = "0.1.0"
 
@@ -37,7 +38,10 @@ __all__ = [
     "PayloadTooLarge",
     "RateLimited",
     "RtkitError",
+    "ServiceChange",
+    "ServiceInstance",
     "ServiceNotFound",
+    "ServiceRegistry",
     "SystemClock",
     "ValidationError",
     "__version__",

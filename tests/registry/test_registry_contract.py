@@ -1,0 +1,244 @@
+"""The ServiceRegistry contract, run on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from conftest import Backend
+from rtkit import ConfigurationError, ManualClock, PayloadTooLarge, ServiceNotFound, ValidationError
+from rtkit.registry import ServiceChange, ServiceInstance, ServiceRegistry
+
+MakeRegistry = Callable[..., ServiceRegistry]
+
+
+@pytest.fixture
+async def make_registry(backend: Backend) -> AsyncIterator[MakeRegistry]:
+    made: list[ServiceRegistry] = []
+
+    def make(**kwargs: object) -> ServiceRegistry:
+        registry = ServiceRegistry.from_url(backend.url, prefix=backend.prefix, **kwargs)  # type: ignore[arg-type]
+        made.append(registry)
+        return registry
+
+    yield make
+    for registry in made:
+        await registry.close()
+
+
+@pytest.fixture
+async def clock() -> ManualClock:
+    return ManualClock(start=1_800_000_000.0)
+
+
+async def test_register_discover_deregister(make_registry: MakeRegistry) -> None:
+    registry = make_registry()
+    iid = await registry.register("user-service", host="127.0.0.1", port=3001, meta={"v": 1})
+    assert iid.startswith("user-service:")
+
+    [instance] = await registry.discover("user-service")
+    assert isinstance(instance, ServiceInstance)
+    assert (instance.instance_id, instance.name) == (iid, "user-service")
+    assert (instance.host, instance.port, instance.meta) == ("127.0.0.1", 3001, {"v": 1})
+    assert instance.url == "http://127.0.0.1:3001"
+    assert instance.expires_at == pytest.approx(instance.registered_at + 30, abs=1)
+    assert await registry.services() == {"user-service": 1}
+
+    assert await registry.deregister(iid) is True
+    assert await registry.deregister(iid) is False
+    assert await registry.discover("user-service") == []
+    assert await registry.services() == {}
+
+
+async def test_services_lists_every_name_with_live_count(make_registry: MakeRegistry) -> None:
+    registry = make_registry()
+    for port in (1, 2, 3):
+        await registry.register("order-service", host="h", port=port)
+    await registry.register("user-service", host="h", port=9)
+    assert await registry.services() == {"order-service": 3, "user-service": 1}
+
+
+async def test_discover_lists_oldest_first(make_registry: MakeRegistry, clock: ManualClock) -> None:
+    registry = make_registry(clock=clock)
+    ids = []
+    for port in (5, 4, 3):
+        ids.append(await registry.register("svc", host="h", port=port, heartbeat=False))
+        clock.advance(1)
+    assert [i.instance_id for i in await registry.discover("svc")] == ids
+
+
+async def test_unknown_or_empty_service(make_registry: MakeRegistry) -> None:
+    registry = make_registry()
+    assert await registry.discover("nobody") == []
+    with pytest.raises(ServiceNotFound):
+        await registry.get_service("nobody")
+    iid = await registry.register("gone", host="h", port=1)
+    await registry.deregister(iid)
+    with pytest.raises(ServiceNotFound):
+        await registry.get_service("gone", strategy="round_robin")
+
+
+async def test_instances_expire_without_heartbeat(
+    make_registry: MakeRegistry, clock: ManualClock
+) -> None:
+    registry = make_registry(clock=clock)
+    iid = await registry.register("svc", host="h", port=1, ttl=10, heartbeat=False)
+    clock.advance(9)
+    assert [i.instance_id for i in await registry.discover("svc")] == [iid]
+    await registry.refresh(iid)  # a manual heartbeat: 10 more seconds
+    clock.advance(9)
+    [instance] = await registry.discover("svc")
+    assert instance.expires_at == pytest.approx(clock.time() + 1)
+    clock.advance(1)
+    assert await registry.discover("svc") == []
+    assert await registry.services() == {}
+    await registry.refresh(iid)  # an expired instance comes back under its id
+    assert [i.instance_id for i in await registry.discover("svc")] == [iid]
+
+
+async def test_heartbeat_keeps_an_instance_alive(make_registry: MakeRegistry) -> None:
+    registry = make_registry()
+    await registry.register("svc", host="h", port=1, ttl=1.0)
+    await asyncio.sleep(2.5)
+    assert len(await registry.discover("svc")) == 1
+
+
+async def test_another_registry_sees_and_can_deregister(
+    backend: Backend, make_registry: MakeRegistry
+) -> None:
+    if backend.kind == "memory":
+        pytest.skip("memory registries are private to one object")
+    a, b = make_registry(), make_registry()
+    iid = await a.register("svc", host="h", port=1)
+    assert [i.instance_id for i in await b.discover("svc")] == [iid]
+    assert await b.deregister(iid) is True
+    assert await a.discover("svc") == []
+
+
+async def test_close_deregisters_own_instances(
+    backend: Backend, make_registry: MakeRegistry
+) -> None:
+    if backend.kind == "memory":
+        pytest.skip("memory registries are private to one object")
+    a, b = make_registry(), make_registry()
+    await a.register("svc", host="h", port=1)
+    await b.register("svc", host="h", port=2)
+    await a.close()
+    assert [i.port for i in await b.discover("svc")] == [2]
+    with pytest.raises(ConfigurationError):
+        await a.discover("svc")
+
+
+async def test_round_robin_visits_every_instance_in_turn(make_registry: MakeRegistry) -> None:
+    registry = make_registry()
+    ids = sorted([await registry.register("svc", host="h", port=p) for p in (1, 2, 3)])
+    picks = [(await registry.get_service("svc", "round_robin")).instance_id for _ in range(6)]
+    assert picks == ids + ids
+
+
+async def test_random_picks_only_live_instances(make_registry: MakeRegistry) -> None:
+    registry = make_registry()
+    ids = {await registry.register("svc", host="h", port=p) for p in (1, 2)}
+    picks = {(await registry.get_service("svc")).instance_id for _ in range(40)}
+    assert picks == ids
+
+
+async def test_p2c_avoids_the_loaded_instance(make_registry: MakeRegistry) -> None:
+    registry = make_registry()
+    await registry.register("svc", host="h", port=1)
+    await registry.register("svc", host="h", port=2)
+    busy = next(i for i in await registry.discover("svc") if i.port == 1)
+    with registry.track(busy), registry.track(busy):
+        assert registry.load(busy) == 2
+        picks = {(await registry.get_service("svc", "p2c")).port for _ in range(20)}
+    assert picks == {2}
+    assert registry.load(busy) == 0
+
+
+async def test_p2c_uses_reported_load(make_registry: MakeRegistry) -> None:
+    registry = make_registry()
+    await registry.register("svc", host="h", port=1, meta={"load": 5})
+    await registry.register("svc", host="h", port=2, meta={"load": 0.5})
+    picks = {(await registry.get_service("svc", "p2c")).port for _ in range(20)}
+    assert picks == {2}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"name": ""}, ValidationError),
+        ({"name": "has space"}, ValidationError),
+        ({"name": "x" * 300}, PayloadTooLarge),
+        ({"host": ""}, ValidationError),
+        ({"port": 0}, ValidationError),
+        ({"port": "80"}, ValidationError),
+        ({"meta": {"x": object()}}, ValidationError),
+        ({"meta": {"x": "y" * 5000}}, PayloadTooLarge),
+        ({"meta": ["not", "a", "dict"]}, ValidationError),
+        ({"ttl": 0}, ValidationError),
+        ({"ttl": True}, ValidationError),
+    ],
+)
+async def test_bad_registrations_change_nothing(
+    make_registry: MakeRegistry, kwargs: dict[str, object], error: type[Exception]
+) -> None:
+    registry = make_registry()
+    args: dict[str, object] = {"name": "svc", "host": "h", "port": 1, **kwargs}
+    name = args.pop("name")
+    with pytest.raises(error):
+        await registry.register(name, **args)  # type: ignore[arg-type]
+    assert await registry.services() == {}
+
+
+async def test_bad_lookups(make_registry: MakeRegistry) -> None:
+    registry = make_registry()
+    with pytest.raises(ValidationError):
+        await registry.discover("bad name")
+    with pytest.raises(ValidationError):
+        await registry.deregister("no-colon")
+    with pytest.raises(ValidationError):
+        await registry.get_service("svc", "fastest")  # type: ignore[arg-type]
+
+
+def test_bad_urls() -> None:
+    with pytest.raises(ConfigurationError):
+        ServiceRegistry.from_url("amqp://guest@localhost/")
+    with pytest.raises(ConfigurationError):
+        ServiceRegistry.from_url("memory://", prefix="bad prefix")
+
+
+async def _next(stream: AsyncIterator[ServiceChange]) -> ServiceChange:
+    return await asyncio.wait_for(anext(stream), timeout=10)
+
+
+async def test_watch_reports_changes(make_registry: MakeRegistry) -> None:
+    registry = make_registry(poll_interval=30)  # pushed, not polled
+    first = await registry.register("svc", host="h", port=1)
+    stream = registry.watch("svc")
+    change = await _next(stream)
+    assert (change.kind, change.instance.instance_id) == ("added", first)
+
+    second = await registry.register("svc", host="h", port=2)
+    change = await _next(stream)
+    assert (change.kind, change.instance.instance_id) == ("added", second)
+
+    await registry.deregister(first)
+    change = await _next(stream)
+    assert (change.kind, change.instance.instance_id) == ("removed", first)
+    await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_watch_reports_expiry_through_the_janitor(
+    make_registry: MakeRegistry, clock: ManualClock
+) -> None:
+    registry = make_registry(clock=clock, prune_interval=0.05, poll_interval=30)
+    iid = await registry.register("svc", host="h", port=1, ttl=5, heartbeat=False)
+    stream = registry.watch("svc", initial=False)
+    waiting = asyncio.ensure_future(_next(stream))
+    await asyncio.sleep(0.1)
+    clock.advance(6)
+    change = await waiting
+    assert (change.kind, change.instance.instance_id) == ("removed", iid)
+    await stream.aclose()  # type: ignore[attr-defined]
