@@ -22,6 +22,7 @@ from .errors import (
     ServiceNotFound,
     ValidationError,
 )
+from .ratelimit import Decision, Limit, RateLimiter
 from .registry import ServiceChange, ServiceInstance, ServiceRegistry
 
 __version__ = "0.1.0"
@@ -32,11 +33,14 @@ __all__ = [
     "BackendUnavailable",
     "Clock",
     "ConfigurationError",
+    "Decision",
+    "Limit",
     "ManualClock",
     "NotFound",
     "Page",
     "PayloadTooLarge",
     "RateLimited",
+    "RateLimiter",
     "RtkitError",
     "ServiceChange",
     "ServiceInstance",

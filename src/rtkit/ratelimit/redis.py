@@ -1,0 +1,196 @@
+"""Redis rate limiter state: one Lua script (EVALSHA) per decision, auto-pipelined.
+
+Every decision is one atomic script run covering all the limits of the hit.
+Concurrent decisions are not sent one by one: a writer task sends everything
+that is pending as one pipeline on one dedicated connection, then reads the
+replies in order. Each script still runs atomically; callers share round trips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
+from redis.asyncio.connection import AbstractConnection
+
+from .._backends import RedisHandle, check_prefix, load_lua, redis_unavailable
+from .._clock import Clock
+from ..errors import BackendUnavailable
+from .base import Limit, Outcome, now_us
+
+__all__ = ["RedisStore"]
+
+_SCRIPT = load_lua(__package__ or "rtkit.ratelimit", "ratelimit.lua")
+_SHA = hashlib.sha1(_SCRIPT.encode("utf-8")).hexdigest()
+_MAX_BATCH = 512
+
+_Call = tuple[tuple[Any, ...], "asyncio.Future[list[int]]"]
+
+
+class RedisStore:
+    """Rate limiter state in Redis.
+
+    Args:
+        url: The Redis URL (ignored when ``client`` is given).
+        prefix: Key prefix.
+        client: A borrowed ``redis.asyncio.Redis``.
+        clock: If given, its time is sent to the script; otherwise Redis ``TIME`` is used.
+        timeout: Connect and reply timeout in seconds.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        client: aioredis.Redis | None,
+        clock: Clock | None,
+        timeout: float,
+    ) -> None:
+        self._prefix = check_prefix(prefix) + "ratelimit:{"
+        self._handle = RedisHandle(url, client=client, timeout=timeout)
+        self._clock = clock
+        self._timeout = timeout
+        self._queue: list[_Call] = []
+        self._wakeup: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._conn: AbstractConnection | None = None
+
+    def key(self, key: str, limit: Limit) -> str:
+        """The Redis key holding ``key``'s state under ``limit``."""
+        return f"{self._prefix}{key}}}:{limit.ident}"
+
+    async def start(self) -> None:
+        """Load the script (so the first EVALSHA finds it)."""
+        with redis_unavailable("loading the rate limiter script"):
+            await self._handle.client.script_load(_SCRIPT)
+
+    async def close(self) -> None:
+        """Stop the writer, fail what is pending, release the connection."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        self._fail(self._queue, BackendUnavailable("the rate limiter was closed"))
+        self._queue = []
+        await self._release()
+        await self._handle.close()
+
+    async def reset(self, key: str, limits: Sequence[Limit]) -> None:
+        """Delete ``key``'s state under ``limits``."""
+        with redis_unavailable("resetting a rate limit"):
+            await self._handle.client.delete(*(self.key(key, lim) for lim in limits))
+
+    async def decide(
+        self, key: str, limits: Sequence[Limit], cost: int, count: bool
+    ) -> list[Outcome]:
+        """Run the script once for this hit (batched with concurrent ones)."""
+        keys = [self.key(key, lim) for lim in limits]
+        args: list[Any] = [
+            "EVALSHA",
+            _SHA,
+            len(keys),
+            *keys,
+            "" if self._clock is None else now_us(self._clock),
+            cost,
+            1 if count else 0,
+        ]
+        for lim in limits:
+            args += (lim.ident[0], lim.amount, lim.period_us, lim.capacity, lim.emission_us)
+        raw = await self._call(tuple(args))
+        return [
+            Outcome(bool(raw[i]), raw[i + 1], raw[i + 2], raw[i + 3], raw[i + 4])
+            for i in range(0, len(raw), 5)
+        ]
+
+    async def _call(self, command: tuple[Any, ...]) -> list[int]:
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._queue.append((command, future))
+        if self._writer is None or self._writer.done():
+            self._wakeup = asyncio.Event()
+            self._writer = asyncio.create_task(self._write_loop(), name="rtkit-ratelimit-writer")
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        assert self._wakeup is not None
+        wakeup = self._wakeup
+        while True:
+            if not self._queue:
+                wakeup.clear()
+                await wakeup.wait()
+            batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            if not batch:
+                continue
+            try:
+                await self._send(batch)
+            except BackendUnavailable as exc:
+                self._fail(batch, exc)
+            except asyncio.CancelledError:
+                self._fail(batch, BackendUnavailable("the rate limiter was closed"))
+                await self._release()
+                raise
+            except BaseException as exc:  # never leave callers hanging
+                self._fail(batch, exc)
+                await self._release()
+
+    async def _send(self, batch: list[_Call]) -> None:
+        """One round trip: send every command, read every reply in order."""
+        with redis_unavailable("deciding a rate limit"):
+            conn = await self._connection()
+            try:
+                await conn.send_packed_command(conn.pack_commands(c for c, _ in batch))
+                missing: list[_Call] = []
+                for call in batch:
+                    try:
+                        reply = await conn.read_response()
+                    except redis_errors.NoScriptError:
+                        missing.append(call)
+                        continue
+                    except redis_errors.ResponseError as exc:
+                        _settle(call[1], exc=exc)
+                        continue
+                    _settle(call[1], reply)
+            except BaseException:
+                await self._release()
+                raise
+            if missing:  # the script was flushed from Redis: load it, run those again
+                await conn.send_command("SCRIPT", "LOAD", _SCRIPT)
+                await conn.read_response()
+                await self._send(missing)
+
+    async def _connection(self) -> AbstractConnection:
+        if self._conn is None:
+            pool = self._handle.client.connection_pool
+            self._conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        return self._conn
+
+    async def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.disconnect()
+            with contextlib.suppress(Exception):
+                await self._handle.client.connection_pool.release(conn)
+
+    @staticmethod
+    def _fail(batch: list[_Call], exc: BaseException) -> None:
+        for _, future in batch:
+            _settle(future, exc=exc)
+
+
+def _settle(
+    future: asyncio.Future[list[int]], value: Any = None, *, exc: BaseException | None = None
+) -> None:
+    if future.done():  # the caller was cancelled
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(value)
