@@ -1,0 +1,416 @@
+"""The RabbitMQ backend, on aio-pika (the ``rabbitmq`` extra).
+
+One robust connection (named, so ``rabbitmqctl list_connections`` shows it)
+reconnects on its own; its channels come back with their prefetch, the queues,
+exchanges and bindings declared on them, and their consumers. Topology and
+publishes share one channel with publisher confirms; every consumer has its
+own channel. Publishes retry across a reconnect until ``publish_timeout``,
+then raise :class:`~rtkit.BackendUnavailable`. Acks of deliveries from a
+channel that died are dropped (the broker redelivers those messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .._backends import _redact
+from ..errors import BackendUnavailable, ConfigurationError, NotFound
+from .base import REPLY_TO, Delivery, ExchangeKind, OutgoingMessage
+
+if TYPE_CHECKING:
+    import aio_pika
+    import aio_pika.abc
+
+__all__ = ["AmqpConnection"]
+
+log = logging.getLogger("rtkit.messaging")
+
+
+def _import_aio_pika() -> Any:
+    try:
+        import aio_pika
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigurationError(
+            "amqp:// URLs need aio-pika: pip install 'rtkit[rabbitmq]'"
+        ) from exc
+    return aio_pika
+
+
+@contextlib.contextmanager
+def _amqp_errors(doing: str) -> Iterator[None]:
+    """Translate aio-pika/aiormq failures into rtkit errors."""
+    import aiormq.exceptions as e
+
+    try:
+        yield
+    except e.ChannelNotFoundEntity as exc:
+        raise NotFound(f"{doing}: {exc}") from exc
+    except e.ChannelPreconditionFailed as exc:
+        raise ConfigurationError(f"{doing}: {exc}") from exc
+    except e.ChannelAccessRefused as exc:
+        raise ConfigurationError(f"{doing}: {exc}") from exc
+    except (
+        TimeoutError,
+        ConnectionError,
+        OSError,
+        e.AMQPError,
+        e.ChannelInvalidStateError,
+        RuntimeError,
+    ) as exc:
+        raise BackendUnavailable(f"RabbitMQ is unavailable while {doing}: {exc!r}") from exc
+
+
+def _to_message(incoming: aio_pika.abc.AbstractIncomingMessage) -> OutgoingMessage:
+    ts = incoming.timestamp
+    headers = dict(incoming.headers or {})
+    return OutgoingMessage(
+        body=incoming.body,
+        message_id=incoming.message_id or "",
+        timestamp=int(ts.timestamp()) if isinstance(ts, datetime) else int(ts or 0),
+        headers=headers,
+        content_type=incoming.content_type,
+        persistent=incoming.delivery_mode == 2,
+        correlation_id=incoming.correlation_id,
+        reply_to=incoming.reply_to,
+    )
+
+
+class _AmqpDelivery(Delivery):
+    __slots__ = ("_incoming",)
+
+    def __init__(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+        super().__init__(
+            _to_message(incoming),
+            exchange=incoming.exchange or "",
+            routing_key=incoming.routing_key or "",
+            redelivered=bool(incoming.redelivered),
+        )
+        self._incoming = incoming
+
+    async def ack(self) -> None:
+        """Acknowledge (dropped if the channel died)."""
+        try:
+            await self._incoming.ack()
+        except Exception as exc:
+            log.debug("ack of %s dropped: %r", self.message.message_id, exc)
+
+    async def nack(self, *, requeue: bool) -> None:
+        """Reject (dropped if the channel died)."""
+        try:
+            await self._incoming.nack(requeue=requeue)
+        except Exception as exc:
+            log.debug("nack of %s dropped: %r", self.message.message_id, exc)
+
+
+class _NoAckDelivery(_AmqpDelivery):
+    __slots__ = ()
+
+    async def ack(self) -> None:
+        """Nothing to do: the message was auto-acknowledged."""
+
+    async def nack(self, *, requeue: bool) -> None:
+        """Nothing to do: the message was auto-acknowledged."""
+
+
+class _AmqpConsumer:
+    def __init__(
+        self, channel: aio_pika.abc.AbstractRobustChannel, queue: aio_pika.abc.AbstractQueue
+    ) -> None:
+        self.channel = channel
+        self.queue = queue
+        self.tag: str | None = None
+
+    async def cancel(self) -> None:
+        """basic.cancel: stop new deliveries."""
+        if self.tag is not None:
+            tag, self.tag = self.tag, None
+            with contextlib.suppress(Exception):
+                await self.queue.cancel(tag)
+
+    async def close(self) -> None:
+        """Close the channel (the broker requeues unacked deliveries)."""
+        with contextlib.suppress(Exception):
+            await self.channel.close()
+
+
+class AmqpConnection:
+    """The :class:`~rtkit.messaging.BrokerConnection` for RabbitMQ.
+
+    Args:
+        url: ``amqp://user:pass@host:port/vhost``.
+        connection_name: The ``connection_name`` client property.
+        connect_timeout: Seconds before the first connection attempt gives up.
+        publish_timeout: Seconds a publish may take, reconnect included.
+        reconnect_interval: Seconds between reconnect attempts.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connection_name: str,
+        connect_timeout: float = 5.0,
+        publish_timeout: float = 5.0,
+        reconnect_interval: float = 1.0,
+    ) -> None:
+        self.url = url
+        self.connection_name = connection_name
+        self.connect_timeout = connect_timeout
+        self.publish_timeout = publish_timeout
+        self.reconnect_interval = reconnect_interval
+        self._conn: aio_pika.abc.AbstractRobustConnection | None = None
+        self._channel: aio_pika.abc.AbstractRobustChannel | None = None
+        self._rpc_channel: aio_pika.abc.AbstractRobustChannel | None = None
+        self._rpc_lock = asyncio.Lock()
+        self._replies: dict[str, asyncio.Future[Delivery]] = {}
+        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the connection was re-established."""
+        conn = self._conn
+        return 0 if conn is None else max(0, int(getattr(conn, "connection_attempt", 1)) - 1)
+
+    async def connect(self) -> None:
+        """Connect (bounded by ``connect_timeout``)."""
+        aio_pika = _import_aio_pika()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                conn = await aio_pika.connect_robust(
+                    self.url,
+                    client_properties={"connection_name": self.connection_name},
+                    reconnect_interval=self.reconnect_interval,
+                    timeout=self.connect_timeout,
+                )
+        except Exception as exc:
+            raise BackendUnavailable(
+                f"cannot connect to RabbitMQ at {_redact(self.url)}: {exc!r}"
+            ) from exc
+        self._conn = conn
+        try:
+            with _amqp_errors("opening a channel"):
+                async with asyncio.timeout(self.connect_timeout):
+                    self._channel = await conn.channel(
+                        publisher_confirms=True, on_return_raises=True
+                    )
+        except BaseException:
+            await conn.close()
+            raise
+
+    async def close(self) -> None:
+        """Close the connection."""
+        conn, self._conn = self._conn, None
+        for future in self._replies.values():
+            if not future.done():
+                future.set_exception(BackendUnavailable("the connection was closed"))
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), self.connect_timeout)
+
+    def _ch(self) -> aio_pika.abc.AbstractRobustChannel:
+        if self._channel is None:
+            raise BackendUnavailable("not connected to RabbitMQ")
+        return self._channel
+
+    async def _topology(self, doing: str, op: Callable[[], Awaitable[Any]]) -> Any:
+        import aiormq.exceptions as e
+
+        ch = self._ch()
+        with _amqp_errors(doing):
+            async with asyncio.timeout(self.publish_timeout):
+                while True:
+                    try:
+                        await ch.ready()
+                        return await op()
+                    except (e.ChannelInvalidStateError, e.AMQPConnectionError, ConnectionError):
+                        # The channel is being restored (after a reconnect, or after
+                        # the broker closed it for a failed operation): try again.
+                        await asyncio.sleep(0.05)
+
+    async def declare_queue(self, name: str, *, durable: bool, arguments: dict[str, Any]) -> None:
+        """Declare a queue on the robust channel (restored after a reconnect)."""
+        ch = self._ch()
+        await self._topology(
+            f"declaring queue {name!r}",
+            lambda: ch.declare_queue(name, durable=durable, arguments=arguments or None),
+        )
+
+    async def declare_exchange(self, name: str, kind: ExchangeKind, *, durable: bool) -> None:
+        """Declare an exchange on the robust channel."""
+        ch = self._ch()
+        self._exchanges[name] = await self._topology(
+            f"declaring exchange {name!r}",
+            lambda: ch.declare_exchange(name, kind, durable=durable),
+        )
+
+    async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        """Bind (remembered by the robust queue, so restored after a reconnect)."""
+        ch = self._ch()
+
+        async def op() -> None:
+            q = await ch.get_queue(queue, ensure=True)
+            await q.bind(exchange, routing_key)
+
+        await self._topology(f"binding {queue!r} to {exchange!r}", op)
+
+    async def delete_queue(self, name: str) -> None:
+        """Delete a queue."""
+        ch = self._ch()
+        await self._topology(f"deleting queue {name!r}", lambda: ch.queue_delete(name))
+
+    async def delete_exchange(self, name: str) -> None:
+        """Delete an exchange."""
+        ch = self._ch()
+        self._exchanges.pop(name, None)
+        await self._topology(f"deleting exchange {name!r}", lambda: ch.exchange_delete(name))
+
+    def _properties(self, message: OutgoingMessage) -> Any:
+        from pamqp.commands import Basic
+
+        return Basic.Properties(
+            content_type=message.content_type,
+            delivery_mode=2 if message.persistent else 1,
+            message_id=message.message_id,
+            timestamp=datetime.fromtimestamp(message.timestamp),
+            headers=message.headers or None,
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
+        )
+
+    async def publish(
+        self, exchange: str, routing_key: str, message: OutgoingMessage, *, mandatory: bool
+    ) -> None:
+        """Publish and wait for the confirm, retrying across a reconnect."""
+        import aiormq.exceptions as e
+
+        ch = self._ch()
+        props = self._properties(message)
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                while True:
+                    try:
+                        channel = await ch.get_underlay_channel()
+                        await channel.basic_publish(
+                            message.body,
+                            exchange=exchange,
+                            routing_key=routing_key,
+                            properties=props,
+                            mandatory=mandatory,
+                        )
+                        return
+                    except e.PublishError as exc:
+                        raise NotFound(
+                            f"no queue is bound to {exchange!r} with key {routing_key!r}"
+                        ) from exc
+                    except e.ChannelNotFoundEntity as exc:
+                        raise NotFound(f"publishing to {exchange!r}: {exc}") from exc
+                    except e.DeliveryError as exc:
+                        raise BackendUnavailable(f"RabbitMQ refused the message: {exc}") from exc
+                    except (
+                        e.AMQPError,
+                        e.ChannelInvalidStateError,
+                        ConnectionError,
+                        RuntimeError,
+                    ) as exc:
+                        # The connection or channel died: wait for the robust
+                        # connection to come back and publish again.
+                        log.debug("publish interrupted (%r), retrying", exc)
+                        await asyncio.sleep(0.05)
+        except TimeoutError as exc:
+            raise BackendUnavailable(
+                f"RabbitMQ did not confirm the message within {self.publish_timeout} s"
+            ) from exc
+
+    async def get(self, queue: str) -> Delivery | None:
+        """basic.get with auto-ack."""
+        ch = self._ch()
+
+        async def op() -> Delivery | None:
+            q = await ch.get_queue(queue, ensure=True)
+            incoming = await q.get(no_ack=True, fail=False)
+            return None if incoming is None else _NoAckDelivery(incoming)
+
+        result: Delivery | None = await self._topology(f"reading from {queue!r}", op)
+        return result
+
+    async def consume(
+        self, queue: str, callback: Callable[[Delivery], Awaitable[None]], *, prefetch: int
+    ) -> _AmqpConsumer:
+        """Open a channel with ``prefetch`` and consume ``queue`` on it."""
+        conn = self._conn
+        if conn is None:
+            raise BackendUnavailable("not connected to RabbitMQ")
+
+        async def on_message(incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await callback(_AmqpDelivery(incoming))
+
+        channel: aio_pika.abc.AbstractRobustChannel | None = None
+        try:
+            with _amqp_errors(f"consuming {queue!r}"):
+                async with asyncio.timeout(self.connect_timeout):
+                    channel = await conn.channel(publisher_confirms=False)
+                    await channel.set_qos(prefetch_count=prefetch)
+                    q = await channel.declare_queue(queue, passive=True)
+                    consumer = _AmqpConsumer(channel, q)
+                    consumer.tag = await q.consume(on_message)
+        except BaseException:
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+            raise
+        return consumer
+
+    async def _reply_channel(self) -> aio_pika.abc.AbstractRobustChannel:
+        async with self._rpc_lock:
+            if self._rpc_channel is None:
+                conn = self._conn
+                if conn is None:
+                    raise BackendUnavailable("not connected to RabbitMQ")
+                with _amqp_errors("starting direct reply-to"):
+                    async with asyncio.timeout(self.connect_timeout):
+                        channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
+                        q = await channel.get_queue(REPLY_TO, ensure=False)
+                        await q.consume(self._on_reply, no_ack=True)
+                self._rpc_channel = channel
+            return self._rpc_channel
+
+    async def _on_reply(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+        future = self._replies.get(incoming.correlation_id or "")
+        if future is not None and not future.done():
+            future.set_result(_NoAckDelivery(incoming))
+
+    async def request(
+        self, exchange: str, routing_key: str, message: OutgoingMessage, *, timeout: float
+    ) -> Delivery:
+        """Publish with ``reply_to=amq.rabbitmq.reply-to`` and wait for the reply."""
+        import aiormq.exceptions as e
+
+        channel = await self._reply_channel()
+        correlation_id = message.correlation_id or message.message_id
+        future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        self._replies[correlation_id] = future
+        try:
+            async with asyncio.timeout(timeout):
+                try:
+                    underlay = await channel.get_underlay_channel()
+                    await underlay.basic_publish(
+                        message.body,
+                        exchange=exchange,
+                        routing_key=routing_key,
+                        properties=self._properties(message),
+                        mandatory=True,
+                    )
+                except e.PublishError as exc:
+                    raise NotFound(f"no queue {routing_key!r} to send the request to") from exc
+                except (e.AMQPError, e.ChannelInvalidStateError, ConnectionError) as exc:
+                    raise BackendUnavailable(f"sending the request failed: {exc!r}") from exc
+                return await future
+        except TimeoutError:
+            raise BackendUnavailable(f"no reply from {routing_key!r} within {timeout} s") from None
+        finally:
+            self._replies.pop(correlation_id, None)

@@ -1,0 +1,102 @@
+"""Helpers for the messaging tests: broker handles with cleanup, polling waits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from conftest import unique_name
+from rtkit.messaging import RabbitMQService, ReceivedMessage
+
+
+class MQ:
+    """Makes connected services on one broker and names that are deleted afterwards."""
+
+    def __init__(self, kind: str, url: str) -> None:
+        self.kind = kind
+        self.url = url
+        self.test_id = unique_name("rtkit-test")
+        self.services: list[RabbitMQService] = []
+        self.queues: list[str] = []
+        self.exchanges: list[str] = []
+
+    def queue(self, stem: str = "q") -> str:
+        """A unique queue name, deleted (with its .dlq and delay tiers) after the test."""
+        name = unique_name(f"rtkit-test-{stem}")
+        self.queues.append(name)
+        return name
+
+    def exchange(self, stem: str = "x") -> str:
+        """A unique exchange name, deleted after the test."""
+        name = unique_name(f"rtkit-test-{stem}")
+        self.exchanges.append(name)
+        return name
+
+    async def service(self, **kwargs: Any) -> RabbitMQService:
+        """A connected service; closed after the test."""
+        if self.kind == "amqp":
+            kwargs.setdefault("connection_name", self.test_id)
+            kwargs.setdefault("reconnect_interval", 0.2)
+        service = RabbitMQService.from_url(self.url, **kwargs)
+        await service.connect()
+        self.services.append(service)
+        return service
+
+    async def cleanup(self) -> None:
+        """Delete every queue, tier and exchange the test made; close the services."""
+        tiers = {t for s in self.services for t in s._tiers}
+        for service in self.services:
+            with contextlib.suppress(Exception):
+                await service.close(timeout=2.0)
+        admin = RabbitMQService.from_url(self.url)
+        await admin.connect()
+        try:
+            for name in [*self.queues, *(f"{q}.dlq" for q in self.queues), *sorted(tiers)]:
+                with contextlib.suppress(Exception):
+                    await admin.connection.delete_queue(name)
+            for name in self.exchanges:
+                with contextlib.suppress(Exception):
+                    await admin.connection.delete_exchange(name)
+        finally:
+            await admin.close()
+
+
+async def eventually(
+    check: Callable[[], bool] | Callable[[], Awaitable[bool]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> None:
+    """Poll ``check`` until it is true, failing after a generous ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def drain(
+    service: RabbitMQService, queue: str, *, expect: int, timeout: float = 10.0
+) -> list[ReceivedMessage]:
+    """Take ``expect`` messages from ``queue`` with basic.get, waiting for them."""
+    got: list[ReceivedMessage] = []
+
+    async def more() -> bool:
+        while len(got) < expect:
+            message = await service.get(queue)
+            if message is None:
+                return False
+            got.append(message)
+        return True
+
+    await eventually(more, timeout=timeout, what=f"{expect} messages in {queue}")
+    return got
