@@ -22,8 +22,10 @@ from .errors import (
     ServiceNotFound,
     ValidationError,
 )
+from .presence import Departure, OnlineUser, PresenceCount, PresenceStore
 from .ratelimit import Decision, Limit, RateLimiter
 from .registry import ServiceChange, ServiceInstance, ServiceRegistry
+from .rooms import RoomDeparture, RoomInfo, RoomManager
 
 __version__ = "0.1.0"
 
@@ -34,13 +36,20 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "Decision",
+    "Departure",
     "Limit",
     "ManualClock",
     "NotFound",
+    "OnlineUser",
     "Page",
     "PayloadTooLarge",
+    "PresenceCount",
+    "PresenceStore",
     "RateLimited",
     "RateLimiter",
+    "RoomDeparture",
+    "RoomInfo",
+    "RoomManager",
     "RtkitError",
     "ServiceChange",
     "ServiceInstance",

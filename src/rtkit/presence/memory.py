@@ -1,0 +1,150 @@
+"""The in-process presence backend: the executable specification of PresenceStore."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from .._leases import page_of_sorted, shared_memory_state, system_now
+from .._pages import Page
+from ..errors import ValidationError
+from .base import OnlineUser, PresenceBackend, PresenceCount, Removed
+
+__all__ = ["MemoryPresenceBackend"]
+
+
+@dataclass
+class _User:
+    username: str | None
+    joined_at: float
+    sids: set[str] = field(default_factory=set)
+
+
+class _State:
+    """Everything every instance sharing this state sees."""
+
+    def __init__(self) -> None:
+        self.leases: dict[str, float] = {}  # instance id -> lease expiry
+        self.instances: dict[str, dict[str, str]] = {}  # instance id -> sid -> user id
+        self.meta: dict[str, dict[str, str]] = {}  # instance id -> sid -> meta JSON
+        self.users: dict[str, _User] = {}
+        self.order: list[str] = []  # online user ids, sorted
+        self.connections = 0
+
+
+class MemoryPresenceBackend(PresenceBackend):
+    """Presence in this process (``memory://``, or ``memory://<name>`` to share)."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self._s: _State = shared_memory_state(url, prefix, "presence", _State)
+
+    async def connect(
+        self,
+        instance_id: str,
+        user_id: str,
+        sid: str,
+        username: str | None,
+        meta: str | None,
+        now: float | None,
+        ttl: float,
+    ) -> tuple[bool, float]:
+        s = self._s
+        at = system_now(now)
+        owner = s.instances.get(instance_id, {}).get(sid)
+        user = s.users.get(user_id)
+        if owner is not None and owner != user_id:
+            raise ValidationError(f"sid {sid!r} is already connected as another user")
+        if owner is None and user is not None and sid in user.sids:
+            raise ValidationError(f"sid {sid!r} of this user is connected on another instance")
+        s.leases[instance_id] = at + ttl
+        online = False
+        if owner is None:
+            if user is None:
+                user = s.users[user_id] = _User(username, at)
+                bisect.insort(s.order, user_id)
+                online = True
+            user.sids.add(sid)
+            s.instances.setdefault(instance_id, {})[sid] = user_id
+            s.connections += 1
+        assert user is not None
+        if username is not None:
+            user.username = username
+        if meta is not None:
+            if meta == "{}":
+                self._drop_meta(instance_id, sid)
+            else:
+                s.meta.setdefault(instance_id, {})[sid] = meta
+        return online, at
+
+    def _drop_meta(self, instance_id: str, sid: str) -> None:
+        metas = self._s.meta.get(instance_id)
+        if metas is not None:
+            metas.pop(sid, None)
+            if not metas:
+                del self._s.meta[instance_id]
+
+    def _remove(self, instance_id: str, sid: str, at: float) -> Removed | None:
+        s = self._s
+        conns = s.instances.get(instance_id)
+        if conns is None or sid not in conns:
+            return None
+        user_id = conns.pop(sid)
+        if not conns:
+            del s.instances[instance_id]
+        self._drop_meta(instance_id, sid)
+        user = s.users[user_id]
+        user.sids.discard(sid)
+        s.connections -= 1
+        offline = not user.sids
+        if offline:
+            del s.users[user_id]
+            s.order.pop(bisect.bisect_left(s.order, user_id))
+        return Removed(user_id, sid, offline, user.username, instance_id, at)
+
+    async def disconnect(self, instance_id: str, sid: str, now: float | None) -> Removed | None:
+        return self._remove(instance_id, sid, system_now(now))
+
+    async def purge(
+        self, instance_id: str | None, now: float | None, ttl: float, force: str | None
+    ) -> list[Removed]:
+        s = self._s
+        at = system_now(now)
+        if instance_id is not None:
+            s.leases[instance_id] = at + ttl
+        if force is not None:
+            dead = [force]
+        else:
+            dead = sorted(i for i, expires in s.leases.items() if expires <= at)
+        removed: list[Removed] = []
+        for iid in dead:
+            for sid in list(s.instances.get(iid, {})):
+                gone = self._remove(iid, sid, at)
+                assert gone is not None
+                removed.append(gone)
+            s.leases.pop(iid, None)
+        return removed
+
+    async def is_online(self, user_id: str) -> bool:
+        return user_id in self._s.users
+
+    async def online_users(self, cursor: str | None, limit: int) -> Page[OnlineUser]:
+        page = page_of_sorted(self._s.order, cursor, limit)
+        users = self._s.users
+        items = [
+            OnlineUser(uid, users[uid].username, users[uid].joined_at, len(users[uid].sids))
+            for uid in page.items
+        ]
+        return Page(items, page.next_cursor)
+
+    async def count(self) -> PresenceCount:
+        return PresenceCount(len(self._s.users), self._s.connections)
+
+    async def connections(self, user_id: str) -> list[str]:
+        user = self._s.users.get(user_id)
+        return [] if user is None else sorted(user.sids)
+
+    async def meta(self, instance_id: str, sid: str) -> str | None:
+        return self._s.meta.get(instance_id, {}).get(sid)
+
+    async def close(self) -> None:
+        """Nothing to release in memory."""

@@ -1,0 +1,118 @@
+"""The Redis rooms backend: every transition is one atomic Lua script (one round trip)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from .._backends import Keyspace, RedisHandle, load_lua, redis_unavailable
+from .._leases import LUA_NOW
+from .._pages import Page
+from ..errors import ValidationError
+from .base import RoomDeparture, RoomInfo, RoomsBackend
+
+__all__ = ["PURGE_BATCH", "RedisRoomsBackend"]
+
+#: Connections taken out of their rooms per script call when purging an instance.
+PURGE_BATCH = 200
+
+
+def _departures(flat: list[Any]) -> list[RoomDeparture]:
+    return [
+        RoomDeparture(flat[i], flat[i + 1], flat[i + 2], bool(flat[i + 3]))
+        for i in range(0, len(flat), 4)
+    ]
+
+
+def _page_start(cursor: str | None) -> str:
+    return "-" if cursor is None else "(" + cursor
+
+
+class RedisRoomsBackend(RoomsBackend):
+    """Rooms shared by every instance on one Redis and prefix."""
+
+    def __init__(self, url: str, prefix: str, client: aioredis.Redis | None) -> None:
+        self._handle = RedisHandle(url, client=client)
+        self._keys = Keyspace(prefix, "rooms")
+        self._leases = self._keys.key("leases")
+        self._script = self._handle.client.register_script(
+            LUA_NOW + load_lua("rtkit.rooms", "rooms.lua")
+        )
+
+    async def _run(self, op: str, now: float | None, *args: Any) -> Any:
+        with redis_unavailable(f"running rooms {op}"):
+            return await self._script(
+                keys=[self._leases],
+                args=[op, self._keys.base, "" if now is None else repr(now), *args],
+            )
+
+    async def join(
+        self,
+        instance_id: str,
+        room_id: str,
+        user_id: str,
+        sid: str,
+        now: float | None,
+        ttl: float,
+    ) -> bool:
+        reply = await self._run("join", now, instance_id, room_id, user_id, sid, repr(ttl))
+        if reply == -1:
+            raise ValidationError(f"sid {sid!r} is in rooms as another user")
+        return bool(reply)
+
+    async def leave(self, instance_id: str, room_id: str, sid: str) -> bool:
+        return bool(await self._run("leave", None, instance_id, room_id, sid))
+
+    async def leave_all(self, instance_id: str, sid: str) -> list[str]:
+        reply = await self._run("leave_all", None, instance_id, sid)
+        return sorted(d.room_id for d in _departures(reply) if d.left)
+
+    async def purge(
+        self, instance_id: str | None, now: float | None, ttl: float, force: str | None
+    ) -> list[RoomDeparture]:
+        removed: list[RoomDeparture] = []
+        own = instance_id or ""
+        while True:
+            reply = await self._run("purge", now, own, repr(ttl), PURGE_BATCH, force or "")
+            removed += _departures(reply[1:])
+            if reply[0] == "done":
+                return removed
+            own = ""  # renewed once per pass
+
+    async def members(self, room_id: str, cursor: str | None, limit: int) -> Page[str]:
+        with redis_unavailable("reading rooms"):
+            found = await self._handle.client.zrange(
+                self._keys.key("r", room_id),
+                _page_start(cursor),
+                "+",
+                bylex=True,
+                offset=0,
+                num=limit + 1,
+            )
+        ids = [str(u) for u in found]
+        if len(ids) > limit:
+            return Page(ids[:limit], ids[limit - 1])
+        return Page(ids, None)
+
+    async def rooms(self, cursor: str | None, limit: int) -> Page[RoomInfo]:
+        reply = await self._run("rooms", None, _page_start(cursor), limit + 1)
+        infos = [
+            RoomInfo(reply[i], int(reply[i + 1]), float(reply[i + 2]))
+            for i in range(0, len(reply), 3)
+        ]
+        if len(infos) > limit:
+            return Page(infos[:limit], infos[limit - 1].room_id)
+        return Page(infos, None)
+
+    async def rooms_of(self, user_id: str) -> list[str]:
+        with redis_unavailable("reading rooms"):
+            rooms = await self._handle.client.hkeys(self._keys.key("u", user_id))
+        return sorted(str(r) for r in rooms)
+
+    async def is_member(self, room_id: str, user_id: str) -> bool:
+        with redis_unavailable("reading rooms"):
+            return bool(await self._handle.client.hexists(self._keys.key("u", user_id), room_id))
+
+    async def close(self) -> None:
+        await self._handle.close()

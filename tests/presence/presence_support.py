@@ -1,0 +1,38 @@
+"""Helpers for the presence tests: a recording bus and stores that share one backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rtkit import PresenceStore
+
+
+class RecordingBus:
+    """An event bus that remembers what was published."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    async def publish(self, name: str, data: dict[str, Any]) -> None:
+        self.events.append((name, data))
+
+    def names(self) -> list[tuple[str, str]]:
+        """(event name, user id) of each event, in order."""
+        return [(name, data["user_id"]) for name, data in self.events]
+
+
+class Stores:
+    """Makes stores (server instances) that share one backend; closes them at the end."""
+
+    def __init__(self, url: str, prefix: str, **defaults: Any) -> None:
+        self.url, self.prefix, self.defaults = url, prefix, defaults
+        self.made: list[PresenceStore] = []
+
+    def make(self, **kwargs: Any) -> PresenceStore:
+        store = PresenceStore.from_url(self.url, prefix=self.prefix, **{**self.defaults, **kwargs})
+        self.made.append(store)
+        return store
+
+    async def close_all(self) -> None:
+        for store in self.made:
+            await store.close()
