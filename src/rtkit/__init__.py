@@ -22,6 +22,7 @@ from .errors import (
     ServiceNotFound,
     ValidationError,
 )
+from .eventbus import DeliveryFailure, Event, EventBus, EventBusStats, Subscription
 from .presence import Departure, OnlineUser, PresenceCount, PresenceStore
 from .ratelimit import Decision, Limit, RateLimiter
 from .registry import ServiceChange, ServiceInstance, ServiceRegistry
@@ -36,7 +37,11 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "Decision",
+    "DeliveryFailure",
     "Departure",
+    "Event",
+    "EventBus",
+    "EventBusStats",
     "Limit",
     "ManualClock",
     "NotFound",
@@ -55,6 +60,7 @@ __all__ = [
     "ServiceInstance",
     "ServiceNotFound",
     "ServiceRegistry",
+    "Subscription",
     "SystemClock",
     "ValidationError",
     "__version__",
