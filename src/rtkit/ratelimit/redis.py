@@ -60,6 +60,8 @@ class RedisStore:
         self._wakeup: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._conn: AbstractConnection | None = None
+        self.round_trips = 0
+        """How many pipelines were sent (each carries one or more decisions)."""
 
     def key(self, key: str, limit: Limit) -> str:
         """The Redis key holding ``key``'s state under ``limit``."""
@@ -147,6 +149,7 @@ class RedisStore:
             conn = await self._connection()
             try:
                 await conn.send_packed_command(conn.pack_commands(c for c, _ in batch))
+                self.round_trips += 1
                 missing: list[_Call] = []
                 for call in batch:
                     try:

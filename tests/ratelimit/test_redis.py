@@ -1,0 +1,172 @@
+"""Redis-only behaviour: keys, expiry, Redis time, batching, outages and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from rtkit import ConfigurationError, ManualClock
+from rtkit.ratelimit import Limit, RateLimiter
+
+pytestmark = pytest.mark.redis
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class PrivateRedis:
+    """A redis-server of our own, on a free port, that a test may stop and restart."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+def _hash_tag(key: str) -> str:
+    """What Redis Cluster hashes: the text between the first '{' and the next '}'."""
+    start = key.index("{")
+    return key[start + 1 : key.index("}", start + 1)]
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def limiter(redis_url: str, redis_prefix: str) -> AsyncIterator[RateLimiter]:
+    async with RateLimiter.from_url(redis_url, prefix=redis_prefix) as limiter:
+        yield limiter
+
+
+async def test_time_comes_from_redis_by_default(limiter: RateLimiter) -> None:
+    assert (await limiter.hit("k", "1/minute")).allowed
+    denied = await limiter.hit("k", "1/minute")
+    assert not denied.allowed
+    assert 55 < denied.retry_after <= 60
+
+
+async def test_keys_share_one_hash_tag_and_expire(
+    limiter: RateLimiter, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    limits = [Limit(5, 2), Limit(5, 3, "sliding_window"), Limit(5, 4, "sliding_window_counter")]
+    await limiter.hit("user:{7}", *limits)
+
+    keys = sorted([k async for k in redis_client.scan_iter(match=redis_prefix + "*")])
+    assert len(keys) == 3
+    assert all(k.startswith(redis_prefix + "ratelimit:{user:{7}}:") for k in keys)
+    assert len({_hash_tag(k) for k in keys}) == 1  # one cluster slot for the whole hit
+    for key in keys:  # idle keys vanish on their own, within two periods at most
+        assert 0 < await redis_client.pttl(key) <= 8_001
+
+
+async def test_idle_keys_vanish(
+    limiter: RateLimiter, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    await limiter.hit("k", Limit(10, 0.05), Limit(10, 0.05, "sliding_window"))
+    deadline = time.monotonic() + 10
+    while [k async for k in redis_client.scan_iter(match=redis_prefix + "*")]:
+        assert time.monotonic() < deadline, "rate limit keys did not expire"
+        await asyncio.sleep(0.05)
+
+
+async def test_concurrent_decisions_share_round_trips(redis_url: str, redis_prefix: str) -> None:
+    async with RateLimiter.from_url(redis_url, prefix=redis_prefix) as limiter:
+        decisions = await asyncio.gather(
+            *(limiter.hit(f"k{i % 10}", "5/minute", "100/hour") for i in range(200))
+        )
+        store = limiter._store  # the Redis store counts its pipelines
+        assert store.round_trips < 50  # type: ignore[attr-defined]
+    assert sum(d.allowed for d in decisions) == 50
+
+
+async def test_a_borrowed_client_is_left_open(
+    redis_url: str, redis_prefix: str, redis_client: aioredis.Redis
+) -> None:
+    async with RateLimiter.from_url(redis_url, prefix=redis_prefix, redis=redis_client) as rl:
+        assert (await rl.hit("k", "1/second")).allowed
+    assert await redis_client.ping()
+
+
+def test_bad_configuration_is_rejected(redis_url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        RateLimiter.from_url("kafka://localhost")
+    with pytest.raises(ConfigurationError):
+        RateLimiter.from_url(redis_url, prefix="bad prefix with spaces")
+    with pytest.raises(ConfigurationError):
+        RateLimiter.from_url(redis_url, failure_policy="maybe")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        RateLimiter.from_url(redis_url, redis=aioredis.Redis())  # not decode_responses
+
+
+async def test_the_script_is_reloaded_after_a_script_flush(private_redis: PrivateRedis) -> None:
+    async with RateLimiter.from_url(private_redis.url) as limiter:
+        assert (await limiter.hit("k", "2/minute")).allowed
+        admin = aioredis.Redis.from_url(private_redis.url)
+        await admin.script_flush()
+        await admin.aclose()
+        assert (await limiter.hit("k", "2/minute")).allowed
+        assert not (await limiter.hit("k", "2/minute")).allowed
+
+
+async def test_an_outage_falls_back_then_recovers(private_redis: PrivateRedis) -> None:
+    clock = ManualClock()  # drives the retry interval (and the time of decisions)
+    async with RateLimiter.from_url(
+        private_redis.url, clock=clock, failure_policy="local", retry_interval=1.0, timeout=2
+    ) as limiter:
+        assert (await limiter.hit("k", "2/minute")).allowed
+        assert (await limiter.hit("k", "2/minute")).allowed
+        assert not (await limiter.hit("k", "2/minute")).allowed
+
+        private_redis.stop()
+        # The local fallback starts from nothing: it allows 2, then denies.
+        local = [(await limiter.hit("k", "2/minute")).allowed for _ in range(3)]
+        assert local == [True, True, False]
+
+        private_redis.start()  # an empty Redis on the same port
+        assert not (await limiter.hit("k", "2/minute")).allowed  # still local until retry
+        clock.advance(1.0)
+        assert (await limiter.hit("k", "2/minute")).allowed  # Redis again
+        assert (await limiter.hit("k", "2/minute")).allowed
+        assert not (await limiter.hit("k", "2/minute")).allowed
