@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -100,3 +101,71 @@ async def drain(
 
     await eventually(more, timeout=timeout, what=f"{expect} messages in {queue}")
     return got
+
+
+def _rabbitmqctl(*args: str) -> str:
+    result = subprocess.run(
+        ["rabbitmqctl", *args, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout
+
+
+async def close_my_connections(test_id: str) -> int:
+    """Close (server side) only the RabbitMQ connections whose name contains ``test_id``."""
+    listing = await asyncio.to_thread(
+        _rabbitmqctl, "list_connections", "--no-table-headers", "pid", "client_properties"
+    )
+    pids = [
+        line.split("\t", 1)[0]
+        for line in listing.splitlines()
+        if f'{{"connection_name","{test_id}' in line
+    ]
+    for pid in pids:
+        await asyncio.to_thread(_rabbitmqctl, "close_connection", pid, "rtkit fault test")
+    return len(pids)
+
+
+class TcpProxy:
+    """A TCP proxy to RabbitMQ that a test can freeze (the broker stops answering)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.thawed = asyncio.Event()
+        self.thawed.set()
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        """Listen on a free local port and return it."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        self._writers += [writer, up_writer]
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    await self.thawed.wait()
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    def freeze(self) -> None:
+        """Stop forwarding bytes: the broker seems to hang."""
+        self.thawed.clear()
+
+    async def close(self) -> None:
+        """Drop every connection and stop listening."""
+        self.thawed.set()
+        for writer in self._writers:
+            writer.close()
+        if self._server is not None:
+            self._server.close()

@@ -1,0 +1,150 @@
+"""Faults on RabbitMQ: a dead or hanging broker, dropped connections, a killed consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from rtkit import BackendUnavailable
+from rtkit.messaging import (
+    Envelope,
+    MemoryDedupStore,
+    MessageConsumer,
+    MessageProducer,
+    RabbitMQService,
+)
+
+from ._helpers import MQ, TcpProxy, close_my_connections, eventually
+
+pytestmark = pytest.mark.rabbitmq
+
+
+async def test_a_broker_that_is_down_raises_backend_unavailable_quickly() -> None:
+    service = RabbitMQService.from_url("amqp://guest:guest@127.0.0.1:1/", connect_timeout=2.0)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable):
+        await service.connect()
+    assert time.monotonic() - started < 5
+
+
+async def test_a_confirm_that_never_comes_raises_within_publish_timeout(
+    amqp_url: str, rabbit: MQ
+) -> None:
+    parts = urlsplit(amqp_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
+    port = await proxy.start()
+    service = RabbitMQService.from_url(
+        f"amqp://guest:guest@127.0.0.1:{port}/", publish_timeout=0.5, connect_timeout=2.0
+    )
+    await service.connect()
+    queue = rabbit.queue()
+    await service.declare_queue(queue)
+    producer = MessageProducer(service)
+    await producer.send(queue, "before")
+    proxy.freeze()
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable):
+        await producer.send(queue, "lost in the void")
+    assert time.monotonic() - started < 3
+    await proxy.close()
+    await service.close(timeout=1.0)
+
+
+async def test_reconnect_restores_topology_and_consumers(rabbit: MQ) -> None:
+    service = await rabbit.service()
+    exchange, queue = rabbit.exchange(), rabbit.queue()
+    await service.declare_exchange(exchange, "topic")
+    await service.declare_queue(queue)
+    await service.bind(queue, exchange, "order.*")
+    got: list[Any] = []
+
+    async def handle(payload: Any) -> None:
+        got.append(payload)
+
+    await MessageConsumer(service).consume(queue, handle, prefetch=10)
+    producer = MessageProducer(service)
+    await producer.publish(exchange, "order.created", "before")
+    await eventually(lambda: got == ["before"])
+
+    assert await close_my_connections(rabbit.test_id) == 1
+    await producer.publish(exchange, "order.created", "after")  # waits for the reconnect
+    await eventually(lambda: got == ["before", "after"], timeout=20)
+    assert service.connection.reconnects >= 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+async def test_stream_survives_dropped_connections_exactly_once_with_dedup(rabbit: MQ) -> None:
+    total = 5000
+    service = await rabbit.service(publish_timeout=30.0)
+    queue = rabbit.queue("stream")
+    await service.declare_queue(queue)
+    calls: collections.Counter[int] = collections.Counter()
+
+    async def handle(payload: int) -> None:
+        calls[payload] += 1
+
+    dedup = MemoryDedupStore(window=600, lease=30)
+    handle_ = await MessageConsumer(service, dedup=dedup).consume(queue, handle, prefetch=100)
+    producer = MessageProducer(service, max_in_flight=200)
+
+    async def produce() -> None:
+        for start in range(0, total, 500):
+            await asyncio.gather(
+                *(producer.send(queue, i, message_id=f"m-{i}") for i in range(start, start + 500))
+            )
+
+    sending = asyncio.create_task(produce())
+    await eventually(lambda: len(calls) >= total // 4, timeout=60)
+    assert await close_my_connections(rabbit.test_id) >= 1
+    await sending
+    await eventually(lambda: len(calls) == total, timeout=60, what="every message handled")
+    await asyncio.sleep(0.5)
+    assert set(calls) == set(range(total))  # none lost
+    assert max(calls.values()) == 1  # and, with the dedup store, none handled twice
+    assert service.connection.reconnects >= 1  # type: ignore[attr-defined]
+    assert handle_.handled == total
+
+
+@pytest.mark.slow
+async def test_unacked_messages_of_a_killed_consumer_are_redelivered(
+    amqp_url: str, rabbit: MQ
+) -> None:
+    service = await rabbit.service()
+    queue = rabbit.queue()
+    await service.declare_queue(queue)
+    producer = MessageProducer(service)
+    for i in range(8):
+        await producer.send(queue, i)
+    script = Path(__file__).with_name("_killable_consumer.py")
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        amqp_url,
+        queue,
+        f"{rabbit.test_id}-child",
+        "5",
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert child.stdout is not None
+    taken = [int(await asyncio.wait_for(child.stdout.readline(), 30)) for _ in range(5)]
+    child.send_signal(signal.SIGKILL)
+    await child.wait()
+
+    got: dict[int, Envelope] = {}
+
+    async def handle(payload: int, envelope: Envelope) -> None:
+        got[payload] = envelope
+
+    await MessageConsumer(service).consume(queue, handle)
+    await eventually(lambda: len(got) == 8, timeout=30)
+    assert {i for i, env in got.items() if env.redelivered} == set(taken)
