@@ -1,0 +1,109 @@
+"""Who is connecting: token verification for the Socket.IO handshake and the HTTP API.
+
+The default scheme is a JWT signed with HS256: ``sub`` is the user id, ``name`` the
+display name, ``exp`` is required and enforced. Any object with an async
+``verify(token) -> Identity`` method can replace it (sessions, OAuth introspection ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import jwt
+
+from .._clock import Clock, SystemClock
+from .._validation import check_id
+from ..errors import AuthError, ConfigurationError, ValidationError
+
+__all__ = ["MIN_SECRET_BYTES", "Identity", "JWTVerifier", "TokenVerifier", "issue_token"]
+
+MIN_SECRET_BYTES = 32
+_MAX_TOKEN_BYTES = 8192
+_MAX_NAME_BYTES = 128
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated user: a stable ``user_id`` and a display ``username``."""
+
+    user_id: str
+    username: str
+
+
+@runtime_checkable
+class TokenVerifier(Protocol):
+    """Turns a token into an :class:`Identity`, or raises :class:`~rtkit.AuthError`."""
+
+    async def verify(self, token: str) -> Identity:
+        """Return who ``token`` belongs to; raise :class:`~rtkit.AuthError` if it is not valid."""
+        ...
+
+
+def _check_secret(secret: str | bytes) -> bytes:
+    raw = secret.encode("utf-8") if isinstance(secret, str) else secret
+    if len(raw) < MIN_SECRET_BYTES:
+        raise ConfigurationError(
+            f"the JWT secret must be at least {MIN_SECRET_BYTES} bytes long "
+            "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return raw
+
+
+def issue_token(
+    secret: str | bytes,
+    user_id: str,
+    *,
+    name: str | None = None,
+    ttl: float = 3600.0,
+    clock: Clock | None = None,
+) -> str:
+    """Sign an HS256 JWT for ``user_id`` (``sub``), named ``name`` (default: the id).
+
+    The token expires ``ttl`` seconds from now (a negative ``ttl`` makes an
+    already-expired token, which is handy in tests).
+    """
+    check_id(user_id, "user_id")
+    username = user_id if name is None else name
+    check_id(username, "name", max_bytes=_MAX_NAME_BYTES)
+    now = int((clock or SystemClock()).time())
+    claims = {"sub": user_id, "name": username, "iat": now, "exp": now + int(ttl)}
+    return jwt.encode(claims, _check_secret(secret), algorithm="HS256")
+
+
+class JWTVerifier:
+    """Verifies HS256 JWTs signed with ``secret`` (see :func:`issue_token`).
+
+    ``sub`` must be a usable id, ``exp`` must be present and in the future
+    (``leeway`` seconds of clock skew are tolerated), ``name`` defaults to ``sub``.
+    """
+
+    def __init__(self, secret: str | bytes, *, leeway: float = 0.0) -> None:
+        self._secret = _check_secret(secret)
+        self._leeway = leeway
+
+    async def verify(self, token: str) -> Identity:
+        """Return the token's :class:`Identity`; raise :class:`~rtkit.AuthError` with the reason."""
+        if not isinstance(token, str) or not token:
+            raise AuthError("no authentication token was provided")
+        if len(token) > _MAX_TOKEN_BYTES:
+            raise AuthError("the authentication token is too long")
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=["HS256"],
+                leeway=self._leeway,
+                options={"require": ["exp", "sub"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthError("the authentication token has expired", code="token_expired") from exc
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(f"the authentication token is invalid: {exc}") from exc
+        try:
+            user_id = check_id(claims.get("sub"), "the token's sub claim")
+            name = claims.get("name", user_id)
+            username = check_id(name, "the token's name claim", max_bytes=_MAX_NAME_BYTES)
+        except ValidationError as exc:
+            raise AuthError(f"the authentication token is invalid: {exc}") from exc
+        return Identity(user_id=user_id, username=username)

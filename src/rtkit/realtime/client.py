@@ -1,0 +1,409 @@
+"""The seed's browser ``ChatClient`` in Python, on python-socketio's ``AsyncClient``.
+
+```python
+client = ChatClient()
+client.on_chat_message(lambda m: print(m.username, m.message))
+await client.connect("http://127.0.0.1:8000", token)
+await client.join_room("lobby")
+message_id = await client.send_message("lobby", "Hello World!")
+```
+
+Every request waits for the server's ack and raises the matching
+[`RtkitError`][rtkit.RtkitError] when the server refuses (for example
+[`RateLimited`][rtkit.RateLimited] with ``retry_after``). Callbacks receive the
+pydantic models of [`rtkit.realtime.models`][rtkit.realtime.models]. After a
+reconnection the client joins its rooms again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+import pydantic
+import socketio
+
+from ..errors import (
+    AuthError,
+    BackendUnavailable,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    RtkitError,
+    ValidationError,
+)
+from .models import (
+    ChatMessage,
+    ErrorInfo,
+    FileUploadComplete,
+    FileUploadReady,
+    FileUploadStart,
+    GameMove,
+    MessageSent,
+    Notification,
+    OnlineUserInfo,
+    RoomJoined,
+    RoomUserEvent,
+    TypingEvent,
+    UserPresence,
+)
+
+__all__ = ["ChatClient"]
+
+log = logging.getLogger("rtkit.realtime.client")
+
+T = TypeVar("T")
+Callback = Callable[[T], Awaitable[None] | None]
+
+_EVENT_MODELS: dict[str, Any] = {
+    "user:joined": UserPresence,
+    "user:left": UserPresence,
+    "users:online": pydantic.TypeAdapter(list[OnlineUserInfo]),
+    "room:joined": RoomJoined,
+    "room:user:joined": RoomUserEvent,
+    "room:user:left": RoomUserEvent,
+    "chat:message": ChatMessage,
+    "chat:message:sent": MessageSent,
+    "typing:start": TypingEvent,
+    "typing:stop": TypingEvent,
+    "notification:received": Notification,
+    "file:upload:start": FileUploadStart,
+    "file:upload:ready": FileUploadReady,
+    "file:upload:complete": FileUploadComplete,
+    "game:move": GameMove,
+    "error": ErrorInfo,
+}
+
+_ERRORS: dict[str, type[RtkitError]] = {
+    "invalid_payload": ValidationError,
+    "payload_too_large": PayloadTooLarge,
+    "not_found": NotFound,
+    "backend_unavailable": BackendUnavailable,
+    "unauthorized": AuthError,
+    "token_expired": AuthError,
+    "forbidden": AuthError,
+    "not_member": AuthError,
+}
+
+
+def _raise_for(error: Any) -> None:
+    info = error if isinstance(error, dict) else {}
+    code = str(info.get("code", "error"))
+    message = str(info.get("message", "the server refused the request"))
+    if code == "rate_limited":
+        raise RateLimited(message, retry_after=float(info.get("retryAfter", 0.0)))
+    raise _ERRORS.get(code, RtkitError)(message, code=code)
+
+
+class ChatClient:
+    """A chat client with the seed's methods, typed callbacks and automatic room rejoin.
+
+    Args:
+        timeout: seconds to wait for each ack.
+        reconnection: reconnect automatically after a lost connection.
+        **client_options: passed to ``socketio.AsyncClient``.
+    """
+
+    def __init__(
+        self, *, timeout: float = 10.0, reconnection: bool = True, **client_options: Any
+    ) -> None:
+        self.timeout = timeout
+        self.sio = socketio.AsyncClient(reconnection=reconnection, **client_options)
+        self.url: str | None = None
+        self.rooms: set[str] = set()
+        self.current_room: str | None = None
+        self._token: str | None = None
+        self._typing: set[str] = set()
+        self._callbacks: dict[str, list[Callable[[Any], Any]]] = {}
+        self._connected_once = False
+        self._connect_error: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        for event in _EVENT_MODELS:
+            self.sio.on(event, self._dispatcher(event))
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on("connect_error", self._on_connect_error)
+
+    # ------------------------------------------------------------ connection
+
+    @property
+    def connected(self) -> bool:
+        """Whether the client is connected now."""
+        return bool(self.sio.connected)
+
+    @property
+    def sid(self) -> str | None:
+        """The Socket.IO session id of the current connection."""
+        sid: str | None = self.sio.get_sid()
+        return sid
+
+    async def connect(
+        self, url: str, token: str, *, transports: list[str] | None = None, wait: float = 10.0
+    ) -> None:
+        """Connect to the server at ``url`` with ``token`` (sent as the handshake ``auth.token``).
+
+        Raises:
+            AuthError: the server refused the token.
+            BackendUnavailable: the server could not be reached.
+        """
+        self.url = url.rstrip("/")
+        self._token = token
+        self._connect_error = None
+        try:
+            await self.sio.connect(
+                url,
+                auth={"token": token},
+                transports=transports or ["websocket"],
+                wait_timeout=wait,
+            )
+        except socketio.exceptions.ConnectionError as exc:
+            if self._connect_error is not None:
+                _raise_for(self._connect_error)
+            raise BackendUnavailable(f"could not connect to {url}: {exc}") from exc
+
+    async def disconnect(self) -> None:
+        """Close the connection (no reconnection follows)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await self.sio.disconnect()
+
+    async def wait(self) -> None:
+        """Wait until the connection ends for good."""
+        await self.sio.wait()
+
+    async def _on_connect(self) -> None:
+        if self._connected_once and self.rooms:
+            task = asyncio.create_task(self._rejoin())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._connected_once = True
+        await self._fire("connect", None)
+
+    async def _rejoin(self) -> None:
+        for room_id in sorted(self.rooms):
+            try:
+                await self.join_room(room_id)
+            except RtkitError as exc:
+                log.warning("could not rejoin room %r: %s", room_id, exc)
+
+    async def _on_disconnect(self, reason: Any = None) -> None:
+        self._typing.clear()
+        await self._fire("disconnect", reason)
+
+    async def _on_connect_error(self, data: Any = None) -> None:
+        if isinstance(data, dict):
+            extra = data.get("data")
+            code = extra.get("code") if isinstance(extra, dict) else None
+            self._connect_error = {"code": code or "unauthorized", "message": data.get("message")}
+        else:
+            self._connect_error = {"code": "unauthorized", "message": str(data)}
+        await self._fire("connect_error", self._connect_error)
+
+    # ------------------------------------------------------------ requests
+
+    async def _call(self, event: str, data: Any) -> dict[str, Any]:
+        try:
+            reply = await self.sio.call(event, data, timeout=self.timeout)
+        except socketio.exceptions.TimeoutError as exc:
+            raise BackendUnavailable(f"no answer to {event} within {self.timeout} s") from exc
+        except socketio.exceptions.BadNamespaceError as exc:
+            raise BackendUnavailable(f"not connected: {exc}") from exc
+        if not isinstance(reply, dict):
+            raise RtkitError(f"unexpected answer to {event}: {reply!r}", code="bad_reply")
+        if not reply.get("ok"):
+            _raise_for(reply.get("error"))
+        return reply
+
+    async def join_room(self, room_id: str) -> RoomJoined:
+        """Join ``room_id``; returns the room's user ids. The client rejoins after reconnecting."""
+        reply = await self._call("room:join", room_id)
+        self.rooms.add(room_id)
+        self.current_room = room_id
+        return RoomJoined.model_validate(reply)
+
+    async def leave_room(self, room_id: str) -> None:
+        """Leave ``room_id``."""
+        await self._call("room:leave", room_id)
+        self.rooms.discard(room_id)
+        self._typing.discard(room_id)
+        if self.current_room == room_id:
+            self.current_room = None
+
+    async def send_message(self, room_id: str, message: str, type: str = "text") -> str:
+        """Post ``message`` to ``room_id``; returns the message id."""
+        reply = await self._call(
+            "chat:message", {"roomId": room_id, "message": message, "type": type}
+        )
+        return str(reply["messageId"])
+
+    async def history(
+        self, room_id: str, *, before: str | None = None, limit: int = 50
+    ) -> list[ChatMessage]:
+        """The latest ``limit`` messages of ``room_id`` (older than message id ``before``)."""
+        payload: dict[str, Any] = {"roomId": room_id, "limit": limit}
+        if before is not None:
+            payload["before"] = before
+        reply = await self._call("chat:history", payload)
+        return [ChatMessage.model_validate(m) for m in reply["messages"]]
+
+    async def start_typing(self, room_id: str) -> None:
+        """Tell the room the user is typing (sent once until :meth:`stop_typing`)."""
+        if room_id not in self._typing:
+            self._typing.add(room_id)
+            await self._call("typing:start", {"roomId": room_id})
+
+    async def stop_typing(self, room_id: str) -> None:
+        """Tell the room the user stopped typing (only if :meth:`start_typing` was sent)."""
+        if room_id in self._typing:
+            self._typing.discard(room_id)
+            await self._call("typing:stop", {"roomId": room_id})
+
+    async def send_notification(self, target_user_id: str, type: str, content: Any) -> str:
+        """Notify ``target_user_id`` on every connection (or on its next); returns the id."""
+        reply = await self._call(
+            "notification:send",
+            {"targetUserId": target_user_id, "type": type, "content": content},
+        )
+        return str(reply["notificationId"])
+
+    async def game_move(self, room_id: str, move: Any) -> None:
+        """Send a game ``move`` (any JSON) to the others in ``room_id``."""
+        await self._call("game:move", {"roomId": room_id, "move": move})
+
+    async def start_upload(self, room_id: str, file_name: str, file_size: int) -> str:
+        """Announce an upload to ``room_id``; returns the upload id to ``PUT`` the bytes to."""
+        reply = await self._call(
+            "file:upload:start", {"roomId": room_id, "fileName": file_name, "fileSize": file_size}
+        )
+        return str(reply["uploadId"])
+
+    async def upload(self, room_id: str, file_name: str, data: bytes) -> str:
+        """Announce and send a file to ``room_id``; returns its download URL (members only)."""
+        upload_id = await self.start_upload(room_id, file_name, len(data))
+        if self.url is None or self._token is None:
+            raise BackendUnavailable("not connected")
+        async with httpx.AsyncClient(timeout=self.timeout) as http:
+            response = await http.put(
+                f"{self.url}/api/uploads/{upload_id}",
+                content=data,
+                headers={"Authorization": f"Bearer {self._token}"},
+            )
+        if response.status_code != 201:
+            _raise_for(response.json().get("error"))
+        return str(response.json()["url"])
+
+    # ------------------------------------------------------------ callbacks
+
+    def on(self, event: str, callback: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """Call ``callback`` (sync or async) with each ``event``'s payload as a model."""
+        self._callbacks.setdefault(event, []).append(callback)
+        return callback
+
+    def _dispatcher(self, event: str) -> Callable[[Any], Awaitable[None]]:
+        model = _EVENT_MODELS[event]
+
+        async def dispatch(data: Any = None) -> None:
+            try:
+                if isinstance(model, pydantic.TypeAdapter):
+                    value = model.validate_python(data)
+                else:
+                    value = model.model_validate(data)
+            except pydantic.ValidationError:
+                log.warning("ignored a malformed %s event: %r", event, data)
+                return
+            await self._fire(event, value)
+
+        return dispatch
+
+    async def _fire(self, event: str, value: Any) -> None:
+        for callback in self._callbacks.get(event, ()):
+            try:
+                result = callback(value)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("a %s callback failed", event)
+
+    def on_connect(self, callback: Callback[None]) -> Callback[None]:
+        """``callback(None)`` after every (re)connection."""
+        return self.on("connect", callback)
+
+    def on_disconnect(self, callback: Callback[Any]) -> Callback[Any]:
+        """``callback(reason)`` when the connection is lost."""
+        return self.on("disconnect", callback)
+
+    def on_user_joined(self, callback: Callback[UserPresence]) -> Callback[UserPresence]:
+        """``user:joined``: a user came online."""
+        return self.on("user:joined", callback)
+
+    def on_user_left(self, callback: Callback[UserPresence]) -> Callback[UserPresence]:
+        """``user:left``: a user went offline."""
+        return self.on("user:left", callback)
+
+    def on_online_users(
+        self, callback: Callback[list[OnlineUserInfo]]
+    ) -> Callback[list[OnlineUserInfo]]:
+        """``users:online``: who is online, right after connecting."""
+        return self.on("users:online", callback)
+
+    def on_room_joined(self, callback: Callback[RoomJoined]) -> Callback[RoomJoined]:
+        """``room:joined``: this client joined a room."""
+        return self.on("room:joined", callback)
+
+    def on_room_user_joined(self, callback: Callback[RoomUserEvent]) -> Callback[RoomUserEvent]:
+        """``room:user:joined``: someone joined one of this client's rooms."""
+        return self.on("room:user:joined", callback)
+
+    def on_room_user_left(self, callback: Callback[RoomUserEvent]) -> Callback[RoomUserEvent]:
+        """``room:user:left``: someone left one of this client's rooms."""
+        return self.on("room:user:left", callback)
+
+    def on_chat_message(self, callback: Callback[ChatMessage]) -> Callback[ChatMessage]:
+        """``chat:message``: a message in one of this client's rooms (its own included)."""
+        return self.on("chat:message", callback)
+
+    def on_message_sent(self, callback: Callback[MessageSent]) -> Callback[MessageSent]:
+        """``chat:message:sent``: the server kept a message this client sent."""
+        return self.on("chat:message:sent", callback)
+
+    def on_typing_start(self, callback: Callback[TypingEvent]) -> Callback[TypingEvent]:
+        """``typing:start``: someone else started typing."""
+        return self.on("typing:start", callback)
+
+    def on_typing_stop(self, callback: Callback[TypingEvent]) -> Callback[TypingEvent]:
+        """``typing:stop``: someone else stopped typing."""
+        return self.on("typing:stop", callback)
+
+    def on_notification(self, callback: Callback[Notification]) -> Callback[Notification]:
+        """``notification:received``."""
+        return self.on("notification:received", callback)
+
+    def on_file_upload_start(
+        self, callback: Callback[FileUploadStart]
+    ) -> Callback[FileUploadStart]:
+        """``file:upload:start``: someone else announced an upload."""
+        return self.on("file:upload:start", callback)
+
+    def on_file_upload_ready(
+        self, callback: Callback[FileUploadReady]
+    ) -> Callback[FileUploadReady]:
+        """``file:upload:ready``: this client may now send its upload."""
+        return self.on("file:upload:ready", callback)
+
+    def on_file_upload_complete(
+        self, callback: Callback[FileUploadComplete]
+    ) -> Callback[FileUploadComplete]:
+        """``file:upload:complete``: a file is ready for download by the room's members."""
+        return self.on("file:upload:complete", callback)
+
+    def on_game_move(self, callback: Callback[GameMove]) -> Callback[GameMove]:
+        """``game:move``: someone else moved."""
+        return self.on("game:move", callback)
+
+    def on_error(self, callback: Callback[ErrorInfo]) -> Callback[ErrorInfo]:
+        """``error``: the server refused an event sent without waiting for an ack."""
+        return self.on("error", callback)

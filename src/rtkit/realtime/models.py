@@ -1,0 +1,260 @@
+"""The Socket.IO payloads, both ways, as pydantic models.
+
+Field names are snake_case in Python and camelCase on the wire (``roomId``,
+``userId``, ``joinTime`` ...), exactly as the seed's browser client sends and
+expects them. Dump a model for the wire with :func:`wire`.
+
+Client → server payloads are validated strictly (a number is not a string);
+unknown extra fields are ignored so that clients may send more than rtkit reads.
+Configurable bounds (message size, room id length ...) are checked by
+[`ChatLimits`][rtkit.realtime.ChatLimits], not here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "ChatMessage",
+    "ChatMessageIn",
+    "ErrorInfo",
+    "FileUploadComplete",
+    "FileUploadReady",
+    "FileUploadStart",
+    "FileUploadStartIn",
+    "GameMove",
+    "GameMoveIn",
+    "HistoryIn",
+    "HistoryPage",
+    "MessageSent",
+    "Notification",
+    "NotificationIn",
+    "OnlineUserInfo",
+    "RoomIn",
+    "RoomInfoOut",
+    "RoomJoined",
+    "RoomUserEvent",
+    "TypingEvent",
+    "TypingIn",
+    "UserPresence",
+    "iso_time",
+    "wire",
+]
+
+
+def iso_time(epoch: float) -> str:
+    """``epoch`` seconds as an ISO 8601 UTC string with milliseconds, like JavaScript's Date."""
+    text = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def wire(model: BaseModel) -> dict[str, Any]:
+    """The JSON-ready, camelCase dict of ``model``, as sent over Socket.IO."""
+    return model.model_dump(mode="json", by_alias=True)
+
+
+class _Wire(BaseModel):
+    """Base of every payload: camelCase aliases, populate by either name."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore"
+    )
+
+
+class _Inbound(_Wire):
+    """Base of client → server payloads: strict types."""
+
+    model_config = ConfigDict(strict=True)
+
+
+# ---------------------------------------------------------------- client -> server
+
+
+class RoomIn(_Inbound):
+    """``room:join`` / ``room:leave``: the seed sends a bare room id string, or ``{roomId}``."""
+
+    room_id: str
+
+
+class TypingIn(_Inbound):
+    """``typing:start`` / ``typing:stop`` ``{roomId}``."""
+
+    room_id: str
+
+
+class ChatMessageIn(_Inbound):
+    """``chat:message`` ``{roomId, message, type='text'}``."""
+
+    room_id: str
+    message: str
+    type: str = Field(default="text", pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,31}$")
+
+
+class NotificationIn(_Inbound):
+    """``notification:send`` ``{targetUserId, type, content}``; ``content`` is any JSON."""
+
+    target_user_id: str
+    type: str = Field(default="info", pattern=r"^[A-Za-z][A-Za-z0-9_.:\-]{0,63}$")
+    content: JsonValue = None
+
+
+class FileUploadStartIn(_Inbound):
+    """``file:upload:start`` ``{roomId, fileName, fileSize}``."""
+
+    room_id: str
+    file_name: str
+    file_size: int = Field(ge=0)
+
+
+class GameMoveIn(_Inbound):
+    """``game:move`` ``{roomId, move}``; ``move`` is any JSON."""
+
+    room_id: str
+    move: JsonValue = None
+
+
+class HistoryIn(_Inbound):
+    """``chat:history`` ``{roomId, before?, limit}``: the latest messages before ``before``."""
+
+    room_id: str
+    before: str | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+# ---------------------------------------------------------------- server -> client
+
+
+class UserPresence(_Wire):
+    """``user:joined`` / ``user:left`` ``{userId, username, time}``."""
+
+    user_id: str
+    username: str
+    time: str
+
+
+class OnlineUserInfo(_Wire):
+    """One entry of ``users:online`` and of ``GET /api/online-users``."""
+
+    user_id: str
+    username: str
+    join_time: str
+
+
+class RoomJoined(_Wire):
+    """``room:joined`` ``{roomId, users}``: the user ids in the room."""
+
+    room_id: str
+    users: list[str]
+
+
+class RoomUserEvent(_Wire):
+    """``room:user:joined`` / ``room:user:left`` ``{userId, username, roomId}``."""
+
+    user_id: str
+    username: str
+    room_id: str
+
+
+class ChatMessage(_Wire):
+    """``chat:message`` to the room, and what the message store keeps.
+
+    ``id`` is unique and time-sortable (UUIDv7); ``timestamp`` is ISO 8601.
+    """
+
+    id: str
+    user_id: str
+    username: str
+    message: str
+    type: str
+    timestamp: str
+    room_id: str
+
+
+class MessageSent(_Wire):
+    """``chat:message:sent`` ``{messageId}`` back to the sender."""
+
+    message_id: str
+
+
+class TypingEvent(_Wire):
+    """``typing:start`` / ``typing:stop`` ``{userId, username, roomId}`` to the others."""
+
+    user_id: str
+    username: str
+    room_id: str
+
+
+class Notification(_Wire):
+    """``notification:received``: ``{id, fromUserId, toUserId, type, content, timestamp, read}``."""
+
+    id: str
+    from_user_id: str
+    to_user_id: str
+    type: str
+    content: JsonValue = None
+    timestamp: str
+    read: bool = False
+
+
+class FileUploadStart(_Wire):
+    """``file:upload:start`` to the others in the room."""
+
+    id: str
+    user_id: str
+    room_id: str
+    file_name: str
+    file_size: int
+    upload_id: str
+    timestamp: str
+
+
+class FileUploadReady(_Wire):
+    """``file:upload:ready`` ``{uploadId}`` to the uploader: now ``PUT`` the bytes."""
+
+    upload_id: str
+
+
+class FileUploadComplete(_Wire):
+    """``file:upload:complete`` to the room: the file is stored, members may download it."""
+
+    upload_id: str
+    room_id: str
+    file_name: str
+    file_size: int
+    url: str
+    user_id: str
+
+
+class GameMove(_Wire):
+    """``game:move`` to the others ``{userId, move, timestamp, roomId}``."""
+
+    user_id: str
+    move: JsonValue = None
+    timestamp: str
+    room_id: str
+
+
+class HistoryPage(_Wire):
+    """The ``chat:history`` ack data: messages oldest first."""
+
+    messages: list[ChatMessage]
+
+
+class RoomInfoOut(_Wire):
+    """One entry of ``GET /api/rooms`` ``{id, userCount, createdAt}``."""
+
+    id: str
+    user_count: int
+    created_at: str
+
+
+class ErrorInfo(_Wire):
+    """The ``error`` event ``{code, message, event}`` (and, without ``event``, an ack's error)."""
+
+    code: str
+    message: str
+    event: str | None = None

@@ -1,0 +1,33 @@
+"""Fixtures for the realtime tests: a RealtimeServer on a real socket, connected clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from realtime_support import Chat, make_server, serving
+
+
+@pytest.fixture
+async def chat(backend: Any) -> AsyncIterator[Chat]:
+    """A RealtimeServer on the ``backend`` (memory and Redis), served on a real socket."""
+    server = make_server(backend.url, backend.prefix)
+    async with serving(server) as url:
+        running = Chat(url, server)
+        try:
+            yield running
+        finally:
+            await running.close()
+
+
+@pytest.fixture
+async def memory_chat() -> AsyncIterator[Chat]:
+    """A RealtimeServer on memory backends only."""
+    server = make_server("memory://", "rtkit:")
+    async with serving(server) as url:
+        running = Chat(url, server)
+        try:
+            yield running
+        finally:
+            await running.close()
