@@ -1,0 +1,202 @@
+"""The Redis EventBus under faults: killed connections, a dead server, a frozen server.
+
+Only this test's own connections are killed (``CLIENT SETNAME`` + ``CLIENT KILL
+ID``); whole-server faults use a private ``redis-server`` on a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+import rtkit
+from rtkit import BackendUnavailable, EventBus
+
+from ._helpers import DEADLINE, Recorder, wait_until
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PrivateRedis:
+    """A redis-server of our own, which the test may kill, freeze and restart."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--protected-mode", "no"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        end = time.monotonic() + DEADLINE
+        while time.monotonic() < end:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def freeze(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "redis-server is not installed: cannot run the server fault tests"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(f"!!! {message} !!!")
+    server = PrivateRedis(binary)
+    server.start()
+    yield server
+    if server.process is not None:
+        server.thaw()
+    server.stop()
+
+
+@pytest.fixture
+async def named_client(redis_url: str) -> AsyncIterator[tuple[aioredis.Redis, str]]:
+    name = f"rtkit-test-bus-{uuid.uuid4().hex[:12]}"
+    client = rtkit.redis_client(redis_url, client_name=name)
+    yield client, name
+    await client.aclose()
+
+
+async def kill_connections(admin: aioredis.Redis, name: str) -> int:
+    """CLIENT KILL every connection named ``name`` (and no other)."""
+    killed = 0
+    for info in await admin.client_list():
+        if info.get("name") == name:
+            await admin.execute_command("CLIENT", "KILL", "ID", info["id"])
+            killed += 1
+    return killed
+
+
+async def publish_until_received(bus: EventBus, received: Recorder, name: str) -> None:
+    """Publish ``name`` repeatedly until one arrives (pub/sub drops what is sent mid-outage)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + DEADLINE
+    while name not in received.names:
+        assert loop.time() < end, f"{name!r} never arrived"
+        with contextlib.suppress(BackendUnavailable):
+            await bus.publish(name)
+        await asyncio.sleep(0.1)
+
+
+async def test_delivery_resumes_after_client_kill(
+    redis_prefix: str,
+    redis_client: aioredis.Redis,
+    named_client: tuple[aioredis.Redis, str],
+) -> None:
+    client, name = named_client
+    received = Recorder()
+    async with EventBus.from_url("redis://", prefix=redis_prefix, redis=client) as bus:
+        bus.subscribe("#", received)
+        await bus.publish("before.kill")
+        await received.wait(1)
+
+        assert await kill_connections(redis_client, name) >= 1  # the subscription, the writer
+
+        await publish_until_received(bus, received, "after.kill")
+        await wait_until(lambda: bus.stats().reconnects >= 1)
+
+
+async def test_start_fails_fast_when_nothing_listens() -> None:
+    bus = EventBus.from_url(f"redis://127.0.0.1:{free_port()}", publish_timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable):
+        await bus.start()
+    assert time.monotonic() - started < 5 * 1.0 + 5  # bounded, with slack for a busy CPU
+
+
+async def test_publish_raises_while_redis_is_down_and_recovers_after_restart(
+    private_redis: PrivateRedis,
+) -> None:
+    received = Recorder()
+    async with EventBus.from_url(private_redis.url, publish_timeout=1.0) as bus:
+        bus.subscribe("#", received)
+        await bus.publish("before")
+        await received.wait(1)
+
+        private_redis.stop()
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match="publishing"):
+            await bus.publish("during")
+        assert time.monotonic() - started < 2 * 1.0 + 5
+
+        private_redis.start()  # the same port: a Redis restart
+        await publish_until_received(bus, received, "after")
+        assert "during" not in received.names
+        assert bus.stats().reconnects >= 1
+
+
+async def test_a_frozen_server_is_noticed(
+    private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGSTOP: connections stay open but nothing answers (a silent, dead subscription)."""
+    caplog.set_level(logging.WARNING, logger="rtkit.eventbus")
+    received = Recorder()
+    async with EventBus.from_url(
+        private_redis.url, publish_timeout=1.0, ping_interval=0.2, ping_timeout=0.5
+    ) as bus:
+        bus.subscribe("#", received)
+        await bus.publish("before")
+        await received.wait(1)
+
+        private_redis.freeze()
+        try:
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailable):
+                await bus.publish("frozen")  # does not hang
+            assert time.monotonic() - started < 2 * 1.0 + 5
+            await wait_until(lambda: "no answer to PING" in caplog.text)  # the watchdog
+        finally:
+            private_redis.thaw()
+
+        await publish_until_received(bus, received, "after")
+        assert bus.stats().reconnects >= 1
