@@ -1,0 +1,472 @@
+"""Chat fan-out to a room of 50 clients: rtkit vs bare python-socketio vs Node.js socket.io.
+
+Each server runs alone in its own process pinned to core 0; the load generator runs
+in another process pinned to core 1 (when the machine has two cores). The load
+generator is not python-socketio (50 AsyncClients saturate a core before the server
+does) but 50 plain websocket connections speaking the Engine.IO v4 / Socket.IO v5
+framing by hand: ``0{...}`` open, ``40{auth}`` connect, ``42[event, data]`` events,
+``2``/``3`` ping/pong.
+
+Paced fan-out: one client of the room sends ``chat:message`` (the senders take turns),
+and the next message goes out only when all 50 members (sender included) received it.
+Reported: deliveries per second and the p50/p99 latency from send to each delivery.
+
+The servers do the same broadcast (the seed's ``chat:message`` to the whole room and
+``chat:message:sent`` back to the sender):
+
+- ``rtkit``: ``RealtimeServer`` on memory backends with JWT auth, payload validation,
+  the membership check, the per-user rate limit (set high enough not to refuse) and
+  message history on;
+- ``python-socketio``: a bare ``socketio.AsyncServer`` (no auth check, no validation);
+- ``node socket.io``: the official Node.js server (``benchmarks/node/fanout_server.mjs``),
+  installed from the npm registry into ``tests/node/node_modules`` (``make testdeps``).
+
+Run: ``.venv/bin/python benchmarks/realtime_fanout.py [--seconds 5] [--clients 50]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_DIR = ROOT / "tests" / "node"
+NODE_SERVER = ROOT / "benchmarks" / "node" / "fanout_server.mjs"
+SECRET = "benchmark-secret-benchmark-secret-0123456789"
+ROOM = "bench"
+SERVER_CORE = 0
+LABELS = {"rtkit": "rtkit RealtimeServer", "bare": "bare python-socketio", "node": "node socket.io"}
+LOADGEN_CORE = 1
+
+
+# ----------------------------------------------------------------------- helpers
+
+
+def pin(core: int) -> None:
+    """Pin the calling process to ``core`` when the machine has it."""
+    if hasattr(os, "sched_setaffinity") and core < (os.cpu_count() or 1):
+        os.sched_setaffinity(0, {core})
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], seconds: float = 30.0) -> None:
+    """Wait until something accepts connections on ``port`` (or the process died)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {seconds} s")
+
+
+# ----------------------------------------------------------------------- servers
+
+
+def rtkit_app() -> Any:
+    """The rtkit chat server: memory backends, JWT auth, validation, history on."""
+    from rtkit.realtime import ChatLimits, RealtimeServer
+
+    # The per-user rate limit stays on (it is checked for every message), set high
+    # enough never to refuse the benchmark's senders.
+    limits = ChatLimits(message_rate="1000000/second")
+    return RealtimeServer.from_url("memory://", secret=SECRET, limits=limits)
+
+
+def bare_app() -> Any:
+    """Bare python-socketio doing the seed's broadcast: no auth check, no validation."""
+    import socketio
+
+    from rtkit._ids import new_id
+    from rtkit.realtime.models import iso_time
+
+    sio = socketio.AsyncServer(async_mode="asgi")
+    users: dict[str, str] = {}
+
+    @sio.event  # type: ignore[misc]
+    async def connect(sid: str, environ: dict[str, Any], auth: Any) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not token:
+            raise socketio.exceptions.ConnectionRefusedError("no token")
+        users[sid] = str(token)
+
+    @sio.event  # type: ignore[misc]
+    async def disconnect(sid: str, *args: Any) -> None:
+        users.pop(sid, None)
+
+    @sio.on("room:join")  # type: ignore[misc]
+    async def room_join(sid: str, room_id: str) -> None:
+        await sio.enter_room(sid, room_id)
+        await sio.emit("room:joined", {"roomId": room_id, "users": [users[sid]]}, to=sid)
+
+    @sio.on("chat:message")  # type: ignore[misc]
+    async def chat_message(sid: str, data: dict[str, Any]) -> None:
+        user = users[sid]
+        message = {
+            "id": new_id(),
+            "userId": user,
+            "username": user,
+            "message": data["message"],
+            "type": data.get("type", "text"),
+            "timestamp": iso_time(time.time()),
+            "roomId": data["roomId"],
+        }
+        await sio.emit("chat:message", message, room=data["roomId"])
+        await sio.emit("chat:message:sent", {"messageId": message["id"]}, to=sid)
+
+    return socketio.ASGIApp(sio)
+
+
+def serve(kind: str, port: int) -> None:
+    """Run one Python server with uvicorn on ``port`` (in this process, pinned)."""
+    import uvicorn
+
+    pin(SERVER_CORE)
+    app = rtkit_app() if kind == "rtkit" else bare_app()
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+
+
+def tokens_for(kind: str, count: int) -> list[str]:
+    """One token per client: signed JWTs for rtkit, plain names for the others."""
+    if kind != "rtkit":
+        return [f"user{i}" for i in range(count)]
+    from rtkit.realtime import issue_token
+
+    return [issue_token(SECRET, f"user{i}", name=f"User {i}") for i in range(count)]
+
+
+def start_server(kind: str, port: int) -> subprocess.Popen[bytes]:
+    """Start the server of ``kind`` in its own process, pinned to the server core."""
+    if kind == "node":
+        cmd = ["node", str(NODE_SERVER), str(port)]
+    else:
+        cmd = [sys.executable, __file__, "--serve", kind, "--port", str(port)]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        preexec_fn=lambda: pin(SERVER_CORE),
+    )
+    wait_listening(port, proc)
+    return proc
+
+
+# ------------------------------------------------------------------ load generator
+#
+# A minimal websocket client on a raw asyncio Protocol: the `websockets` library costs
+# tens of microseconds per frame, which would make the load generator, not the server,
+# the bottleneck. Server frames are parsed in place; only the markers are looked for.
+
+
+@dataclass
+class Round:
+    """The message in flight: its marker, when it was sent, who still waits for it."""
+
+    marker: bytes = b""
+    sent_at: float = 0.0
+    pending: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class Stats:
+    """What the load generator saw."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    measuring: bool = False
+
+
+CHAT_EVENT = b'42["chat:message"'
+CHAT_SUB_EVENT = b'42["chat:message:'
+
+
+def ws_frame(text: bytes, opcode: int = 0x1) -> bytes:
+    """A masked client frame (the all-zero mask leaves the payload as it is)."""
+    size = len(text)
+    if size < 126:
+        head = bytes((0x80 | opcode, 0x80 | size))
+    elif size < 65536:
+        head = bytes((0x80 | opcode, 0x80 | 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 0x80 | 127)) + size.to_bytes(8, "big")
+    return head + b"\x00\x00\x00\x00" + text
+
+
+class EngineIOClient(asyncio.Protocol):
+    """One Engine.IO v4 websocket connection, counting deliveries of the message in flight."""
+
+    def __init__(self, host: str, path: str, current: Round, stats: Stats) -> None:
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: cnRraXQtYmVuY2htYXJrIQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        self.current, self.stats = current, stats
+        self.buffer = bytearray()
+        self.upgraded = False
+        self.setup = True
+        self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Send the websocket upgrade request."""
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.request)
+
+    def send(self, text: bytes, opcode: int = 0x1) -> None:
+        """Send one text frame."""
+        self.transport.write(ws_frame(text, opcode))
+
+    def data_received(self, data: bytes) -> None:
+        """Parse every complete frame in the buffer."""
+        buf = self.buffer
+        buf += data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if b" 101 " not in buf[:end]:
+                raise RuntimeError(f"websocket upgrade refused: {bytes(buf[:end])!r}")
+            del buf[: end + 4]
+            self.upgraded = True
+        pos, size = 0, len(buf)
+        while size - pos >= 2:
+            length, head = buf[pos + 1] & 0x7F, 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            if size - pos < head + length:
+                break
+            opcode = buf[pos] & 0x0F
+            payload = bytes(buf[pos + head : pos + head + length])
+            pos += head + length
+            if opcode == 0x1:
+                self.on_text(payload)
+            elif opcode == 0x9:
+                self.send(payload, 0xA)
+        del buf[:pos]
+
+    def on_text(self, packet: bytes) -> None:
+        """Count a delivery, answer a ping, or hand the packet to the setup code."""
+        if packet.startswith(CHAT_EVENT) and not packet.startswith(CHAT_SUB_EVENT):
+            current = self.current
+            if current.marker and current.marker in packet:
+                if self.stats.measuring:
+                    self.stats.latencies.append(time.perf_counter() - current.sent_at)
+                current.pending -= 1
+                if current.pending == 0:
+                    current.done.set()
+        elif packet == b"2":
+            self.send(b"3")
+        elif packet.startswith((b'42["error"', b"41")):
+            self.stats.errors += 1
+            if self.setup:
+                self.inbox.put_nowait(packet)
+        elif self.setup:
+            self.inbox.put_nowait(packet)
+
+    async def expect(self, *prefixes: bytes) -> bytes:
+        """The next setup packet starting with one of ``prefixes`` (others are skipped)."""
+        while True:
+            packet = await asyncio.wait_for(self.inbox.get(), timeout=30)
+            if packet.startswith(prefixes):
+                return packet
+
+
+async def open_client(port: int, token: str, current: Round, stats: Stats) -> EngineIOClient:
+    """Open one Engine.IO websocket, connect to ``/`` with ``token`` and join the room."""
+    loop = asyncio.get_running_loop()
+    path = "/socket.io/?EIO=4&transport=websocket"
+    _, client = await loop.create_connection(
+        lambda: EngineIOClient(f"127.0.0.1:{port}", path, current, stats), "127.0.0.1", port
+    )
+    await client.expect(b"0{")
+    client.send(b"40" + json.dumps({"token": token}).encode())
+    reply = await client.expect(b"40", b"44")
+    if reply.startswith(b"44"):
+        raise RuntimeError(f"connection refused: {reply!r}")
+    client.send(b"42" + json.dumps(["room:join", ROOM]).encode())
+    reply = await client.expect(b'42["room:joined"', b'42["error"', b"43")
+    if not reply.startswith(b'42["room:joined"'):
+        raise RuntimeError(f"room:join refused: {reply!r}")
+    client.setup = False
+    return client
+
+
+async def load(port: int, tokens: list[str], seconds: float, warmup: int) -> dict[str, Any]:
+    """Open the room, send paced messages for ``seconds``; return the figures."""
+    current, stats = Round(), Stats()
+    clients = []
+    for token in tokens:  # one at a time: the servers see a realistic join sequence
+        clients.append(await open_client(port, token, current, stats))
+    messages = count = 0
+    started = 0.0
+    try:
+        while True:
+            if count == warmup:
+                stats.measuring, started = True, time.perf_counter()
+            if stats.measuring and time.perf_counter() - started >= seconds:
+                break
+            current.marker = f"m{count:08d}x".encode()
+            current.pending = len(clients)
+            current.done.clear()
+            frame = (
+                b"42"
+                + json.dumps(
+                    ["chat:message", {"roomId": ROOM, "message": current.marker.decode()}]
+                ).encode()
+            )
+            current.sent_at = time.perf_counter()
+            clients[count % len(clients)].send(frame)
+            await asyncio.wait_for(current.done.wait(), timeout=30)
+            count += 1
+            messages += stats.measuring
+        elapsed = time.perf_counter() - started
+    finally:
+        for client in clients:
+            if client.transport is not None:
+                client.transport.close()
+    latencies = sorted(stats.latencies)
+    return {
+        "messages": messages,
+        "deliveries": len(latencies),
+        "seconds": elapsed,
+        "per_second": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "errors": stats.errors,
+    }
+
+
+def run_load(kind: str, port: int, clients: int, seconds: float) -> dict[str, Any]:
+    """Run the load generator in a separate process pinned to the other core."""
+    job = {"port": port, "tokens": tokens_for(kind, clients), "seconds": seconds, "warmup": 50}
+    out = subprocess.run(
+        [sys.executable, __file__, "--loadgen"],
+        input=json.dumps(job).encode(),
+        capture_output=True,
+        check=False,
+        timeout=seconds + 180,
+    )
+    if out.returncode:
+        raise RuntimeError(out.stderr.decode(errors="replace")[-2000:])
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def loadgen_main() -> None:
+    """Entry point of the load generator process: a JSON job on stdin, figures on stdout."""
+    pin(LOADGEN_CORE)
+    job = json.loads(sys.stdin.read())
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    result = runner(load(job["port"], job["tokens"], job["seconds"], job["warmup"]))
+    print(json.dumps(result))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def ensure_node_deps() -> bool:
+    """Install the official socket.io from the npm registry if ``make testdeps`` did not."""
+    if not shutil.which("node"):
+        return False
+    if not (NODE_DIR / "node_modules" / "socket.io").is_dir():
+        if not shutil.which("npm"):
+            return False
+        cmd = ["npm", "install", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund"]
+        subprocess.run(cmd, check=False)
+    return (NODE_DIR / "node_modules" / "socket.io").is_dir()
+
+
+def main() -> None:
+    """Benchmark each server in turn and print the table with ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured time per server")
+    parser.add_argument("--clients", type=int, default=50, help="members of the room")
+    parser.add_argument(
+        "--servers", default="rtkit,bare,node", help="which servers, comma-separated"
+    )
+    parser.add_argument("--serve", choices=["rtkit", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
+    args, _ = parser.parse_known_args()
+    if args.loadgen:
+        loadgen_main()
+        return
+    if args.serve:
+        serve(args.serve, args.port)
+        return
+
+    wanted = set(args.servers.split(","))
+    kinds = [(k, label) for k, label in LABELS.items() if k in wanted]
+    if ("node", LABELS["node"]) in kinds and not ensure_node_deps():
+        kinds.remove(("node", LABELS["node"]))
+        print("node socket.io: skipped (node/npm or the npm package is missing)")
+    print(
+        f"fan-out to a room of {args.clients} clients, paced, {args.seconds:.0f} s per server; "
+        f"cores: {os.cpu_count()}, servers on core {SERVER_CORE}, load on core {LOADGEN_CORE}"
+    )
+    results: dict[str, dict[str, Any]] = {}
+    for kind, label in kinds:
+        port = free_port()
+        proc = start_server(kind, port)
+        try:
+            results[kind] = run_load(kind, port, args.clients, args.seconds)
+        except Exception as exc:
+            print(f"{label}: failed: {exc}")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    header = (
+        f"{'server':<22} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+        f" {'vs python-socketio':>19} {'vs node':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    bare = results.get("bare", {}).get("per_second")
+    node = results.get("node", {}).get("per_second")
+    for kind, label in kinds:
+        row = results.get(kind)
+        if row is None:
+            continue
+        rate = row["per_second"]
+        vs_bare = f"{rate / bare:.2f}x" if bare else "-"
+        vs_node = f"{rate / node:.2f}x" if node else "-"
+        print(
+            f"{label:<22} {rate:>13,.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
+            f" {row['errors']:>7} {vs_bare:>19} {vs_node:>8}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The chat page at ``GET /`` in headless Chromium: two people chat, HTML shows as text.
+
+The server is ``rtkit serve --demo``; the page loads the official Socket.IO client
+from a URL that the browser context answers with the copy installed from the npm
+registry (``make testdeps``), so nothing leaves the machine. Chromium is Debian's
+(``/usr/bin/chromium``): Playwright never downloads a browser.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from rtkit_process import CLIENT_JS, require, rtkit_serve, unique
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("RTKIT_CHROMIUM", "/usr/bin/chromium")
+# The network is closed here: without these flags Chromium stalls on its own traffic.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CLIENT_JS_URL = "https://socket-io-client.rtkit.invalid/socket.io.min.js"
+XSS = "<img src=x onerror=alert(1)><b>bold</b>"
+SCREENSHOT = Path(tempfile.gettempdir()) / "rtkit-chat-page.png"
+TIMEOUT_MS = 20_000
+
+playwright_api = pytest.importorskip("playwright.async_api")
+expect = playwright_api.expect
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    """Debian's Chromium, headless, with a fresh profile (Playwright's temporary one)."""
+    if not (os.access(CHROMIUM, os.X_OK) or shutil.which(CHROMIUM)):
+        require(f"{CHROMIUM} is missing (make testdeps installs Debian's chromium)")
+    if not CLIENT_JS.is_file():
+        require("socket.io-client is not installed (run make testdeps)")
+    async with playwright_api.async_playwright() as pw:
+        chromium = await pw.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=60_000
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+class Person:
+    """One browser tab using the chat page, with what went wrong in it."""
+
+    def __init__(self, page: object) -> None:
+        self.page: playwright_api.Page = page  # type: ignore[assignment]
+        self.problems: list[str] = []
+        self.dialogs: list[str] = []
+        self.page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        self.page.on("dialog", self._dialog)
+
+    async def _dialog(self, dialog: playwright_api.Dialog) -> None:
+        self.dialogs.append(dialog.message)
+        await dialog.dismiss()
+
+    @classmethod
+    async def open(cls, browser: playwright_api.Browser, url: str) -> Person:
+        """A new browser context (own storage) on the chat page."""
+        context = await browser.new_context(viewport={"width": 1100, "height": 700})
+        await context.route(
+            CLIENT_JS_URL,
+            lambda route: route.fulfill(path=CLIENT_JS, content_type="application/javascript"),
+        )
+        person = cls(await context.new_page())
+        person.page.set_default_timeout(TIMEOUT_MS)
+        response = await person.page.goto(url)
+        assert response is not None and response.ok
+        return person
+
+    async def log_in(self, name: str) -> None:
+        """Log in by name (demo mode) and wait for the socket to be connected."""
+        await self.page.fill("#login-name", name)
+        await self.page.click("#login-button")
+        await expect(self.page.locator("#status")).to_have_text("online", timeout=TIMEOUT_MS)
+
+    async def join(self, room: str) -> None:
+        """Join ``room`` and wait until the page shows it."""
+        await self.page.fill("#room-id", room)
+        await self.page.click("#room-join")
+        await expect(self.page.locator("#current-room")).to_have_text(room, timeout=TIMEOUT_MS)
+
+    async def say(self, text: str) -> None:
+        """Type ``text`` into the message box and press Enter."""
+        await self.page.locator("#message-input").press_sequentially(text)
+        await self.page.press("#message-input", "Enter")
+
+    def message_texts(self) -> playwright_api.Locator:
+        """The text of every message shown."""
+        return self.page.locator("#messages li.message .text")
+
+
+async def test_two_people_chat_in_the_browser_and_html_stays_text(browser: object) -> None:
+    chromium: playwright_api.Browser = browser  # type: ignore[assignment]
+    room = unique("lobby")
+    async with rtkit_serve("--demo", "--client-js-url", CLIENT_JS_URL) as server:
+        alice = await Person.open(chromium, server.url)
+        await alice.log_in("Alice")
+        await alice.join(room)
+        bob = await Person.open(chromium, server.url)
+        await bob.log_in("Bob")
+        await bob.join(room)
+
+        # Who is online and who is in the room, on both pages.
+        for person in (alice, bob):
+            online = person.page.locator("#online-users .name")
+            await expect(online.filter(has_text="Alice")).to_have_count(1)
+            await expect(online.filter(has_text="Bob")).to_have_count(1)
+            room_users = person.page.locator("#room-users .name")
+            await expect(room_users).to_have_text(["Alice", "Bob"])
+
+        # Bob types: Alice sees it; Bob sends: Alice gets the message, the typing line goes.
+        await bob.page.locator("#message-input").press_sequentially("hello ")
+        await expect(alice.page.locator("#typing")).to_have_text("Bob is typing…")
+        await bob.page.locator("#message-input").press_sequentially("Alice")
+        await bob.page.press("#message-input", "Enter")
+        await expect(alice.message_texts()).to_have_text(["hello Alice"])
+        await expect(alice.page.locator("#messages .author")).to_have_text(["Bob"])
+        await expect(alice.page.locator("#typing")).to_have_text("")
+
+        # A message made of HTML is shown as text: no element, no script.
+        await alice.say(XSS)
+        await expect(bob.message_texts()).to_have_text(["hello Alice", XSS])
+        await expect(alice.message_texts()).to_have_text(["hello Alice", XSS])
+        for person in (alice, bob):
+            assert await person.page.locator("#messages img, #messages b").count() == 0
+            assert await person.message_texts().last.inner_html() == (
+                "&lt;img src=x onerror=alert(1)&gt;&lt;b&gt;bold&lt;/b&gt;"
+            )
+
+        # Someone who joins later sees the history.
+        carol = await Person.open(chromium, server.url)
+        await carol.log_in("Carol <i>")
+        await carol.join(room)
+        await expect(carol.message_texts()).to_have_text(["hello Alice", XSS])
+        await expect(alice.page.locator("#room-users .name")).to_have_text(
+            ["Alice", "Bob", "Carol <i>"]
+        )
+        await alice.page.wait_for_timeout(300)  # let the last render settle for the picture
+        await alice.page.screenshot(path=str(SCREENSHOT))
+
+        # Notifications: Alice waves at Carol.
+        await alice.page.locator("#online-users li", has_text="Carol").locator(".wave").click()
+        notification = carol.page.locator("#notifications .notification")
+        await expect(notification).to_have_count(1)
+        await expect(notification.locator(".content")).to_have_text("Alice waves at you")
+        await expect(notification.locator(".from")).to_have_text("Alice")
+
+        # Bob leaves: the others see him go.
+        await bob.page.click("#logout")
+        alice_online = alice.page.locator("#online-users .name")
+        await expect(alice_online.filter(has_text="Bob")).to_have_count(0)
+        await expect(alice.page.locator("#room-users .name")).to_have_text(["Alice", "Carol <i>"])
+
+        for person in (alice, bob, carol):
+            assert person.problems == []
+            assert person.dialogs == []
