@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--prefix", default="rtkit:", help="Redis key prefix")
     serve.add_argument(
+        "--presence-ttl",
+        type=float,
+        default=30.0,
+        help="instance lease in seconds: a crashed instance's users go within 2x this",
+    )
+    serve.add_argument(
         "--demo", action="store_true", help="let anyone log in by name (never in production)"
     )
     serve.add_argument(
@@ -91,6 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
         args.redis or "memory://",
         secret=secret,
         prefix=args.prefix,
+        presence_ttl=args.presence_ttl,
         upload_dir=args.upload_dir,
         demo=args.demo,
         client_js_url=args.client_js_url,
