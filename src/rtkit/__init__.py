@@ -6,6 +6,8 @@ RabbitMQ (several processes); one URL picks the backend.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._backends import DEFAULT_PREFIX
 from ._backends import make_redis_client as redis_client
 from ._clock import Clock, ManualClock, SystemClock
@@ -41,10 +43,27 @@ from .ratelimit import Decision, Limit, RateLimiter
 from .registry import ServiceChange, ServiceInstance, ServiceRegistry
 from .rooms import RoomDeparture, RoomInfo, RoomManager
 
+if TYPE_CHECKING:  # the server extra (Starlette, httpx): imported lazily, see __getattr__
+    from .gateway import ApiGateway, ResponseCache
+    from .microservice import MicroService
+
+_LAZY = {"ApiGateway": "gateway", "ResponseCache": "gateway", "MicroService": "microservice"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the names that need the ``server`` extra on first use."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "ApiGateway",
     "AuthError",
     "BackendUnavailable",
     "Clock",
@@ -64,6 +83,7 @@ __all__ = [
     "MemoryDedupStore",
     "MessageConsumer",
     "MessageProducer",
+    "MicroService",
     "NotFound",
     "OnlineUser",
     "Page",
@@ -75,6 +95,7 @@ __all__ = [
     "RateLimiter",
     "ReceivedMessage",
     "RedisDedupStore",
+    "ResponseCache",
     "RetryPolicy",
     "RoomDeparture",
     "RoomInfo",
