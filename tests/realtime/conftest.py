@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from realtime_support import Chat, make_server, serving
+from realtime_support import Chat, FuzzRoom, make_server, serving
 
 
 @pytest.fixture
@@ -31,3 +31,12 @@ async def memory_chat() -> AsyncIterator[Chat]:
             yield running
         finally:
             await running.close()
+
+
+@pytest.fixture
+async def fuzz_room(memory_chat: Chat) -> FuzzRoom:
+    """An attacker and an observer, both in room ``lobby``."""
+    room = FuzzRoom(await memory_chat.connect("attacker"), await memory_chat.connect("observer"))
+    await room.attacker.client.join_room("lobby")
+    await room.observer.client.join_room("lobby")
+    return room

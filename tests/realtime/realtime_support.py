@@ -129,6 +129,15 @@ class Chat:
             await user.client.disconnect()
 
 
+@dataclass
+class FuzzRoom:
+    """An attacker and an observer in room ``lobby``, and the messages acknowledged so far."""
+
+    attacker: User
+    observer: User
+    acked: set[str] = field(default_factory=set)
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15) -> None:
     """Poll ``check`` until it is true (generous deadline, no timing assumptions)."""
     async with asyncio.timeout(timeout):
