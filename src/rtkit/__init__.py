@@ -46,8 +46,15 @@ from .rooms import RoomDeparture, RoomInfo, RoomManager
 if TYPE_CHECKING:  # the server extra (Starlette, httpx): imported lazily, see __getattr__
     from .gateway import ApiGateway, ResponseCache
     from .microservice import MicroService
+    from .realtime import ChatClient, RealtimeServer
 
-_LAZY = {"ApiGateway": "gateway", "ResponseCache": "gateway", "MicroService": "microservice"}
+_LAZY = {
+    "ApiGateway": "gateway",
+    "ResponseCache": "gateway",
+    "MicroService": "microservice",
+    "ChatClient": "realtime",
+    "RealtimeServer": "realtime",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -66,6 +73,7 @@ __all__ = [
     "ApiGateway",
     "AuthError",
     "BackendUnavailable",
+    "ChatClient",
     "Clock",
     "ConfigurationError",
     "ConsumerHandle",
@@ -93,6 +101,7 @@ __all__ = [
     "RabbitMQService",
     "RateLimited",
     "RateLimiter",
+    "RealtimeServer",
     "ReceivedMessage",
     "RedisDedupStore",
     "ResponseCache",
