@@ -285,7 +285,7 @@ async def test_delayed_delivery_uses_independent_tiers(mq: MQ) -> None:
 
     await eventually(lambda: len(inbox.items) == 3)
     assert inbox.payloads == ["now", "soon", "late"]  # a long delay never blocks a short one
-    assert time.monotonic() - started >= 0.55
+    assert time.monotonic() - started >= 0.5
     assert service.delay_queue_name(queue, 0.1) == f"{queue}.delay.100ms"
     assert service.delay_queue_name(queue, 0.6) in service._tiers
 

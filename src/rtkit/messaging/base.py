@@ -14,6 +14,7 @@ import contextlib
 import inspect
 import json
 import logging
+import math
 import random
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -73,6 +74,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 JSON_CONTENT_TYPE = "application/json"
 REPLY_TO = "amq.rabbitmq.reply-to"
 _EXCHANGE_KINDS = ("direct", "topic", "fanout")
+_E12 = (1.0, 1.2, 1.5, 1.8, 2.2, 2.7, 3.3, 3.9, 4.7, 5.6, 6.8, 8.2)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 _MAX_HEADER_TEXT = 1000
 # Headers the broker adds on dead-lettering; never copied onto a republished message.
@@ -92,14 +94,16 @@ def check_name(name: str, what: str = "queue") -> str:
 def delay_tier_ms(delay: float) -> int:
     """The delay tier (milliseconds) that serves a delay of ``delay`` seconds.
 
-    Delays are rounded to two significant digits (50 ms, 120 ms, 1.2 s, 35 s...), so
-    jittered back-offs share a small, deterministic set of tier queues.
+    Delays snap to the nearest value of the E12 series (1.0, 1.2, 1.5, 1.8, 2.2,
+    2.7, 3.3, 3.9, 4.7, 5.6, 6.8, 8.2 times a power of ten; at most about 10 % off),
+    so jittered back-offs share a small, deterministic set of tier queues: about
+    twelve per tenfold range of delays.
     """
-    ms = max(1, round(delay * 1000))
-    if ms >= 100:
-        magnitude = 10 ** (len(str(ms)) - 2)
-        ms = round(ms / magnitude) * magnitude
-    return ms
+    ms = max(1.0, delay * 1000)
+    decade = 10.0 ** math.floor(math.log10(ms))
+    candidates = [step * decade for step in _E12] + [10 * decade]
+    best = min(candidates, key=lambda c: abs(math.log(c / ms)))
+    return max(1, round(best))
 
 
 # --------------------------------------------------------------------------- wire
@@ -691,8 +695,8 @@ class MessageProducer:
         Args:
             queue: The target queue; it must exist (else :class:`~rtkit.NotFound`).
             message: A pydantic model or any JSON-able value.
-            delay: Deliver after this many seconds (through a delay tier queue,
-                rounded to two significant digits).
+            delay: Deliver after this many seconds (through a delay tier queue; the
+                delay snaps to the nearest E12 value, see :func:`delay_tier_ms`).
             headers: Application headers (str, int, float, bool or None values).
             message_id: Your own unique id (e.g. for idempotency); a UUIDv7 otherwise.
             persistent: Written to disk by the broker (delivery mode 2).

@@ -21,7 +21,14 @@ from typing import Literal, Protocol, TypeAlias
 
 import redis.asyncio as aioredis
 
-from .._backends import DEFAULT_PREFIX, Keyspace, RedisHandle, backend_kind, check_prefix
+from .._backends import (
+    DEFAULT_PREFIX,
+    Keyspace,
+    RedisHandle,
+    backend_kind,
+    check_prefix,
+    load_lua,
+)
 from .._backends import redis_unavailable as _redis_unavailable
 from .._clock import Clock, SystemClock
 from ..errors import ConfigurationError
@@ -95,8 +102,10 @@ class MemoryDedupStore:
         self._marks[message_id] = ("done", self.clock.monotonic() + self.window)
 
     async def release(self, message_id: str) -> None:
-        """Forget the claim on ``message_id``."""
-        self._marks.pop(message_id, None)
+        """Forget the claim on ``message_id`` (a completed id stays done)."""
+        mark = self._marks.get(message_id)
+        if mark is not None and mark[0] == "busy":
+            del self._marks[message_id]
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -105,8 +114,9 @@ class MemoryDedupStore:
 class RedisDedupStore:
     """A :class:`DedupStore` in Redis, shared by every consumer replica.
 
-    One key per id, ``<prefix>{dedup}:<id>``, set with ``SET NX EX`` (busy) and
-    overwritten with the window's expiry when done.
+    One key per id, ``<prefix>{dedup}:<id>``, set with ``SET NX PX`` (busy) and
+    overwritten with the window's expiry when done. Claim and release are one
+    Lua script each (one atomic round trip).
 
     Args:
         url: A ``redis://`` URL (ignored if ``redis`` is given).
@@ -130,18 +140,17 @@ class RedisDedupStore:
         self._keys = Keyspace(check_prefix(prefix), "dedup")
         self.window = window
         self.lease = lease
+        client = self._handle.client
+        self._claim = client.register_script(load_lua("rtkit.messaging", "dedup_claim.lua"))
+        self._release = client.register_script(load_lua("rtkit.messaging", "dedup_release.lua"))
 
     async def claim(self, message_id: str) -> ClaimState:
         """``SET <key> busy NX PX lease``; if taken, report the current mark."""
-        key = self._keys.key(message_id)
-        client = self._handle.client
         with _redis_unavailable("claiming a message id"):
-            if await client.set(key, "busy", nx=True, px=max(1, int(self.lease * 1000))):
-                return "new"
-            value = await client.get(key)
-        if value is None:  # expired in between
-            return await self.claim(message_id)
-        return "done" if value == "done" else "busy"
+            state = await self._claim(
+                keys=[self._keys.key(message_id)], args=[max(1, int(self.lease * 1000))]
+            )
+        return "new" if state == "new" else "done" if state == "done" else "busy"
 
     async def complete(self, message_id: str) -> None:
         """Mark ``message_id`` done for ``window`` seconds."""
@@ -152,10 +161,8 @@ class RedisDedupStore:
 
     async def release(self, message_id: str) -> None:
         """Delete the claim (only if it is still busy)."""
-        key = self._keys.key(message_id)
         with _redis_unavailable("releasing a message id"):
-            if await self._handle.client.get(key) == "busy":
-                await self._handle.client.delete(key)
+            await self._release(keys=[self._keys.key(message_id)])
 
     async def close(self) -> None:
         """Close the Redis client if this store made it."""
