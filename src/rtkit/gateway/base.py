@@ -62,7 +62,7 @@ class Route:
             Route("user-service", path="/users")}``, ``/api/users/7?x=1`` goes to
             ``/users/7?x=1`` on a ``user-service`` instance.
         strategy: How to pick the instance (see
-            :meth:`ServiceRegistry.get_service <rtkit.registry.ServiceRegistry.get_service>`).
+            `ServiceRegistry.get_service()`).
     """
 
     service: str
@@ -93,7 +93,7 @@ def strip_hop_by_hop(
 
 
 class ApiGateway:
-    """An ASGI API gateway in front of services found in a :class:`~rtkit.registry.ServiceRegistry`.
+    """An ASGI API gateway in front of services found in a `ServiceRegistry`.
 
     Every request whose path starts with a route prefix is proxied (any method,
     body, query) to an instance of the route's service, over a pooled
@@ -123,7 +123,7 @@ class ApiGateway:
 
     Args:
         registry: Where services are discovered.
-        routes: Path prefix to service name or :class:`Route`
+        routes: Path prefix to service name or `Route`
             (``{"/api/users": "user-service"}``); the longest prefix wins.
         limiter: The rate limiter (default: a new in-memory one; pass a Redis
             one to share limits between gateway processes).

@@ -1,7 +1,7 @@
 """The gateway's response cache: what is cached, under which key, for how long.
 
 The storage is a small bytes store with a time-to-live per entry
-(:class:`ResponseCache`); memory (LRU, bounded by entries and bytes) and Redis
+(`ResponseCache`); memory (LRU, bounded by entries and bytes) and Redis
 (bounded by entry size and TTL) implement it. The HTTP rules live here, once.
 """
 
@@ -65,7 +65,7 @@ def seconds(directives: Mapping[str, str | None], name: str) -> int | None:
 class ResponseCache(abc.ABC):
     """Where the gateway keeps cached GET responses.
 
-    Build one with :meth:`from_url`. Entries larger than ``max_entry_bytes`` are
+    Build one with `from_url()`. Entries larger than ``max_entry_bytes`` are
     not cached. A storage failure is logged and treated as a miss: the cache
     never breaks a request.
     """

@@ -12,7 +12,7 @@ __all__ = ["MemoryResponseCache"]
 
 
 class MemoryResponseCache(ResponseCache):
-    """A :class:`~rtkit.gateway.ResponseCache` in memory, bounded by entries and bytes."""
+    """A `ResponseCache` in memory, bounded by entries and bytes."""
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ __all__ = ["RedisResponseCache"]
 
 
 class RedisResponseCache(ResponseCache):
-    """A :class:`~rtkit.gateway.ResponseCache` on Redis (values as text, ``PX`` expiry)."""
+    """A `ResponseCache` on Redis (values as text, ``PX`` expiry)."""
 
     def __init__(
         self,

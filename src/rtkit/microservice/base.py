@@ -31,13 +31,13 @@ M = TypeVar("M", bound=pydantic.BaseModel)
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 DEFAULT_MAX_BODY = 1024 * 1024
-"""Largest request body a :class:`MicroService` accepts by default (1 MiB)."""
+"""Largest request body a `MicroService` accepts by default (1 MiB)."""
 
 
 class BodyLimitMiddleware:
     """ASGI middleware: reading a request body larger than ``max_body_size`` raises.
 
-    The endpoint that reads the body gets :class:`~rtkit.PayloadTooLarge`, which
+    The endpoint that reads the body gets `PayloadTooLarge`, which
     the rtkit exception handlers answer with a JSON 413. A ``Content-Length``
     over the limit fails on the first read, before any byte is buffered.
     """
@@ -76,8 +76,8 @@ class MicroService:
     On startup (ASGI lifespan) it registers ``name`` at ``advertise_host:port``
     in ``registry`` and heartbeats; on shutdown it deregisters. Errors become
     JSON (``{"error": {"code", "message"}}``) with the status
-    :func:`rtkit.microservice.errors.status_for` gives: an endpoint raises
-    :class:`~rtkit.NotFound` and the client gets a 404.
+    `rtkit.microservice.errors.status_for()` gives: an endpoint raises
+    `NotFound` and the client gets a 404.
 
     Subclass it and add routes, or pass ``routes``:
 
@@ -94,7 +94,7 @@ class MicroService:
     Args:
         name: The service name it registers under.
         registry: Where to register; ``None`` runs it unregistered.
-        host: The interface it listens on (used by :meth:`serve`).
+        host: The interface it listens on (used by `serve()`).
         port: Its TCP port (it must be known before startup to register it).
         advertise_host: The address others reach it at (default: ``host``, or
             ``127.0.0.1`` when ``host`` is a wildcard address).
@@ -147,7 +147,7 @@ class MicroService:
     def route(
         self, path: str, *, methods: Sequence[str] = ("GET",)
     ) -> Callable[[Endpoint], Endpoint]:
-        """Decorator form of :meth:`add_route`."""
+        """Decorator form of `add_route()`."""
 
         def decorate(endpoint: Endpoint) -> Endpoint:
             self.add_route(path, endpoint, methods=methods)
@@ -222,7 +222,7 @@ async def serve(
     sockets: list[socket.socket] | None = None,
     log_level: str = "warning",
 ) -> None:
-    """Run an ASGI app (a :class:`MicroService`, an ``ApiGateway``) with uvicorn.
+    """Run an ASGI app (a `MicroService`, an ``ApiGateway``) with uvicorn.
 
     Pass already-bound ``sockets`` to serve on them (for example port-0 sockets
     whose port you needed before startup). Needs the ``server`` extra.

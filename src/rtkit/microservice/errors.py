@@ -1,7 +1,7 @@
 """rtkit errors as HTTP responses: one JSON shape, the right status.
 
 Every error response body is ``{"error": {"code": "...", "message": "..."}}``;
-``code`` is the stable :attr:`~rtkit.RtkitError.code`.
+``code`` is the stable `code`.
 """
 
 from __future__ import annotations

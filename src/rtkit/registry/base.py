@@ -43,7 +43,7 @@ __all__ = [
 log = logging.getLogger("rtkit.registry")
 
 Strategy = Literal["random", "round_robin", "p2c"]
-"""How :meth:`ServiceRegistry.get_service` picks one instance."""
+"""How `ServiceRegistry.get_service()` picks one instance."""
 
 MAX_META_BYTES = 4096
 """The largest ``meta`` an instance may carry, as UTF-8 JSON."""
@@ -56,10 +56,10 @@ _STRATEGIES = ("random", "round_robin", "p2c")
 
 
 class ServiceInstance(BaseModel):
-    """One live instance of a service, as :meth:`ServiceRegistry.discover` returns it.
+    """One live instance of a service, as `ServiceRegistry.discover()` returns it.
 
     Attributes:
-        instance_id: The id :meth:`ServiceRegistry.register` returned,
+        instance_id: The id `ServiceRegistry.register()` returned,
             ``"<name>:<uuid7>"``.
         name: The service name.
         host: Where the instance listens.
@@ -87,7 +87,7 @@ class ServiceInstance(BaseModel):
 
 
 class ServiceChange(BaseModel):
-    """One change :meth:`ServiceRegistry.watch` reports.
+    """One change `ServiceRegistry.watch()` reports.
 
     ``kind`` is ``"added"`` when an instance appeared and ``"removed"`` when it
     deregistered or expired; ``instance`` is the instance as last seen.
@@ -142,7 +142,7 @@ def instance_from_json(
 
 
 def check_service_name(name: Any) -> str:
-    """Return ``name`` if it is a valid service name, else raise :class:`ValidationError`.
+    """Return ``name`` if it is a valid service name, else raise `ValidationError`.
 
     A service name is 1-128 characters of letters, digits and ``_.-/``, starting
     with a letter or digit (``user-service``, ``billing/v2``).
@@ -157,7 +157,7 @@ def check_service_name(name: Any) -> str:
 
 
 def split_instance_id(instance_id: Any) -> str:
-    """The service name inside an instance id, or raise :class:`ValidationError`."""
+    """The service name inside an instance id, or raise `ValidationError`."""
     check_id(instance_id, "instance_id")
     name, sep, _ = str(instance_id).rpartition(":")
     if not sep:
@@ -201,18 +201,18 @@ class _Registration:
 class ServiceRegistry(abc.ABC):
     """Register service instances with a time-to-live, discover and pick them.
 
-    Build one with :meth:`from_url`: ``memory://`` keeps everything in this
+    Build one with `from_url()`: ``memory://`` keeps everything in this
     process (tests, one-process apps); ``redis://...`` shares the registry
     between every process that uses the same Redis and prefix.
 
     Each registered instance lives for ``ttl`` seconds after its last heartbeat;
-    the registry heartbeats every ``ttl / 3`` seconds until :meth:`deregister`
-    or :meth:`close`. An instance whose process dies stops heartbeating and
-    disappears from :meth:`discover` within ``ttl`` (expired instances are
-    filtered and pruned on every read) and from :meth:`watch` streams within
+    the registry heartbeats every ``ttl / 3`` seconds until `deregister()`
+    or `close()`. An instance whose process dies stops heartbeating and
+    disappears from `discover()` within ``ttl`` (expired instances are
+    filtered and pruned on every read) and from `watch()` streams within
     ``ttl + prune_interval`` (the janitor prunes and notifies).
 
-    Use it as an async context manager, or call :meth:`close`.
+    Use it as an async context manager, or call `close()`.
     """
 
     def __init__(
@@ -256,11 +256,11 @@ class ServiceRegistry(abc.ABC):
                 borrow instead of opening one from ``url``; rtkit never closes it.
             clock: Where time comes from. On Redis the default is the Redis server's
                 own clock (``TIME``, so hosts never disagree); injecting a clock
-                (e.g. :class:`~rtkit.ManualClock` in tests) makes the registry use
+                (e.g. `ManualClock` in tests) makes the registry use
                 that clock instead.
             prune_interval: Seconds between janitor passes that delete expired
                 instances and notify watchers.
-            poll_interval: Seconds between the backstop polls of :meth:`watch`.
+            poll_interval: Seconds between the backstop polls of `watch()`.
 
         Raises:
             ConfigurationError: For an unknown or malformed URL or bad settings.
@@ -336,11 +336,11 @@ class ServiceRegistry(abc.ABC):
             name: The service name (1-128 of letters, digits, ``_.-/``).
             host: Host or address where the instance listens.
             port: Its TCP port.
-            meta: JSON metadata (at most 4 KiB), returned by :meth:`discover`.
+            meta: JSON metadata (at most 4 KiB), returned by `discover()`.
             ttl: Seconds the instance lives after each heartbeat (0.2 to 86400).
             heartbeat: Keep it alive from this registry every ``ttl / 3`` seconds
-                until :meth:`deregister` or :meth:`close` (default). With
-                ``False`` call :meth:`refresh` yourself.
+                until `deregister()` or `close()` (default). With
+                ``False`` call `refresh()` yourself.
 
         Raises:
             ValidationError: For a bad name, host, port, meta or ttl (nothing is
@@ -420,7 +420,7 @@ class ServiceRegistry(abc.ABC):
                 order, one counter per service in this process) or ``"p2c"``
                 (power of two choices: two random instances, the less loaded
                 wins). The load of an instance is the number of requests this
-                process has in flight to it (see :meth:`track`, the gateway uses
+                process has in flight to it (see `track()`, the gateway uses
                 it) plus the number in its ``meta["load"]``, if any.
 
         Raises:
@@ -443,7 +443,7 @@ class ServiceRegistry(abc.ABC):
         return first if self.load(first) <= self.load(second) else second
 
     def load(self, instance: ServiceInstance) -> float:
-        """The load :meth:`get_service` uses for ``"p2c"``: local in-flight + ``meta["load"]``."""
+        """The load `get_service()` uses for ``"p2c"``: local in-flight + ``meta["load"]``."""
         reported = instance.meta.get("load", 0)
         extra = float(reported) if isinstance(reported, int | float) else 0.0
         return self._in_flight.get(instance.instance_id, 0) + extra

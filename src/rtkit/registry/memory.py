@@ -31,7 +31,7 @@ class _EventWaiter(_Waiter):
 
 
 class MemoryServiceRegistry(ServiceRegistry):
-    """A :class:`ServiceRegistry` in this process's memory (``memory://``)."""
+    """A `ServiceRegistry` in this process's memory (``memory://``)."""
 
     def __init__(
         self,

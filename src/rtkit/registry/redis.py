@@ -44,7 +44,7 @@ class _PubSubWaiter(_Waiter):
 
 
 class RedisServiceRegistry(ServiceRegistry):
-    """A :class:`ServiceRegistry` on Redis (``redis://...``)."""
+    """A `ServiceRegistry` on Redis (``redis://...``)."""
 
     def __init__(
         self,
