@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make run    runs the main example
+#   make run    runs the chat server demo (rtkit serve --demo)
 #   make test   sets everything up and runs lint, types, docs and the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The chat server of the README on memory backends, with demo logins (a random
+# secret unless RTKIT_SECRET is set); open http://127.0.0.1:8000/ in two browsers.
 run: install
-	$(BIN)/python examples/domain_events.py
+	$(BIN)/rtkit serve --demo
 
 services: install
 	$(BIN)/python scripts/services.py

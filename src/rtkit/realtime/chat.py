@@ -5,7 +5,7 @@
 Socket.IO rooms the connection enters or leaves, and the list of
 [`Emit`][rtkit.realtime.Emit]s to send. The server only carries them out, so
 everything here is testable by calling methods. Errors are raised as
-[`RtkitError`][rtkit.RtkitError] subclasses, before anything changes.
+[`RtkitError`][rtkit.errors.RtkitError] subclasses, before anything changes.
 
 Socket.IO room names: a chat room ``R`` is ``room:R``, every connection of user
 ``U`` is in ``user:U`` (so a notification reaches all of them, on any instance).
@@ -195,13 +195,13 @@ class ChatService:
     """The seed's chat behaviour on shared presence, rooms and stores.
 
     Args:
-        presence: who is online (a [`PresenceStore`][rtkit.PresenceStore]).
-        rooms: room membership (a [`RoomManager`][rtkit.RoomManager]).
+        presence: who is online (a `rtkit.PresenceStore`).
+        rooms: room membership (a `rtkit.RoomManager`).
         messages: where chat messages are kept.
         notifications: where notifications for offline users wait.
         uploads: the shared upload records.
         files: where uploaded bytes go.
-        limiter: a [`RateLimiter`][rtkit.RateLimiter] for ``limits.message_rate``
+        limiter: a `rtkit.RateLimiter` for ``limits.message_rate``
             (``None``: no rate limit).
         limits: the bounds.
         clock: where timestamps come from.

@@ -9,8 +9,8 @@ message_id = await client.send_message("lobby", "Hello World!")
 ```
 
 Every request waits for the server's ack and raises the matching
-[`RtkitError`][rtkit.RtkitError] when the server refuses (for example
-[`RateLimited`][rtkit.RateLimited] with ``retry_after``). Callbacks receive the
+[`RtkitError`][rtkit.errors.RtkitError] when the server refuses (for example
+[`RateLimited`][rtkit.errors.RateLimited] with ``retry_after``). Callbacks receive the
 pydantic models of [`rtkit.realtime.models`][rtkit.realtime.models]. After a
 reconnection the client joins its rooms again.
 """

@@ -135,8 +135,8 @@ class RealtimeServer:
     served at ``/socket.io/``.
 
     Args:
-        presence: the [`PresenceStore`][rtkit.PresenceStore].
-        rooms: the [`RoomManager`][rtkit.RoomManager].
+        presence: the `rtkit.PresenceStore`.
+        rooms: the `rtkit.RoomManager`.
         verifier: checks handshake and HTTP tokens; default: a
             [`JWTVerifier`][rtkit.realtime.JWTVerifier] on ``secret``.
         secret: the HS256 secret (needed for the default verifier and demo logins).
@@ -144,7 +144,7 @@ class RealtimeServer:
         notifications: notifications for offline users (default: in memory).
         uploads: upload records (default: in memory).
         files: uploaded bytes (default: a temporary folder).
-        limiter: the [`RateLimiter`][rtkit.RateLimiter] of ``limits.message_rate``
+        limiter: the `rtkit.RateLimiter` of ``limits.message_rate``
             (default: an in-memory one).
         limits: sizes and rates.
         client_manager: python-socketio's manager; an ``AsyncRedisManager`` makes

@@ -212,13 +212,16 @@ class FileStore(Protocol):
     async def save(self, upload_id: str, chunks: AsyncIterator[bytes], *, size: int) -> None:
         """Store exactly ``size`` bytes read from ``chunks`` under ``upload_id``.
 
-        Raises [`ValidationError`][rtkit.ValidationError] if the body is shorter
+        Raises [`ValidationError`][rtkit.errors.ValidationError] if the body is shorter
         or longer; nothing is kept then.
         """
         ...
 
     def open(self, upload_id: str) -> AsyncIterator[bytes]:
-        """The stored bytes of ``upload_id`` in chunks; raises [`NotFound`][rtkit.NotFound]."""
+        """The stored bytes of ``upload_id`` in chunks.
+
+        Raises [`NotFound`][rtkit.errors.NotFound] if there is none.
+        """
         ...
 
 

@@ -1,0 +1,79 @@
+"""The ``rtkit`` command: ``rtkit token`` and ``rtkit serve`` (the README's ``make run``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+
+import httpx
+import pytest
+from realtime_support import SECRET
+
+from rtkit.cli import main
+from rtkit.realtime import Identity, JWTVerifier
+
+pytestmark = pytest.mark.slow
+
+
+async def test_token_prints_a_token_the_server_accepts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RTKIT_SECRET", SECRET)
+    assert main(["token", "42", "--name", "Ada", "--ttl", "60"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert await JWTVerifier(SECRET).verify(token) == Identity("42", "Ada")
+
+
+def test_a_secret_is_required(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("RTKIT_SECRET", raising=False)
+    assert main(["token", "42"]) == 2
+    assert main(["serve"]) == 2
+    assert "RTKIT_SECRET" in caplog.text
+    monkeypatch.setenv("RTKIT_SECRET", "short")
+    assert main(["serve"]) == 2
+    assert "at least 32 bytes" in caplog.text
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_serve_demo_runs_the_chat_with_a_loud_warning() -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RTKIT_SECRET"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rtkit.cli",
+        "serve",
+        "--demo",
+        "--port",
+        str(port),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            async with asyncio.timeout(30):
+                while True:
+                    try:
+                        if (await http.get("/health")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.1)
+            login = await http.post("/api/demo/login", json={"name": "Ada"})
+            assert login.json()["userId"] == "demo-ada"
+            assert 'data-demo="true"' in (await http.get("/")).text
+    finally:
+        process.terminate()
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    log = stderr.decode()
+    assert "DEMO MODE" in log and "RTKIT_SECRET is not set" in log
