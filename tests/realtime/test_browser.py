@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from rtkit_process import CLIENT_JS, require, rtkit_serve, unique
+from rtkit_process import CLIENT_JS, require, rtkit_serve, token_for, unique
+
+from rtkit.realtime import issue_token
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -172,3 +174,23 @@ async def test_two_people_chat_in_the_browser_and_html_stays_text(browser: objec
         for person in (alice, bob, carol):
             assert person.problems == []
             assert person.dialogs == []
+
+
+async def test_without_demo_the_page_asks_for_a_token_and_shows_refusals(browser: object) -> None:
+    chromium: playwright_api.Browser = browser  # type: ignore[assignment]
+    async with rtkit_serve("--client-js-url", CLIENT_JS_URL) as server:
+        dave = await Person.open(chromium, server.url)
+        await expect(dave.page.locator("#login-name")).to_be_hidden()
+
+        # A token signed with another secret is refused at the handshake, clearly.
+        await dave.page.fill("#login-token", issue_token("not-the-secret-" + "q" * 40, "dave"))
+        await dave.page.click("#login-button")
+        await expect(dave.page.locator("#errors .error")).to_contain_text("token is invalid")
+        await expect(dave.page.locator("#login-token")).to_be_visible()
+
+        await dave.page.fill("#login-token", token_for(unique("dave"), "Dave"))
+        await dave.page.click("#login-button")
+        await expect(dave.page.locator("#status")).to_have_text("online")
+        await expect(dave.page.locator("#me")).to_have_text("Signed in as Dave")
+        await expect(dave.page.locator("#online-users .name")).to_have_text(["Dave"])
+        assert dave.problems == []

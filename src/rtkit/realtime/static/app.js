@@ -401,7 +401,8 @@
         return;
       }
       // The server refused the handshake (bad or expired token): log in again.
-      showError(`Connection refused: ${describeError(err && (err.data || err.message))}`);
+      const code = err && err.data && typeof err.data === "object" ? err.data.code : undefined;
+      showError(`Connection refused: ${describeError({ code, message: err && err.message })}`);
       logout();
     });
 
