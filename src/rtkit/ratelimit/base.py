@@ -335,14 +335,14 @@ def most_restrictive(outcomes: Sequence[Outcome]) -> Decision:
     Among denials the longest ``retry_after`` wins; among allowances the fewest
     ``remaining`` (then the longest ``reset_after``).
     """
-    denied = [o for o in outcomes if not o.allowed]
-    if denied:
+    if len(outcomes) == 1:
+        pick = outcomes[0]
+    elif denied := [o for o in outcomes if not o.allowed]:
         pick = max(denied, key=lambda o: (o.retry_us, o.reset_us))
     else:
         pick = min(outcomes, key=lambda o: (o.remaining, -o.reset_us))
-    return Decision(
-        pick.allowed, pick.limit, pick.remaining, pick.reset_us / US, pick.retry_us / US
-    )
+    allowed, limit, remaining, reset_us, retry_us = pick
+    return Decision(allowed, limit, remaining, reset_us / US, retry_us / US)
 
 
 def now_us(clock: Clock) -> int:
@@ -423,7 +423,8 @@ class RateLimiter:
             raise ConfigurationError(f"retry_interval must be > 0, got {retry_interval!r}")
         self._clock: Clock = clock or SystemClock()
         self._max_keys = max_keys
-        self._store: Store = store or MemoryStore(clock=self._clock, max_keys=max_keys)
+        self._memory = MemoryStore(clock=self._clock, max_keys=max_keys) if store is None else None
+        self._store: Store = store or self._memory  # type: ignore[assignment]
         self._remote = store is not None
         self.failure_policy: FailurePolicy = failure_policy
         self._retry_interval = retry_interval
@@ -533,14 +534,20 @@ class RateLimiter:
             ValidationError: A bad key or cost.
             ConfigurationError: No limits, or a malformed limit.
         """
-        return await self._decide(key, limits, cost, count=True)
+        parsed = self._check(key, limits, cost)
+        if self._memory is not None:  # synchronous, hence atomic without a lock
+            return most_restrictive(self._memory.decide_now(key, parsed, cost, True))
+        return await self._decide(key, parsed, cost, count=True)
 
     async def peek(self, key: str, *limits: Limit | str) -> Decision:
         """What a hit of cost 1 would get now, without counting it.
 
         ``remaining`` is the number of hits still possible (before any new hit).
         """
-        return await self._decide(key, limits, 1, count=False)
+        parsed = self._check(key, limits, 1)
+        if self._memory is not None:
+            return most_restrictive(self._memory.decide_now(key, parsed, 1, False))
+        return await self._decide(key, parsed, 1, count=False)
 
     async def reset(self, key: str, *limits: Limit | str) -> None:
         """Forget ``key``'s hits under ``limits``, as if it had never been seen."""
@@ -555,25 +562,29 @@ class RateLimiter:
         if self._fallback is not None:
             await self._fallback.reset(key, parsed)
 
+    @staticmethod
+    def _check(key: str, limits: Sequence[Limit | str], cost: int) -> Sequence[Limit]:
+        """Validate a call's arguments (fast for the common case); return the limits."""
+        if not (type(key) is str and 0 < len(key) <= 64 and key.isprintable()):
+            check_id(key, "rate limit key")  # the slow path explains what is wrong
+        parsed: Sequence[Limit] = (
+            limits  # type: ignore[assignment]
+            if len(limits) == 1 and type(limits[0]) is Limit
+            else _normalize(limits)
+        )
+        if type(cost) is not int or cost != 1:
+            _check_cost(cost, parsed)
+        return parsed
+
     async def _decide(
-        self, key: str, limits: tuple[Limit | str, ...], cost: int, *, count: bool
+        self, key: str, limits: Sequence[Limit], cost: int, *, count: bool
     ) -> Decision:
-        key = check_id(key, "rate limit key")
-        parsed = _normalize(limits)
-        if not isinstance(cost, int) or isinstance(cost, bool) or not 1 <= cost <= MAX_COST:
-            raise ValidationError(f"cost must be an int from 1 to {MAX_COST}, got {cost!r}")
-        for limit in parsed:
-            if cost > limit.capacity:
-                raise ValidationError(
-                    f"a hit of cost {cost} can never pass the limit {limit} "
-                    f"(capacity {limit.capacity})"
-                )
         if self._backend_usable():
             try:
-                return most_restrictive(await self._store.decide(key, parsed, cost, count))
+                return most_restrictive(await self._store.decide(key, limits, cost, count))
             except BackendUnavailable as exc:
                 self._mark_down(exc)
-        return most_restrictive(await self._degraded(key, parsed, cost, count))
+        return most_restrictive(await self._degraded(key, limits, cost, count))
 
     def _backend_usable(self) -> bool:
         if self._down_until is None:
@@ -610,7 +621,17 @@ class RateLimiter:
         return [Outcome(False, lim.capacity, 0, wait, wait) for lim in limits]
 
 
-def _normalize(limits: tuple[Limit | str, ...]) -> list[Limit]:
+def _check_cost(cost: int, limits: Sequence[Limit]) -> None:
+    if not isinstance(cost, int) or isinstance(cost, bool) or not 1 <= cost <= MAX_COST:
+        raise ValidationError(f"cost must be an int from 1 to {MAX_COST}, got {cost!r}")
+    for limit in limits:
+        if cost > limit.capacity:
+            raise ValidationError(
+                f"a hit of cost {cost} can never pass the limit {limit} (capacity {limit.capacity})"
+            )
+
+
+def _normalize(limits: Sequence[Limit | str]) -> list[Limit]:
     if not limits:
         raise ConfigurationError("give at least one limit, e.g. '100/minute'")
     if len(limits) > MAX_LIMITS_PER_CALL:

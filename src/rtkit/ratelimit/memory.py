@@ -8,6 +8,7 @@ and at most ``max_keys`` states are kept (least recently used evicted first).
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 
@@ -26,6 +27,8 @@ from .base import (
 __all__ = ["MemoryStore"]
 
 _State = int | deque[int] | CounterState
+_Plan = tuple[Outcome, tuple[str, str], _State, int, int]
+"""(outcome, slot, state to store, its expiry, the time of the hit)."""
 
 
 class _Entry:
@@ -75,66 +78,65 @@ class MemoryStore:
     ) -> list[Outcome]:
         """The synchronous body of :meth:`decide` (atomic: it never awaits)."""
         now = now_us(self._clock)
-        entries = self._entries
-        outcomes: list[Outcome] = []
-        updates: list[tuple[tuple[str, str], _State, int]] = []
-        for limit in limits:
-            slot = (key, limit.ident)
-            entry = entries.get(slot)
-            if entry is not None:
-                entries.move_to_end(slot)
-            if limit.algorithm == "gcra":
-                tat = entry.state if entry is not None else None
-                assert tat is None or isinstance(tat, int)
-                outcome, new_tat = gcra(tat, now, limit, cost, count)
-                updates.append((slot, new_tat, new_tat))
-            elif limit.algorithm == "sliding_window":
-                stamps = entry.state if entry is not None else deque()
-                assert isinstance(stamps, deque)
-                at = max(now, stamps[-1]) if stamps else now
-                cutoff = window_cutoff(at, limit)
-                while stamps and stamps[0] <= cutoff:
-                    stamps.popleft()
-                outcome = window(stamps, at, limit, cost, count)
-                updates.append((slot, stamps, at))
-            else:
-                state = entry.state if entry is not None else None
-                assert state is None or isinstance(state, tuple)
-                outcome, new_state = counter(state, now, limit, cost, count)
-                index, current, _ = new_state
-                base = index * limit.period_us
-                expires = base + 2 * limit.period_us if current else base + limit.period_us
-                updates.append((slot, new_state, expires))
-            outcomes.append(outcome)
-        if count and all(o.allowed for o in outcomes):
-            for (slot, state, stamp), limit in zip(updates, limits, strict=True):
-                if isinstance(state, deque):
-                    state.extend([stamp] * cost)
-                    expires = stamp + limit.period_us
-                else:
-                    expires = stamp
-                entry = entries.get(slot)
-                if entry is None:
-                    entries[slot] = _Entry(expires, state)
-                else:
-                    entry.expires, entry.state = expires, state
+        if len(limits) == 1:
+            plan = self._plan(key, limits[0], now, cost, count)
+            if count and plan[0].allowed:
+                self._commit(plan, cost)
+            outcomes = [plan[0]]
+        else:
+            plans = [self._plan(key, limit, now, cost, count) for limit in limits]
+            outcomes = [p[0] for p in plans]
+            if count and all(o.allowed for o in outcomes):
+                for plan in plans:
+                    self._commit(plan, cost)
         self._evict(now)
         return outcomes
 
+    def _plan(self, key: str, limit: Limit, now: int, cost: int, count: bool) -> _Plan:
+        """Decide one limit; return the outcome and what to store if the hit counts."""
+        slot = (key, limit.ident)
+        entry = self._entries.get(slot)
+        if entry is not None:
+            self._entries.move_to_end(slot)
+        algorithm = limit.algorithm
+        if algorithm == "gcra":
+            outcome, tat = gcra(entry.state if entry else None, now, limit, cost, count)  # type: ignore[arg-type]
+            return outcome, slot, tat, tat, now
+        if algorithm == "sliding_window":
+            stamps: deque[int] = entry.state if entry else deque()  # type: ignore[assignment]
+            at = max(now, stamps[-1]) if stamps else now
+            cutoff = window_cutoff(at, limit)
+            while stamps and stamps[0] <= cutoff:
+                stamps.popleft()
+            outcome = window(stamps, at, limit, cost, count)
+            return outcome, slot, stamps, at + limit.period_us, at
+        outcome, state = counter(entry.state if entry else None, now, limit, cost, count)  # type: ignore[arg-type]
+        index, current, _ = state
+        windows = 2 if current else 1
+        return outcome, slot, state, (index + windows) * limit.period_us, now
+
+    def _commit(self, plan: _Plan, cost: int) -> None:
+        _, slot, state, expires, at = plan
+        if isinstance(state, deque):  # an exact window: one timestamp per hit
+            state.extend(itertools.repeat(at, cost))
+        entry = self._entries.get(slot)
+        if entry is None:
+            self._entries[slot] = _Entry(expires, state)
+            if len(self._entries) > self._max_keys:
+                self._entries.popitem(last=False)  # the least recently used
+        else:
+            entry.expires, entry.state = expires, state
+
     def _evict(self, now: int) -> None:
-        """Drop expired states (amortized O(1)) and keep at most ``max_keys``."""
+        """Drop expired states, amortized O(1) per hit."""
         entries = self._entries
-        for _ in range(2):  # the least recently used ones first
-            if not entries:
-                break
-            slot, entry = next(iter(entries.items()))
-            if entry.expires > now:
-                break
-            del entries[slot]
         self._ops_since_sweep += 1
-        if self._ops_since_sweep >= max(1024, len(entries)):
+        if self._ops_since_sweep & 15 == 0:  # every 16 hits, the 32 least recently used
+            for slot in list(itertools.islice(entries, 32)):
+                if entries[slot].expires > now:
+                    break
+                del entries[slot]
+        if self._ops_since_sweep >= max(1024, len(entries)):  # and all of them, rarely
             self._ops_since_sweep = 0
             for slot in [s for s, e in entries.items() if e.expires <= now]:
                 del entries[slot]
-        while len(entries) > self._max_keys:
-            entries.popitem(last=False)

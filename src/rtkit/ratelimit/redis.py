@@ -1,9 +1,11 @@
 """Redis rate limiter state: one Lua script (EVALSHA) per decision, auto-pipelined.
 
 Every decision is one atomic script run covering all the limits of the hit.
-Concurrent decisions are not sent one by one: a writer task sends everything
-that is pending as one pipeline on one dedicated connection, then reads the
-replies in order. Each script still runs atomically; callers share round trips.
+Concurrent decisions are not sent one by one: while a round trip is under way,
+new decisions queue up, and the next round trip sends all of them as one
+pipeline on one dedicated connection, then reads the replies in order. Each
+script still runs atomically; callers share round trips. A lone caller sends
+its own command directly (no task switch).
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ class RedisStore:
         self._clock = clock
         self._timeout = timeout
         self._queue: list[_Call] = []
-        self._wakeup: asyncio.Event | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._busy = False
+        self._closed = False
+        self._drainer: asyncio.Task[None] | None = None
         self._conn: AbstractConnection | None = None
         self.round_trips = 0
         """How many pipelines were sent (each carries one or more decisions)."""
@@ -69,16 +72,18 @@ class RedisStore:
 
     async def start(self) -> None:
         """Load the script (so the first EVALSHA finds it)."""
+        self._closed = False
         with redis_unavailable("loading the rate limiter script"):
             await self._handle.client.script_load(_SCRIPT)
 
     async def close(self) -> None:
-        """Stop the writer, fail what is pending, release the connection."""
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.cancel()
+        """Fail what is pending, release the connection."""
+        self._closed = True
+        drainer, self._drainer = self._drainer, None
+        if drainer is not None and not drainer.done():
+            drainer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await writer
+                await drainer
         self._fail(self._queue, BackendUnavailable("the rate limiter was closed"))
         self._queue = []
         await self._release()
@@ -112,75 +117,80 @@ class RedisStore:
         ]
 
     async def _call(self, command: tuple[Any, ...]) -> list[int]:
+        """Queue ``command``; if no round trip is under way, send the queue now."""
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._queue.append((command, future))
-        if self._writer is None or self._writer.done():
-            self._wakeup = asyncio.Event()
-            self._writer = asyncio.create_task(self._write_loop(), name="rtkit-ratelimit-writer")
-        assert self._wakeup is not None
-        self._wakeup.set()
+        if not self._busy:  # a lone caller pays no task switch
+            await self._drain(until=future)
         return await future
 
-    async def _write_loop(self) -> None:
-        assert self._wakeup is not None
-        wakeup = self._wakeup
-        while True:
-            if not self._queue:
-                wakeup.clear()
-                await wakeup.wait()
-            batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
-            if not batch:
-                continue
-            try:
-                await self._send(batch)
-            except BackendUnavailable as exc:
-                self._fail(batch, exc)
-            except asyncio.CancelledError:
-                self._fail(batch, BackendUnavailable("the rate limiter was closed"))
-                await self._release()
-                raise
-            except BaseException as exc:  # never leave callers hanging
-                self._fail(batch, exc)
-                await self._release()
+    async def _drain(self, until: asyncio.Future[list[int]] | None = None) -> None:
+        """Send what is queued, one pipeline per round trip, until ``until`` is settled.
+
+        Whatever is left (callers that queued during the last round trip) is
+        handed to a background task, so a caller never waits for others' hits.
+        """
+        self._busy = True
+        try:
+            while self._queue and (until is None or not until.done()):
+                batch = self._queue[:_MAX_BATCH]
+                del self._queue[:_MAX_BATCH]
+                try:
+                    await self._send(batch)
+                except BackendUnavailable as exc:
+                    self._fail(batch, exc)
+                except BaseException:  # cancelled (or a bug): never leave callers hanging
+                    self._fail(batch, BackendUnavailable("a rate limit round trip was cut short"))
+                    raise
+        finally:
+            self._busy = False
+            if self._queue and not self._closed:
+                self._drainer = asyncio.create_task(self._drain(), name="rtkit-ratelimit")
 
     async def _send(self, batch: list[_Call]) -> None:
         """One round trip: send every command, read every reply in order."""
         with redis_unavailable("deciding a rate limit"):
-            conn = await self._connection()
+            conn = self._connection()
             try:
-                await conn.send_packed_command(conn.pack_commands(c for c, _ in batch))
-                self.round_trips += 1
-                missing: list[_Call] = []
-                for call in batch:
-                    try:
-                        reply = await conn.read_response()
-                    except redis_errors.NoScriptError:
-                        missing.append(call)
-                        continue
-                    except redis_errors.ResponseError as exc:
-                        _settle(call[1], exc=exc)
-                        continue
-                    _settle(call[1], reply)
+                async with asyncio.timeout(self._timeout):
+                    await conn.send_packed_command(conn.pack_commands(c for c, _ in batch))
+                    self.round_trips += 1
+                    missing: list[_Call] = []
+                    for call in batch:
+                        try:
+                            reply = await conn.read_response()
+                        except redis_errors.NoScriptError:
+                            missing.append(call)
+                            continue
+                        except redis_errors.ResponseError as exc:
+                            _settle(call[1], exc=exc)
+                            continue
+                        _settle(call[1], reply)
+                    if missing:  # the script was flushed from Redis: load it again
+                        await conn.send_command("SCRIPT", "LOAD", _SCRIPT)
+                        await conn.read_response()
             except BaseException:
                 await self._release()
                 raise
-            if missing:  # the script was flushed from Redis: load it, run those again
-                await conn.send_command("SCRIPT", "LOAD", _SCRIPT)
-                await conn.read_response()
-                await self._send(missing)
+        if missing:
+            await self._send(missing)
 
-    async def _connection(self) -> AbstractConnection:
+    def _connection(self) -> AbstractConnection:
+        """The dedicated connection (made lazily, outside the client's pool).
+
+        It has no per-read socket timeout (redis-py would start a task for each
+        send); each round trip as a whole is bounded by ``timeout`` instead.
+        """
         if self._conn is None:
             pool = self._handle.client.connection_pool
-            self._conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+            kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+            self._conn = pool.connection_class(**kwargs)
         return self._conn
 
     async def _release(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.disconnect()
-            with contextlib.suppress(Exception):
-                await self._handle.client.connection_pool.release(conn)
 
     @staticmethod
     def _fail(batch: list[_Call], exc: BaseException) -> None:
