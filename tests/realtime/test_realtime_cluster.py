@@ -16,6 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 from realtime_support import Chat, eventually, make_server, serving
 
+from rtkit import ManualClock
+
 pytestmark = pytest.mark.redis
 
 
@@ -129,3 +131,33 @@ async def test_second_connection_on_another_instance_is_not_a_new_user(cluster: 
     assert watcher.seen.of("user:left") == []
     await second.client.disconnect()
     await watcher.seen.wait_for("user:left", lambda e: e.user_id == "dora")
+
+
+async def test_users_of_a_crashed_instance_are_announced_gone(
+    redis_url: str, redis_prefix: str
+) -> None:
+    # A long lease and a manual clock: instance A "crashes" by not renewing its
+    # lease while the clock jumps; B's next purge pass finds A expired.
+    clock = ManualClock()
+    async with AsyncExitStack() as stack:
+        chats = []
+        for _ in range(2):
+            server = make_server(redis_url, redis_prefix, clock=clock, presence_ttl=600)
+            chats.append(Chat(await stack.enter_async_context(serving(server)), server))
+            stack.push_async_callback(chats[-1].close)
+        a, b = chats
+        watcher = await b.connect("watcher")
+        dora = await a.connect("dora", "Dora")
+        await watcher.seen.wait_for("user:joined", lambda e: e.user_id == "dora")
+        await dora.client.join_room("lobby")
+
+        clock.advance(10_000)
+        purged = await b.server.presence.purge_expired()
+        assert any(d.user_id == "dora" and d.offline for d in purged)
+        gone = await watcher.seen.wait_for("user:left")
+        assert (gone.user_id, gone.username) == ("dora", "Dora")
+        await b.server.rooms.purge_expired()
+        async with httpx.AsyncClient(base_url=b.url) as http:
+            users = (await http.get("/api/online-users")).json()
+            assert [u["userId"] for u in users["users"]] == ["watcher"]
+            assert (await http.get("/api/rooms")).json()["count"] == 0

@@ -53,7 +53,7 @@ from .messages import (
     message_store_from_url,
     notification_store_from_url,
 )
-from .models import ErrorInfo, wire
+from .models import ErrorInfo, UserPresence, iso_time, wire
 from .uploads import FileStore, LocalFileStore, UploadRegistry, upload_registry_from_url
 
 if TYPE_CHECKING:
@@ -124,6 +124,33 @@ def _slug(name: str) -> str:
 
 
 Handler = Callable[[Identity, str, Any], Awaitable[Outcome]]
+
+
+class _CrashAnnouncer:
+    """The PresenceStore's event sink: says ``user:left`` for users of crashed instances.
+
+    A user's connections on a crashed instance are purged by whichever live
+    instance notices the expired lease first; that instance tells everybody.
+    Departures through this instance's own disconnects are announced by the chat.
+    """
+
+    def __init__(self) -> None:
+        self.server: RealtimeServer | None = None
+
+    async def publish(self, name: str, data: dict[str, Any], /) -> object:
+        server = self.server
+        if server is None or name != "presence.offline":
+            return None
+        if data.get("instance_id") == server.presence.instance_id:
+            return None
+        user_id = str(data["user_id"])
+        event = UserPresence(
+            user_id=user_id,
+            username=str(data.get("username") or user_id),
+            time=iso_time(float(data["time"])),
+        )
+        await server.sio.emit("user:left", wire(event))
+        return None
 
 
 class RealtimeServer:
@@ -263,7 +290,10 @@ class RealtimeServer:
         On Redis one connection pool serves presence, rooms, history,
         notifications, uploads and the rate limit; python-socketio's
         ``AsyncRedisManager`` (channel ``<prefix>socketio``) carries emits between
-        instances, so several processes on one Redis behave as one server.
+        instances, so several processes on one Redis behave as one server. When
+        an instance crashes, its users are purged from presence within
+        ``2 * presence_ttl`` seconds and the instance that purges them sends
+        ``user:left`` for those who went offline with it.
         Other keyword arguments go to the constructor.
         """
         from ..presence import PresenceStore
@@ -277,8 +307,9 @@ class RealtimeServer:
         if kind == "redis" and client is None:
             client = make_redis_client(url)
             closing.append(client.aclose)
+        announcer = _CrashAnnouncer()
         presence = PresenceStore.from_url(
-            url, prefix=prefix, redis=client, ttl=presence_ttl, clock=clock
+            url, prefix=prefix, redis=client, ttl=presence_ttl, clock=clock, bus=announcer
         )
         rooms = RoomManager.from_url(
             url,
@@ -292,7 +323,7 @@ class RealtimeServer:
         if kind == "redis":
             manager = socketio.AsyncRedisManager(url, channel=prefix + "socketio")
         files = LocalFileStore(upload_dir) if upload_dir is not None else None
-        return cls(
+        server = cls(
             presence=presence,
             rooms=rooms,
             verifier=verifier,
@@ -308,6 +339,8 @@ class RealtimeServer:
             closing=closing,
             **kwargs,
         )
+        announcer.server = server
+        return server
 
     # ------------------------------------------------------------ lifecycle
 
