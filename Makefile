@@ -37,7 +37,8 @@ $(NODE_DEPS): tests/node/package.json
 chromium:
 	@if [ ! -x $(CHROMIUM) ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+			apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium; \
 		else \
 			echo "testdeps: $(CHROMIUM) is missing: run 'apt-get install chromium' as root" >&2; \
 		fi; \
