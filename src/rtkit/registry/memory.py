@@ -16,8 +16,7 @@ __all__ = ["MemoryServiceRegistry"]
 @dataclass
 class _Entry:
     record: _Record
-    registered_at: float
-    expires_at: float
+    instance: ServiceInstance
 
 
 class _EventWaiter(_Waiter):
@@ -51,7 +50,7 @@ class MemoryServiceRegistry(ServiceRegistry):
     def _prune(self, name: str) -> dict[str, _Entry]:
         entries = self._services.get(name, {})
         now = self._clock.time()
-        dead = [iid for iid, e in entries.items() if e.expires_at <= now]
+        dead = [iid for iid, e in entries.items() if e.instance.expires_at <= now]
         for iid in dead:
             del entries[iid]
         if not entries:
@@ -65,10 +64,10 @@ class MemoryServiceRegistry(ServiceRegistry):
         now = self._clock.time()
         entry = entries.get(record.instance_id)
         if entry is not None:
-            entry.expires_at = now + ttl
+            entry.instance = record.instance(entry.instance.registered_at, now + ttl)
             return
         self._services.setdefault(record.name, {})[record.instance_id] = _Entry(
-            record, now, now + ttl
+            record, record.instance(now, now + ttl)
         )
         self._notify(record.name)
 
@@ -83,7 +82,7 @@ class MemoryServiceRegistry(ServiceRegistry):
 
     async def _live(self, name: str) -> list[ServiceInstance]:
         entries = self._prune(name)
-        return [e.record.instance(e.registered_at, e.expires_at) for e in entries.values()]
+        return [e.instance for e in entries.values()]
 
     async def _counts(self) -> dict[str, int]:
         for name in list(self._services):

@@ -17,7 +17,7 @@ from redis.asyncio.client import PubSub
 
 from .._backends import Keyspace, RedisHandle, load_lua, redis_unavailable
 from .._clock import Clock
-from .base import ServiceInstance, ServiceRegistry, _Record, _Waiter, instance_from_json
+from .base import ServiceInstance, ServiceRegistry, _Record, _Waiter, instances_from_json
 
 __all__ = ["RedisServiceRegistry"]
 
@@ -83,12 +83,11 @@ class RedisServiceRegistry(ServiceRegistry):
 
     async def _live(self, name: str) -> list[ServiceInstance]:
         flat: list[str] = await self._run("live", name)
-        out = []
-        for i in range(0, len(flat), 3):
-            iid, expires, data = flat[i : i + 3]
-            registered, _, record = data.partition(" ")
-            out.append(instance_from_json(iid, name, record, float(registered), float(expires)))
-        return out
+        rows = []
+        for i in range(0, len(flat), 2):  # expiry, "<registered_at> <record json>"
+            registered, _, record = flat[i + 1].partition(" ")
+            rows.append((registered, flat[i], record))
+        return instances_from_json(rows)
 
     async def _counts(self) -> dict[str, int]:
         flat: list[Any] = await self._run("counts")

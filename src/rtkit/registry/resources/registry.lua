@@ -12,6 +12,7 @@
 -- ARGV[1] op: upsert | remove | live | counts
 -- ARGV[2] now in epoch seconds, or "" to use the Redis server's clock (TIME)
 -- ARGV[3] key base, ARGV[4] channel base
+-- "live" returns expiry, "<registered_at> <record json>" pairs; "counts" name, count pairs.
 -- ARGV[5] service name; upsert: ARGV[6] id, ARGV[7] record json, ARGV[8] ttl; remove: ARGV[6] id
 
 local op = ARGV[1]
@@ -99,7 +100,6 @@ elseif op == 'live' then
     end
     for i = 1, #ids do
         if data[i] then
-            out[#out + 1] = ids[i]
             out[#out + 1] = live[2 * i]
             out[#out + 1] = data[i]
         end
