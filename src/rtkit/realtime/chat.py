@@ -13,6 +13,7 @@ Socket.IO room names: a chat room ``R`` is ``room:R``, every connection of user
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -243,6 +244,14 @@ class ChatService:
         _utf8_size(room_id, "roomId")
         return room_id
 
+    async def _hit(self, who: Identity) -> _Decision | None:
+        if self.limiter is None or self.limits.message_rate is None:
+            return None
+        decision: _Decision = await self.limiter.hit(
+            "chat:" + who.user_id, self.limits.message_rate
+        )
+        return decision
+
     async def _require_member(self, room_id: str, who: Identity) -> None:
         if not await self.rooms.is_member(room_id, who.user_id):
             raise AuthError(f"you are not a member of room {room_id!r}", code="not_member")
@@ -355,16 +364,17 @@ class ChatService:
             raise ValidationError("message must not be empty")
         if _utf8_size(payload.message, "message") > self.limits.max_message_bytes:
             raise PayloadTooLarge(f"message is longer than {self.limits.max_message_bytes} bytes")
-        await self._require_member(room_id, who)
-        if self.limiter is not None and self.limits.message_rate is not None:
-            decision: _Decision = await self.limiter.hit(
-                "chat:" + who.user_id, self.limits.message_rate
+        # One round trip for both checks (a refused non-member spends its own quota).
+        member, decision = await asyncio.gather(
+            self.rooms.is_member(room_id, who.user_id), self._hit(who)
+        )
+        if not member:
+            raise AuthError(f"you are not a member of room {room_id!r}", code="not_member")
+        if decision is not None and not decision.allowed:
+            raise RateLimited(
+                f"too many messages; try again in {decision.retry_after:.1f} s",
+                retry_after=decision.retry_after,
             )
-            if not decision.allowed:
-                raise RateLimited(
-                    f"too many messages; try again in {decision.retry_after:.1f} s",
-                    retry_after=decision.retry_after,
-                )
         message = ChatMessage(
             id=new_id(),
             user_id=who.user_id,

@@ -1,0 +1,134 @@
+"""ChatService without sockets: who receives what is a return value."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rtkit import AuthError, ManualClock, PresenceStore, RateLimited, RateLimiter, RoomManager
+from rtkit.realtime import (
+    ChatLimits,
+    ChatService,
+    Emit,
+    Identity,
+    LocalFileStore,
+    MemoryMessageStore,
+    MemoryNotificationStore,
+    MemoryUploadRegistry,
+)
+
+ADA = Identity("ada", "Ada")
+BOB = Identity("bob", "Bob")
+
+
+@pytest.fixture
+async def chat(tmp_path: Path) -> AsyncIterator[ChatService]:
+    clock = ManualClock(start=1_700_000_000.0)
+    presence = PresenceStore.from_url("memory://", clock=clock)
+    rooms = RoomManager.from_url("memory://", instance_id=presence.instance_id, clock=clock)
+    yield ChatService(
+        presence=presence,
+        rooms=rooms,
+        messages=MemoryMessageStore(),
+        notifications=MemoryNotificationStore(),
+        uploads=MemoryUploadRegistry(),
+        files=LocalFileStore(tmp_path),
+        limiter=RateLimiter(clock=clock),
+        limits=ChatLimits(message_rate="2/minute"),
+        clock=clock,
+    )
+    await rooms.close()
+    await presence.close()
+
+
+def targets(emits: list[Emit]) -> list[tuple[str, str | None, str | None]]:
+    return [(e.event, e.to, e.skip_sid) for e in emits]
+
+
+async def test_first_connection_is_announced_to_the_others(chat: ChatService) -> None:
+    first = await chat.connect(ADA, "sid-a1")
+    assert first.enter == ["user:ada"]
+    assert targets(first.emits) == [("user:joined", None, "sid-a1")]
+    assert first.emits[0].data == {
+        "userId": "ada",
+        "username": "Ada",
+        "time": "2023-11-14T22:13:20.000Z",
+    }
+    assert (await chat.connect(ADA, "sid-a2")).emits == []
+    welcome = await chat.welcome(ADA, "sid-a2")
+    assert targets(welcome) == [("users:online", "sid-a2", None)]
+    assert welcome[0].data == [
+        {"userId": "ada", "username": "Ada", "joinTime": "2023-11-14T22:13:20.000Z"}
+    ]
+    assert await chat.disconnect(ADA, "sid-a1") == []
+    assert targets(await chat.disconnect(ADA, "sid-a2")) == [("user:left", None, "sid-a2")]
+
+
+async def test_room_traffic(chat: ChatService) -> None:
+    await chat.connect(ADA, "a")
+    await chat.connect(BOB, "b")
+    joined = await chat.join_room(ADA, "a", "lobby")
+    assert joined.enter == ["room:lobby"]
+    assert joined.ack == {"roomId": "lobby", "users": ["ada"]}
+    assert targets(joined.emits) == [
+        ("room:user:joined", "room:lobby", "a"),
+        ("room:joined", "a", None),
+    ]
+    await chat.join_room(BOB, "b", {"roomId": "lobby"})
+
+    sent = await chat.send_message(ADA, "a", {"roomId": "lobby", "message": "hi"})
+    message_id = sent.ack["messageId"]
+    assert targets(sent.emits) == [
+        ("chat:message", "room:lobby", None),
+        ("chat:message:sent", "a", None),
+    ]
+    assert sent.emits[0].data["id"] == message_id
+    typing = await chat.typing(BOB, "b", {"roomId": "lobby"}, started=True)
+    assert targets(typing.emits) == [("typing:start", "room:lobby", "b")]
+    move = await chat.game_move(BOB, "b", {"roomId": "lobby", "move": "e4"})
+    assert targets(move.emits) == [("game:move", "room:lobby", "b")]
+    history = await chat.history(BOB, "b", {"roomId": "lobby"})
+    assert [m["id"] for m in history.ack["messages"]] == [message_id]
+
+    left = await chat.leave_room(BOB, "b", "lobby")
+    assert left.leave == ["room:lobby"]
+    assert targets(left.emits) == [("room:user:left", "room:lobby", "b")]
+    assert targets(await chat.disconnect(ADA, "a")) == [
+        ("room:user:left", "room:lobby", "a"),
+        ("user:left", None, "a"),
+    ]
+
+
+async def test_refusals_change_nothing(chat: ChatService) -> None:
+    await chat.connect(ADA, "a")
+    await chat.join_room(ADA, "a", "lobby")
+    await chat.connect(BOB, "b")
+    with pytest.raises(AuthError):
+        await chat.send_message(BOB, "b", {"roomId": "lobby", "message": "hi"})
+    for _ in range(2):
+        await chat.send_message(ADA, "a", {"roomId": "lobby", "message": "hi"})
+    with pytest.raises(RateLimited) as limited:
+        await chat.send_message(ADA, "a", {"roomId": "lobby", "message": "hi"})
+    assert limited.value.retry_after > 0
+    assert len((await chat.history(ADA, "a", {"roomId": "lobby"})).ack["messages"]) == 2
+
+
+@pytest.mark.parametrize("online", [True, False])
+async def test_notifications_go_to_the_user_or_wait(chat: ChatService, online: bool) -> None:
+    await chat.connect(ADA, "a")
+    if online:
+        await chat.connect(BOB, "b")
+    payload: dict[str, Any] = {"targetUserId": "bob", "type": "ping", "content": [1]}
+    sent = await chat.send_notification(ADA, "a", payload)
+    assert sent.ack["delivered"] is online
+    if online:
+        assert targets(sent.emits) == [("notification:received", "user:bob", None)]
+    else:
+        assert sent.emits == []
+        await chat.connect(BOB, "b")
+        welcome = await chat.welcome(BOB, "b")
+        assert targets(welcome)[-1] == ("notification:received", "b", None)
+        assert welcome[-1].data["id"] == sent.ack["notificationId"]
