@@ -1,7 +1,8 @@
 """Shared fixtures: real Redis and RabbitMQ, unique names per test, cleanup.
 
-Backends are real servers (``RTKIT_REDIS_URL``, ``RTKIT_AMQP_URL``). On a
-developer's laptop a missing server skips the tests that need it, loudly;
+Helpers that tests import live in ``rtkit_testing.py`` (``tests/`` is on the
+path); this file only defines fixtures. Backends are real servers
+(``RTKIT_REDIS_URL``, ``RTKIT_AMQP_URL``). On a developer's laptop a missing server skips the tests that need it, loudly;
 under ``CI=true`` a missing server fails them.
 """
 
@@ -11,12 +12,13 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pytest
 import redis
 import redis.asyncio as aioredis
+
+from rtkit_testing import Backend
 
 REDIS_URL = os.environ.get("RTKIT_REDIS_URL", "redis://127.0.0.1:6379")
 AMQP_URL = os.environ.get("RTKIT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -71,11 +73,6 @@ def amqp_url() -> str:
     return AMQP_URL
 
 
-def unique_name(stem: str = "t") -> str:
-    """A name no other test uses: for queues, exchanges, rooms, users."""
-    return f"{stem}-{uuid.uuid4().hex[:12]}"
-
-
 @pytest.fixture
 def redis_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix unique to this test; every key under it is deleted afterwards."""
@@ -96,15 +93,6 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     await client.aclose()
-
-
-@dataclass(frozen=True)
-class Backend:
-    """What a contract test needs to build a component on one backend."""
-
-    kind: str
-    url: str
-    prefix: str
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])

@@ -9,10 +9,10 @@ import httpx
 import pytest
 from gateway_harness import EchoService, free_socket, running
 
-from conftest import Backend
 from rtkit import ManualClock
 from rtkit.gateway import ApiGateway, CachedResponse, ResponseCache, Route
 from rtkit.registry import ServiceRegistry
+from rtkit_testing import Backend
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Backend
+from rtkit_testing import Backend
 
 RUN = Path(__file__).parents[2] / "examples" / "gateway" / "run.py"
 

@@ -9,8 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from conftest import unique_name
 from rtkit.messaging import RabbitMQService, ReceivedMessage
+from rtkit_testing import unique_name
 
 
 class MQ:

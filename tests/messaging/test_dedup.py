@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from conftest import Backend
 from rtkit import ConfigurationError, ManualClock
 from rtkit.messaging import (
     DedupStore,
@@ -18,6 +17,7 @@ from rtkit.messaging import (
     RedisDedupStore,
     dedup_from_url,
 )
+from rtkit_testing import Backend
 
 from ._helpers import MQ, eventually
 

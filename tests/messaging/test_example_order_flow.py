@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from conftest import unique_name
+from rtkit_testing import unique_name
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "order_flow.py"
 

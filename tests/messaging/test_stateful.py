@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
-from conftest import unique_name
 from rtkit.messaging import (
     Envelope,
     MessageConsumer,
@@ -30,6 +29,7 @@ from rtkit.messaging import (
     RetryPolicy,
     topic_matches,
 )
+from rtkit_testing import unique_name
 
 QUEUES = 3
 PATTERNS = ["order.*", "order.#", "*.created", "#", "payment.done"]

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from presence_support import RecordingBus, Stores
 
-from conftest import Backend, unique_name
 from rtkit import (
     ConfigurationError,
     Departure,
@@ -20,6 +19,7 @@ from rtkit import (
     PresenceStore,
     ValidationError,
 )
+from rtkit_testing import Backend, unique_name
 
 T0 = 1_700_000_000.0
 

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from conftest import Backend
 from rtkit import ConfigurationError, ManualClock, PayloadTooLarge, ServiceNotFound, ValidationError
 from rtkit.registry import ServiceChange, ServiceInstance, ServiceRegistry
+from rtkit_testing import Backend
 
 MakeRegistry = Callable[..., ServiceRegistry]
 

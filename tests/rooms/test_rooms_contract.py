@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from conftest import Backend, unique_name
 from rtkit import (
     ConfigurationError,
     ManualClock,
@@ -18,6 +17,7 @@ from rtkit import (
     RoomManager,
     ValidationError,
 )
+from rtkit_testing import Backend, unique_name
 
 T0 = 1_700_000_000.0
 
