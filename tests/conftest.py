@@ -2,8 +2,9 @@
 
 Helpers that tests import live in ``rtkit_testing.py`` (``tests/`` is on the
 path); this file only defines fixtures. Backends are real servers
-(``RTKIT_REDIS_URL``, ``RTKIT_AMQP_URL``). On a developer's laptop a missing server skips the tests that need it, loudly;
-under ``CI=true`` a missing server fails them.
+(``RTKIT_REDIS_URL``, ``RTKIT_AMQP_URL``). On a developer's laptop a missing
+server skips the tests that need it, loudly; under ``CI=true`` a missing server
+fails them.
 """
 
 from __future__ import annotations
