@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, get_args
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 from .._backends import DEFAULT_PREFIX, backend_kind
 from .._clock import Clock, SystemClock
@@ -219,14 +219,9 @@ class Decision:
             raise RateLimited(retry_after=self.retry_after)
 
 
-class Outcome(NamedTuple):
-    """One limit's verdict, in microseconds (backends produce these)."""
-
-    allowed: bool
-    limit: int
-    remaining: int
-    reset_us: int
-    retry_us: int
+Outcome = tuple[bool, int, int, int, int]
+"""One limit's verdict, as backends produce it: ``(allowed, limit, remaining,
+reset_us, retry_us)``, times in microseconds (a plain tuple: this is the hot path)."""
 
 
 # --- the algorithms (ported line by line to resources/ratelimit.lua) ---------
@@ -247,7 +242,7 @@ def gcra(tat: int | None, now: int, limit: Limit, cost: int, count: bool) -> tup
     used = new_tat if allowed and count else base
     remaining = max(0, (tolerance - (used - now)) // interval)
     retry = 0 if allowed else new_tat - tolerance - now
-    return Outcome(allowed, limit.capacity, remaining, used - now, retry), new_tat
+    return (allowed, limit.capacity, remaining, used - now, retry), new_tat
 
 
 def window(entries: Sequence[int], now: int, limit: Limit, cost: int, count: bool) -> Outcome:
@@ -269,7 +264,7 @@ def window(entries: Sequence[int], now: int, limit: Limit, cost: int, count: boo
     else:
         reset = 0
     retry = 0 if allowed else entries[size + cost - limit.amount - 1] + limit.period_us - now
-    return Outcome(allowed, limit.amount, remaining, reset, retry)
+    return (allowed, limit.amount, remaining, reset, retry)
 
 
 def window_cutoff(now: int, limit: Limit) -> int:
@@ -325,8 +320,7 @@ def counter(
         else:
             retry = period - elapsed + math.ceil(period_f - room * period_f / current)
         retry = max(1, retry)
-    outcome = Outcome(allowed, amount, remaining, reset, retry)
-    return outcome, (index, new_current, previous)
+    return (allowed, amount, remaining, reset, retry), (index, new_current, previous)
 
 
 def most_restrictive(outcomes: Sequence[Outcome]) -> Decision:
@@ -337,10 +331,10 @@ def most_restrictive(outcomes: Sequence[Outcome]) -> Decision:
     """
     if len(outcomes) == 1:
         pick = outcomes[0]
-    elif denied := [o for o in outcomes if not o.allowed]:
-        pick = max(denied, key=lambda o: (o.retry_us, o.reset_us))
+    elif denied := [o for o in outcomes if not o[0]]:
+        pick = max(denied, key=lambda o: (o[4], o[3]))  # longest retry, then reset
     else:
-        pick = min(outcomes, key=lambda o: (o.remaining, -o.reset_us))
+        pick = min(outcomes, key=lambda o: (o[2], -o[3]))  # fewest remaining
     allowed, limit, remaining, reset_us, retry_us = pick
     return Decision(allowed, limit, remaining, reset_us / US, retry_us / US)
 
@@ -567,11 +561,15 @@ class RateLimiter:
         """Validate a call's arguments (fast for the common case); return the limits."""
         if not (type(key) is str and 0 < len(key) <= 64 and key.isprintable()):
             check_id(key, "rate limit key")  # the slow path explains what is wrong
-        parsed: Sequence[Limit] = (
-            limits  # type: ignore[assignment]
-            if len(limits) == 1 and type(limits[0]) is Limit
-            else _normalize(limits)
-        )
+        parsed: Sequence[Limit]
+        if len(limits) != 1:
+            parsed = _normalize(limits)
+        elif type(limits[0]) is Limit:
+            parsed = limits  # type: ignore[assignment]
+        elif type(limits[0]) is str:
+            parsed = (_parse(limits[0], "gcra", None),)  # cached
+        else:
+            parsed = _normalize(limits)
         if type(cost) is not int or cost != 1:
             _check_cost(cost, parsed)
         return parsed
@@ -616,9 +614,9 @@ class RateLimiter:
                 self._fallback = MemoryStore(clock=self._clock, max_keys=self._max_keys)
             return await self._fallback.decide(key, limits, cost, count)
         if self.failure_policy == "open":
-            return [Outcome(True, lim.capacity, lim.capacity, 0, 0) for lim in limits]
+            return [(True, lim.capacity, lim.capacity, 0, 0) for lim in limits]
         wait = round(self._retry_interval * US)
-        return [Outcome(False, lim.capacity, 0, wait, wait) for lim in limits]
+        return [(False, lim.capacity, 0, wait, wait) for lim in limits]
 
 
 def _check_cost(cost: int, limits: Sequence[Limit]) -> None:

@@ -112,7 +112,7 @@ class RedisStore:
             args += (lim.ident[0], lim.amount, lim.period_us, lim.capacity, lim.emission_us)
         raw = await self._call(tuple(args))
         return [
-            Outcome(bool(raw[i]), raw[i + 1], raw[i + 2], raw[i + 3], raw[i + 4])
+            (bool(raw[i]), raw[i + 1], raw[i + 2], raw[i + 3], raw[i + 4])
             for i in range(0, len(raw), 5)
         ]
 
