@@ -411,7 +411,8 @@ def ensure_node_deps() -> bool:
 def main() -> None:
     """Benchmark each server in turn and print the table with ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured time per server")
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured time per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per server")
     parser.add_argument("--clients", type=int, default=50, help="members of the room")
     parser.add_argument(
         "--servers", default="rtkit,bare,node", help="which servers, comma-separated"
@@ -433,20 +434,33 @@ def main() -> None:
         kinds.remove(("node", LABELS["node"]))
         print("node socket.io: skipped (node/npm or the npm package is missing)")
     print(
-        f"fan-out to a room of {args.clients} clients, paced, {args.seconds:.0f} s per server; "
-        f"cores: {os.cpu_count()}, servers on core {SERVER_CORE}, load on core {LOADGEN_CORE}"
+        f"fan-out to a room of {args.clients} clients, paced; {args.rounds} rounds of "
+        f"{args.seconds:g} s per server, interleaved, medians shown; cores: {os.cpu_count()}, "
+        f"servers on core {SERVER_CORE}, load generator on core {LOADGEN_CORE}"
     )
-    results: dict[str, dict[str, Any]] = {}
-    for kind, label in kinds:
-        port = free_port()
-        proc = start_server(kind, port)
-        try:
-            results[kind] = run_load(kind, port, args.clients, args.seconds)
-        except Exception as exc:
-            print(f"{label}: failed: {exc}")
-        finally:
+    ports = {kind: free_port() for kind, _ in kinds}
+    procs = {kind: start_server(kind, ports[kind]) for kind, _ in kinds}
+    rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind, _ in kinds}
+    try:
+        for _ in range(args.rounds):  # interleaved: other load on the machine hits all alike
+            for kind, label in kinds:
+                try:
+                    rounds[kind].append(run_load(kind, ports[kind], args.clients, args.seconds))
+                except Exception as exc:
+                    print(f"{label}: failed: {exc}")
+    finally:
+        for proc in procs.values():
             proc.terminate()
             proc.wait(timeout=10)
+    results = {
+        kind: {
+            key: statistics.median(r[key] for r in runs)
+            for key in ("per_second", "p50_ms", "p99_ms")
+        }
+        | {"errors": sum(r["errors"] for r in runs)}
+        for kind, runs in rounds.items()
+        if runs
+    }
     header = (
         f"{'server':<22} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
         f" {'vs python-socketio':>19} {'vs node':>8}"
