@@ -50,15 +50,17 @@ async def main(redis_url: str | None, port: int, prefix: str) -> None:
     sockets = [bind(), bind(), bind(port)]
     users = UserService(registry, port=sockets[0].getsockname()[1])
     orders = OrderService(registry, port=sockets[1].getsockname()[1])
+    limiter = RateLimiter.from_url(url, prefix=prefix)
+    cache = ResponseCache.from_url(url, prefix=prefix)
     gateway = ApiGateway(
         registry,
         routes={
             "/api/users": Route("user-service", path="/users"),
             "/api/orders": Route("order-service", path="/orders"),
         },
-        limiter=RateLimiter.from_url(url, prefix=prefix),
+        limiter=limiter,
         rate_limit="100/minute",
-        cache=ResponseCache.from_url(url, prefix=prefix),
+        cache=cache,
     )
     servers = [
         _Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
@@ -88,7 +90,8 @@ async def main(redis_url: str | None, port: int, prefix: str) -> None:
     for server in servers[:2]:
         server.should_exit = True
     await asyncio.gather(*services)
-    await registry.close()
+    for resource in (registry, limiter, cache):
+        await resource.close()
     print("stopped", flush=True)
 
 

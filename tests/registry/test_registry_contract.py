@@ -100,8 +100,8 @@ async def test_instances_expire_without_heartbeat(
 
 async def test_heartbeat_keeps_an_instance_alive(make_registry: MakeRegistry) -> None:
     registry = make_registry()
-    await registry.register("svc", host="h", port=1, ttl=1.0)
-    await asyncio.sleep(2.5)
+    await registry.register("svc", host="h", port=1, ttl=2.0)  # heartbeats every 0.67 s
+    await asyncio.sleep(3)
     assert len(await registry.discover("svc")) == 1
 
 

@@ -20,7 +20,7 @@ CHILD = textwrap.dedent(
 
     async def main():
         registry = ServiceRegistry.from_url(sys.argv[1], prefix=sys.argv[2])
-        iid = await registry.register("crashy", host="127.0.0.1", port=4000, ttl=1.0)
+        iid = await registry.register("crashy", host="127.0.0.1", port=4000, ttl=2.0)
         print(iid, flush=True)
         await asyncio.sleep(3600)
 
@@ -28,7 +28,7 @@ CHILD = textwrap.dedent(
     """
 )
 
-TTL, PRUNE = 1.0, 0.5
+TTL, PRUNE = 2.0, 0.5
 
 
 @pytest.mark.redis
@@ -45,7 +45,7 @@ async def test_sigkilled_instance_vanishes(redis_url: str, redis_prefix: str) ->
         watch = registry.watch("crashy", initial=False)
         removed = asyncio.ensure_future(anext(watch))
 
-        await asyncio.sleep(1.5)  # outlives its ttl only thanks to heartbeats
+        await asyncio.sleep(TTL + 0.5)  # outlives its ttl only thanks to heartbeats
         assert [i.instance_id for i in await registry.discover("crashy")] == [iid]
 
         os.kill(child.pid, signal.SIGKILL)
