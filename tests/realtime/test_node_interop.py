@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
-from rtkit_process import NODE_DIR, SECRET, require, rtkit_serve, token_for, unique
+from rtkit_process import NODE_DIR, ROOT, SECRET, require, rtkit_serve, token_for, unique
 
 from rtkit.realtime import issue_token
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
+
+# The seed chapter sits in shared/ beside the repository (CI lays it there too).
+SEED_CHAPTER = Path(
+    os.environ.get("RTKIT_SEED_CHAPTER", ROOT.parent / "shared" / "seed" / "realtime-chapter.md")
+)
 
 
 def _require_node() -> str:
@@ -30,12 +37,13 @@ def _require_node() -> str:
     return node
 
 
-async def _run_interop(config: dict[str, Any]) -> dict[str, Any]:
+async def _run_node(script: str, *args: str | dict[str, Any]) -> dict[str, Any]:
+    """Run ``tests/node/SCRIPT ARGS`` (dicts as JSON); return the JSON it printed."""
     node = _require_node()
     proc = await asyncio.create_subprocess_exec(
         node,
-        str(NODE_DIR / "interop.mjs"),
-        json.dumps(config),
+        str(NODE_DIR / script),
+        *(arg if isinstance(arg, str) else json.dumps(arg) for arg in args),
         cwd=NODE_DIR,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -50,7 +58,8 @@ async def test_the_official_node_client_speaks_the_seed_protocol() -> None:
     room = unique("room")
     alice, bob = unique("alice"), unique("bob")
     async with rtkit_serve() as server:
-        seen = await _run_interop(
+        seen = await _run_node(
+            "interop.mjs",
             {
                 "url": server.url,
                 "room": room,
@@ -58,7 +67,7 @@ async def test_the_official_node_client_speaks_the_seed_protocol() -> None:
                 "bob": {"token": token_for(bob, "Bob"), "userId": bob},
                 "badToken": issue_token("another-secret-" + "z" * 40, alice),
                 "expiredToken": issue_token(SECRET, alice, ttl=-60),
-            }
+            },
         )
     assert "error" not in seen, (seen.get("error"), seen["steps"])
 
@@ -118,3 +127,49 @@ async def test_the_official_node_client_speaks_the_seed_protocol() -> None:
 
     assert seen["bobSawAliceLeaveRoom"] == {"userId": alice, "username": "Alice", "roomId": room}
     assert seen["aliceSawBobLeave"]["userId"] == bob
+
+
+@pytest.mark.skipif(
+    not SEED_CHAPTER.is_file(),
+    reason=f"!!! the seed chapter is not at {SEED_CHAPTER} (set RTKIT_SEED_CHAPTER) !!!",
+)
+async def test_the_seeds_own_browser_client_works_unchanged() -> None:
+    """The seed's ChatClient class, read from the seed chapter, against rtkit."""
+    room = unique("room-123")
+    alice, bob = unique("alice"), unique("bob")
+    async with rtkit_serve() as server:
+        seen = await _run_node(
+            "seed_client.mjs",
+            str(SEED_CHAPTER),
+            {
+                "url": server.url,
+                "room": room,
+                "alice": {"token": token_for(alice, "Alice"), "userId": alice},
+                "bob": {"token": token_for(bob, "Bob"), "userId": bob},
+                "badToken": "your-jwt-token",
+            },
+        )
+    assert "error" not in seen, (seen.get("error"), seen["logged"])
+    assert "invalid" in seen["refused"]
+    assert alice in [user["userId"] for user in seen["aliceOnline"]]
+    assert seen["aliceSawBob"]["username"] == "Bob"
+    assert seen["aliceJoined"] == {"roomId": room, "users": [alice]}
+    assert seen["currentRoom"] == room  # set by the seed's own onRoomJoined
+    assert seen["aliceSawBobInRoom"] == {"userId": bob, "username": "Bob", "roomId": room}
+    assert (
+        seen["typingStart"]
+        == seen["typingStop"]
+        == {
+            "userId": alice,
+            "username": "Alice",
+            "roomId": room,
+        }
+    )
+    assert seen["typingStarts"] == 1
+    assert seen["bobMessage"] == seen["aliceMessage"]
+    assert seen["bobMessage"]["message"] == "Hello World!"
+    assert seen["aliceSent"] == {"messageId": seen["aliceMessage"]["id"]}
+    assert seen["notification"]["content"] == f"look at room {room}"
+    assert seen["aliceSawBobLeaveRoom"]["userId"] == bob
+    assert seen["aliceSawBobLeave"]["userId"] == bob
+    assert any("连接成功" in line for line in seen["logged"])  # the seed's own connect log
