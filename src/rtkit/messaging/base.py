@@ -377,7 +377,7 @@ def _decode_any(body: bytes) -> Any:
 
 
 def _is_json(content_type: str | None) -> bool:
-    if not content_type:
+    if not content_type or content_type == JSON_CONTENT_TYPE:
         return True
     return content_type.split(";", 1)[0].strip().lower() in ("application/json", "text/json")
 
@@ -941,20 +941,20 @@ class ConsumerHandle:
                 await asyncio.sleep(0.2)
                 await delivery.nack(requeue=True)
                 return
-        envelope = Envelope(
-            message_id=msg.message_id,
-            timestamp=msg.timestamp,
-            headers=msg.headers,
-            attempt=attempt,
-            redelivered=delivery.redelivered,
-            queue=self.queue,
-            exchange=delivery.exchange,
-            routing_key=delivery.routing_key,
-            correlation_id=msg.correlation_id,
-            reply_to=msg.reply_to,
-        )
         try:
             if self._with_envelope:
+                envelope = Envelope(
+                    message_id=msg.message_id,
+                    timestamp=msg.timestamp,
+                    headers=msg.headers,
+                    attempt=attempt,
+                    redelivered=delivery.redelivered,
+                    queue=self.queue,
+                    exchange=delivery.exchange,
+                    routing_key=delivery.routing_key,
+                    correlation_id=msg.correlation_id,
+                    reply_to=msg.reply_to,
+                )
                 result = await self._handler(payload, envelope)
             else:
                 result = await self._handler(payload)
