@@ -235,3 +235,17 @@ async def test_no_rate_limit(registry: ServiceRegistry, echo: EchoService) -> No
         r = await http.get("/api/echo/")
         assert r.status_code == 200
         assert "ratelimit-limit" not in r.headers
+
+
+async def test_round_robin_over_two_instances(registry: ServiceRegistry) -> None:
+    socks = [free_socket(), free_socket()]
+    routes = {"/rr": Route("echo", path="/echo", strategy="round_robin")}
+    async with (
+        running(EchoService(registry, socks[0]), socks[0]) as one,
+        running(EchoService(registry, socks[1]), socks[1]) as two,
+        running(gateway(registry, routes=routes)) as gw,
+        httpx.AsyncClient(base_url=gw.url) as http,
+    ):
+        ports = [(await http.get("/rr/")).json()["port"] for _ in range(4)]
+    assert sorted(ports) == sorted([one.port, two.port] * 2)
+    assert ports[0] != ports[1]

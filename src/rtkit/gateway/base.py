@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -139,6 +140,10 @@ class ApiGateway:
         max_connections: Size of the upstream connection pool.
         retries: Other instances tried when one refuses the connection (the
             request was not sent, so this is safe for every method).
+        discovery_ttl: Seconds the gateway reuses a service's instance list before
+            asking the registry again (0: ask for every request). A refused
+            connection always asks again, so a vanished instance costs at most
+            one retry.
         clock: Where the age of cached responses is read from (tests inject a
             [`ManualClock`][rtkit.ManualClock]; give the cache the same one).
     """
@@ -158,6 +163,7 @@ class ApiGateway:
         max_response_size: int = 50 * 1024 * 1024,
         max_connections: int = 100,
         retries: int = 1,
+        discovery_ttl: float = 1.0,
         clock: Clock | None = None,
     ) -> None:
         self.registry = registry
@@ -175,6 +181,8 @@ class ApiGateway:
         self.timeout = timeout
         self.max_response_size = max_response_size
         self.retries = retries
+        self.discovery_ttl = discovery_ttl
+        self._discovered: dict[str, tuple[float, list[ServiceInstance]]] = {}
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(
@@ -341,15 +349,16 @@ class ApiGateway:
         return None
 
     async def _pick(self, route: Route, tried: set[str]) -> ServiceInstance:
-        instance = await self.registry.get_service(route.service, route.strategy)
-        if instance.instance_id in tried:
-            others = [
-                i for i in await self.registry.discover(route.service) if i.instance_id not in tried
-            ]
-            if not others:
-                raise ServiceNotFound(f"no other instance of {route.service}")
-            instance = others[0]
-        return instance
+        now = time.monotonic()
+        cached = self._discovered.get(route.service)
+        if cached is None or cached[0] <= now or tried:
+            instances = await self.registry.discover(route.service)
+            if self.discovery_ttl > 0:
+                self._discovered[route.service] = (now + self.discovery_ttl, instances)
+        else:
+            instances = cached[1]
+        candidates = [i for i in instances if i.instance_id not in tried]
+        return self.registry.pick(route.service, candidates, route.strategy)
 
     async def _exchange(self, upstream: httpx.Request) -> tuple[int, list[tuple[str, str]], bytes]:
         response = await self.client.send(upstream, stream=True)

@@ -15,9 +15,9 @@ import json
 import logging
 import random
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter
 
@@ -31,6 +31,9 @@ from ..errors import (
     ServiceNotFound,
     ValidationError,
 )
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 __all__ = [
     "MAX_META_BYTES",
@@ -240,7 +243,7 @@ class ServiceRegistry(abc.ABC):
         url: str = "memory://",
         *,
         prefix: str = "rtkit:",
-        redis: Any = None,
+        redis: aioredis.Redis | None = None,
         clock: Clock | None = None,
         prune_interval: float = 5.0,
         poll_interval: float = 5.0,
@@ -428,17 +431,31 @@ class ServiceRegistry(abc.ABC):
         """
         if strategy not in _STRATEGIES:
             raise ValidationError(f"unknown strategy {strategy!r}, expected one of {_STRATEGIES}")
-        instances = await self.discover(name)
+        return self.pick(name, await self.discover(name), strategy)
+
+    def pick(
+        self, name: str, instances: Sequence[ServiceInstance], strategy: Strategy = "random"
+    ) -> ServiceInstance:
+        """Pick one of ``instances`` of service ``name`` like `get_service()` does.
+
+        For callers that keep their own (for example briefly cached) instance list.
+
+        Raises:
+            ServiceNotFound: When ``instances`` is empty.
+            ValidationError: For an unknown strategy.
+        """
+        if strategy not in _STRATEGIES:
+            raise ValidationError(f"unknown strategy {strategy!r}, expected one of {_STRATEGIES}")
         if not instances:
             raise ServiceNotFound(f"no live instance of service {name!r}")
         if strategy == "random" or len(instances) == 1:
             return self._random.choice(instances)
         if strategy == "round_robin":
-            instances.sort(key=lambda i: i.instance_id)
+            ordered = sorted(instances, key=lambda i: i.instance_id)
             turn = self._rr.get(name, 0)
             self._rr[name] = turn + 1
-            return instances[turn % len(instances)]
-        first, second = self._random.sample(instances, 2)
+            return ordered[turn % len(ordered)]
+        first, second = self._random.sample(list(instances), 2)
         return first if self.load(first) <= self.load(second) else second
 
     def load(self, instance: ServiceInstance) -> float:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
 from .._backends import Keyspace, RedisHandle, load_lua, redis_unavailable
@@ -51,7 +52,7 @@ class RedisServiceRegistry(ServiceRegistry):
         url: str | None = None,
         *,
         prefix: str = "rtkit:",
-        redis: Any = None,
+        redis: aioredis.Redis | None = None,
         clock: Clock | None = None,
         prune_interval: float = 5.0,
         poll_interval: float = 5.0,
