@@ -209,3 +209,23 @@ async def test_cancelled_callers_do_not_disturb_the_others(
         assert all(d.allowed for d in answered)
         # Every hit that was counted is visible, and the limiter still works:
         assert (await limiter.hit("k0", limit)).allowed
+
+
+async def test_many_callers_each_hit_counted_exactly_once(
+    redis_url: str, redis_prefix: str
+) -> None:
+    limit = Limit(100_000, 60, "sliding_window")
+    async with RateLimiter.from_url(redis_url, prefix=redis_prefix) as limiter:
+
+        async def caller(n: int) -> int:
+            allowed = 0
+            for i in range(40):
+                allowed += (await limiter.hit(f"k{(n + i) % 4}", limit)).allowed
+                if i % 9 == n % 9:
+                    await asyncio.sleep(0)  # callers drift in and out of batches
+            return allowed
+
+        totals = await asyncio.wait_for(asyncio.gather(*(caller(n) for n in range(50))), 60)
+        assert sum(totals) == 2000
+        remaining = [(await limiter.peek(f"k{k}", limit)).remaining for k in range(4)]
+        assert sum(limit.amount - r for r in remaining) == 2000

@@ -597,6 +597,7 @@ class RateLimiter:
         if not self._remote:
             raise exc
         if self._down_until is None:
+            self._fallback = None  # each outage starts with a fresh local limiter
             logger.warning(
                 "rate limiter backend unavailable, failure policy %r applies: %s",
                 self.failure_policy,

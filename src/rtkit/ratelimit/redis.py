@@ -84,6 +84,7 @@ class RedisStore:
             drainer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await drainer
+        self._busy = False
         self._fail(self._queue, BackendUnavailable("the rate limiter was closed"))
         self._queue = []
         await self._release()
@@ -121,6 +122,7 @@ class RedisStore:
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._queue.append((command, future))
         if not self._busy:  # a lone caller pays no task switch
+            self._busy = True
             await self._drain(until=future)
         return await future
 
@@ -129,8 +131,8 @@ class RedisStore:
 
         Whatever is left (callers that queued during the last round trip) is
         handed to a background task, so a caller never waits for others' hits.
+        Only the holder of ``_busy`` runs this: one reader on the connection.
         """
-        self._busy = True
         try:
             while self._queue and (until is None or not until.done()):
                 batch = self._queue[:_MAX_BATCH]
@@ -143,8 +145,11 @@ class RedisStore:
                     self._fail(batch, BackendUnavailable("a rate limit round trip was cut short"))
                     raise
         finally:
-            self._busy = False
-            if self._queue and not self._closed:
+            if self._closed:
+                self._fail(self._queue, BackendUnavailable("the rate limiter was closed"))
+                self._queue = []
+            self._busy = bool(self._queue)
+            if self._busy:  # hand over, still holding _busy
                 self._drainer = asyncio.create_task(self._drain(), name="rtkit-ratelimit")
 
     async def _send(self, batch: list[_Call]) -> None:
