@@ -242,3 +242,15 @@ async def test_watch_reports_expiry_through_the_janitor(
     change = await waiting
     assert (change.kind, change.instance.instance_id) == ("removed", iid)
     await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_watch_poll_is_the_backstop(make_registry: MakeRegistry, clock: ManualClock) -> None:
+    # no janitor pass and nobody else reading: only the watcher's own poll sees the expiry
+    registry = make_registry(clock=clock, prune_interval=3600, poll_interval=0.05)
+    iid = await registry.register("svc", host="h", port=1, ttl=5, heartbeat=False)
+    stream = registry.watch("svc")
+    assert (await _next(stream)).kind == "added"
+    clock.advance(6)
+    change = await _next(stream)
+    assert (change.kind, change.instance.instance_id) == ("removed", iid)
+    await stream.aclose()  # type: ignore[attr-defined]
