@@ -238,17 +238,27 @@ class EngineIOClient(asyncio.Protocol):
         self.transport.write(ws_frame(text, opcode))
 
     def data_received(self, data: bytes) -> None:
-        """Parse every complete frame in the buffer."""
-        buf = self.buffer
-        buf += data
+        """Parse every complete frame; usually straight from ``data``, without copying."""
         if not self.upgraded:
-            end = buf.find(b"\r\n\r\n")
+            self.buffer += data
+            end = self.buffer.find(b"\r\n\r\n")
             if end < 0:
                 return
-            if b" 101 " not in buf[:end]:
-                raise RuntimeError(f"websocket upgrade refused: {bytes(buf[:end])!r}")
-            del buf[: end + 4]
+            if b" 101 " not in self.buffer[:end]:
+                raise RuntimeError(f"websocket upgrade refused: {bytes(self.buffer[:end])!r}")
+            data = bytes(self.buffer[end + 4 :])
+            self.buffer.clear()
             self.upgraded = True
+        if self.buffer:
+            self.buffer += data
+            data = bytes(self.buffer)
+            self.buffer.clear()
+        used = self.parse(data)
+        if used < len(data):
+            self.buffer += data[used:]
+
+    def parse(self, buf: bytes) -> int:
+        """Handle the complete frames at the start of ``buf``; return the bytes used."""
         pos, size = 0, len(buf)
         while size - pos >= 2:
             length, head = buf[pos + 1] & 0x7F, 2
@@ -260,28 +270,33 @@ class EngineIOClient(asyncio.Protocol):
                 if size - pos < 10:
                     break
                 length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
-            if size - pos < head + length:
+            start, end = pos + head, pos + head + length
+            if end > size:
                 break
             opcode = buf[pos] & 0x0F
-            payload = bytes(buf[pos + head : pos + head + length])
-            pos += head + length
+            pos = end
             if opcode == 0x1:
-                self.on_text(payload)
+                if buf.startswith(CHAT_EVENT, start) and not buf.startswith(CHAT_SUB_EVENT, start):
+                    self.delivered(buf.find(self.current.marker, start, end) >= 0)
+                else:
+                    self.on_packet(buf[start:end])
             elif opcode == 0x9:
-                self.send(payload, 0xA)
-        del buf[:pos]
+                self.send(buf[start:end], 0xA)
+        return pos
 
-    def on_text(self, packet: bytes) -> None:
-        """Count a delivery, answer a ping, or hand the packet to the setup code."""
-        if packet.startswith(CHAT_EVENT) and not packet.startswith(CHAT_SUB_EVENT):
-            current = self.current
-            if current.marker and current.marker in packet:
-                if self.stats.measuring:
-                    self.stats.latencies.append(time.perf_counter() - current.sent_at)
-                current.pending -= 1
-                if current.pending == 0:
-                    current.done.set()
-        elif packet == b"2":
+    def delivered(self, current: bool) -> None:
+        """A ``chat:message`` arrived; count it if it is the message in flight."""
+        if not current or not self.current.marker:
+            return
+        if self.stats.measuring:
+            self.stats.latencies.append(time.perf_counter() - self.current.sent_at)
+        self.current.pending -= 1
+        if self.current.pending == 0:
+            self.current.done.set()
+
+    def on_packet(self, packet: bytes) -> None:
+        """Answer a ping, count an error, or hand the packet to the setup code."""
+        if packet == b"2":
             self.send(b"3")
         elif packet.startswith((b'42["error"', b"41")):
             self.stats.errors += 1
