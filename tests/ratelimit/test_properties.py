@@ -23,6 +23,7 @@ import uuid
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
 from rtkit import ManualClock
 from rtkit.ratelimit import Limit, RateLimiter
@@ -120,17 +121,6 @@ async def test_a_steady_stream_gets_the_advertised_rate(limit: Limit) -> None:
 
 # --- memory and Redis decide alike -------------------------------------------
 
-operations = st.lists(
-    st.tuples(
-        st.sampled_from(["hit", "hit", "hit", "peek", "reset"]),
-        st.integers(0, 1_500_000),  # delay, microseconds
-        st.lists(st.integers(0, 5), min_size=1, max_size=3, unique=True),  # which limits
-        st.integers(1, 3),  # cost
-        st.sampled_from(["a", "b"]),  # key
-    ),
-    min_size=1,
-    max_size=40,
-)
 LIMITS = [
     Limit(3, 1, "gcra"),
     Limit(2, 0.7, "gcra", burst=4),
@@ -139,44 +129,65 @@ LIMITS = [
     Limit(3, 1, "sliding_window_counter"),
     Limit(7, 0.9, "sliding_window_counter"),
 ]
+chosen_limits = st.lists(st.sampled_from(LIMITS), min_size=1, max_size=3)
+keys = st.sampled_from(["a", "b"])
+
+
+class MemoryVsRedis(RuleBasedStateMachine):
+    """Random hits, peeks, resets and waits on both backends, with one ManualClock.
+
+    Every decision must be identical, field by field (Redis gets the clock's time).
+    """
+
+    url = ""
+    prefix = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.clock = ManualClock(start=START)
+        self.memory = RateLimiter(clock=self.clock)
+        self.redis = RateLimiter.from_url(self.url, prefix=self.prefix, clock=self.clock)
+        self.run_id = uuid.uuid4().hex[:8]  # a fresh key space for each example
+
+    def both(self, method: str, key: str, limits: list[Limit], **kwargs: int) -> None:
+        key = f"{self.run_id}:{key}"
+        expected = self.loop.run_until_complete(
+            getattr(self.memory, method)(key, *limits, **kwargs)
+        )
+        actual = self.loop.run_until_complete(getattr(self.redis, method)(key, *limits, **kwargs))
+        assert actual == expected
+
+    @rule(seconds=st.one_of(st.integers(0, 50_000), st.integers(0, 2_000_000)))
+    def wait(self, seconds: int) -> None:
+        self.clock.advance(seconds / US)
+
+    @rule(key=keys, limits=chosen_limits, cost=st.integers(1, 3))
+    def hit(self, key: str, limits: list[Limit], cost: int) -> None:
+        self.both("hit", key, limits, cost=min([cost, *(lim.capacity for lim in limits)]))
+
+    @rule(key=keys, limits=chosen_limits)
+    def peek(self, key: str, limits: list[Limit]) -> None:
+        self.both("peek", key, limits)
+
+    @rule(key=keys, limits=chosen_limits)
+    def reset(self, key: str, limits: list[Limit]) -> None:
+        self.both("reset", key, limits)
+
+    def teardown(self) -> None:
+        self.loop.run_until_complete(self.redis.close())
+        self.loop.close()
 
 
 @pytest.mark.redis
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-@given(ops=operations, start_us=st.integers(0, 10_000_000))
-def test_memory_and_redis_decide_alike(
-    redis_url: str,
-    redis_prefix: str,
-    ops: list[tuple[str, int, list[int], int, str]],
-    start_us: int,
-) -> None:
-    asyncio.run(_compare(redis_url, redis_prefix, ops, start_us))
-
-
-async def _compare(
-    url: str, prefix: str, ops: list[tuple[str, int, list[int], int, str]], start_us: int
-) -> None:
-    clock = ManualClock(start=START + start_us / US)
-    run = uuid.uuid4().hex[:8]  # a fresh key space for each example
-    memory = RateLimiter(clock=clock)
-    async with RateLimiter.from_url(url, prefix=prefix, clock=clock) as redis:
-        for op, delay, chosen, cost, key in ops:
-            clock.advance(delay / US)
-            chosen_limits = [LIMITS[i] for i in chosen]
-            key = f"{run}:{key}"
-            if op == "reset":
-                await memory.reset(key, *chosen_limits)
-                await redis.reset(key, *chosen_limits)
-                continue
-            if op == "peek":
-                expected = await memory.peek(key, *chosen_limits)
-                actual = await redis.peek(key, *chosen_limits)
-            else:
-                cost = min([cost, *(lim.capacity for lim in chosen_limits)])
-                expected = await memory.hit(key, *chosen_limits, cost=cost)
-                actual = await redis.hit(key, *chosen_limits, cost=cost)
-            assert actual == expected, (op, key, chosen_limits, cost)
+def test_memory_and_redis_decide_alike(redis_url: str, redis_prefix: str) -> None:
+    MemoryVsRedis.url, MemoryVsRedis.prefix = redis_url, redis_prefix
+    run_state_machine_as_test(
+        MemoryVsRedis,
+        settings=settings(
+            max_examples=60,
+            stateful_step_count=40,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
