@@ -58,7 +58,8 @@ def test_bad_limits_are_configuration_errors(kwargs: dict[str, object]) -> None:
 def test_gcra_burst_defaults_to_amount() -> None:
     assert Limit(10, 60).capacity == 10
     assert Limit(10, 60, burst=25).capacity == 25
-    assert str(Limit(10, 60, burst=25)) == "10/60 second (gcra, burst 25)"
+    assert str(Limit(10, 60, burst=25)) == "10/60 seconds (gcra, burst 25)"
+    assert str(Limit(3, 1, "sliding_window")) == "3/second (sliding_window)"
 
 
 def test_decision_headers() -> None:

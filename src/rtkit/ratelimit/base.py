@@ -157,9 +157,9 @@ class Limit:
         return _parse(text, algorithm, burst)
 
     def __str__(self) -> str:
-        period = f"{self.period:g}"
-        text = f"{self.amount}/{'' if period == '1' else period + ' '}second"
-        return f"{text} ({self.algorithm}{'' if self.burst is None else f', burst {self.burst}'})"
+        per = "second" if self.period == 1 else f"{self.period:g} seconds"
+        extra = "" if self.burst is None else f", burst {self.burst}"
+        return f"{self.amount}/{per} ({self.algorithm}{extra})"
 
 
 @functools.lru_cache(maxsize=256)
