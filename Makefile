@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install services testdeps chromium lint typecheck docs pytest bench clean
+.PHONY: run test install services testdeps systemdeps lint typecheck docs pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,25 +26,34 @@ services: install
 
 # Test dependencies outside Python, installed into git-ignored places: the official
 # Socket.IO packages from the npm registry (interop and browser tests, benchmark) and
-# Debian's chromium for the browser test (Playwright never downloads a browser).
+# Debian's chromium for the browser test (Playwright never downloads a browser). As root
+# (CI), missing Debian packages are installed; otherwise the tests that need them skip.
 NODE_DEPS := tests/node/node_modules/.rtkit-installed
 CHROMIUM  ?= /usr/bin/chromium
+APT_GET   := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300
 
-$(NODE_DEPS): tests/node/package.json
-	npm install --prefix tests/node --no-audit --no-fund --loglevel=error
-	touch $(NODE_DEPS)
-
-chromium:
-	@if [ ! -x $(CHROMIUM) ]; then \
+systemdeps:
+	@missing=""; \
+	[ -x $(CHROMIUM) ] || missing="$$missing chromium"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive \
-				apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium; \
+			echo "testdeps: installing Debian packages:$$missing"; \
+			$(APT_GET) update -qq && $(APT_GET) install -y -qq $$missing; \
 		else \
-			echo "testdeps: $(CHROMIUM) is missing: run 'apt-get install chromium' as root" >&2; \
+			echo "testdeps: missing:$$missing (apt-get install them as root)" >&2; \
 		fi; \
 	fi
 
-testdeps: $(NODE_DEPS) chromium
+$(NODE_DEPS): tests/node/package.json | systemdeps
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --prefix tests/node --no-audit --no-fund --loglevel=error && \
+		touch $(NODE_DEPS); \
+	else \
+		echo "testdeps: npm is missing: the Node.js tests will skip" >&2; \
+	fi
+
+testdeps: systemdeps $(NODE_DEPS)
 
 lint: install
 	$(BIN)/ruff check .
