@@ -13,7 +13,6 @@ Socket.IO room names: a chat room ``R`` is ``room:R``, every connection of user
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -364,12 +363,8 @@ class ChatService:
             raise ValidationError("message must not be empty")
         if _utf8_size(payload.message, "message") > self.limits.max_message_bytes:
             raise PayloadTooLarge(f"message is longer than {self.limits.max_message_bytes} bytes")
-        # One round trip for both checks (a refused non-member spends its own quota).
-        member, decision = await asyncio.gather(
-            self.rooms.is_member(room_id, who.user_id), self._hit(who)
-        )
-        if not member:
-            raise AuthError(f"you are not a member of room {room_id!r}", code="not_member")
+        await self._require_member(room_id, who)
+        decision = await self._hit(who)
         if decision is not None and not decision.allowed:
             raise RateLimited(
                 f"too many messages; try again in {decision.retry_after:.1f} s",
