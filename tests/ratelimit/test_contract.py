@@ -67,6 +67,11 @@ async def test_keys_are_independent(limiter: RateLimiter, algorithm: str) -> Non
     assert (await limiter.hit("a", limit)).allowed
     assert not (await limiter.hit("a", limit)).allowed
     assert (await limiter.hit("b", limit)).allowed
+    for key in ("用户:42", "ip:2001:db8::1", "{braces}", "a}b{c", "\ud800"):
+        assert (await limiter.hit(key, limit)).allowed
+        assert not (await limiter.hit(key, limit)).allowed
+        await limiter.reset(key, limit)
+        assert (await limiter.hit(key, limit)).allowed
 
 
 async def test_limit_strings_use_gcra(limiter: RateLimiter) -> None:
