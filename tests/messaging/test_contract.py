@@ -382,3 +382,34 @@ async def test_not_connected_and_unknown_urls(mq: MQ) -> None:
         await service.declare_queue(mq.queue())
     with pytest.raises(ConfigurationError):
         RabbitMQService.from_url("redis://localhost")
+
+
+async def test_a_pending_retry_survives_a_consumer_restart(mq: MQ) -> None:
+    service = await mq.service()
+    queue = mq.queue()
+    await service.declare_queue(queue)
+    first = Inbox(fail_times=1)
+    handle = await MessageConsumer(service).consume(queue, first, retry=FAST)
+    await MessageProducer(service).send(queue, "job")
+    await eventually(lambda: handle.retried == 1)
+    await handle.stop()  # the retry waits in the broker, not in this consumer
+
+    second = Inbox()
+    await MessageConsumer(service).consume(queue, second, retry=FAST)
+    await eventually(lambda: second.payloads == ["job"])
+    assert second.items[0][1].attempt == 2
+    assert first.calls == 1
+
+
+async def test_replicas_share_a_queue(mq: MQ) -> None:
+    service = await mq.service()
+    queue = mq.queue()
+    await service.declare_queue(queue)
+    a, b = Inbox(delay=0.01), Inbox(delay=0.01)
+    await MessageConsumer(service).consume(queue, a, prefetch=1)
+    await MessageConsumer(service).consume(queue, b, prefetch=1)
+    for i in range(20):
+        await MessageProducer(service).send(queue, i)
+    await eventually(lambda: len(a.items) + len(b.items) == 20)
+    assert sorted(a.payloads + b.payloads) == list(range(20))
+    assert a.items and b.items  # round robin between the replicas

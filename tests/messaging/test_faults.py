@@ -55,7 +55,11 @@ async def test_a_confirm_that_never_comes_raises_within_publish_timeout(
     with pytest.raises(BackendUnavailable):
         await producer.send(queue, "lost in the void")
     assert time.monotonic() - started < 3
-    await proxy.close()
+    await proxy.close()  # now the broker is gone altogether
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable):
+        await producer.send(queue, "nobody home")
+    assert time.monotonic() - started < 3
     await service.close(timeout=1.0)
 
 

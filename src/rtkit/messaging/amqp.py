@@ -30,6 +30,9 @@ __all__ = ["AmqpConnection"]
 
 log = logging.getLogger("rtkit.messaging")
 
+# An ack on a connection that just died must not hang its handler's task.
+_SETTLE_TIMEOUT = 10.0
+
 
 def _import_aio_pika() -> Any:
     try:
@@ -95,14 +98,16 @@ class _AmqpDelivery(Delivery):
     async def ack(self) -> None:
         """Acknowledge (dropped if the channel died)."""
         try:
-            await self._incoming.ack()
+            async with asyncio.timeout(_SETTLE_TIMEOUT):
+                await self._incoming.ack()
         except Exception as exc:
             log.debug("ack of %s dropped: %r", self.message.message_id, exc)
 
     async def nack(self, *, requeue: bool) -> None:
         """Reject (dropped if the channel died)."""
         try:
-            await self._incoming.nack(requeue=requeue)
+            async with asyncio.timeout(_SETTLE_TIMEOUT):
+                await self._incoming.nack(requeue=requeue)
         except Exception as exc:
             log.debug("nack of %s dropped: %r", self.message.message_id, exc)
 
