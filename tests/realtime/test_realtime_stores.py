@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rtkit import NotFound, PayloadTooLarge, ValidationError, new_id
 from rtkit.realtime import (
@@ -140,3 +142,38 @@ async def test_local_file_store_keeps_exactly_the_announced_bytes(tmp_path: Path
     with pytest.raises(NotFound):
         await _read(files.open("abc-2"))
     assert sorted(p.name for p in (tmp_path / "uploads").iterdir()) == ["abc-1"]
+
+
+@pytest.mark.redis
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("append"), st.sampled_from(["a", "b"]), st.integers(0, 3)),
+            st.tuples(st.just("history"), st.sampled_from(["a", "b", "c"]), st.integers(1, 12)),
+        ),
+        max_size=40,
+    ),
+    before_pick=st.integers(0, 1000),
+)
+async def test_redis_history_matches_memory(
+    redis_url: str, redis_prefix: str, ops: list[tuple[str, str, int]], before_pick: int
+) -> None:
+    memory = message_store_from_url("memory://", max_per_room=1000)
+    redis_store = message_store_from_url(redis_url, prefix=f"{redis_prefix}{new_id()}:")
+    sent: list[ChatMessage] = []
+    try:
+        for op, room, n in ops:
+            if op == "append":
+                m = message(room, f"text {n}")
+                sent.append(m)
+                await memory.append(m)
+                await redis_store.append(m)
+            else:
+                before = sent[before_pick % len(sent)].id if sent and before_pick % 2 else None
+                expected = await memory.history(room, before=before, limit=n)
+                assert await redis_store.history(room, before=before, limit=n) == expected
+    finally:
+        await redis_store.close()
