@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from rtkit import AuthError, ManualClock, PresenceStore, RateLimited, RateLimiter, RoomManager
+from rtkit import (
+    AuthError,
+    ManualClock,
+    PresenceStore,
+    RateLimited,
+    RateLimiter,
+    RoomManager,
+    ValidationError,
+)
 from rtkit.realtime import (
     ChatLimits,
     ChatService,
@@ -37,7 +45,9 @@ async def chat(tmp_path: Path) -> AsyncIterator[ChatService]:
         uploads=MemoryUploadRegistry(),
         files=LocalFileStore(tmp_path),
         limiter=RateLimiter(clock=clock),
-        limits=ChatLimits(message_rate="2/minute"),
+        limits=ChatLimits(
+            message_rate="2/minute", notification_rate="1/minute", max_rooms_per_user=2
+        ),
         clock=clock,
     )
     await rooms.close()
@@ -132,3 +142,19 @@ async def test_notifications_go_to_the_user_or_wait(chat: ChatService, online: b
         welcome = await chat.welcome(BOB, "b")
         assert targets(welcome)[-1] == ("notification:received", "b", None)
         assert welcome[-1].data["id"] == sent.ack["notificationId"]
+
+
+async def test_rooms_per_user_and_notifications_are_bounded(chat: ChatService) -> None:
+    await chat.connect(ADA, "a")
+    await chat.join_room(ADA, "a", "one")
+    await chat.join_room(ADA, "a", "two")
+    await chat.join_room(ADA, "a", "two")  # already in it: fine
+    with pytest.raises(ValidationError) as refused:
+        await chat.join_room(ADA, "a", "three")
+    assert refused.value.code == "too_many_rooms"
+    assert await chat.rooms.rooms_of("ada") == ["one", "two"]
+
+    await chat.send_notification(ADA, "a", {"targetUserId": "bob", "type": "x"})
+    with pytest.raises(RateLimited):
+        await chat.send_notification(ADA, "a", {"targetUserId": "bob", "type": "x"})
+    assert len(await chat.notifications.take("bob")) == 1

@@ -391,3 +391,27 @@ async def test_the_client_rejoins_its_rooms_after_a_lost_connection(memory_chat:
         return any(m.message == "are you back?" for m in ada.seen.of("chat:message"))
 
     await eventually(delivered)
+
+
+async def test_browsers_on_other_origins_must_be_allowed(memory_chat: Chat) -> None:
+    async def connects(url: str, origin: str) -> bool:
+        client = socketio.AsyncClient(reconnection=False)
+        try:
+            await client.connect(
+                url,
+                auth={"token": token_for("ada")},
+                headers={"Origin": origin},
+                transports=["websocket"],
+                wait_timeout=5,
+            )
+        except socketio.exceptions.ConnectionError:
+            return False
+        await client.disconnect()
+        return True
+
+    assert await connects(memory_chat.url, memory_chat.url)  # the server's own page
+    assert not await connects(memory_chat.url, "http://evil.example")
+    server = make_server("memory://", "rtkit:", cors_allowed_origins=["http://app.example"])
+    async with serving(server) as url:
+        assert await connects(url, "http://app.example")
+        assert not await connects(url, "http://evil.example")

@@ -101,6 +101,7 @@ class _Rooms(Protocol):
         self, room_id: str, cursor: str | None = ..., limit: int = ...
     ) -> Page[str]: ...
     async def rooms(self, cursor: str | None = ..., limit: int = ...) -> Page[Any]: ...
+    async def rooms_of(self, user_id: str) -> list[str]: ...
     async def is_member(self, room_id: str, user_id: str) -> bool: ...
 
 
@@ -127,6 +128,8 @@ class ChatLimits:
         max_json_bytes: largest notification ``content`` / game ``move`` (as JSON).
         message_rate: per-user chat message limit such as ``"20/10 seconds"``;
             ``None`` turns it off.
+        notification_rate: per-user ``notification:send`` limit (``None``: off).
+        max_rooms_per_user: most rooms one user may be in at once.
         max_list: most users / members listed in ``users:online`` and ``room:joined``.
     """
 
@@ -136,6 +139,8 @@ class ChatLimits:
     max_upload_bytes: int = 10 * 1024 * 1024
     max_json_bytes: int = 16 * 1024
     message_rate: str | None = "20/10 seconds"
+    notification_rate: str | None = "20/10 seconds"
+    max_rooms_per_user: int = 100
     max_list: int = 1000
 
 
@@ -201,7 +206,7 @@ class ChatService:
         notifications: where notifications for offline users wait.
         uploads: the shared upload records.
         files: where uploaded bytes go.
-        limiter: a `rtkit.RateLimiter` for ``limits.message_rate``
+        limiter: a `rtkit.RateLimiter` for ``limits.message_rate`` and ``notification_rate``
             (``None``: no rate limit).
         limits: the bounds.
         clock: where timestamps come from.
@@ -243,13 +248,16 @@ class ChatService:
         _utf8_size(room_id, "roomId")
         return room_id
 
-    async def _hit(self, who: Identity) -> _Decision | None:
-        if self.limiter is None or self.limits.message_rate is None:
-            return None
-        decision: _Decision = await self.limiter.hit(
-            "chat:" + who.user_id, self.limits.message_rate
-        )
-        return decision
+    async def _limit(self, who: Identity, kind: str, rate: str | None) -> None:
+        """Count one ``kind`` action of ``who`` against ``rate``; raise when over it."""
+        if self.limiter is None or rate is None:
+            return
+        decision: _Decision = await self.limiter.hit(f"{kind}:{who.user_id}", rate)
+        if not decision.allowed:
+            raise RateLimited(
+                f"too many {kind} events; try again in {decision.retry_after:.1f} s",
+                retry_after=decision.retry_after,
+            )
 
     async def _require_member(self, room_id: str, who: Identity) -> None:
         if not await self.rooms.is_member(room_id, who.user_id):
@@ -326,6 +334,11 @@ class ChatService:
         if isinstance(data, str):
             data = {"roomId": data}
         room_id = self._room_id(_parse(RoomIn, data, "room:join").room_id)
+        mine = await self.rooms.rooms_of(who.user_id)
+        if room_id not in mine and len(mine) >= self.limits.max_rooms_per_user:
+            raise ValidationError(
+                f"you are in {len(mine)} rooms already, the most allowed", code="too_many_rooms"
+            )
         new = await self.rooms.join(room_id, who.user_id, sid)
         users = await self._members(room_id)
         joined = RoomJoined(room_id=room_id, users=users)
@@ -364,12 +377,7 @@ class ChatService:
         if _utf8_size(payload.message, "message") > self.limits.max_message_bytes:
             raise PayloadTooLarge(f"message is longer than {self.limits.max_message_bytes} bytes")
         await self._require_member(room_id, who)
-        decision = await self._hit(who)
-        if decision is not None and not decision.allowed:
-            raise RateLimited(
-                f"too many messages; try again in {decision.retry_after:.1f} s",
-                retry_after=decision.retry_after,
-            )
+        await self._limit(who, "chat", self.limits.message_rate)
         message = ChatMessage(
             id=new_id(),
             user_id=who.user_id,
@@ -427,6 +435,7 @@ class ChatService:
         payload = _parse(NotificationIn, data, "notification:send")
         target = check_id(payload.target_user_id, "targetUserId")
         self._check_json(payload.content, "content")
+        await self._limit(who, "notification", self.limits.notification_rate)
         note = Notification(
             id=new_id(),
             from_user_id=who.user_id,

@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CLIENT_JS_URL,
         help="where the chat page loads the Socket.IO client from",
     )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="also accept Socket.IO clients from pages at ORIGIN (repeatable; '*' for any)",
+    )
     serve.add_argument("--upload-dir", help="folder for uploaded files (default: a temporary one)")
     serve.add_argument("--log-level", default="info", help="uvicorn's log level")
     token = commands.add_parser("token", help=f"print a token signed with ${SECRET_ENV}")
@@ -80,6 +86,12 @@ def _secret(demo: bool) -> str | None:
     return None
 
 
+def _origins(given: list[str] | None) -> str | list[str] | None:
+    if not given:
+        return None  # same origin only
+    return "*" if "*" in given else given
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -101,6 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
         upload_dir=args.upload_dir,
         demo=args.demo,
         client_js_url=args.client_js_url,
+        cors_allowed_origins=_origins(args.cors_origin),
     )
     if args.demo:
         log.warning(

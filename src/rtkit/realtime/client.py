@@ -81,6 +81,7 @@ _EVENT_MODELS: dict[str, Any] = {
 _ERRORS: dict[str, type[RtkitError]] = {
     "invalid_payload": ValidationError,
     "payload_too_large": PayloadTooLarge,
+    "too_many_rooms": ValidationError,
     "not_found": NotFound,
     "backend_unavailable": BackendUnavailable,
     "unauthorized": AuthError,
