@@ -22,6 +22,7 @@ from rtkit.messaging import (
     MessageProducer,
     RabbitMQService,
 )
+from rtkit.messaging.amqp import AmqpConnection
 
 from ._helpers import MQ, TcpProxy, close_my_connections, eventually
 
@@ -82,7 +83,11 @@ async def test_reconnect_restores_topology_and_consumers(rabbit: MQ) -> None:
     assert await close_my_connections(rabbit.test_id) == 1
     await producer.publish(exchange, "order.created", "after")  # waits for the reconnect
     await eventually(lambda: got == ["before", "after"], timeout=20)
-    assert service.connection.reconnects >= 1  # type: ignore[attr-defined]
+    connection: AmqpConnection = service.connection  # type: ignore[assignment]
+    assert connection.reconnects >= 1
+    await eventually(lambda: connection.verifications >= 1)
+    assert connection.last_verification == []  # checked after the reconnect, on the broker too
+    assert await connection.verify() == []
 
 
 @pytest.mark.slow

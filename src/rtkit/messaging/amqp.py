@@ -124,14 +124,32 @@ class _NoAckDelivery(_AmqpDelivery):
 
 class _AmqpConsumer:
     def __init__(
-        self, channel: aio_pika.abc.AbstractRobustChannel, queue: aio_pika.abc.AbstractQueue
+        self,
+        owner: AmqpConnection,
+        channel: aio_pika.abc.AbstractRobustChannel,
+        queue: aio_pika.abc.AbstractQueue,
+        on_message: Callable[[aio_pika.abc.AbstractIncomingMessage], Awaitable[None]],
     ) -> None:
+        self.owner = owner
         self.channel = channel
         self.queue = queue
+        self.on_message = on_message
         self.tag: str | None = None
+
+    async def start(self) -> None:
+        """basic.consume (aio-pika's robust queue re-consumes after a reconnect)."""
+        self.tag = await self.queue.consume(self.on_message)
+
+    async def consuming(self) -> bool:
+        """True if the current channel really has this consumer registered."""
+        if self.tag is None or self.channel.is_closed:
+            return False
+        underlay: Any = await self.channel.get_underlay_channel()
+        return self.tag in underlay.consumers
 
     async def cancel(self) -> None:
         """basic.cancel: stop new deliveries."""
+        self.owner._consumers.discard(self)
         if self.tag is not None:
             tag, self.tag = self.tag, None
             with contextlib.suppress(Exception):
@@ -139,6 +157,7 @@ class _AmqpConsumer:
 
     async def close(self) -> None:
         """Close the channel (the broker requeues unacked deliveries)."""
+        self.owner._consumers.discard(self)
         with contextlib.suppress(Exception):
             await self.channel.close()
 
@@ -174,12 +193,11 @@ class AmqpConnection:
         self._rpc_lock = asyncio.Lock()
         self._replies: dict[str, asyncio.Future[Delivery]] = {}
         self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
-
-    @property
-    def reconnects(self) -> int:
-        """How many times the connection was re-established."""
-        conn = self._conn
-        return 0 if conn is None else max(0, int(getattr(conn, "connection_attempt", 1)) - 1)
+        self._consumers: set[_AmqpConsumer] = set()
+        self._verifier: asyncio.Task[None] | None = None
+        self.reconnects = 0
+        self.last_verification: list[str] = []
+        self.verifications = 0
 
     async def connect(self) -> None:
         """Connect (bounded by ``connect_timeout``)."""
@@ -197,6 +215,7 @@ class AmqpConnection:
                 f"cannot connect to RabbitMQ at {_redact(self.url)}: {exc!r}"
             ) from exc
         self._conn = conn
+        conn.reconnect_callbacks.add(self._on_reconnect)
         try:
             with _amqp_errors("opening a channel"):
                 async with asyncio.timeout(self.connect_timeout):
@@ -207,8 +226,45 @@ class AmqpConnection:
             await conn.close()
             raise
 
+    def _on_reconnect(self, *_: Any) -> None:
+        self.reconnects += 1
+        log.info("reconnected to RabbitMQ (%s), verifying consumers", self.connection_name)
+        self._verifier = asyncio.get_running_loop().create_task(self._verify_in_background())
+
+    async def _verify_in_background(self) -> None:
+        await self.verify()
+
+    async def verify(self) -> list[str]:
+        """Check that every consumer is registered again, on the client and on the broker.
+
+        Runs after each reconnect; a consumer found missing is started again.
+        Returns (and logs) the problems found, an empty list when all is well.
+        """
+        problems: list[str] = []
+        for consumer in list(self._consumers):
+            name = consumer.queue.name
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    await consumer.channel.ready()
+                    if not await consumer.consuming():
+                        problems.append(f"consumer of {name!r} was missing: restarted")
+                        await consumer.start()
+                    underlay = await consumer.channel.get_underlay_channel()
+                    declared = await underlay.queue_declare(name, passive=True)
+                    if (declared.consumer_count or 0) < 1:
+                        problems.append(f"RabbitMQ reports no consumer on {name!r}")
+            except Exception as exc:
+                problems.append(f"could not verify the consumer of {name!r}: {exc!r}")
+        for problem in problems:
+            log.error("after reconnecting: %s", problem)
+        self.last_verification = problems
+        self.verifications += 1
+        return problems
+
     async def close(self) -> None:
         """Close the connection."""
+        if self._verifier is not None:
+            self._verifier.cancel()
         conn, self._conn = self._conn, None
         for future in self._replies.values():
             if not future.done():
@@ -361,8 +417,9 @@ class AmqpConnection:
                     channel = await conn.channel(publisher_confirms=False)
                     await channel.set_qos(prefetch_count=prefetch)
                     q = await channel.declare_queue(queue, passive=True)
-                    consumer = _AmqpConsumer(channel, q)
-                    consumer.tag = await q.consume(on_message)
+                    consumer = _AmqpConsumer(self, channel, q, on_message)
+                    await consumer.start()
+                    self._consumers.add(consumer)
         except BaseException:
             if channel is not None:
                 with contextlib.suppress(Exception):
