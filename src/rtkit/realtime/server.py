@@ -35,6 +35,7 @@ from starlette.staticfiles import StaticFiles
 
 from .._backends import DEFAULT_PREFIX, backend_kind, check_prefix, make_redis_client
 from .._clock import Clock
+from .._leases import Janitor
 from .._validation import check_id
 from ..errors import (
     AuthError,
@@ -46,14 +47,14 @@ from ..errors import (
     ValidationError,
 )
 from .auth import Identity, JWTVerifier, TokenVerifier, issue_token
-from .chat import ChatLimits, ChatService, Emit, Outcome
+from .chat import ChatLimits, ChatService, Emit, Outcome, room_channel
 from .messages import (
     MessageStore,
     NotificationStore,
     message_store_from_url,
     notification_store_from_url,
 )
-from .models import ErrorInfo, UserPresence, iso_time, wire
+from .models import ErrorInfo, RoomUserEvent, UserPresence, iso_time, wire
 from .uploads import FileStore, LocalFileStore, UploadRegistry, upload_registry_from_url
 
 if TYPE_CHECKING:
@@ -239,6 +240,7 @@ class RealtimeServer:
         self._who: dict[str, Identity] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
+        self._room_janitor = Janitor(self._purge_rooms, rooms.ttl / 3, "realtime-rooms")
         kwargs: dict[str, Any] = {
             "async_mode": "asgi",
             "cors_allowed_origins": cors_allowed_origins,
@@ -354,7 +356,10 @@ class RealtimeServer:
             return
         self._started = True
         await self.presence.start()
-        await self.rooms.start()
+        # The room lease is renewed by this server's own janitor (instead of
+        # ``rooms.start()``) so that the departures it purges can be announced.
+        await self._purge_rooms()
+        self._room_janitor.start()
         await self.limiter.start()
         if not self.sio.manager_initialized:
             self.sio.manager_initialized = True
@@ -381,6 +386,7 @@ class RealtimeServer:
             with contextlib.suppress(Exception):
                 await redis_conn.aclose()
         await self.sio.shutdown()
+        await self._room_janitor.stop()
         await self.rooms.close()
         await self.presence.close()
         await self.limiter.close()
@@ -410,6 +416,25 @@ class RealtimeServer:
             yield
         finally:
             await self.close()
+
+    async def purge_expired(self) -> None:
+        """Run one purge pass now, as the background janitors do every ``ttl / 3`` seconds.
+
+        Renews this instance's presence and room leases and removes the
+        connections of instances whose leases expired (crashed ones), sending
+        ``user:left`` and ``room:user:left`` for the users who left with them.
+        """
+        await self.presence.purge_expired()
+        await self._purge_rooms()
+
+    async def _purge_rooms(self) -> None:
+        """Renew the room lease, purge crashed instances, announce who left which room."""
+        for gone in await self.rooms.purge_expired():
+            if gone.left:
+                event = RoomUserEvent(
+                    user_id=gone.user_id, username=gone.user_id, room_id=gone.room_id
+                )
+                await self.sio.emit("room:user:left", wire(event), to=room_channel(gone.room_id))
 
     # ------------------------------------------------------------ Socket.IO
 
