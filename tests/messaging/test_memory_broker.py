@@ -112,3 +112,37 @@ async def test_reject_dead_letters_with_x_death_and_ttl_expires() -> None:
     assert second.message.headers["x-death"][0]["reason"] == "expired"
     assert second.message.headers["x-first-death-queue"] == "wait"
     assert second.routing_key == "dead"
+
+
+async def test_a_restart_keeps_durable_things_and_consumers_come_back() -> None:
+    from rtkit.messaging import MessageConsumer, MessageProducer, RabbitMQService
+
+    broker = MemoryBroker()
+    async with RabbitMQService(broker.connection()) as service:
+        producer = MessageProducer(service)
+        await service.declare_queue("durable")
+        await service.declare_queue("transient", durable=False, dead_letter=False)
+        await producer.send("durable", "kept")
+        await producer.send("durable", "lost", persistent=False)
+        await producer.send("transient", "lost too")
+        release = asyncio.Event()
+        got: list[str] = []
+
+        async def handle(payload: str) -> None:
+            await release.wait()
+            got.append(payload)
+
+        await MessageConsumer(service).consume("durable", handle, prefetch=1)
+        await asyncio.sleep(0.01)  # "kept" is in flight, unacked
+
+        await broker.restart()
+        assert service.connection.reconnects == 1  # type: ignore[attr-defined]
+        assert broker.message_count("transient") == 0  # re-declared, empty
+        release.set()
+        await producer.send("durable", "after")
+        for _ in range(100):
+            if len(got) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        # "kept" ran in the dropped channel (its ack was dropped), then was redelivered
+        assert got == ["kept", "kept", "after"]

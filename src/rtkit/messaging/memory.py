@@ -13,17 +13,19 @@ is tested against.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import heapq
 import itertools
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .._ids import new_id
-from ..errors import BackendUnavailable, ConfigurationError, NotFound
+from ..errors import BackendUnavailable, ConfigurationError, NotFound, RtkitError
 from .base import REPLY_TO, Delivery, ExchangeKind, OutgoingMessage
 
 __all__ = ["MemoryBroker", "MemoryConnection", "topic_matches"]
@@ -97,6 +99,7 @@ class _Consumer:
         self.unacked: dict[int, _Stored] = {}
         self.active = True
         self.closed = False
+        self.retired = False
         self.tasks: set[asyncio.Task[None]] = set()
 
     def has_room(self) -> bool:
@@ -104,19 +107,35 @@ class _Consumer:
 
     async def cancel(self) -> None:
         """Stop new deliveries."""
+        self.retired = True
+        self._detach()
+
+    async def close(self) -> None:
+        """Close the channel: unacknowledged deliveries are requeued."""
+        self.retired = True
+        self._shutdown()
+
+    def _detach(self) -> None:
         self.active = False
         if self in self.queue.consumers:
             self.queue.consumers.remove(self)
 
-    async def close(self) -> None:
-        """Close the channel: unacknowledged deliveries are requeued."""
-        await self.cancel()
+    def _shutdown(self) -> None:
+        self._detach()
         self.closed = True
         self.connection.consumers.discard(self)
         unacked, self.unacked = self.unacked, {}
         for stored in unacked.values():
             self.broker._requeue(self.queue, stored)
         self.broker._dispatch(self.queue)
+
+    def _reattach(self, queue: _Queue) -> None:
+        self.queue = queue
+        self.active = True
+        self.closed = False
+        queue.consumers.append(self)
+        self.connection.consumers.add(self)
+        self.broker._dispatch(queue)
 
 
 class _MemoryDelivery(Delivery):
@@ -173,6 +192,7 @@ class MemoryBroker:
         self._replies: dict[str, asyncio.Future[_Stored]] = {}
         self._seq = itertools.count()
         self._tags = itertools.count(1)
+        self._connections: weakref.WeakSet[MemoryConnection] = weakref.WeakSet()
 
     @classmethod
     def named(cls, name: str = "") -> MemoryBroker:
@@ -185,6 +205,33 @@ class MemoryBroker:
     def connection(self) -> MemoryConnection:
         """A new connection to this broker."""
         return MemoryConnection(self)
+
+    async def restart(self) -> None:
+        """Simulate a broker restart.
+
+        Every connection drops (unacknowledged deliveries go back to their queues);
+        only durable exchanges and queues survive, holding only persistent
+        messages. Then every connection reconnects, like aio-pika's robust
+        connection: it declares its topology again and restarts its consumers.
+        """
+        connections = [c for c in self._connections if c.open]
+        for connection in connections:
+            connection._drop()
+        for future in self._replies.values():
+            if not future.done():
+                future.cancel()
+        self.exchanges = {n: ex for n, ex in self.exchanges.items() if ex.durable}
+        for name, q in list(self.queues.items()):
+            if not q.durable:
+                self._delete_queue(name)
+                continue
+            q.consumers.clear()
+            q.ready = [m for m in q.ready if m.message.persistent]
+            heapq.heapify(q.ready)
+        for ex in self.exchanges.values():
+            ex.bindings = [b for b in ex.bindings if b[0] in self.queues]
+        for connection in connections:
+            connection._recover()
 
     def message_count(self, queue: str) -> int:
         """Ready (not yet delivered) messages in ``queue``."""
@@ -373,6 +420,12 @@ class MemoryConnection:
         self.broker = broker
         self.consumers: set[_Consumer] = set()
         self.open = False
+        self.reconnects = 0
+        # What this connection declared, replayed after a broker restart.
+        self._queues: dict[str, tuple[bool, dict[str, Any]]] = {}
+        self._exchanges: dict[str, tuple[ExchangeKind, bool]] = {}
+        self._bindings: list[tuple[str, str, str]] = []
+        self._consumers: list[_Consumer] = []
 
     def _check(self) -> MemoryBroker:
         if not self.open:
@@ -382,32 +435,66 @@ class MemoryConnection:
     async def connect(self) -> None:
         """Open the connection."""
         self.open = True
+        self.broker._connections.add(self)
 
     async def close(self) -> None:
         """Close every consumer channel (requeueing unacked deliveries)."""
         for consumer in list(self.consumers):
             await consumer.close()
+        self._consumers.clear()
         self.open = False
+
+    def _drop(self) -> None:
+        for consumer in list(self.consumers):
+            consumer._shutdown()
+        self.open = False
+
+    def _recover(self) -> None:
+        broker = self.broker
+        self.open = True
+        self.reconnects += 1
+        for name, (kind, durable) in self._exchanges.items():
+            with contextlib.suppress(RtkitError):
+                broker._declare_exchange(name, kind, durable)
+        for name, (durable, arguments) in self._queues.items():
+            with contextlib.suppress(RtkitError):
+                broker._declare_queue(name, durable, arguments)
+        for binding in self._bindings:
+            with contextlib.suppress(RtkitError):
+                broker._bind(*binding)
+        self._consumers = [c for c in self._consumers if not c.retired]
+        for consumer in self._consumers:
+            q = broker.queues.get(consumer.queue.name)
+            if q is not None:
+                consumer._reattach(q)
 
     async def declare_queue(self, name: str, *, durable: bool, arguments: dict[str, Any]) -> None:
         """Declare a queue."""
         self._check()._declare_queue(name, durable, arguments)
+        self._queues[name] = (durable, dict(arguments))
 
     async def declare_exchange(self, name: str, kind: ExchangeKind, *, durable: bool) -> None:
         """Declare an exchange."""
         self._check()._declare_exchange(name, kind, durable)
+        self._exchanges[name] = (kind, durable)
 
     async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
         """Bind a queue to an exchange."""
         self._check()._bind(queue, exchange, routing_key)
+        if (queue, exchange, routing_key) not in self._bindings:
+            self._bindings.append((queue, exchange, routing_key))
 
     async def delete_queue(self, name: str) -> None:
         """Delete a queue."""
         self._check()._delete_queue(name)
+        self._queues.pop(name, None)
+        self._bindings = [b for b in self._bindings if b[0] != name]
 
     async def delete_exchange(self, name: str) -> None:
         """Delete an exchange."""
         self._check()._delete_exchange(name)
+        self._exchanges.pop(name, None)
+        self._bindings = [b for b in self._bindings if b[1] != name]
 
     async def publish(
         self, exchange: str, routing_key: str, message: OutgoingMessage, *, mandatory: bool
@@ -437,6 +524,7 @@ class MemoryConnection:
         consumer = _Consumer(broker, self, q, callback, prefetch)
         q.consumers.append(consumer)
         self.consumers.add(consumer)
+        self._consumers.append(consumer)
         broker._dispatch(q)
         return consumer
 
