@@ -10,6 +10,7 @@ import httpx
 import pytest
 from gateway_harness import EchoService, free_socket, running
 
+from rtkit import ConfigurationError, Limit
 from rtkit.gateway import ApiGateway, Route
 from rtkit.registry import ServiceRegistry
 
@@ -249,3 +250,15 @@ async def test_round_robin_over_two_instances(registry: ServiceRegistry) -> None
         ports = [(await http.get("/rr/")).json()["port"] for _ in range(4)]
     assert sorted(ports) == sorted([one.port, two.port] * 2)
     assert ports[0] != ports[1]
+
+
+async def test_several_limits_and_bad_limit(registry: ServiceRegistry, echo: EchoService) -> None:
+    with pytest.raises(ConfigurationError):
+        gateway(registry, rate_limit="lots")
+    limits = [Limit.parse("3/minute"), "10/hour"]
+    async with (
+        running(gateway(registry, rate_limit=limits)) as gw,
+        httpx.AsyncClient(base_url=gw.url) as http,
+    ):
+        codes = [(await http.get("/api/echo/")).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]

@@ -23,7 +23,7 @@ from .._clock import Clock, SystemClock
 from ..errors import ConfigurationError, ServiceNotFound
 from ..microservice.base import BodyLimitMiddleware
 from ..microservice.errors import error_response, exception_handlers
-from ..ratelimit import Decision, RateLimiter
+from ..ratelimit import Decision, Limit, RateLimiter
 from ..registry import ServiceInstance, ServiceRegistry, Strategy
 from ..registry.base import check_service_name
 from .cache import CachedResponse, ResponseCache, parse_cache_control, seconds
@@ -128,7 +128,8 @@ class ApiGateway:
             (``{"/api/users": "user-service"}``); the longest prefix wins.
         limiter: The rate limiter (default: a new in-memory one; pass a Redis
             one to share limits between gateway processes).
-        rate_limit: One or more limits per client (``"100/minute"``); ``None``
+        rate_limit: One or more limits per client (``"100/minute"`` or
+            [`Limit`][rtkit.ratelimit.Limit] objects, all counted at once); ``None``
             disables rate limiting.
         client_key: Maps a request to its rate-limit key (default: the peer IP;
             behind a trusted proxy, read ``X-Forwarded-For`` yourself).
@@ -154,7 +155,7 @@ class ApiGateway:
         *,
         routes: Mapping[str, str | Route],
         limiter: RateLimiter | None = None,
-        rate_limit: str | Sequence[str] | None = "100/minute",
+        rate_limit: str | Limit | Sequence[str | Limit] | None = "100/minute",
         client_key: Callable[[Request], str] = client_ip,
         cache: ResponseCache | None = None,
         cache_ttl: float = 60.0,
@@ -171,8 +172,16 @@ class ApiGateway:
         self.routes = self._check_routes(routes)
         self._own_limiter = limiter is None and rate_limit is not None
         self.limiter = RateLimiter() if limiter is None and rate_limit is not None else limiter
-        limits = [rate_limit] if isinstance(rate_limit, str) else list(rate_limit or ())
-        self.rate_limits: list[str] = limits
+        self.rate_limits: list[str | Limit]
+        if rate_limit is None:
+            self.rate_limits = []
+        elif isinstance(rate_limit, str | Limit):
+            self.rate_limits = [rate_limit]
+        else:
+            self.rate_limits = list(rate_limit)
+        for limit in self.rate_limits:  # fail now, not on the first request
+            if isinstance(limit, str):
+                Limit.parse(limit)
         self.client_key = client_key
         self.cache = cache
         self.cache_ttl = cache_ttl
