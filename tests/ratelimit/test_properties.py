@@ -185,7 +185,7 @@ def test_memory_and_redis_decide_alike(redis_url: str, redis_prefix: str) -> Non
     run_state_machine_as_test(
         MemoryVsRedis,
         settings=settings(
-            max_examples=60,
+            max_examples=100,
             stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
