@@ -138,6 +138,12 @@ def test_bad_configuration_is_rejected(redis_url: str) -> None:
     with pytest.raises(ConfigurationError):
         RateLimiter.from_url(redis_url, failure_policy="maybe")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
+        RateLimiter.from_url(redis_url, timeout=0)
+    with pytest.raises(ConfigurationError):
+        RateLimiter.from_url(redis_url, retry_interval=-1)
+    with pytest.raises(ConfigurationError):
+        RateLimiter(max_keys=0)
+    with pytest.raises(ConfigurationError):
         RateLimiter.from_url(redis_url, redis=aioredis.Redis())  # not decode_responses
 
 

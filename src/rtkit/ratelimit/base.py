@@ -386,7 +386,7 @@ class RateLimiter:
         clock: Where time comes from (default: the system clock).
         max_keys: At most this many (key, limit) states are kept in memory; the
             least recently used is evicted beyond that (it starts afresh if it
-            comes back). Idle states are evicted as soon as they have expired.
+            comes back). Expired states are evicted too (checked every 16 hits).
         failure_policy: Redis backend only: ``"local"`` (default) decides with an
             in-process memory limiter while Redis is unreachable, ``"open"``
             allows every hit, ``"closed"`` denies every hit.
@@ -461,6 +461,8 @@ class RateLimiter:
             ConfigurationError: Unknown URL scheme, bad prefix or option.
         """
         kind = backend_kind(url, component="RateLimiter")
+        if not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
+            raise ConfigurationError(f"timeout must be a number of seconds > 0, got {timeout!r}")
         if kind == "memory":
             return cls(
                 clock=clock,
