@@ -171,6 +171,8 @@ class AmqpConnection:
         connect_timeout: Seconds before the first connection attempt gives up.
         publish_timeout: Seconds a publish may take, reconnect included.
         reconnect_interval: Seconds between reconnect attempts.
+        publisher_channels: Channels (with confirms) that publishes rotate over; kept
+            apart from the topology channel, so a failed publish never disturbs it.
     """
 
     def __init__(
@@ -181,8 +183,12 @@ class AmqpConnection:
         connect_timeout: float = 5.0,
         publish_timeout: float = 5.0,
         reconnect_interval: float = 1.0,
+        publisher_channels: int = 1,
     ) -> None:
         self.url = url
+        self.publisher_channels = max(1, publisher_channels)
+        self._publishers: list[aio_pika.abc.AbstractRobustChannel] = []
+        self._next_publisher = 0
         self.connection_name = connection_name
         self.connect_timeout = connect_timeout
         self.publish_timeout = publish_timeout
@@ -222,6 +228,10 @@ class AmqpConnection:
                     self._channel = await conn.channel(
                         publisher_confirms=True, on_return_raises=True
                     )
+                    self._publishers = [
+                        await conn.channel(publisher_confirms=True, on_return_raises=True)
+                        for _ in range(self.publisher_channels)
+                    ]
         except BaseException:
             await conn.close()
             raise
@@ -349,7 +359,10 @@ class AmqpConnection:
         """Publish and wait for the confirm, retrying across a reconnect."""
         import aiormq.exceptions as e
 
-        ch = self._ch()
+        if not self._publishers:
+            raise BackendUnavailable("not connected to RabbitMQ")
+        self._next_publisher = (self._next_publisher + 1) % len(self._publishers)
+        ch = self._publishers[self._next_publisher]
         props = self._properties(message)
         try:
             async with asyncio.timeout(self.publish_timeout):
