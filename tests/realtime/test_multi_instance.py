@@ -3,7 +3,8 @@
 Clients on each instance chat, see each other online and in rooms, and notify each
 other; ``/api/online-users`` and ``/api/rooms`` agree on both instances. When an
 instance is SIGKILLed, its users leave the other instance's lists within the
-documented bound (2 x the presence TTL).
+documented bound (2 x the presence TTL) and the others are told (``user:left``,
+``room:user:left``).
 """
 
 from __future__ import annotations
@@ -190,6 +191,10 @@ async def test_a_killed_instance_users_leave_the_other_instance_lists(
 
         # Documented bound: 2 x ttl after the last heartbeat; generous slack for a busy CI.
         await eventually(bob_is_gone, timeout=2 * ttl + 20)
+        # Alice, on the surviving instance, is told as if Bob had disconnected.
+        await alice.wait_for("user:left", lambda u: u.user_id == bob_id, timeout=20)
+        left = await alice.wait_for("room:user:left", lambda e: e.user_id == bob_id, timeout=20)
+        assert left.room_id == room
         assert (await online(a))["count"] == 1
 
         # The surviving instance carries on.
