@@ -6,7 +6,8 @@ Measured in one run, each for ``--seconds`` seconds:
 - memory (sequential), Redis sequential, and Redis with 32 concurrent callers;
 - rtkit GCRA (the default), exact sliding window and sliding window counter;
 - ``limits`` (async API) moving window and sliding window counter, on its
-  ``MemoryStorage`` and its ``RedisStorage`` (redis-py client, like rtkit);
+  ``MemoryStorage`` and its ``RedisStorage`` (with its default client, coredis;
+  ``--limits-client redispy`` for redis-py, the client rtkit uses);
 - the floor: a bare ``EVALSHA`` of a script that returns 1, through redis-py
   (sequential: one round trip per call; concurrent: 32 callers on its pool).
 
@@ -64,6 +65,12 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=0.4, help="per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--limits-client",
+        choices=["coredis", "redispy"],
+        default="coredis",
+        help="the Redis client limits uses (coredis is its default)",
+    )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379")
     args = parser.parse_args()
 
@@ -85,7 +92,7 @@ async def main() -> None:
     limits_memory = MemoryStorage()
     limits_redis = RedisStorage(
         args.redis.replace("redis://", "async+redis://", 1),
-        implementation="redispy",
+        implementation=args.limits_client,
         key_prefix=limits_prefix,
     )
 
