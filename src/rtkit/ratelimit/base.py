@@ -464,6 +464,8 @@ class RateLimiter:
         if not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
             raise ConfigurationError(f"timeout must be a number of seconds > 0, got {timeout!r}")
         if kind == "memory":
+            if redis is not None:
+                raise ConfigurationError("a Redis client was given with a memory:// URL")
             return cls(
                 clock=clock,
                 max_keys=max_keys,
