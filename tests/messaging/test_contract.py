@@ -413,3 +413,23 @@ async def test_replicas_share_a_queue(mq: MQ) -> None:
     await eventually(lambda: len(a.items) + len(b.items) == 20)
     assert sorted(a.payloads + b.payloads) == list(range(20))
     assert a.items and b.items  # round robin between the replicas
+
+
+async def test_missing_queues_and_exchanges_raise_not_found(mq: MQ) -> None:
+    service = await mq.service()
+    queue = mq.queue()
+    await service.declare_queue(queue)
+
+    async def handle(payload: Any) -> None:
+        pass
+
+    with pytest.raises(NotFound):
+        await MessageConsumer(service).consume(mq.queue("missing"), handle)
+    with pytest.raises(NotFound):
+        await service.bind(queue, mq.exchange("missing"), "key")
+    with pytest.raises(NotFound):
+        await service.get(mq.queue("missing"))
+    # the service still works afterwards
+    await MessageProducer(service).send(queue, "still fine")
+    [message] = await drain(service, queue, expect=1)
+    assert message.payload == "still fine"

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .._backends import _redact
@@ -347,7 +347,7 @@ class AmqpConnection:
             content_type=message.content_type,
             delivery_mode=2 if message.persistent else 1,
             message_id=message.message_id,
-            timestamp=datetime.fromtimestamp(message.timestamp),
+            timestamp=datetime.fromtimestamp(message.timestamp, tz=UTC),
             headers=message.headers or None,
             correlation_id=message.correlation_id,
             reply_to=message.reply_to,

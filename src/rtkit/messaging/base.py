@@ -859,7 +859,7 @@ class ConsumerHandle:
             if bc is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(bc.cancel(), timeout)
-            tasks = set(self._in_flight)
+            tasks = self._in_flight - {asyncio.current_task()}  # stop() from a handler
             if tasks:
                 _, pending = await asyncio.wait(tasks, timeout=timeout)
                 for task in pending:
