@@ -143,8 +143,6 @@ def test_bad_configuration_is_rejected(redis_url: str) -> None:
         RateLimiter.from_url(redis_url, retry_interval=-1)
     with pytest.raises(ConfigurationError):
         RateLimiter(max_keys=0)
-    with pytest.raises(ConfigurationError, match="memory://"):
-        RateLimiter.from_url("memory://", redis=aioredis.Redis(decode_responses=True))
     with pytest.raises(ConfigurationError):
         RateLimiter.from_url(redis_url, redis=aioredis.Redis())  # not decode_responses
 

@@ -463,9 +463,7 @@ class RateLimiter:
         kind = backend_kind(url, component="RateLimiter")
         if not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
             raise ConfigurationError(f"timeout must be a number of seconds > 0, got {timeout!r}")
-        if kind == "memory":
-            if redis is not None:
-                raise ConfigurationError("a Redis client was given with a memory:// URL")
+        if kind == "memory":  # like every component, ignores ``redis``
             return cls(
                 clock=clock,
                 max_keys=max_keys,
