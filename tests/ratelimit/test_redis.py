@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from rtkit import ConfigurationError, ManualClock
+from rtkit import ConfigurationError, ManualClock, SystemClock
 from rtkit.ratelimit import Limit, RateLimiter
 
 pytestmark = pytest.mark.redis
@@ -86,6 +86,19 @@ async def test_time_comes_from_redis_by_default(limiter: RateLimiter) -> None:
     denied = await limiter.hit("k", "1/minute")
     assert not denied.allowed
     assert 55 < denied.retry_after <= 60
+
+
+async def test_the_system_clock_does_not_replace_redis_time(
+    redis_url: str, redis_prefix: str
+) -> None:
+    class SkewedClock(SystemClock):
+        def time(self) -> float:
+            return super().time() - 3600  # an hour behind: ignored, Redis TIME decides
+
+    async with RateLimiter.from_url(redis_url, prefix=redis_prefix, clock=SkewedClock()) as a:
+        await a.hit("k", "1/minute")
+    async with RateLimiter.from_url(redis_url, prefix=redis_prefix) as b:
+        assert not (await b.hit("k", "1/minute")).allowed  # no skew between the two
 
 
 async def test_keys_share_one_hash_tag_and_expire(

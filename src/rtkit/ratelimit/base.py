@@ -450,8 +450,9 @@ class RateLimiter:
                 to share its connection pool; not closed by the limiter.
             clock: Memory: the time source. Redis: by default the time is read
                 from Redis (``TIME``) so hosts with skewed clocks agree; if a clock
-                is given, its time is sent with every decision instead (for
-                tests with a [`ManualClock`][rtkit.ManualClock]).
+                other than [`SystemClock`][rtkit.SystemClock] is given, its time
+                is sent with every decision instead (for tests with a
+                [`ManualClock`][rtkit.ManualClock]).
             failure_policy: ``"local"``, ``"open"`` or ``"closed"``; see the class.
             timeout: Redis connect and reply timeout in seconds.
             max_keys: Bound of the memory backend (and of the local fallback).
@@ -472,7 +473,8 @@ class RateLimiter:
             )
         from .redis import RedisStore
 
-        store = RedisStore(url, prefix=prefix, client=redis, clock=clock, timeout=timeout)
+        script_clock = None if clock is None or isinstance(clock, SystemClock) else clock
+        store = RedisStore(url, prefix=prefix, client=redis, clock=script_clock, timeout=timeout)
         return cls(
             clock=clock,
             max_keys=max_keys,
