@@ -312,6 +312,7 @@ async def test_bad_tokens_are_refused_at_connect(memory_chat: Chat, auth: Any, r
     raw.on("connect_error", errors.append)
     with pytest.raises(socketio.exceptions.ConnectionError):
         await raw.connect(memory_chat.url, auth=auth, transports=["websocket"], wait_timeout=10)
+    await raw.eio.disconnect(abort=True)
     assert errors and reason in errors[0]["message"]
 
     if auth is not None:
@@ -405,6 +406,7 @@ async def test_browsers_on_other_origins_must_be_allowed(memory_chat: Chat) -> N
                 wait_timeout=5,
             )
         except socketio.exceptions.ConnectionError:
+            await client.eio.disconnect(abort=True)
             return False
         await client.disconnect()
         return True

@@ -162,6 +162,7 @@ class ChatClient:
                 wait_timeout=wait,
             )
         except socketio.exceptions.ConnectionError as exc:
+            await self.sio.eio.disconnect(abort=True)  # closes the HTTP session
             if self._connect_error is not None:
                 _raise_for(self._connect_error)
             raise BackendUnavailable(f"could not connect to {url}: {exc}") from exc

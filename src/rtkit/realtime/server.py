@@ -366,8 +366,10 @@ class RealtimeServer:
             self.sio.manager.initialize()
 
     async def close(self) -> None:
-        """Disconnect everyone, stop background work and close what this server made."""
+        """Disconnect everyone, stop background work, close the stores and ``closing``."""
         if not self._started:
+            if self._tmpdir is not None:
+                shutil.rmtree(self._tmpdir, ignore_errors=True)
             return
         self._started = False
         for sid in list(self._who):
@@ -379,8 +381,7 @@ class RealtimeServer:
         thread = getattr(manager, "thread", None)
         if thread is not None:
             thread.cancel()
-            with contextlib.suppress(BaseException):
-                await thread
+            await asyncio.gather(thread, return_exceptions=True)
         redis_conn = getattr(manager, "redis", None)
         if redis_conn is not None:
             with contextlib.suppress(Exception):
