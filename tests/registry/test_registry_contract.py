@@ -105,32 +105,6 @@ async def test_heartbeat_keeps_an_instance_alive(make_registry: MakeRegistry) ->
     assert len(await registry.discover("svc")) == 1
 
 
-async def test_another_registry_sees_and_can_deregister(
-    backend: Backend, make_registry: MakeRegistry
-) -> None:
-    if backend.kind == "memory":
-        pytest.skip("memory registries are private to one object")
-    a, b = make_registry(), make_registry()
-    iid = await a.register("svc", host="h", port=1)
-    assert [i.instance_id for i in await b.discover("svc")] == [iid]
-    assert await b.deregister(iid) is True
-    assert await a.discover("svc") == []
-
-
-async def test_close_deregisters_own_instances(
-    backend: Backend, make_registry: MakeRegistry
-) -> None:
-    if backend.kind == "memory":
-        pytest.skip("memory registries are private to one object")
-    a, b = make_registry(), make_registry()
-    await a.register("svc", host="h", port=1)
-    await b.register("svc", host="h", port=2)
-    await a.close()
-    assert [i.port for i in await b.discover("svc")] == [2]
-    with pytest.raises(ConfigurationError):
-        await a.discover("svc")
-
-
 async def test_round_robin_visits_every_instance_in_turn(make_registry: MakeRegistry) -> None:
     registry = make_registry()
     ids = sorted([await registry.register("svc", host="h", port=p) for p in (1, 2, 3)])
