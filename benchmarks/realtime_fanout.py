@@ -17,11 +17,15 @@ The servers do the same broadcast (the seed's ``chat:message`` to the whole room
 - ``rtkit``: ``RealtimeServer`` on memory backends with JWT auth, payload validation,
   the membership check, the per-user rate limit (set high enough not to refuse) and
   message history on;
+- ``rtkit on Redis``: the same on Redis (shared presence, rooms, history in Redis Streams,
+  emits through python-socketio's Redis manager), as when several instances run; its keys
+  carry a prefix of its own and are deleted afterwards;
 - ``python-socketio``: a bare ``socketio.AsyncServer`` (no auth check, no validation);
 - ``node socket.io``: the official Node.js server (``benchmarks/node/fanout_server.mjs``),
   installed from the npm registry into ``tests/node/node_modules`` (``make testdeps``).
 
-Run: ``.venv/bin/python benchmarks/realtime_fanout.py [--seconds 5] [--clients 50]``.
+Run: ``.venv/bin/python benchmarks/realtime_fanout.py [--rounds 3] [--seconds 3]
+[--clients 50] [--servers rtkit,rtkit-redis,bare,node]``.
 """
 
 from __future__ import annotations
@@ -46,7 +50,14 @@ NODE_SERVER = ROOT / "benchmarks" / "node" / "fanout_server.mjs"
 SECRET = "benchmark-secret-benchmark-secret-0123456789"
 ROOM = "bench"
 SERVER_CORE = 0
-LABELS = {"rtkit": "rtkit RealtimeServer", "bare": "bare python-socketio", "node": "node socket.io"}
+LABELS = {
+    "rtkit": "rtkit RealtimeServer",
+    "rtkit-redis": "rtkit on Redis",
+    "bare": "bare python-socketio",
+    "node": "node socket.io",
+}
+REDIS_URL = os.environ.get("RTKIT_REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_PREFIX = f"rtkit-bench-{os.getpid()}:"
 LOADGEN_CORE = 1
 
 
@@ -83,14 +94,19 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], seconds: float = 30
 # ----------------------------------------------------------------------- servers
 
 
-def rtkit_app() -> Any:
-    """The rtkit chat server: memory backends, JWT auth, validation, history on."""
+def rtkit_app(url: str, prefix: str) -> Any:
+    """The rtkit chat server with JWT auth, validation, membership checks, history on.
+
+    On ``memory://`` everything is in the process; on Redis, presence, rooms, history
+    (Redis Streams) and the rate limit are shared and every emit goes through Redis,
+    as when several instances run.
+    """
     from rtkit.realtime import ChatLimits, RealtimeServer
 
     # The per-user rate limit stays on (it is checked for every message), set high
     # enough never to refuse the benchmark's senders.
     limits = ChatLimits(message_rate="1000000/second")
-    return RealtimeServer.from_url("memory://", secret=SECRET, limits=limits)
+    return RealtimeServer.from_url(url, secret=SECRET, prefix=prefix, limits=limits)
 
 
 def bare_app() -> Any:
@@ -137,18 +153,23 @@ def bare_app() -> Any:
     return socketio.ASGIApp(sio)
 
 
-def serve(kind: str, port: int) -> None:
+def serve(kind: str, port: int, prefix: str) -> None:
     """Run one Python server with uvicorn on ``port`` (in this process, pinned)."""
     import uvicorn
 
     pin(SERVER_CORE)
-    app = rtkit_app() if kind == "rtkit" else bare_app()
+    if kind == "rtkit":
+        app = rtkit_app("memory://", "rtkit:")
+    elif kind == "rtkit-redis":
+        app = rtkit_app(REDIS_URL, prefix)
+    else:
+        app = bare_app()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
 
 
 def tokens_for(kind: str, count: int) -> list[str]:
     """One token per client: signed JWTs for rtkit, plain names for the others."""
-    if kind != "rtkit":
+    if not kind.startswith("rtkit"):
         return [f"user{i}" for i in range(count)]
     from rtkit.realtime import issue_token
 
@@ -161,6 +182,7 @@ def start_server(kind: str, port: int) -> subprocess.Popen[bytes]:
         cmd = ["node", str(NODE_SERVER), str(port)]
     else:
         cmd = [sys.executable, __file__, "--serve", kind, "--port", str(port)]
+        cmd += ["--prefix", REDIS_PREFIX]
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.DEVNULL,
@@ -423,6 +445,27 @@ def ensure_node_deps() -> bool:
     return (NODE_DIR / "node_modules" / "socket.io").is_dir()
 
 
+def redis_answers() -> bool:
+    """Whether the benchmark's Redis answers."""
+    import redis
+
+    try:
+        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def delete_redis_keys(prefix: str) -> None:
+    """Delete every key the Redis-backed server made (it had this run's own prefix)."""
+    import redis
+
+    with redis.Redis.from_url(REDIS_URL) as client:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+
+
 def main() -> None:
     """Benchmark each server in turn and print the table with ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -430,17 +473,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per server")
     parser.add_argument("--clients", type=int, default=50, help="members of the room")
     parser.add_argument(
-        "--servers", default="rtkit,bare,node", help="which servers, comma-separated"
+        "--servers", default="rtkit,rtkit-redis,bare,node", help="which servers, comma-separated"
     )
-    parser.add_argument("--serve", choices=["rtkit", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["rtkit", "rtkit-redis", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", default=REDIS_PREFIX, help=argparse.SUPPRESS)
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
     args, _ = parser.parse_known_args()
     if args.loadgen:
         loadgen_main()
         return
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port, args.prefix)
         return
 
     wanted = set(args.servers.split(","))
@@ -448,6 +492,9 @@ def main() -> None:
     if ("node", LABELS["node"]) in kinds and not ensure_node_deps():
         kinds.remove(("node", LABELS["node"]))
         print("node socket.io: skipped (node/npm or the npm package is missing)")
+    if ("rtkit-redis", LABELS["rtkit-redis"]) in kinds and not redis_answers():
+        kinds.remove(("rtkit-redis", LABELS["rtkit-redis"]))
+        print(f"rtkit on Redis: skipped (no Redis at {REDIS_URL})")
     print(
         f"fan-out to a room of {args.clients} clients, paced; {args.rounds} rounds of "
         f"{args.seconds:g} s per server, interleaved, medians shown; cores: {os.cpu_count()}, "
@@ -467,6 +514,8 @@ def main() -> None:
         for proc in procs.values():
             proc.terminate()
             proc.wait(timeout=10)
+        if "rtkit-redis" in procs:
+            delete_redis_keys(REDIS_PREFIX)
     results = {
         kind: {
             key: statistics.median(r[key] for r in runs)
