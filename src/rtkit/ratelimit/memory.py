@@ -9,10 +9,11 @@ and at most ``max_keys`` states are kept (least recently used evicted first).
 from __future__ import annotations
 
 import itertools
+import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 
-from .._clock import Clock
+from .._clock import Clock, SystemClock
 from .base import (
     US,
     CounterState,
@@ -48,7 +49,8 @@ class MemoryStore:
     """
 
     def __init__(self, *, clock: Clock, max_keys: int) -> None:
-        self._clock = clock
+        # The system clock's time() is time.time(): call it directly (the hot path).
+        self._time = time.time if type(clock) is SystemClock else clock.time
         self._max_keys = max_keys
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._ops = 0
@@ -77,7 +79,7 @@ class MemoryStore:
         self, key: str, limits: Sequence[Limit], cost: int, count: bool
     ) -> list[Outcome]:
         """The synchronous body of :meth:`decide` (atomic: it never awaits)."""
-        now = round(self._clock.time() * US)  # as now_us(), inlined: the hot path
+        now = round(self._time() * US)  # as now_us(), inlined: the hot path
         if len(limits) == 1:
             plan = self._plan(key, limits[0], now, cost, count)
             if count and plan[0][0]:
