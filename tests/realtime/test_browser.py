@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser, Dialog, Locator, Page, async_playwright, expect
 from rtkit_process import CLIENT_JS, require, rtkit_serve, token_for, unique
 
 from rtkit.realtime import issue_token
@@ -38,18 +39,15 @@ XSS = "<img src=x onerror=alert(1)><b>bold</b>"
 SCREENSHOT = Path(tempfile.gettempdir()) / "rtkit-chat-page.png"
 TIMEOUT_MS = 20_000
 
-playwright_api = pytest.importorskip("playwright.async_api")
-expect = playwright_api.expect
-
 
 @pytest.fixture
-async def browser() -> AsyncIterator[object]:
+async def browser() -> AsyncIterator[Browser]:
     """Debian's Chromium, headless, with a fresh profile (Playwright's temporary one)."""
     if not (os.access(CHROMIUM, os.X_OK) or shutil.which(CHROMIUM)):
         require(f"{CHROMIUM} is missing (make testdeps installs Debian's chromium)")
     if not CLIENT_JS.is_file():
         require("socket.io-client is not installed (run make testdeps)")
-    async with playwright_api.async_playwright() as pw:
+    async with async_playwright() as pw:
         chromium = await pw.chromium.launch(
             executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=60_000
         )
@@ -62,19 +60,19 @@ async def browser() -> AsyncIterator[object]:
 class Person:
     """One browser tab using the chat page, with what went wrong in it."""
 
-    def __init__(self, page: object) -> None:
-        self.page: playwright_api.Page = page  # type: ignore[assignment]
+    def __init__(self, page: Page) -> None:
+        self.page = page
         self.problems: list[str] = []
         self.dialogs: list[str] = []
         self.page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
         self.page.on("dialog", self._dialog)
 
-    async def _dialog(self, dialog: playwright_api.Dialog) -> None:
+    async def _dialog(self, dialog: Dialog) -> None:
         self.dialogs.append(dialog.message)
         await dialog.dismiss()
 
     @classmethod
-    async def open(cls, browser: playwright_api.Browser, url: str) -> Person:
+    async def open(cls, browser: Browser, url: str) -> Person:
         """A new browser context (own storage) on the chat page."""
         context = await browser.new_context(viewport={"width": 1100, "height": 700})
         await context.route(
@@ -104,19 +102,18 @@ class Person:
         await self.page.locator("#message-input").press_sequentially(text)
         await self.page.press("#message-input", "Enter")
 
-    def message_texts(self) -> playwright_api.Locator:
+    def message_texts(self) -> Locator:
         """The text of every message shown."""
         return self.page.locator("#messages li.message .text")
 
 
-async def test_two_people_chat_in_the_browser_and_html_stays_text(browser: object) -> None:
-    chromium: playwright_api.Browser = browser  # type: ignore[assignment]
+async def test_two_people_chat_in_the_browser_and_html_stays_text(browser: Browser) -> None:
     room = unique("lobby")
     async with rtkit_serve("--demo", "--client-js-url", CLIENT_JS_URL) as server:
-        alice = await Person.open(chromium, server.url)
+        alice = await Person.open(browser, server.url)
         await alice.log_in("Alice")
         await alice.join(room)
-        bob = await Person.open(chromium, server.url)
+        bob = await Person.open(browser, server.url)
         await bob.log_in("Bob")
         await bob.join(room)
 
@@ -148,7 +145,7 @@ async def test_two_people_chat_in_the_browser_and_html_stays_text(browser: objec
             )
 
         # Someone who joins later sees the history.
-        carol = await Person.open(chromium, server.url)
+        carol = await Person.open(browser, server.url)
         await carol.log_in("Carol <i>")
         await carol.join(room)
         await expect(carol.message_texts()).to_have_text(["hello Alice", XSS])
@@ -176,10 +173,9 @@ async def test_two_people_chat_in_the_browser_and_html_stays_text(browser: objec
             assert person.dialogs == []
 
 
-async def test_without_demo_the_page_asks_for_a_token_and_shows_refusals(browser: object) -> None:
-    chromium: playwright_api.Browser = browser  # type: ignore[assignment]
+async def test_without_demo_the_page_asks_for_a_token_and_shows_refusals(browser: Browser) -> None:
     async with rtkit_serve("--client-js-url", CLIENT_JS_URL) as server:
-        dave = await Person.open(chromium, server.url)
+        dave = await Person.open(browser, server.url)
         await expect(dave.page.locator("#login-name")).to_be_hidden()
 
         # A token signed with another secret is refused at the handshake, clearly.
