@@ -111,6 +111,7 @@ class Janitor:
         self._interval = interval
         self._name = name
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     @property
     def running(self) -> bool:
@@ -120,18 +121,24 @@ class Janitor:
     def start(self) -> None:
         """Start the background task (no-op when it already runs)."""
         if not self.running:
+            self._stopping = asyncio.Event()
             self._task = asyncio.create_task(self._run(), name=self._name)
 
     async def stop(self) -> None:
-        """Stop the background task and wait for it to end."""
+        """Stop the background task and wait for it to end.
+
+        Besides cancelling the task, a stop flag is set: a cancellation that a
+        client library swallows mid-command cannot keep the task alive.
+        """
         task, self._task = self._task, None
         if task is not None:
+            self._stopping.set()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._beat()
             except asyncio.CancelledError:
@@ -140,7 +147,8 @@ class Janitor:
                 logger.exception(
                     "%s: heartbeat failed; retrying in %.1f s", self._name, self._interval
                 )
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
 
 
 S = TypeVar("S")

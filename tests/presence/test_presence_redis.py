@@ -1,0 +1,194 @@
+"""Redis specifics: key hygiene, round trips, server time, and a SIGKILLed process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import textwrap
+import time
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from presence_support import RecordingBus
+from redis.asyncio.connection import Connection
+
+from rtkit import (
+    BackendUnavailable,
+    ManualClock,
+    PresenceCount,
+    PresenceStore,
+    RoomManager,
+    redis_client,
+)
+
+pytestmark = pytest.mark.redis
+
+
+async def keys_under(client: aioredis.Redis, prefix: str) -> list[str]:
+    return sorted([k async for k in client.scan_iter(match=prefix + "*", count=1000)])
+
+
+async def test_no_key_is_left_behind(redis_url: str, redis_prefix: str, redis_client: Any) -> None:
+    presence = PresenceStore.from_url(redis_url, prefix=redis_prefix, instance_id="node-a")
+    rooms = RoomManager.from_url(redis_url, prefix=redis_prefix, instance_id="node-a")
+    for i in range(5):
+        await presence.connect(f"user-{i}", f"sid-{i}", username=f"User {i}", meta={"i": i})
+        await presence.connect(f"user-{i}", f"sid-{i}b")
+        await rooms.join("lobby", f"user-{i}", f"sid-{i}")
+        await rooms.join(f"room-{i}", f"user-{i}", f"sid-{i}b")
+    for i in range(5):
+        await presence.disconnect(f"sid-{i}")
+        await presence.disconnect(f"sid-{i}b")
+        await rooms.leave_all(f"sid-{i}")
+        await rooms.leave(f"room-{i}", f"sid-{i}b")
+    # only the two instance leases remain while the instance lives
+    assert await keys_under(redis_client, redis_prefix) == [
+        redis_prefix + "{presence}:leases",
+        redis_prefix + "{rooms}:leases",
+    ]
+    await presence.close()
+    await rooms.close()
+    assert await keys_under(redis_client, redis_prefix) == []
+
+
+class CountingConnection(Connection):
+    """Counts the commands (round trips, as nothing is pipelined) sent to Redis."""
+
+    sent = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sent += 1
+        await super().send_packed_command(command, check_health)
+
+
+async def test_one_round_trip_per_transition(redis_url: str, redis_prefix: str) -> None:
+    client = redis_client(redis_url, connection_class=CountingConnection)
+    presence = PresenceStore.from_url(redis_url, prefix=redis_prefix, redis=client)
+    rooms = RoomManager.from_url(redis_url, prefix=redis_prefix, redis=client)
+    try:
+        await presence.connect("warm", "up")  # loads the script once
+        await rooms.join("warm", "warm", "up")
+        for step in (
+            lambda: presence.connect("ada", "a1", username="Ada"),
+            lambda: presence.disconnect("a1"),
+            lambda: rooms.join("lobby", "ada", "a1"),
+            lambda: rooms.leave("lobby", "a1"),
+            lambda: rooms.leave_all("up"),
+            lambda: presence.online_users(),
+            lambda: presence.count(),
+            lambda: rooms.rooms(),
+        ):
+            before = CountingConnection.sent
+            await step()
+            assert CountingConnection.sent - before == 1
+    finally:
+        await presence.close()
+        await rooms.close()
+        await client.aclose()
+
+
+async def test_without_a_clock_redis_server_time_is_used(redis_url: str, redis_prefix: str) -> None:
+    async with PresenceStore.from_url(redis_url, prefix=redis_prefix) as presence:
+        await presence.connect("ada", "a1")
+        (user,) = (await presence.online_users()).items
+        assert abs(user.joined_at - time.time()) < 60
+
+
+async def test_an_unreachable_redis_raises_backend_unavailable() -> None:
+    presence = PresenceStore.from_url("redis://127.0.0.1:1")
+    rooms = RoomManager.from_url("redis://127.0.0.1:1")
+    with pytest.raises(BackendUnavailable):
+        await presence.connect("ada", "a1")
+    with pytest.raises(BackendUnavailable):
+        await rooms.rooms()
+    await presence._backend.close()
+    await rooms._backend.close()
+
+
+async def test_two_instances_purge_a_crashed_one_with_the_manual_clock(
+    redis_url: str, redis_prefix: str
+) -> None:
+    clock = ManualClock()
+    kwargs: dict[str, Any] = {"prefix": redis_prefix, "ttl": 30.0, "clock": clock}
+    a = PresenceStore.from_url(redis_url, instance_id="a", **kwargs)
+    b = PresenceStore.from_url(redis_url, instance_id="b", **kwargs)
+    try:
+        for i in range(1200):  # more than one purge batch
+            await b.connect(f"user-{i % 700}", f"sid-{i}")
+        await a.connect("ada", "a1")
+        assert await a.count() == PresenceCount(701, 1201)
+        clock.advance(30)
+        departures = await a.purge_expired()
+        assert len(departures) == 1200
+        assert sum(d.offline for d in departures) == 700
+        assert await a.count() == PresenceCount(1, 1)
+    finally:
+        await a.close()
+        await b.close()
+
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from rtkit import PresenceStore, RoomManager
+
+    async def main(url, prefix):
+        kw = dict(prefix=prefix, instance_id="child", ttl=1.0)
+        presence = PresenceStore.from_url(url, **kw)
+        rooms = RoomManager.from_url(url, **kw)
+        await presence.start()
+        await rooms.start()
+        sees_parent = await presence.is_online("parent-user")
+        for i in range(20):
+            await presence.connect(f"child-{i}", f"c{i}", username=f"Child {i}")
+            await rooms.join("lobby", f"child-{i}", f"c{i}")
+        print("ready", sees_parent, flush=True)
+        await asyncio.sleep(3600)
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+@pytest.mark.slow
+async def test_a_sigkilled_process_users_are_removed_within_two_ttls(
+    redis_url: str, redis_prefix: str
+) -> None:
+    bus = RecordingBus()
+    kw: dict[str, Any] = {"prefix": redis_prefix, "instance_id": "parent", "ttl": 1.0}
+    presence = PresenceStore.from_url(redis_url, bus=bus, **kw)
+    rooms = RoomManager.from_url(redis_url, **kw)
+    await presence.start()
+    await rooms.start()
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, redis_url, redis_prefix, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        await presence.connect("parent-user", "p1")
+        assert child.stdout is not None
+        line = await asyncio.wait_for(child.stdout.readline(), 60)
+        assert line.split() == [b"ready", b"True"]  # the child saw the parent's user
+        assert await presence.count() == PresenceCount(21, 21)  # and the parent sees the child's
+        assert len((await rooms.members("lobby")).items) == 20
+
+        os.kill(child.pid, signal.SIGKILL)
+        await child.wait()
+        killed = time.monotonic()
+        while await presence.count() != PresenceCount(1, 1) or await rooms.rooms_of("child-0"):
+            assert time.monotonic() - killed < 30, "the killed instance was never purged"
+            await asyncio.sleep(0.05)
+        elapsed = time.monotonic() - killed
+        # bound: ttl + ttl/3 after the last heartbeat = 1.33 s; generous slack for a busy CPU
+        assert elapsed < 2 * 1.0 + 3.0, f"purged after {elapsed:.2f} s"
+        offline = [d for name, d in bus.events if name == "presence.offline"]
+        assert sorted(d["user_id"] for d in offline) == sorted(f"child-{i}" for i in range(20))
+        assert {d["instance_id"] for d in offline} == {"child"}
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+        await presence.close()
+        await rooms.close()

@@ -1,0 +1,236 @@
+"""Memory is the specification: random steps on memory and on Redis must look the same.
+
+A hypothesis state machine drives server instances on both backends with the
+same connect / disconnect / join / leave / leave_all / crash / close / purge /
+time-advance steps (one ManualClock for both) and, after every step, requires
+equal observations: every return value, every page of every listing, every
+published presence event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import hypothesis.strategies as st
+import pytest
+import redis
+import redis.asyncio as aioredis
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from presence_support import RecordingBus
+
+from rtkit import ManualClock, PresenceStore, RoomManager
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+TTL = 10.0
+USERS = ["u0", "u1", "u2", "ü3"]
+SIDS = ["s0", "s1", "s2", "s3", "s4"]
+ROOMS = ["r0", "r1", "r2"]
+NAMES = [None, "Ada", "Bob"]
+
+
+@dataclass
+class Instance:
+    presence: PresenceStore
+    rooms: RoomManager
+
+
+@dataclass
+class Side:
+    """One backend: its server instances (alive ones by id) and its event log."""
+
+    url: str
+    prefix: str
+    client: aioredis.Redis | None
+    bus: RecordingBus = field(default_factory=RecordingBus)
+    alive: dict[str, Instance] = field(default_factory=dict)
+    dead: list[Instance] = field(default_factory=list)
+
+
+class PresenceAndRooms(RuleBasedStateMachine):
+    """The same random steps on memory and on Redis."""
+
+    redis_url = "redis://127.0.0.1:6379"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.clock = ManualClock(start=1_700_000_000.0)
+        self.prefix = f"rtkit-test-{uuid.uuid4().hex[:12]}:"
+        client = self.loop.run_until_complete(self._client())
+        self.sides = [
+            Side(f"memory://{uuid.uuid4().hex}", "rtkit:", None),
+            Side(self.redis_url, self.prefix, client),
+        ]
+        self.next_instance = 0
+        self.order: list[str] = []  # ids of alive instances, same on both sides
+        for _ in range(2):
+            self._new_instance()
+
+    async def _client(self) -> aioredis.Redis:
+        return aioredis.Redis.from_url(self.redis_url, decode_responses=True)
+
+    def _new_instance(self) -> None:
+        iid = f"i{self.next_instance}"
+        self.next_instance += 1
+        self.order.append(iid)
+        for side in self.sides:
+            common: dict[str, Any] = {
+                "prefix": side.prefix,
+                "instance_id": iid,
+                "ttl": TTL,
+                "redis": side.client,
+                "clock": self.clock,
+            }
+            side.alive[iid] = Instance(
+                PresenceStore.from_url(side.url, bus=side.bus, **common),
+                RoomManager.from_url(side.url, **common),
+            )
+
+    def _both(self, index: int, step: Callable[[Instance], Awaitable[Any]]) -> Any:
+        """Run ``step`` on the instance ``index`` of both sides; require the same outcome."""
+        iid = self.order[index % len(self.order)]
+        results = []
+        for side in self.sides:
+            try:
+                results.append(self.loop.run_until_complete(step(side.alive[iid])))
+            except Exception as exc:
+                results.append(type(exc))
+        assert results[0] == results[1], f"memory {results[0]!r} != redis {results[1]!r}"
+        return results[0]
+
+    @rule(
+        i=st.integers(0, 2),
+        user=st.sampled_from(USERS),
+        sid=st.sampled_from(SIDS),
+        name=st.sampled_from(NAMES),
+    )
+    def connect(self, i: int, user: str, sid: str, name: str | None) -> None:
+        self._both(i, lambda inst: inst.presence.connect(user, sid, username=name))
+
+    @rule(i=st.integers(0, 2), sid=st.sampled_from(SIDS))
+    def disconnect(self, i: int, sid: str) -> None:
+        self._both(i, lambda inst: inst.presence.disconnect(sid))
+
+    @rule(
+        i=st.integers(0, 2),
+        room=st.sampled_from(ROOMS),
+        user=st.sampled_from(USERS),
+        sid=st.sampled_from(SIDS),
+    )
+    def join(self, i: int, room: str, user: str, sid: str) -> None:
+        self._both(i, lambda inst: inst.rooms.join(room, user, sid))
+
+    @rule(i=st.integers(0, 2), room=st.sampled_from(ROOMS), sid=st.sampled_from(SIDS))
+    def leave(self, i: int, room: str, sid: str) -> None:
+        self._both(i, lambda inst: inst.rooms.leave(room, sid))
+
+    @rule(i=st.integers(0, 2), sid=st.sampled_from(SIDS))
+    def leave_all(self, i: int, sid: str) -> None:
+        self._both(i, lambda inst: inst.rooms.leave_all(sid))
+
+    @rule(i=st.integers(0, 2))
+    def purge(self, i: int) -> None:
+        async def step(inst: Instance) -> Any:
+            return await inst.presence.purge_expired(), await inst.rooms.purge_expired()
+
+        self._both(i, step)
+
+    @rule(seconds=st.sampled_from([0.5, 3.0, 6.0, 11.0]))
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @rule(i=st.integers(0, 2))
+    def crash(self, i: int) -> None:
+        """The instance stops without a word: no close, no heartbeat any more."""
+        iid = self.order.pop(i % len(self.order))
+        for side in self.sides:
+            side.dead.append(side.alive.pop(iid))
+        if not self.order:
+            self._new_instance()
+
+    @rule(i=st.integers(0, 2))
+    def close(self, i: int) -> None:
+        async def step(inst: Instance) -> None:
+            await inst.presence.close()
+            await inst.rooms.close()
+
+        self._both(i, step)
+        self.crash(i)  # closed instances leave the alive list the same way
+
+    @rule()
+    def start_instance(self) -> None:
+        if len(self.order) < 3:
+            self._new_instance()
+
+    @invariant()
+    def observations_agree(self) -> None:
+        observed = [self.loop.run_until_complete(self._observe(side)) for side in self.sides]
+        assert observed[0] == observed[1]
+        assert self.sides[0].bus.events == self.sides[1].bus.events
+
+    async def _observe(self, side: Side) -> dict[str, Any]:
+        inst = side.alive[self.order[0]]
+        presence, rooms = inst.presence, inst.rooms
+        seen: dict[str, Any] = {"count": await presence.count()}
+        pages, cursor = [], None
+        while True:
+            page = await presence.online_users(cursor=cursor, limit=2)
+            pages.append(page)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        seen["online"] = pages
+        online = [u for p in pages for u in p.items]
+        assert seen["count"].users == len(online)
+        assert seen["count"].connections == sum(u.connections for u in online)
+        for user in USERS:
+            seen[f"conns:{user}"] = await presence.connections(user)
+            seen[f"online:{user}"] = await presence.is_online(user)
+            seen[f"rooms_of:{user}"] = await rooms.rooms_of(user)
+        room_pages, cursor = [], None
+        while True:
+            room_page = await rooms.rooms(cursor=cursor, limit=2)
+            room_pages.append(room_page)
+            if room_page.next_cursor is None:
+                break
+            cursor = room_page.next_cursor
+        seen["rooms"] = room_pages
+        for room in ROOMS:
+            seen[f"members:{room}"] = await rooms.members(room, limit=3)
+            seen[f"member:{room}"] = [await rooms.is_member(room, u) for u in USERS]
+        return seen
+
+    def teardown(self) -> None:
+        async def close() -> None:
+            client = self.sides[1].client
+            assert client is not None
+            await client.aclose()
+
+        self.loop.run_until_complete(close())
+        self.loop.close()
+        sync = redis.Redis.from_url(self.redis_url)
+        try:
+            keys = list(sync.scan_iter(match=self.prefix + "*", count=1000))
+            if keys:
+                sync.delete(*keys)
+        finally:
+            sync.close()
+
+
+def test_memory_and_redis_agree_step_by_step(redis_url: str) -> None:
+    PresenceAndRooms.redis_url = redis_url
+    run_state_machine_as_test(
+        PresenceAndRooms,
+        settings=settings(
+            max_examples=25,
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
