@@ -417,3 +417,18 @@ async def test_browsers_on_other_origins_must_be_allowed(memory_chat: Chat) -> N
     async with serving(server) as url:
         assert await connects(url, "http://app.example")
         assert not await connects(url, "http://evil.example")
+
+
+async def test_long_polling_clients_work_too(chat: Chat) -> None:
+    # The seed's browser client starts with HTTP long-polling before upgrading.
+    ada = await chat.connect("ada")
+    await ada.client.join_room("lobby")
+    polling = ChatClient(reconnection=False)
+    await polling.connect(chat.url, token_for("bob", "Bob"), transports=["polling"])
+    try:
+        assert (await polling.join_room("lobby")).users == ["ada", "bob"]
+        await polling.send_message("lobby", "over polling")
+        got = await ada.seen.wait_for("chat:message")
+        assert (got.username, got.message) == ("Bob", "over polling")
+    finally:
+        await polling.disconnect()
