@@ -41,6 +41,7 @@ __all__ = [
     "check_limit",
     "check_name",
     "check_ttl",
+    "lease_lost",
     "page_of_sorted",
     "shared_memory_state",
     "system_now",
@@ -73,6 +74,18 @@ local function next_expired(leases)
   return redis.call('ZRANGE', leases, '-inf', now, 'BYSCORE', 'LIMIT', 0, 1)[1]
 end
 """
+
+
+def lease_lost(log: logging.Logger, component: str, instance_id: str, ttl: float) -> None:
+    """Warn that this instance found its lease gone: others took it for dead and purged it."""
+    log.warning(
+        "%s: instance %s found its lease gone: it did not heartbeat for %.1f s (paused? "
+        "disconnected from the backend?) and another instance purged what it held; "
+        "clients connected through it are no longer listed until they reconnect",
+        component,
+        instance_id,
+        ttl,
+    )
 
 
 def check_ttl(ttl: Any) -> float:

@@ -301,3 +301,16 @@ async def test_configuration_errors() -> None:
     with pytest.raises(ValidationError):
         PresenceStore(instance_id="has:colon")
     assert len(PresenceStore().instance_id) == 36
+
+
+async def test_an_instance_that_was_taken_for_dead_says_so(
+    stores: Stores, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    paused = stores.make(instance_id="node-a")
+    other = stores.make(instance_id="node-b")
+    await paused.connect("ada", "a1")
+    clock.advance(11)  # node-a missed its heartbeats for longer than the ttl
+    assert await other.purge_expired() == [Departure("ada", "a1", True)]
+    with caplog.at_level("WARNING", logger="rtkit.presence"):
+        assert await paused.purge_expired() == []
+    assert "node-a found its lease gone" in caplog.text

@@ -225,3 +225,15 @@ async def test_configuration_errors() -> None:
         RoomManager(ttl=-1)
     with pytest.raises(ValidationError):
         RoomManager(instance_id="")
+
+
+async def test_an_instance_that_was_taken_for_dead_says_so(
+    make_rooms: MakeRooms, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    paused, other = make_rooms(instance_id="node-a"), make_rooms(instance_id="node-b")
+    await paused.join("lobby", "ada", "a1")
+    clock.advance(11)
+    assert await other.purge_expired() == [RoomDeparture("lobby", "ada", "a1", True)]
+    with caplog.at_level("WARNING", logger="rtkit.rooms"):
+        assert await paused.purge_expired() == []
+    assert "node-a found its lease gone" in caplog.text

@@ -21,6 +21,7 @@ from .._leases import (
     check_limit,
     check_name,
     check_ttl,
+    lease_lost,
 )
 from .._pages import Page
 from ..errors import ConfigurationError, PayloadTooLarge, ValidationError
@@ -141,8 +142,11 @@ class PresenceBackend(ABC):
     @abstractmethod
     async def purge(
         self, instance_id: str | None, now: float | None, ttl: float, force: str | None
-    ) -> list[Removed]:
-        """Renew ``instance_id``'s lease, then remove every expired instance (or ``force``)."""
+    ) -> tuple[list[Removed], bool]:
+        """Renew ``instance_id``'s lease, then remove every expired instance (or ``force``).
+
+        Also says whether ``instance_id``'s lease was missing before the renewal.
+        """
 
     @abstractmethod
     async def is_online(self, user_id: str) -> bool:
@@ -269,6 +273,7 @@ class PresenceStore:
             self._backend = RedisPresenceBackend(url, prefix, redis)
         self._janitor = Janitor(self.purge_expired, self.ttl / 3, f"presence-{self.instance_id}")
         self.closed = False
+        self._leased = False  # whether this instance has taken its lease
 
     @classmethod
     def from_url(
@@ -312,7 +317,7 @@ class PresenceStore:
         self.closed = True
         await self._janitor.stop()
         try:
-            removed = await self._backend.purge(None, self._now(), self.ttl, self.instance_id)
+            removed, _ = await self._backend.purge(None, self._now(), self.ttl, self.instance_id)
             await self._announce_offline(settle_departures(removed))
         finally:
             await self._backend.close()
@@ -359,6 +364,7 @@ class PresenceStore:
         online, at = await self._backend.connect(
             self.instance_id, user_id, sid, username, meta_json, self._now(), self.ttl
         )
+        self._leased = True
         if online:
             await self._publish(
                 "presence.online",
@@ -417,9 +423,11 @@ class PresenceStore:
         Returns:
             The connections removed, sorted by user and sid.
         """
-        removed = settle_departures(
-            await self._backend.purge(self.instance_id, self._now(), self.ttl, None)
-        )
+        found, missing = await self._backend.purge(self.instance_id, self._now(), self.ttl, None)
+        if missing and self._leased:
+            lease_lost(logger, "presence", self.instance_id, self.ttl)
+        self._leased = True
+        removed = settle_departures(found)
         if removed:
             logger.info(
                 "presence: purged %d connection(s) of expired instance(s) %s",

@@ -106,10 +106,12 @@ class MemoryPresenceBackend(PresenceBackend):
 
     async def purge(
         self, instance_id: str | None, now: float | None, ttl: float, force: str | None
-    ) -> list[Removed]:
+    ) -> tuple[list[Removed], bool]:
         s = self._s
         at = system_now(now)
+        missing = False
         if instance_id is not None:
+            missing = instance_id not in s.leases
             s.leases[instance_id] = at + ttl
         if force is not None:
             dead = [force]
@@ -122,7 +124,7 @@ class MemoryPresenceBackend(PresenceBackend):
                 assert gone is not None
                 removed.append(gone)
             s.leases.pop(iid, None)
-        return removed
+        return removed, missing
 
     async def is_online(self, user_id: str) -> bool:
         return user_id in self._s.users

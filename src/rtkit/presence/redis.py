@@ -99,14 +99,16 @@ class RedisPresenceBackend(PresenceBackend):
 
     async def purge(
         self, instance_id: str | None, now: float | None, ttl: float, force: str | None
-    ) -> list[Removed]:
+    ) -> tuple[list[Removed], bool]:
         removed: list[Removed] = []
         own = instance_id or ""
+        missing = False
         while True:
             reply = await self._run("purge", now, own, repr(ttl), PURGE_BATCH, force or "")
-            removed += _removed(reply[2:], float(reply[0]))
+            missing = missing or bool(reply[2])
+            removed += _removed(reply[3:], float(reply[0]))
             if reply[1] == "done":
-                return removed
+                return removed, missing
             own = ""  # renewed once per pass
 
     async def is_online(self, user_id: str) -> bool:

@@ -18,6 +18,7 @@ from .._leases import (
     check_limit,
     check_name,
     check_ttl,
+    lease_lost,
 )
 from .._pages import Page
 from ..errors import ConfigurationError
@@ -84,8 +85,11 @@ class RoomsBackend(ABC):
     @abstractmethod
     async def purge(
         self, instance_id: str | None, now: float | None, ttl: float, force: str | None
-    ) -> list[RoomDeparture]:
-        """Renew ``instance_id``'s lease, then remove every expired instance (or ``force``)."""
+    ) -> tuple[list[RoomDeparture], bool]:
+        """Renew ``instance_id``'s lease, then remove every expired instance (or ``force``).
+
+        Also says whether ``instance_id``'s lease was missing before the renewal.
+        """
 
     @abstractmethod
     async def members(self, room_id: str, cursor: str | None, limit: int) -> Page[str]:
@@ -187,6 +191,7 @@ class RoomManager:
             self._backend = RedisRoomsBackend(url, prefix, redis)
         self._janitor = Janitor(self.purge_expired, self.ttl / 3, f"rooms-{self.instance_id}")
         self.closed = False
+        self._leased = False  # whether this instance has taken its lease
 
     @classmethod
     def from_url(
@@ -251,9 +256,11 @@ class RoomManager:
         check_name(room_id, "room_id")
         check_name(user_id, "user_id")
         check_name(sid, "sid")
-        return await self._backend.join(
+        new = await self._backend.join(
             self.instance_id, room_id, user_id, sid, self._now(), self.ttl
         )
+        self._leased = True
+        return new
 
     async def leave(self, room_id: str, sid: str) -> bool:
         """Take connection ``sid`` (of this instance) out of ``room_id``.
@@ -302,9 +309,11 @@ class RoomManager:
         Returns:
             The memberships removed, sorted by room, user and sid.
         """
-        removed = settle_room_departures(
-            await self._backend.purge(self.instance_id, self._now(), self.ttl, None)
-        )
+        found, missing = await self._backend.purge(self.instance_id, self._now(), self.ttl, None)
+        if missing and self._leased:
+            lease_lost(logger, "rooms", self.instance_id, self.ttl)
+        self._leased = True
+        removed = settle_room_departures(found)
         if removed:
             logger.info("rooms: purged %d membership(s) of expired instances", len(removed))
         return removed

@@ -117,10 +117,12 @@ class MemoryRoomsBackend(RoomsBackend):
 
     async def purge(
         self, instance_id: str | None, now: float | None, ttl: float, force: str | None
-    ) -> list[RoomDeparture]:
+    ) -> tuple[list[RoomDeparture], bool]:
         s = self._s
         at = system_now(now)
+        missing = False
         if instance_id is not None:
+            missing = instance_id not in s.leases
             s.leases[instance_id] = at + ttl
         if force is not None:
             dead = [force]
@@ -134,7 +136,7 @@ class MemoryRoomsBackend(RoomsBackend):
                         RoomDeparture(room, conn.user_id, sid, self._drop(room, conn.user_id))
                     )
             s.leases.pop(iid, None)
-        return removed
+        return removed, missing
 
     async def members(self, room_id: str, cursor: str | None, limit: int) -> Page[str]:
         room = self._s.rooms.get(room_id)

@@ -70,14 +70,16 @@ class RedisRoomsBackend(RoomsBackend):
 
     async def purge(
         self, instance_id: str | None, now: float | None, ttl: float, force: str | None
-    ) -> list[RoomDeparture]:
+    ) -> tuple[list[RoomDeparture], bool]:
         removed: list[RoomDeparture] = []
         own = instance_id or ""
+        missing = False
         while True:
             reply = await self._run("purge", now, own, repr(ttl), PURGE_BATCH, force or "")
-            removed += _departures(reply[1:])
+            missing = missing or bool(reply[1])
+            removed += _departures(reply[2:])
             if reply[0] == "done":
-                return removed
+                return removed, missing
             own = ""  # renewed once per pass
 
     async def members(self, room_id: str, cursor: str | None, limit: int) -> Page[str]:

@@ -72,14 +72,16 @@ elseif op == 'disconnect' then
   return out
 
 elseif op == 'purge' then
-  -- One batch of one expired instance (or of ARGV[7], forced). Returns {now, 'more'|'done', removals...}.
+  -- One batch of one expired instance (or of ARGV[7], forced).
+  -- Returns {now, 'more'|'done', own lease was missing (0|1), removals...}.
   -- ARGV: 4 own instance ('' = none, else its lease is renewed), 5 ttl, 6 batch, 7 forced instance
-  if ARGV[4] ~= '' then renew_lease(LEASES, ARGV[4], ARGV[5]) end
+  local missing = 0
+  if ARGV[4] ~= '' then missing = renew_lease(LEASES, ARGV[4], ARGV[5]) end
   local target = ARGV[7]
   if target == '' then target = next_expired(LEASES) end
-  if not target then return {now, 'done'} end
+  if not target then return {now, 'done', missing} end
   local ikey = base .. ':i:' .. target
-  local out = {now, 'more'}
+  local out = {now, 'more', missing}
   local found = redis.call('HRANDFIELD', ikey, tonumber(ARGV[6]), 'WITHVALUES')
   for i = 1, #found, 2 do
     for _, v in ipairs(remove(target, found[i], found[i + 1])) do table.insert(out, v) end

@@ -77,14 +77,16 @@ elseif op == 'leave_all' then
   return out
 
 elseif op == 'purge' then
-  -- One batch of one expired instance (or of ARGV[7], forced). Returns {'more'|'done', removals...}.
+  -- One batch of one expired instance (or of ARGV[7], forced).
+  -- Returns {'more'|'done', own lease was missing (0|1), removals...}.
   -- ARGV: 4 own instance ('' = none, else its lease is renewed), 5 ttl, 6 batch, 7 forced instance
-  if ARGV[4] ~= '' then renew_lease(LEASES, ARGV[4], ARGV[5]) end
+  local missing = 0
+  if ARGV[4] ~= '' then missing = renew_lease(LEASES, ARGV[4], ARGV[5]) end
   local target = ARGV[7]
   if target == '' then target = next_expired(LEASES) end
-  if not target then return {'done'} end
+  if not target then return {'done', missing} end
   local ikey = base .. ':i:' .. target
-  local out = {'more'}
+  local out = {'more', missing}
   local found = redis.call('HRANDFIELD', ikey, tonumber(ARGV[6]), 'WITHVALUES')
   for i = 1, #found, 2 do drop_sid(target, found[i], found[i + 1], out) end
   if redis.call('EXISTS', ikey) == 0 then
