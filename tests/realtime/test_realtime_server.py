@@ -13,8 +13,15 @@ import pytest
 import socketio
 from realtime_support import Chat, User, eventually, make_server, serving, token_for
 
-from rtkit import AuthError, PayloadTooLarge, RateLimited, ValidationError
-from rtkit.realtime import ChatClient, ChatLimits, issue_token
+from rtkit import (
+    AuthError,
+    PayloadTooLarge,
+    PresenceStore,
+    RateLimited,
+    RoomManager,
+    ValidationError,
+)
+from rtkit.realtime import ChatClient, ChatLimits, Identity, RealtimeServer, issue_token
 
 
 async def barrier(*users: User) -> None:
@@ -436,3 +443,31 @@ async def test_long_polling_clients_work_too(memory_chat: Chat) -> None:
     await memory_chat.server.sio.disconnect(sid)
     assert (await ada.seen.wait_for("room:user:left")).user_id == "bob"
     await polling.disconnect()
+
+
+class StaticTokens:
+    """A custom verifier: a fixed table of opaque session tokens."""
+
+    def __init__(self, table: dict[str, Identity]) -> None:
+        self.table = table
+
+    async def verify(self, token: str) -> Identity:
+        try:
+            return self.table[token]
+        except KeyError:
+            raise AuthError("unknown session") from None
+
+
+async def test_a_custom_verifier_replaces_jwt() -> None:
+    server = RealtimeServer(
+        presence=PresenceStore.from_url("memory://"),
+        rooms=RoomManager.from_url("memory://"),
+        verifier=StaticTokens({"session-1": Identity("ada", "Ada")}),
+    )
+    async with serving(server) as url:
+        client = ChatClient(reconnection=False)
+        await client.connect(url, "session-1")
+        assert (await client.join_room("lobby")).users == ["ada"]
+        await client.disconnect()
+        with pytest.raises(AuthError, match="unknown session"):
+            await ChatClient(reconnection=False).connect(url, token_for("ada"))
