@@ -9,7 +9,10 @@ framing by hand: ``0{...}`` open, ``40{auth}`` connect, ``42[event, data]`` even
 
 Paced fan-out: one client of the room sends ``chat:message`` (the senders take turns),
 and the next message goes out only when all 50 members (sender included) received it.
-Reported: deliveries per second and the p50/p99 latency from send to each delivery.
+Reported: deliveries per second and the p50/p99 latency from send to each delivery, and
+deliveries per second of the server process's own CPU time (read from ``/proc``; it
+hardly depends on other load on the machine; for rtkit on Redis it leaves out the Redis
+server's CPU).
 
 The servers do the same broadcast (the seed's ``chat:message`` to the whole room and
 ``chat:message:sent`` back to the sender):
