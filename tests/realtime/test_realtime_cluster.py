@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from realtime_support import Chat, eventually, make_server, serving
+from realtime_support import Chat, eventually, make_server, serving, token_for
 
 from rtkit import ManualClock
 
@@ -164,3 +165,40 @@ async def test_users_of_a_crashed_instance_are_announced_gone(
             assert [u["userId"] for u in users["users"]] == ["watcher"]
             rooms = (await http.get("/api/rooms")).json()["rooms"]
             assert [(r["id"], r["userCount"]) for r in rooms] == [("lobby", 1)]
+
+
+async def test_uploads_work_across_instances_with_a_shared_folder(
+    redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    async with AsyncExitStack() as stack:
+
+        async def instance(folder: Path) -> Chat:
+            server = make_server(redis_url, redis_prefix, upload_dir=str(folder))
+            chat = Chat(await stack.enter_async_context(serving(server)), server)
+            stack.push_async_callback(chat.close)
+            return chat
+
+        a = await instance(tmp_path / "shared")
+        b = await instance(tmp_path / "shared")
+        lonely = await instance(tmp_path / "other")
+        ada = await a.connect("ada")
+        bob = await b.connect("bob")
+        await ada.client.join_room("files")
+        await bob.client.join_room("files")
+
+        upload_id = await ada.client.start_upload("files", "a.txt", 5)
+        async with httpx.AsyncClient() as http:
+            put = await http.put(
+                f"{b.url}/api/uploads/{upload_id}",  # sent to the other instance
+                content=b"hello",
+                headers={"Authorization": f"Bearer {token_for('ada')}"},
+            )
+            assert put.status_code == 201
+            done = await ada.seen.wait_for("file:upload:complete")
+            assert done.upload_id == upload_id
+            bob_auth = {"Authorization": f"Bearer {token_for('bob')}"}
+            got = await http.get(a.url + done.url, headers=bob_auth)
+            assert got.content == b"hello"
+            # An instance without the shared folder says so cleanly.
+            missing = await http.get(lonely.url + done.url, headers=bob_auth)
+            assert missing.status_code == 404

@@ -532,13 +532,27 @@ class ChatService:
     async def download(
         self, who: Identity, upload_id: str
     ) -> tuple[UploadRecord, AsyncIterator[bytes]]:
-        """A completed upload's record and bytes, for members of its room only."""
+        """A completed upload's record and bytes, for members of its room only.
+
+        The first chunk is read here, so a file missing from the store (say, an
+        instance without the shared upload folder) is a ``NotFound`` now rather
+        than a broken response later.
+        """
         check_id(upload_id, "uploadId")
         record = await self.uploads.get(upload_id)
         if record is None or not record.complete:
             raise NotFound(f"upload {upload_id!r} does not exist or is not complete")
         await self._require_member(record.room_id, who)
-        return record, self.files.open(upload_id)
+        chunks = self.files.open(upload_id)
+        first = await anext(chunks, b"")
+
+        async def body() -> AsyncIterator[bytes]:
+            if first:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+
+        return record, body()
 
     # ------------------------------------------------------------ listings
 
