@@ -16,6 +16,7 @@ import pydantic
 import pytest
 
 from rtkit import (
+    ConfigurationError,
     DeliveryFailure,
     Event,
     EventBus,
@@ -361,3 +362,11 @@ async def test_lifecycle(backend: Any) -> None:
         await bus.publish("early", 2)
     with pytest.raises(RuntimeError, match="closed"):
         await bus.start()
+
+
+async def test_a_publish_only_bus_cannot_subscribe(backend: Any) -> None:
+    async with EventBus.from_url(backend.url, prefix=backend.prefix, publish_only=True) as bus:
+        with pytest.raises(ConfigurationError, match="publish_only"):
+            bus.subscribe("#", Recorder())
+        assert await bus.publish("fire.and.forget", {"n": 1})
+        assert bus.stats().published == 1

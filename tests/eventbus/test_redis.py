@@ -104,3 +104,18 @@ def test_configuration_errors(redis_url: str) -> None:
         EventBus(max_payload_bytes=0)
     with pytest.raises(ConfigurationError, match="decode_responses"):
         EventBus.from_url(redis_url, redis=aioredis.Redis.from_url(redis_url))
+
+
+async def test_a_publish_only_bus_reaches_the_other_processes(
+    redis_url: str, redis_prefix: str
+) -> None:
+    received = Recorder()
+    async with (
+        EventBus.from_url(redis_url, prefix=redis_prefix) as worker,
+        EventBus.from_url(redis_url, prefix=redis_prefix, publish_only=True) as web,
+    ):
+        worker.subscribe("job.*", received)
+        await web.publish("job.created", {"n": 1})
+        await received.wait(1)
+        assert received.data == [{"n": 1}]
+        assert web.stats().received == 0

@@ -44,7 +44,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
 
 logger = logging.getLogger("rtkit.eventbus")
 
@@ -68,9 +67,9 @@ _PATTERN_SEGMENT_RE = re.compile(rf"{_SEGMENT}|\*|#")
 # --------------------------------------------------------------------------- events
 
 
-@dataclass(frozen=True, slots=True)
-class Event(Generic[T_co]):
-    """One event, as a handler receives it.
+@dataclass(slots=True)
+class Event(Generic[T]):
+    """One event, as a handler receives it (read-only by convention: it is shared).
 
     Attributes:
         name: The event name, e.g. ``"order.created"``.
@@ -85,7 +84,7 @@ class Event(Generic[T_co]):
     """
 
     name: str
-    data: T_co
+    data: T
     id: str
     timestamp: float
 
@@ -315,8 +314,11 @@ class Transport(Protocol):
     reconnects: int
     """Times the transport re-established its subscription."""
 
-    async def start(self, deliver: Deliver, report: Report) -> None:
-        """Begin receiving events; returns once events published from now on arrive."""
+    async def start(self, deliver: Deliver, report: Report, *, receive: bool) -> None:
+        """Connect; with ``receive``, also begin receiving events.
+
+        Returns once events published from now on arrive.
+        """
         ...
 
     async def close(self) -> None:
@@ -344,6 +346,7 @@ class Subscription:
         "_bus",
         "_is_coroutine",
         "_matcher",
+        "_plain",
         "handler",
         "once",
         "pattern",
@@ -369,6 +372,8 @@ class Subscription:
             None if model is None else pydantic.TypeAdapter(model)
         )
         self._is_coroutine = inspect.iscoroutinefunction(handler)
+        # The common case, handled by the fast path of EventBus._deliver.
+        self._plain = self._is_coroutine and not once and model is None
         self._active = True
 
     @property
@@ -427,6 +432,10 @@ class EventBus:
         clock: Where event timestamps come from (default: the system clock).
         transport: The backend; default an in-process (memory) transport. Use
             :meth:`from_url` rather than passing one.
+        publish_only: A bus that only publishes: it never receives (on Redis it
+            does not even subscribe to the channel, which saves reading every
+            event of the prefix back) and :meth:`subscribe` raises
+            :class:`rtkit.ConfigurationError`.
     """
 
     def __init__(
@@ -436,6 +445,7 @@ class EventBus:
         on_error: ErrorHook | None = None,
         clock: Clock | None = None,
         transport: Transport | None = None,
+        publish_only: bool = False,
     ) -> None:
         if not isinstance(max_payload_bytes, int) or max_payload_bytes < 1:
             raise ConfigurationError(
@@ -448,6 +458,7 @@ class EventBus:
         self._transport = transport
         self._max_payload_bytes = max_payload_bytes
         self._on_error = on_error
+        self._publish_only = publish_only
         self._clock: Clock = clock or SystemClock()
         self._subscriptions: list[Subscription] = []
         self._routes: dict[str, tuple[Subscription, ...]] = {}
@@ -470,6 +481,7 @@ class EventBus:
         clock: Clock | None = None,
         ping_interval: float = 5.0,
         ping_timeout: float = 3.0,
+        publish_only: bool = False,
     ) -> EventBus:
         """Make an EventBus on the backend that ``url`` names.
 
@@ -495,6 +507,7 @@ class EventBus:
             ping_timeout: Redis only: when the PING is not answered within this
                 many seconds the subscription is considered dead and is
                 re-established.
+            publish_only: See :class:`EventBus`.
 
         Raises:
             rtkit.ConfigurationError: An unknown scheme, a malformed URL or a bad
@@ -527,6 +540,7 @@ class EventBus:
             on_error=on_error,
             clock=clock,
             transport=transport,
+            publish_only=publish_only,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -542,7 +556,7 @@ class EventBus:
             return
         if self._state == "closed":
             raise RuntimeError("this EventBus is closed; make a new one")
-        await self._transport.start(self._deliver, self._report)
+        await self._transport.start(self._deliver, self._report, receive=not self._publish_only)
         self._state = "started"
 
     async def close(self) -> None:
@@ -637,6 +651,8 @@ class EventBus:
         return len(found)
 
     def _add(self, pattern: str, handler: Handler[Any], model: Any, *, once: bool) -> Subscription:
+        if self._publish_only:
+            raise ConfigurationError("this EventBus is publish_only: it cannot subscribe")
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
         subscription = Subscription(self, Pattern(pattern), handler, model, once)
@@ -711,37 +727,51 @@ class EventBus:
     async def _deliver(self, name: str, event_id: str, timestamp: float, data: Any) -> None:
         """Run every matching handler of this bus for one received event."""
         self._received += 1
-        subscriptions = self._route(name)
+        subscriptions = self._routes.get(name)
+        if subscriptions is None:
+            subscriptions = self._route(name)
         if not subscriptions:
             return
         event: Event[Any] = Event(name, data, event_id, timestamp)
         for subscription in subscriptions:
             if not subscription._active:
                 continue
-            if subscription.once:
-                self._remove(subscription)
-            delivered: Event[Any] = event
-            if subscription._adapter is not None:
+            if subscription._plain:  # a coroutine function, no model, not once
                 try:
-                    parsed = subscription._adapter.validate_python(data)
-                except pydantic.ValidationError as exc:
-                    error = ValidationError(
-                        f"event {name!r} does not fit the subscriber's model: {exc}"
-                    )
-                    await self._report(DeliveryFailure(error, event, subscription))
-                    continue
-                delivered = Event(name, parsed, event_id, timestamp)
-            try:
-                if subscription._is_coroutine:
-                    await subscription.handler(delivered)  # type: ignore[misc]
+                    await subscription.handler(event)  # type: ignore[misc]
+                except Exception as exc:
+                    await self._report(DeliveryFailure(exc, event, subscription))
                 else:
-                    result = subscription.handler(delivered)
-                    if result is not None and inspect.isawaitable(result):
-                        await result
-            except Exception as exc:
-                await self._report(DeliveryFailure(exc, event, subscription))
+                    self._delivered += 1
             else:
-                self._delivered += 1
+                await self._deliver_one(subscription, event)
+
+    async def _deliver_one(self, subscription: Subscription, event: Event[Any]) -> None:
+        """The general case: once-subscriptions, models, sync handlers."""
+        if subscription.once:
+            self._remove(subscription)
+        delivered = event
+        if subscription._adapter is not None:
+            try:
+                parsed = subscription._adapter.validate_python(event.data)
+            except pydantic.ValidationError as exc:
+                error = ValidationError(
+                    f"event {event.name!r} does not fit the subscriber's model: {exc}"
+                )
+                await self._report(DeliveryFailure(error, event, subscription))
+                return
+            delivered = Event(event.name, parsed, event.id, event.timestamp)
+        try:
+            if subscription._is_coroutine:
+                await subscription.handler(delivered)  # type: ignore[misc]
+            else:
+                result = subscription.handler(delivered)
+                if result is not None and inspect.isawaitable(result):
+                    await result
+        except Exception as exc:
+            await self._report(DeliveryFailure(exc, event, subscription))
+        else:
+            self._delivered += 1
 
     async def _report(self, failure: DeliveryFailure) -> None:
         """Count a failed delivery and hand it to the error hook (which may not raise)."""

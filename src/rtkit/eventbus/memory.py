@@ -22,9 +22,9 @@ class MemoryTransport:
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
 
-    async def start(self, deliver: Deliver, report: Report) -> None:
+    async def start(self, deliver: Deliver, report: Report, *, receive: bool) -> None:
         """Remember where events go; nothing to connect."""
-        self._deliver = deliver
+        self._deliver = deliver if receive else None
 
     async def close(self) -> None:
         """Stop delivering."""

@@ -94,10 +94,18 @@ class RedisTransport:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, deliver: Deliver, report: Report) -> None:
-        """Subscribe (waiting for Redis to confirm) and start the reader task."""
+    async def start(self, deliver: Deliver, report: Report, *, receive: bool) -> None:
+        """Subscribe (waiting for Redis to confirm) and start the reader task.
+
+        Without ``receive`` (a publish-only bus), only check that Redis answers.
+        """
         self._deliver = deliver
         self._report = report
+        if not receive:
+            with redis_unavailable("connecting"):
+                async with asyncio.timeout(self._timeout):
+                    await self._handle.client.ping()
+            return
         pubsub = await self._open()
         self._reader = asyncio.create_task(self._read_forever(pubsub), name="rtkit-eventbus-reader")
 
