@@ -163,6 +163,35 @@ async function main() {
     });
     step("aliceNotified", await notified);
 
+    // File transfer: announce on the socket, send the bytes over HTTP, the room is told.
+    const announced = waitFor(bob, "file:upload:start", (d) => d.roomId === room);
+    const ready = waitFor(alice, "file:upload:ready");
+    const body = "hello file <script>";
+    alice.emit("file:upload:start", {
+      roomId: room,
+      fileName: "notes <1>.txt",
+      fileSize: Buffer.byteLength(body),
+    });
+    step("bobSawUploadStart", await announced);
+    step("aliceUploadReady", await ready);
+    const complete = waitFor(bob, "file:upload:complete", (d) => d.roomId === room);
+    const put = await fetch(`${config.url}/api/uploads/${result.aliceUploadReady.uploadId}`, {
+      method: "PUT",
+      headers: { Authorization: `Bearer ${config.alice.token}` },
+      body,
+    });
+    step("uploadStatus", put.status);
+    step("bobSawUploadComplete", await complete);
+    const download = await fetch(new URL(result.bobSawUploadComplete.url, config.url), {
+      headers: { Authorization: `Bearer ${config.bob.token}` },
+    });
+    step("download", { status: download.status, body: await download.text() });
+
+    // Game moves go to the others.
+    const moved = waitFor(bob, "game:move");
+    alice.emit("game:move", { roomId: room, move: { from: "e2", to: "e4" } });
+    step("bobSawMove", await moved);
+
     // Bad payloads: an error ack when asked for one, an `error` event otherwise; the
     // connection stays up and nothing reaches the room.
     step(

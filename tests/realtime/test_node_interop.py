@@ -113,6 +113,19 @@ async def test_the_official_node_client_speaks_the_seed_protocol() -> None:
     assert (notification["fromUserId"], notification["toUserId"]) == (bob, alice)
     assert notification["content"] == {"text": "look at this", "roomId": room}
 
+    # File transfer over the socket handshake and HTTP; only members may download.
+    upload_id = seen["aliceUploadReady"]["uploadId"]
+    announced = seen["bobSawUploadStart"]
+    assert (announced["uploadId"], announced["userId"]) == (upload_id, alice)
+    assert (announced["fileName"], announced["fileSize"]) == ("notes <1>.txt", 19)
+    assert seen["uploadStatus"] == 201
+    assert seen["bobSawUploadComplete"]["uploadId"] == upload_id
+    assert seen["download"] == {"status": 200, "body": "hello file <script>"}
+
+    move = seen["bobSawMove"]
+    assert (move["userId"], move["roomId"]) == (alice, room)
+    assert move["move"] == {"from": "e2", "to": "e4"}
+
     # Bad payloads: a typed error, nothing reaches the room, the connection stays up.
     assert seen["badPayloadAck"]["ok"] is False
     assert seen["badPayloadAck"]["error"]["code"] == "invalid_payload"
