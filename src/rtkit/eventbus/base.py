@@ -90,7 +90,7 @@ class Event(Generic[T]):
 
 
 Handler = Callable[[Event[T]], Awaitable[Any] | None]
-"""A handler: a function or coroutine function taking one :class:`Event`."""
+"""A handler: a function or coroutine function taking one [`Event`][rtkit.eventbus.Event]."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,7 @@ class DeliveryFailure:
 
     Attributes:
         error: The exception: whatever the handler raised, a
-            :class:`rtkit.ValidationError` when the payload does not fit the
+            [`ValidationError`][rtkit.errors.ValidationError] when the payload does not fit the
             subscriber's model, or when a message on the wire cannot be decoded.
         event: The event being delivered (``data`` not yet parsed to the model);
             ``None`` when the message could not be decoded at all.
@@ -145,10 +145,12 @@ class EventBusStats:
 
 
 def check_event_name(name: Any) -> str:
-    """Return ``name`` if it is a valid event name, else raise :class:`rtkit.ValidationError`.
+    """Return ``name`` if it is a valid event name, else raise a validation error.
+
+    Raises [`ValidationError`][rtkit.errors.ValidationError] for an invalid name.
 
     An event name is one or more dot-separated segments (``"user.registered"``,
-    ``"chat:message"``), at most :data:`MAX_NAME_LENGTH` characters; a segment is
+    ``"chat:message"``), at most 256 characters; a segment is
     not empty and holds no ``*``, ``#``, whitespace or control character.
     """
     if not isinstance(name, str):
@@ -174,7 +176,7 @@ class Pattern:
       ``"order.#"`` matches all three.
 
     Matching runs in ``O(len(pattern) * len(name))`` whatever the pattern (no
-    backtracking). Invalid patterns raise :class:`rtkit.ValidationError`.
+    backtracking). Invalid patterns raise [`ValidationError`][rtkit.errors.ValidationError].
     """
 
     __slots__ = ("_literal", "_segments", "text")
@@ -244,7 +246,7 @@ class Pattern:
 
 
 def matches(pattern: str, name: str) -> bool:
-    """Whether the event ``name`` matches ``pattern`` (see :class:`Pattern`)."""
+    """Whether the event ``name`` matches ``pattern`` (see [`Pattern`][rtkit.eventbus.Pattern])."""
     return Pattern(pattern).matches(name)
 
 
@@ -283,7 +285,11 @@ def encode_envelope(name: str, event_id: str, timestamp: float, data: bytes) -> 
 
 
 def decode_envelope(raw: str | bytes) -> EventEnvelope:
-    """Parse a message from the wire; raises :class:`rtkit.ValidationError` if malformed."""
+    """Parse a message from the wire.
+
+    Raises:
+        rtkit.errors.ValidationError: The message is malformed.
+    """
     try:
         return EventEnvelope.model_validate_json(raw)
     except pydantic.ValidationError as exc:
@@ -301,7 +307,7 @@ Report = Callable[[DeliveryFailure], Awaitable[None]]
 
 
 class Transport(Protocol):
-    """How an :class:`EventBus` moves events; one implementation per backend.
+    """How an [`EventBus`][rtkit.eventbus.EventBus] moves events; one implementation per backend.
 
     A transport carries encoded events to every bus on the same channel,
     including the publishing bus itself, exactly once each, and calls
@@ -309,7 +315,7 @@ class Transport(Protocol):
     """
 
     kind: str
-    """The backend name shown in :meth:`EventBus.stats`."""
+    """The backend name shown in [`EventBus.stats`][rtkit.eventbus.EventBus.stats]."""
 
     reconnects: int
     """Times the transport re-established its subscription."""
@@ -326,7 +332,11 @@ class Transport(Protocol):
         ...
 
     async def send(self, name: str, event_id: str, timestamp: float, data: bytes) -> None:
-        """Publish one event (``data`` is JSON); raises :class:`rtkit.BackendUnavailable`."""
+        """Publish one event (``data`` is JSON).
+
+        Raises:
+            rtkit.errors.BackendUnavailable: The backend did not accept it in time.
+        """
         ...
 
 
@@ -334,10 +344,12 @@ class Transport(Protocol):
 
 
 class Subscription:
-    """A handler subscribed to a pattern, returned by :meth:`EventBus.subscribe`.
+    """A handler subscribed to a pattern.
 
-    Calling it, or calling :meth:`unsubscribe`, removes the handler (like the
-    function the seed's ``subscribe`` returns); doing so twice is harmless.
+    Returned by [`EventBus.subscribe`][rtkit.eventbus.EventBus.subscribe].
+    Calling it, or calling [`unsubscribe`][rtkit.eventbus.Subscription.unsubscribe],
+    removes the handler (like the function the seed's ``subscribe`` returns);
+    doing so twice is harmless.
     """
 
     __slots__ = (
@@ -387,7 +399,7 @@ class Subscription:
             self._bus._remove(self)
 
     def __call__(self) -> None:
-        """The same as :meth:`unsubscribe`."""
+        """The same as [`unsubscribe`][rtkit.eventbus.EventBus.unsubscribe]."""
         self.unsubscribe()
 
     def __repr__(self) -> str:
@@ -402,8 +414,9 @@ class EventBus:
     """Publish/subscribe of typed events, in one process or across processes.
 
     ``EventBus()`` is an in-process bus (the memory backend);
-    :meth:`from_url` picks the backend from a URL. Use it as
-    ``async with bus:`` (or call :meth:`start` and :meth:`close`).
+    [`from_url`][rtkit.eventbus.EventBus.from_url] picks the backend from a URL. Use it as
+    ``async with bus:`` (or call [`start`][rtkit.eventbus.EventBus.start] and
+    [`close`][rtkit.eventbus.EventBus.close]).
 
     Delivery contract, the same on every backend:
 
@@ -416,7 +429,7 @@ class EventBus:
       handlers of one bus run one after the other, in subscription order;
     * a handler that raises, or an event whose payload does not fit the
       subscriber's model, goes to ``on_error`` and is counted in
-      :meth:`stats`; it never stops other handlers nor the publisher.
+      [`stats`][rtkit.eventbus.EventBus.stats]; it never stops other handlers nor the publisher.
 
     ``await publish(...)`` returns once the backend accepted the event: on
     memory, after every matching handler of this bus has run; on Redis, once
@@ -425,17 +438,18 @@ class EventBus:
 
     Args:
         max_payload_bytes: The largest JSON-encoded ``data`` accepted by
-            :meth:`publish` (:class:`rtkit.PayloadTooLarge` past it).
-        on_error: Called with a :class:`DeliveryFailure` for every failed
+            [`publish`][rtkit.eventbus.EventBus.publish]
+            ([`PayloadTooLarge`][rtkit.errors.PayloadTooLarge] past it).
+        on_error: Called with a [`DeliveryFailure`][rtkit.eventbus.DeliveryFailure] for every failed
             delivery (a function or coroutine function). The default logs the
             error (never the payload) on the ``rtkit.eventbus`` logger.
         clock: Where event timestamps come from (default: the system clock).
         transport: The backend; default an in-process (memory) transport. Use
-            :meth:`from_url` rather than passing one.
+            [`from_url`][rtkit.eventbus.EventBus.from_url] rather than passing one.
         publish_only: A bus that only publishes: it never receives (on Redis it
             does not even subscribe to the channel, which saves reading every
-            event of the prefix back) and :meth:`subscribe` raises
-            :class:`rtkit.ConfigurationError`.
+            event of the prefix back) and [`subscribe`][rtkit.eventbus.EventBus.subscribe] raises
+            [`ConfigurationError`][rtkit.errors.ConfigurationError].
     """
 
     def __init__(
@@ -493,24 +507,25 @@ class EventBus:
                 never see each other's events. The channel is
                 ``<prefix>eventbus:events``.
             redis: A ``redis.asyncio.Redis`` to borrow (made with
-                ``decode_responses=True``, e.g. by :func:`rtkit.redis_client`);
+                ``decode_responses=True``, e.g. by [`rtkit.redis_client`][rtkit.redis_client]);
                 it is never closed by the bus. ``url`` then only picks the kind.
-            max_payload_bytes: See :class:`EventBus`.
+            max_payload_bytes: See [`EventBus`][rtkit.eventbus.EventBus].
             publish_timeout: Longest time, in seconds, a Redis publish may take;
                 past it (or at once when Redis refuses connections)
-                :meth:`publish` raises :class:`rtkit.BackendUnavailable`. Also
-                bounds :meth:`start`.
-            on_error: See :class:`EventBus`.
-            clock: See :class:`EventBus`.
+                [`publish`][rtkit.eventbus.EventBus.publish] raises
+                [`BackendUnavailable`][rtkit.errors.BackendUnavailable]. Also
+                bounds [`start`][rtkit.eventbus.EventBus.start].
+            on_error: See [`EventBus`][rtkit.eventbus.EventBus].
+            clock: See [`EventBus`][rtkit.eventbus.EventBus].
             ping_interval: Redis only: after this many idle seconds the
                 subscription connection is PINGed.
             ping_timeout: Redis only: when the PING is not answered within this
                 many seconds the subscription is considered dead and is
                 re-established.
-            publish_only: See :class:`EventBus`.
+            publish_only: See [`EventBus`][rtkit.eventbus.EventBus].
 
         Raises:
-            rtkit.ConfigurationError: An unknown scheme, a malformed URL or a bad
+            rtkit.errors.ConfigurationError: An unknown scheme, a malformed URL or a bad
                 prefix or setting.
         """
         check_prefix(prefix)
@@ -549,7 +564,7 @@ class EventBus:
         """Connect and begin receiving events (idempotent).
 
         Raises:
-            rtkit.BackendUnavailable: The backend did not answer in time.
+            rtkit.errors.BackendUnavailable: The backend did not answer in time.
             RuntimeError: The bus was closed.
         """
         if self._state == "started":
@@ -598,22 +613,23 @@ class EventBus:
         """Call ``handler(event)`` for every event whose name matches ``pattern``.
 
         Takes effect at once (on Redis the bus already listens to every event of
-        its prefix), also before :meth:`start`.
+        its prefix), also before [`start`][rtkit.eventbus.EventBus.start].
 
         Args:
             pattern: An event name, ``"*"`` for every event, or a dotted pattern
                 with ``*`` (one segment) and ``#`` (zero or more), see
-                :class:`Pattern`.
-            handler: A function or coroutine function taking one :class:`Event`.
+                [`Pattern`][rtkit.eventbus.Pattern].
+            handler: A function or coroutine function taking one [`Event`][rtkit.eventbus.Event].
             model: A pydantic model (or any type pydantic validates): ``event.data``
                 is then parsed to it; a payload that does not fit goes to
                 ``on_error`` instead of the handler.
 
         Returns:
-            The :class:`Subscription`; call it (or its ``unsubscribe``) to stop.
+            The [`Subscription`][rtkit.eventbus.Subscription]; call it (or its
+            ``unsubscribe``) to stop.
 
         Raises:
-            rtkit.ValidationError: ``pattern`` is invalid.
+            rtkit.errors.ValidationError: ``pattern`` is invalid.
             TypeError: ``handler`` is not callable.
         """
         return self._add(pattern, handler, model, once=False)
@@ -631,7 +647,7 @@ class EventBus:
     def subscribe_once(
         self, pattern: str, handler: Handler[Any], *, model: Any = None
     ) -> Subscription:
-        """Like :meth:`subscribe`, for the first matching event only.
+        """Like [`subscribe`][rtkit.eventbus.EventBus.subscribe], for the first matching event only.
 
         The subscription is removed before the handler runs, so the handler
         runs at most once even if it publishes a matching event itself. The
@@ -675,7 +691,7 @@ class EventBus:
 
         Args:
             event_name: A dotted event name such as ``"order.created"`` (see
-                :func:`check_event_name`).
+                [`check_event_name`][rtkit.eventbus.check_event_name]).
             data: Anything JSON-able, or a pydantic model (sent as its JSON
                 form). Datetimes, UUIDs, dataclasses and the like are encoded
                 the way pydantic encodes them.
@@ -684,9 +700,9 @@ class EventBus:
             The new event's id.
 
         Raises:
-            rtkit.ValidationError: A bad event name, or ``data`` is not JSON-able.
-            rtkit.PayloadTooLarge: The encoded ``data`` exceeds ``max_payload_bytes``.
-            rtkit.BackendUnavailable: Redis did not accept the event within
+            rtkit.errors.ValidationError: A bad event name, or ``data`` is not JSON-able.
+            rtkit.errors.PayloadTooLarge: The encoded ``data`` exceeds ``max_payload_bytes``.
+            rtkit.errors.BackendUnavailable: Redis did not accept the event within
                 ``publish_timeout``.
             RuntimeError: The bus is not started, or closed.
         """

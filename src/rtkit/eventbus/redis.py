@@ -2,7 +2,7 @@
 
 Every bus on the same Redis and prefix subscribes to one channel,
 ``<prefix>eventbus:events``, and matches event names locally with the same
-:class:`~rtkit.eventbus.Pattern` as the memory backend; so matching cannot
+[`Pattern`][rtkit.eventbus.Pattern] as the memory backend; so matching cannot
 differ between backends and ``subscribe`` takes effect at once, with no round
 trip. Each process therefore receives every event of its prefix: give
 unrelated applications different prefixes.
