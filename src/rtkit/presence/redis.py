@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -12,13 +13,21 @@ from .._pages import Page
 from ..errors import ValidationError
 from .base import OnlineUser, PresenceBackend, PresenceCount, Removed
 
-__all__ = ["PURGE_BATCH", "RedisPresenceBackend"]
+__all__ = ["BUCKETS", "BUCKETS_PER_PURGE", "RedisPresenceBackend"]
 
-#: Connections removed per script call when purging an instance (bounds how long
-#: one call blocks Redis).
-PURGE_BATCH = 500
+#: An instance's connections are spread over this many small hashes, which Redis
+#: stores compactly (listpack) up to ~128 entries each: ~130,000 connections per instance.
+BUCKETS = 1024
+
+#: Buckets emptied per script call when purging an instance (bounds how long one
+#: call blocks Redis).
+BUCKETS_PER_PURGE = 32
 
 _META = "\x1f"  # field names starting with it are not sids (ids have no control characters)
+
+
+def _bucket(sid: str) -> int:
+    return zlib.crc32(sid.encode("utf-8")) % BUCKETS
 
 
 def _arg(now: float | None) -> str:
@@ -84,6 +93,7 @@ class RedisPresenceBackend(PresenceBackend):
             meta_mode,
             meta or "",
             repr(ttl),
+            _bucket(sid),
         )
         if reply[0] == "conflict_user":
             raise ValidationError(f"sid {sid!r} is already connected as another user")
@@ -92,7 +102,7 @@ class RedisPresenceBackend(PresenceBackend):
         return bool(reply[1]), float(reply[2])
 
     async def disconnect(self, instance_id: str, sid: str, now: float | None) -> Removed | None:
-        reply = await self._run("disconnect", now, instance_id, sid)
+        reply = await self._run("disconnect", now, instance_id, sid, _bucket(sid))
         if not reply:
             return None
         return _removed(reply[:6], float(reply[6]))[0]
@@ -103,13 +113,27 @@ class RedisPresenceBackend(PresenceBackend):
         removed: list[Removed] = []
         own = instance_id or ""
         missing = False
+        target, start = "", 0
         while True:
-            reply = await self._run("purge", now, own, repr(ttl), PURGE_BATCH, force or "")
+            reply = await self._run(
+                "purge",
+                now,
+                own,
+                repr(ttl),
+                BUCKETS_PER_PURGE,
+                force or "",
+                target,
+                start,
+                BUCKETS,
+            )
             missing = missing or bool(reply[2])
-            removed += _removed(reply[3:], float(reply[0]))
+            removed += _removed(reply[5:], float(reply[0]))
             if reply[1] == "done":
                 return removed, missing
             own = ""  # renewed once per pass
+            target, start = reply[3], int(reply[4])
+            if start >= BUCKETS:  # that instance is gone: look for the next one
+                target, start = "", 0
 
     async def is_online(self, user_id: str) -> bool:
         with redis_unavailable("reading presence"):
