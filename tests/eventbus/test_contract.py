@@ -9,6 +9,7 @@ waits until a later barrier event went through (``settle``).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -259,6 +260,7 @@ async def test_typed_subscribers_get_models_and_bad_payloads_go_to_the_hook(
     [failure] = failures.items
     assert isinstance(failure.error, ValidationError)
     assert "order_id" in str(failure.error)
+    assert "not a number" not in str(failure.error)  # payloads are not echoed
     assert failure.event is not None and failure.event.data == {"order_id": "not a number"}
     assert bus.stats().errors == 1
 
@@ -370,3 +372,21 @@ async def test_a_publish_only_bus_cannot_subscribe(backend: Any) -> None:
             bus.subscribe("#", Recorder())
         assert await bus.publish("fire.and.forget", {"n": 1})
         assert bus.stats().published == 1
+
+
+async def test_without_a_hook_failures_are_logged_without_the_payload(
+    backend: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Secret(pydantic.BaseModel):
+        pin: int
+
+    received = Recorder()
+    async with EventBus.from_url(backend.url, prefix=backend.prefix) as bus:
+        bus.subscribe("card.added", Recorder(), model=Secret)
+        bus.subscribe("card.added", received)
+        with caplog.at_level(logging.ERROR, logger="rtkit.eventbus"):
+            await bus.publish("card.added", {"pin": "s3cret"})
+            await received.wait(1)
+            await wait_until(lambda: bus.stats().errors == 1)
+    assert "card.added" in caplog.text
+    assert "s3cret" not in caplog.text

@@ -80,14 +80,17 @@ class MemoryAndRedisAgree(RuleBasedStateMachine):
         once=st.booleans(),
         is_async=st.booleans(),
         fails=st.booleans(),
+        model=st.sampled_from([None, int]),
     )
-    def subscribe(self, pattern: str, once: bool, is_async: bool, fails: bool) -> int:
+    def subscribe(
+        self, pattern: str, once: bool, is_async: bool, fails: bool, model: type[int] | None
+    ) -> int:
         label = len(self.subs)
         self.subs[label] = {}
         for side, bus in self.buses.items():
             handler = self.handler(side, label, is_async=is_async, fails=fails)
             method = bus.subscribe_once if once else bus.subscribe
-            self.subs[label][side] = method(pattern, handler)
+            self.subs[label][side] = method(pattern, handler, model=model)
         return label
 
     @rule(label=subscriptions)

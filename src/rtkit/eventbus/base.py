@@ -293,7 +293,15 @@ def decode_envelope(raw: str | bytes) -> EventEnvelope:
     try:
         return EventEnvelope.model_validate_json(raw)
     except pydantic.ValidationError as exc:
-        raise ValidationError(f"undecodable event message: {exc}") from exc
+        raise ValidationError(f"undecodable event message: {describe(exc)}") from None
+
+
+def describe(exc: pydantic.ValidationError) -> str:
+    """What is wrong, field by field, without echoing the input (it may hold secrets)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False)
+    )
 
 
 # --------------------------------------------------------------------------- transports
@@ -772,7 +780,7 @@ class EventBus:
                 parsed = subscription._adapter.validate_python(event.data)
             except pydantic.ValidationError as exc:
                 error = ValidationError(
-                    f"event {event.name!r} does not fit the subscriber's model: {exc}"
+                    f"event {event.name!r} does not fit the subscriber's model: {describe(exc)}"
                 )
                 await self._report(DeliveryFailure(error, event, subscription))
                 return
