@@ -407,7 +407,7 @@ class Subscription:
             self._bus._remove(self)
 
     def __call__(self) -> None:
-        """The same as [`unsubscribe`][rtkit.eventbus.EventBus.unsubscribe]."""
+        """The same as [`unsubscribe`][rtkit.eventbus.Subscription.unsubscribe]."""
         self.unsubscribe()
 
     def __repr__(self) -> str:
