@@ -433,3 +433,25 @@ async def test_missing_queues_and_exchanges_raise_not_found(mq: MQ) -> None:
     await MessageProducer(service).send(queue, "still fine")
     [message] = await drain(service, queue, expect=1)
     assert message.payload == "still fine"
+
+
+async def test_a_slow_handler_does_not_hold_back_the_others(mq: MQ) -> None:
+    service = await mq.service()
+    queue = mq.queue()
+    await service.declare_queue(queue)
+    release = asyncio.Event()
+    done: list[int] = []
+
+    async def handle(n: int) -> None:
+        if n == 0:
+            await release.wait()
+        done.append(n)
+
+    await MessageConsumer(service).consume(queue, handle, prefetch=2)
+    for n in range(10):
+        await MessageProducer(service).send(queue, n)
+    await eventually(lambda: sorted(done) == list(range(1, 10)))  # acked out of order
+    release.set()
+    await eventually(lambda: len(done) == 10)
+    await asyncio.sleep(0.1)
+    assert await service.get(queue) is None  # everything was acked

@@ -122,23 +122,178 @@ class _NoAckDelivery(_AmqpDelivery):
         """Nothing to do: the message was auto-acknowledged."""
 
 
+class _Settler:
+    """Sends the acks of one channel, coalescing runs of them into one multiple-ack.
+
+    Handlers that finish in the same loop iteration cost one ``basic.ack`` frame
+    with ``multiple=True`` for the contiguous run of delivery tags, plus one frame
+    per tag finished out of order (so a slow handler never holds back the
+    prefetch window of the others). Nacks go out at once.
+    """
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.base = 0  # every delivery tag <= base is settled
+        self.finished: set[int] = set()  # acked by a handler, not yet sent, > base
+        self.settled: set[int] = set()  # already sent on their own, > base
+        self.target = 0  # the highest tag of the contiguous acked run, not yet sent
+        self.scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def ack(self, tag: int) -> None:
+        self.finished.add(tag)
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    async def nack(self, tag: int, requeue: bool) -> None:
+        self.settled.add(tag)
+        self._advance()
+        await self.channel.basic_nack(tag, requeue=requeue)
+
+    def _advance(self) -> None:
+        while True:
+            n = self.base + 1
+            if n in self.finished:
+                self.finished.discard(n)
+                self.target = n
+            elif n in self.settled:
+                self.settled.discard(n)
+            else:
+                return
+            self.base = n
+
+    def _flush(self) -> None:
+        self.scheduled = False
+        self._advance()
+        frames: list[tuple[int, bool]] = []
+        if self.target:
+            frames.append((self.target, True))
+            self.target = 0
+        for tag in sorted(self.finished):  # out of order: acked one by one
+            frames.append((tag, False))
+            self.settled.add(tag)
+        self.finished.clear()
+        if frames:
+            task = asyncio.get_running_loop().create_task(self._send(frames))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Send every pending ack now and wait until they are written."""
+        self._flush()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _send(self, frames: list[tuple[int, bool]]) -> None:
+        try:
+            async with asyncio.timeout(_SETTLE_TIMEOUT):
+                for tag, multiple in frames:
+                    await self.channel.basic_ack(tag, multiple=multiple, wait=False)
+        except Exception as exc:  # the channel died: the broker redelivers
+            log.debug("acks dropped: %r", exc)
+
+
+class _RawDelivery(Delivery):
+    """A delivery straight from aiormq (no aio-pika message object: less work per message)."""
+
+    __slots__ = ("_settler", "_tag")
+
+    def __init__(self, raw: Any, settler: _Settler) -> None:
+        props = raw.header.properties
+        deliver = raw.delivery
+        ts = props.timestamp
+        super().__init__(
+            OutgoingMessage(
+                body=raw.body,
+                message_id=props.message_id or "",
+                timestamp=int(ts.timestamp()) if isinstance(ts, datetime) else int(ts or 0),
+                headers=dict(props.headers) if props.headers else {},
+                content_type=props.content_type,
+                persistent=props.delivery_mode == 2,
+                correlation_id=props.correlation_id,
+                reply_to=props.reply_to,
+            ),
+            exchange=deliver.exchange or "",
+            routing_key=deliver.routing_key or "",
+            redelivered=bool(deliver.redelivered),
+        )
+        self._settler = settler
+        self._tag = deliver.delivery_tag
+
+    async def ack(self) -> None:
+        """Acknowledge (sent within this loop iteration; dropped if the channel died)."""
+        self._settler.ack(self._tag)
+
+    async def nack(self, *, requeue: bool) -> None:
+        """Reject (dropped if the channel died)."""
+        try:
+            async with asyncio.timeout(_SETTLE_TIMEOUT):
+                await self._settler.nack(self._tag, requeue)
+        except Exception as exc:
+            log.debug("nack of %s dropped: %r", self.message.message_id, exc)
+
+
 class _AmqpConsumer:
+    """One consumer on its own robust channel.
+
+    The robust channel comes back by itself (after a reconnect, or after the
+    broker closed it) with its prefetch; each time, this consumer registers
+    itself on it again (``reopen_callbacks``), and :meth:`AmqpConnection.verify`
+    checks that it did.
+    """
+
     def __init__(
         self,
         owner: AmqpConnection,
         channel: aio_pika.abc.AbstractRobustChannel,
-        queue: aio_pika.abc.AbstractQueue,
-        on_message: Callable[[aio_pika.abc.AbstractIncomingMessage], Awaitable[None]],
+        queue: str,
+        callback: Callable[[Delivery], Awaitable[None]],
     ) -> None:
         self.owner = owner
         self.channel = channel
         self.queue = queue
-        self.on_message = on_message
+        self.callback = callback
         self.tag: str | None = None
+        self.stopped = False
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._settler: _Settler | None = None
 
-    async def start(self) -> None:
-        """basic.consume (aio-pika's robust queue re-consumes after a reconnect)."""
-        self.tag = await self.queue.consume(self.on_message)
+    async def _on_raw(self, raw: Any) -> None:
+        settler = self._settler
+        if settler is None or settler.channel is not raw.channel:
+            settler = self._settler = _Settler(raw.channel)  # a new channel incarnation
+        await self.callback(_RawDelivery(raw, settler))
+
+    async def start(self) -> bool:
+        """basic.consume on the channel's current incarnation; False if already there."""
+        async with self._lock:
+            if self.stopped:
+                return False
+            underlay: Any = await self.channel.get_underlay_channel()
+            if self.tag is not None and self.tag in underlay.consumers:
+                return False
+            ok = await underlay.basic_consume(self.queue, self._on_raw, no_ack=False)
+            self.tag = ok.consumer_tag
+            return True
+
+    def watch(self) -> None:
+        """Register again whenever the robust channel reopens."""
+        self.channel.reopen_callbacks.add(self._on_reopen)
+
+    def _on_reopen(self, *_: Any) -> None:
+        if self.stopped:
+            return
+        task = asyncio.get_running_loop().create_task(self._restart())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _restart(self) -> None:
+        try:
+            await self.start()
+        except Exception as exc:
+            log.error("could not restart the consumer of %r: %r", self.queue, exc)
 
     async def consuming(self) -> bool:
         """True if the current channel really has this consumer registered."""
@@ -149,15 +304,20 @@ class _AmqpConsumer:
 
     async def cancel(self) -> None:
         """basic.cancel: stop new deliveries."""
+        self.stopped = True
         self.owner._consumers.discard(self)
         if self.tag is not None:
             tag, self.tag = self.tag, None
             with contextlib.suppress(Exception):
-                await self.queue.cancel(tag)
+                underlay: Any = await self.channel.get_underlay_channel()
+                await underlay.basic_cancel(tag)
 
     async def close(self) -> None:
-        """Close the channel (the broker requeues unacked deliveries)."""
+        """Send pending acks, then close the channel (the broker requeues the rest)."""
+        self.stopped = True
         self.owner._consumers.discard(self)
+        if self._settler is not None:
+            await self._settler.drain()
         with contextlib.suppress(Exception):
             await self.channel.close()
 
@@ -252,13 +412,12 @@ class AmqpConnection:
         """
         problems: list[str] = []
         for consumer in list(self._consumers):
-            name = consumer.queue.name
+            name = consumer.queue
             try:
                 async with asyncio.timeout(self.connect_timeout):
                     await consumer.channel.ready()
-                    if not await consumer.consuming():
+                    if await consumer.start():
                         problems.append(f"consumer of {name!r} was missing: restarted")
-                        await consumer.start()
                     underlay = await consumer.channel.get_underlay_channel()
                     declared = await underlay.queue_declare(name, passive=True)
                     if (declared.consumer_count or 0) < 1:
@@ -420,24 +579,21 @@ class AmqpConnection:
         if conn is None:
             raise BackendUnavailable("not connected to RabbitMQ")
 
-        async def on_message(incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
-            await callback(_AmqpDelivery(incoming))
-
         channel: aio_pika.abc.AbstractRobustChannel | None = None
         try:
             with _amqp_errors(f"consuming {queue!r}"):
                 async with asyncio.timeout(self.connect_timeout):
                     channel = await conn.channel(publisher_confirms=False)
                     await channel.set_qos(prefetch_count=prefetch)
-                    q = await channel.declare_queue(queue, passive=True)
-                    consumer = _AmqpConsumer(self, channel, q, on_message)
+                    consumer = _AmqpConsumer(self, channel, queue, callback)
                     await consumer.start()
-                    self._consumers.add(consumer)
         except BaseException:
             if channel is not None:
                 with contextlib.suppress(Exception):
                     await channel.close()
             raise
+        consumer.watch()
+        self._consumers.add(consumer)
         return consumer
 
     async def _reply_channel(self) -> aio_pika.abc.AbstractRobustChannel:
