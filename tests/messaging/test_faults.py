@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import signal
 import sys
@@ -87,6 +88,31 @@ async def test_reconnect_restores_topology_and_consumers(rabbit: MQ) -> None:
     assert connection.reconnects >= 1
     await eventually(lambda: connection.verifications >= 1)
     assert connection.last_verification == []  # checked after the reconnect, on the broker too
+    assert await connection.verify() == []
+
+
+async def test_a_consumer_channel_closed_by_the_broker_comes_back(rabbit: MQ) -> None:
+    service = await rabbit.service()
+    queue = rabbit.queue()
+    await service.declare_queue(queue)
+    got: list[Any] = []
+
+    async def handle(payload: Any) -> None:
+        got.append(payload)
+
+    handle_ = await MessageConsumer(service).consume(queue, handle)
+    producer = MessageProducer(service)
+    await producer.send(queue, 1)
+    await eventually(lambda: got == [1])
+    consumer = handle_._broker_consumer
+    underlay = await consumer.channel.get_underlay_channel()  # type: ignore[union-attr]
+    with contextlib.suppress(Exception):
+        await underlay.basic_ack(999_999)  # an unknown tag: RabbitMQ closes the channel
+    await eventually(lambda: underlay.is_closed)
+    await producer.send(queue, 2)
+    await eventually(lambda: got == [1, 2], timeout=20)
+    assert await consumer.channel.get_underlay_channel() is not underlay  # type: ignore[union-attr]
+    connection: AmqpConnection = service.connection  # type: ignore[assignment]
     assert await connection.verify() == []
 
 
