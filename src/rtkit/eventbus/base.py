@@ -339,8 +339,8 @@ class Transport(Protocol):
         """Stop receiving and release connections."""
         ...
 
-    async def send(self, name: str, event_id: str, timestamp: float, data: bytes) -> None:
-        """Publish one event (``data`` is JSON).
+    def send(self, name: str, event_id: str, timestamp: float, data: bytes) -> Awaitable[None]:
+        """Publish one event (``data`` is JSON); an ``async def`` usually.
 
         Raises:
             rtkit.errors.BackendUnavailable: The backend did not accept it in time.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import pydantic_core
 
 from .base import Deliver, Report
@@ -30,7 +32,12 @@ class MemoryTransport:
         """Stop delivering."""
         self._deliver = None
 
-    async def send(self, name: str, event_id: str, timestamp: float, data: bytes) -> None:
-        """Run the bus's matching handlers now."""
-        if self._deliver is not None:
-            await self._deliver(name, event_id, timestamp, pydantic_core.from_json(data))
+    def send(self, name: str, event_id: str, timestamp: float, data: bytes) -> Awaitable[None]:
+        """Run the bus's matching handlers now (returns the coroutine that does it)."""
+        if self._deliver is None:
+            return _nothing()
+        return self._deliver(name, event_id, timestamp, pydantic_core.from_json(data))
+
+
+async def _nothing() -> None:
+    """Nothing to deliver (a publish-only bus)."""
