@@ -144,7 +144,13 @@ class RedisTransport:
     async def _drain(self) -> None:
         """Send everything queued meanwhile, one pipeline per round trip, in order."""
         try:
-            while self._queue:
+            while True:
+                if not self._queue:
+                    # The publishers just answered often publish again at once: let
+                    # them queue up, so that their events share the next round trip.
+                    await asyncio.sleep(0)
+                    if not self._queue:
+                        break
                 batch, self._queue = self._queue, []
                 try:
                     await self._publish([message for message, _ in batch])
