@@ -192,3 +192,34 @@ async def test_a_sigkilled_process_users_are_removed_within_two_ttls(
             await child.wait()
         await presence.close()
         await rooms.close()
+
+
+async def test_instances_racing_on_one_user_keep_exact_counts(
+    redis_url: str, redis_prefix: str
+) -> None:
+    bus = RecordingBus()
+    a = PresenceStore.from_url(redis_url, prefix=redis_prefix, instance_id="a", bus=bus)
+    b = PresenceStore.from_url(redis_url, prefix=redis_prefix, instance_id="b", bus=bus)
+    try:
+
+        async def churn(store: PresenceStore, tag: str) -> None:
+            for i in range(60):
+                await store.connect("ada", f"{tag}-{i}")
+                if i % 3:
+                    await store.disconnect(f"{tag}-{i}")
+
+        await asyncio.gather(*(churn(s, f"{s.instance_id}{k}") for s in (a, b) for k in range(3)))
+        left = await a.connections("ada")
+        assert len(left) == 6 * 20  # every third connection stays
+        assert await a.count() == PresenceCount(1, 120)
+        for sid in left:
+            await (a if sid.startswith("a") else b).disconnect(sid)
+        assert await b.count() == PresenceCount(0, 0)
+        assert not await b.is_online("ada")
+        # online and offline strictly alternate, whatever the interleaving
+        names = [name for name, _ in bus.events]
+        assert names[0::2] == ["presence.online"] * (len(names) // 2)
+        assert names[1::2] == ["presence.offline"] * (len(names) // 2)
+    finally:
+        await a.close()
+        await b.close()
