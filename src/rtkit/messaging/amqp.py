@@ -290,8 +290,14 @@ class _AmqpConsumer:
         task.add_done_callback(self._tasks.discard)
 
     async def _restart(self) -> None:
+        import aiormq.exceptions as e
+
         try:
             await self.start()
+        except e.ChannelNotFoundEntity:
+            # The queue is gone: retrying would close and reopen the channel forever.
+            self.stopped = True
+            log.error("the queue %r no longer exists: its consumer stopped", self.queue)
         except Exception as exc:
             log.error("could not restart the consumer of %r: %r", self.queue, exc)
 
@@ -349,6 +355,8 @@ class AmqpConnection:
         self.publisher_channels = max(1, publisher_channels)
         self._publishers: list[aio_pika.abc.AbstractRobustChannel] = []
         self._next_publisher = 0
+        self._publishing: dict[Any, set[asyncio.Task[Any]]] = {}
+        self._interrupted: set[asyncio.Task[Any]] = set()
         self.connection_name = connection_name
         self.connect_timeout = connect_timeout
         self.publish_timeout = publish_timeout
@@ -523,18 +531,26 @@ class AmqpConnection:
         self._next_publisher = (self._next_publisher + 1) % len(self._publishers)
         ch = self._publishers[self._next_publisher]
         props = self._properties(message)
+        task = asyncio.current_task()
         try:
             async with asyncio.timeout(self.publish_timeout):
                 while True:
                     try:
-                        channel = await ch.get_underlay_channel()
-                        await channel.basic_publish(
-                            message.body,
-                            exchange=exchange,
-                            routing_key=routing_key,
-                            properties=props,
-                            mandatory=mandatory,
-                        )
+                        channel: Any = await ch.get_underlay_channel()
+                        watchers = self._watch(channel, task)
+                        try:
+                            # wait=False: frames are batched by the writer instead of one
+                            # drain per message; the confirm is what we wait for.
+                            await channel.basic_publish(
+                                message.body,
+                                exchange=exchange,
+                                routing_key=routing_key,
+                                properties=props,
+                                mandatory=mandatory,
+                                wait=False,
+                            )
+                        finally:
+                            watchers.discard(task)
                         return
                     except e.PublishError as exc:
                         raise NotFound(
@@ -554,10 +570,38 @@ class AmqpConnection:
                         # connection to come back and publish again.
                         log.debug("publish interrupted (%r), retrying", exc)
                         await asyncio.sleep(0.05)
+                    except asyncio.CancelledError:
+                        if task is None or task not in self._interrupted:
+                            raise
+                        # _interrupt() woke us: the channel died under this publish.
+                        self._interrupted.discard(task)
+                        if task.uncancel() > 0:  # cancelled by someone else too (the deadline)
+                            raise
+                        await asyncio.sleep(0.05)
         except TimeoutError as exc:
             raise BackendUnavailable(
                 f"RabbitMQ did not confirm the message within {self.publish_timeout} s"
             ) from exc
+
+    def _watch(self, channel: Any, task: asyncio.Task[Any] | None) -> set[asyncio.Task[Any]]:
+        """Remember that ``task`` publishes on ``channel``, to wake it if the channel dies.
+
+        A publish can otherwise wait forever to enqueue its frames on a dead
+        connection's full write queue.
+        """
+        tasks = self._publishing.get(channel)
+        if tasks is None:
+            tasks = self._publishing[channel] = set()
+            channel.closing.add_done_callback(lambda _: self._interrupt(channel))
+        if task is not None:
+            tasks.add(task)
+        return tasks
+
+    def _interrupt(self, channel: Any) -> None:
+        for task in self._publishing.pop(channel, set()):
+            if not task.done():
+                self._interrupted.add(task)
+                task.cancel()
 
     async def get(self, queue: str) -> Delivery | None:
         """basic.get with auto-ack."""
