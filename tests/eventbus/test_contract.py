@@ -390,3 +390,22 @@ async def test_without_a_hook_failures_are_logged_without_the_payload(
             await wait_until(lambda: bus.stats().errors == 1)
     assert "card.added" in caplog.text
     assert "s3cret" not in caplog.text
+
+
+async def test_a_handler_removed_during_dispatch_is_not_called(bus: EventBus) -> None:
+    later = Recorder()
+
+    def remove_later(event: Event[Any]) -> None:
+        later_subscription()
+
+    bus.subscribe("tick", remove_later)
+    later_subscription = bus.subscribe("tick", later)
+    await bus.publish("tick")
+    await bus.publish("tick")
+    await settle(bus)
+    assert later.events == []
+
+
+async def test_handlers_must_be_callable(bus: EventBus) -> None:
+    with pytest.raises(TypeError, match="callable"):
+        bus.subscribe("tick", "not a function")  # type: ignore[call-overload]
