@@ -293,10 +293,10 @@ def decode_envelope(raw: str | bytes) -> EventEnvelope:
     try:
         return EventEnvelope.model_validate_json(raw)
     except pydantic.ValidationError as exc:
-        raise ValidationError(f"undecodable event message: {describe(exc)}") from None
+        raise ValidationError(f"undecodable event message: {_describe(exc)}") from None
 
 
-def describe(exc: pydantic.ValidationError) -> str:
+def _describe(exc: pydantic.ValidationError) -> str:
     """What is wrong, field by field, without echoing the input (it may hold secrets)."""
     return "; ".join(
         f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
@@ -780,7 +780,7 @@ class EventBus:
                 parsed = subscription._adapter.validate_python(event.data)
             except pydantic.ValidationError as exc:
                 error = ValidationError(
-                    f"event {event.name!r} does not fit the subscriber's model: {describe(exc)}"
+                    f"event {event.name!r} does not fit the subscriber's model: {_describe(exc)}"
                 )
                 await self._report(DeliveryFailure(error, event, subscription))
                 return
