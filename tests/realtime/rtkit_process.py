@@ -102,9 +102,11 @@ async def _wait_healthy(server: ServerProcess, timeout: float) -> None:
 
 
 @asynccontextmanager
-async def rtkit_serve(*args: str, timeout: float = 60) -> AsyncIterator[ServerProcess]:
-    """Start ``rtkit serve ARGS`` on a free port; yield it once ``/health`` answers."""
-    port = free_port()
+async def rtkit_serve(
+    *args: str, port: int | None = None, timeout: float = 60
+) -> AsyncIterator[ServerProcess]:
+    """Start ``rtkit serve ARGS`` on ``port`` (default: a free one); yield it once it answers."""
+    port = port or free_port()
     env = {**os.environ, "RTKIT_SECRET": SECRET}
     with tempfile.TemporaryDirectory(prefix="rtkit-serve-") as tmp:
         log_path = Path(tmp) / "server.log"

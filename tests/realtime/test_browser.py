@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Dialog, Locator, Page, async_playwright, expect
-from rtkit_process import CLIENT_JS, require, rtkit_serve, token_for, unique
+from rtkit_process import CLIENT_JS, free_port, require, rtkit_serve, token_for, unique
 
 from rtkit.realtime import issue_token
 
@@ -190,3 +190,29 @@ async def test_without_demo_the_page_asks_for_a_token_and_shows_refusals(browser
         await expect(dave.page.locator("#me")).to_have_text("Signed in as Dave")
         await expect(dave.page.locator("#online-users .name")).to_have_text(["Dave"])
         assert dave.problems == []
+
+
+async def test_the_page_reconnects_and_rejoins_its_room_after_a_server_restart(
+    browser: Browser,
+) -> None:
+    room = unique("lobby")
+    port = free_port()
+    args = ("--demo", "--client-js-url", CLIENT_JS_URL)
+    async with rtkit_serve(*args, port=port) as server:
+        erin, finn = await Person.open(browser, server.url), await Person.open(browser, server.url)
+        for person, name in ((erin, "Erin"), (finn, "Finn")):
+            await person.log_in(name)
+            await person.join(room)
+        await server.kill()  # a crash: no goodbye to the pages
+        for person in (erin, finn):
+            await expect(person.page.locator("#status")).to_have_text("reconnecting…")
+
+    # The same secret (RTKIT_SECRET) on the same address: the tokens are still good.
+    async with rtkit_serve(*args, port=port):
+        for person in (erin, finn):
+            await expect(person.page.locator("#status")).to_have_text("online", timeout=30_000)
+            await expect(person.page.locator("#room-users .name")).to_have_text(["Erin", "Finn"])
+        await finn.say("back again")
+        await expect(erin.message_texts()).to_have_text(["back again"])
+        for person in (erin, finn):
+            assert person.problems == []
