@@ -514,7 +514,11 @@ class RealtimeServer:
 
     async def _send(self, emits: list[Emit]) -> None:
         for emit in emits:
-            await self.sio.emit(emit.event, emit.data, to=emit.to, skip_sid=emit.skip_sid)
+            # A connection of this instance is reached directly, not through Redis.
+            local = emit.to is not None and emit.to in self._who
+            await self.sio.emit(
+                emit.event, emit.data, to=emit.to, skip_sid=emit.skip_sid, ignore_queue=local
+            )
 
     # ------------------------------------------------------------ HTTP
 
