@@ -471,3 +471,15 @@ async def test_a_custom_verifier_replaces_jwt() -> None:
         await client.disconnect()
         with pytest.raises(AuthError, match="unknown session"):
             await ChatClient(reconnection=False).connect(url, token_for("ada"))
+
+
+async def test_membership_is_per_user_across_tabs(memory_chat: Chat) -> None:
+    tab1 = await memory_chat.connect("ada")
+    tab2 = await memory_chat.connect("ada")
+    await tab1.client.join_room("lobby")
+    # tab2 never joined, but its user is a member: it may post (and tab1 receives).
+    await tab2.client.send_message("lobby", "from the other tab")
+    assert (await tab1.seen.wait_for("chat:message")).message == "from the other tab"
+    await tab1.client.leave_room("lobby")
+    with pytest.raises(AuthError):
+        await tab2.client.send_message("lobby", "not any more")

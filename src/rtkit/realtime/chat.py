@@ -211,6 +211,10 @@ class ChatService:
         limits: the bounds.
         clock: where timestamps come from.
         upload_url: the download URL of an upload id.
+        joined: an optional fast, local answer to "is connection ``sid`` in room
+            ``room_id``?" (the server knows which Socket.IO rooms its own
+            connections entered); ``True`` skips the shared membership lookup,
+            ``False`` falls back to it.
     """
 
     def __init__(
@@ -226,6 +230,7 @@ class ChatService:
         limits: ChatLimits | None = None,
         clock: Clock | None = None,
         upload_url: Callable[[str], str] = lambda upload_id: f"/api/uploads/{upload_id}",
+        joined: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.presence = presence
         self.rooms = rooms
@@ -237,6 +242,7 @@ class ChatService:
         self.limits = limits or ChatLimits()
         self.clock = clock or SystemClock()
         self.upload_url = upload_url
+        self.joined = joined
 
     # ------------------------------------------------------------ helpers
 
@@ -259,7 +265,9 @@ class ChatService:
                 retry_after=decision.retry_after,
             )
 
-    async def _require_member(self, room_id: str, who: Identity) -> None:
+    async def _require_member(self, room_id: str, who: Identity, sid: str | None) -> None:
+        if sid is not None and self.joined is not None and self.joined(sid, room_id):
+            return  # known locally: no round trip to the shared room store
         if not await self.rooms.is_member(room_id, who.user_id):
             raise AuthError(f"you are not a member of room {room_id!r}", code="not_member")
 
@@ -356,7 +364,7 @@ class ChatService:
         if isinstance(data, str):
             data = {"roomId": data}
         room_id = self._room_id(_parse(RoomIn, data, "room:leave").room_id)
-        await self._require_member(room_id, who)
+        await self._require_member(room_id, who, sid)
         gone = await self.rooms.leave(room_id, sid)
         outcome = Outcome(ack={"roomId": room_id}, leave=[room_channel(room_id)])
         if gone:
@@ -376,7 +384,7 @@ class ChatService:
             raise ValidationError("message must not be empty")
         if _utf8_size(payload.message, "message") > self.limits.max_message_bytes:
             raise PayloadTooLarge(f"message is longer than {self.limits.max_message_bytes} bytes")
-        await self._require_member(room_id, who)
+        await self._require_member(room_id, who, sid)
         await self._limit(who, "chat", self.limits.message_rate)
         message = ChatMessage(
             id=new_id(),
@@ -403,7 +411,7 @@ class ChatService:
         room_id = self._room_id(payload.room_id)
         if payload.before is not None:
             check_id(payload.before, "before")
-        await self._require_member(room_id, who)
+        await self._require_member(room_id, who, sid)
         messages = await self.messages.history(room_id, before=payload.before, limit=payload.limit)
         return Outcome(ack={"messages": [wire(m) for m in messages]})
 
@@ -411,7 +419,7 @@ class ChatService:
         """``typing:start`` / ``typing:stop``: to the others in the room."""
         name = "typing:start" if started else "typing:stop"
         room_id = self._room_id(_parse(TypingIn, data, name).room_id)
-        await self._require_member(room_id, who)
+        await self._require_member(room_id, who, sid)
         event = TypingEvent(user_id=who.user_id, username=who.username, room_id=room_id)
         return Outcome(emits=[Emit(name, wire(event), to=room_channel(room_id), skip_sid=sid)])
 
@@ -420,7 +428,7 @@ class ChatService:
         payload = _parse(GameMoveIn, data, "game:move")
         room_id = self._room_id(payload.room_id)
         self._check_json(payload.move, "move")
-        await self._require_member(room_id, who)
+        await self._require_member(room_id, who, sid)
         event = GameMove(
             user_id=who.user_id, move=payload.move, timestamp=self._now(), room_id=room_id
         )
@@ -464,7 +472,7 @@ class ChatService:
             raise ValidationError("fileName must be a plain file name, without a path")
         if payload.file_size > self.limits.max_upload_bytes:
             raise PayloadTooLarge(f"fileSize is larger than {self.limits.max_upload_bytes} bytes")
-        await self._require_member(room_id, who)
+        await self._require_member(room_id, who, sid)
         now = self.clock.time()
         record = UploadRecord(
             upload_id=new_id(),
@@ -542,7 +550,7 @@ class ChatService:
         record = await self.uploads.get(upload_id)
         if record is None or not record.complete:
             raise NotFound(f"upload {upload_id!r} does not exist or is not complete")
-        await self._require_member(record.room_id, who)
+        await self._require_member(record.room_id, who, None)
         chunks = self.files.open(upload_id)
         first = await anext(chunks, b"")
 

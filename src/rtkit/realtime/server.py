@@ -232,12 +232,14 @@ class RealtimeServer:
             limiter=limiter,
             limits=limits,
             clock=clock,
+            joined=self._joined,
         )
         self._secret = secret
         self.demo = demo
         self.client_js_url = client_js_url
         self._closing = closing or []
         self._who: dict[str, Identity] = {}
+        self._entered: dict[str, set[str]] = {}  # sid -> Socket.IO rooms it entered
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._room_janitor = Janitor(self._purge_rooms, rooms.ttl / 3, "realtime-rooms")
@@ -470,6 +472,7 @@ class RealtimeServer:
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         who = self._who.pop(sid, None)
+        self._entered.pop(sid, None)
         if who is None:
             return
         try:
@@ -506,11 +509,18 @@ class RealtimeServer:
         return None
 
     async def _apply(self, sid: str, outcome: Outcome) -> None:
+        # (a late event of a connection that is already gone tracks nothing)
+        entered = self._entered.setdefault(sid, set()) if sid in self._who else set()
         for room in outcome.leave:
+            entered.discard(room)
             await self.sio.leave_room(sid, room)
         for room in outcome.enter:
+            entered.add(room)
             await self.sio.enter_room(sid, room)
         await self._send(outcome.emits)
+
+    def _joined(self, sid: str, room_id: str) -> bool:
+        return room_channel(room_id) in self._entered.get(sid, ())
 
     async def _send(self, emits: list[Emit]) -> None:
         for emit in emits:
