@@ -7,7 +7,8 @@ Three figures per library, in messages per second, on RabbitMQ:
   for every library; rtkit also with its default window of 1,000);
 * ``consume``: a prefilled queue consumed with prefetch 100, each message acked.
 
-Run: ``python benchmarks/messaging.py [AMQP_URL] [--quick]``. The best of two rounds is kept.
+Run: ``python benchmarks/messaging.py [AMQP_URL] [--quick]``. The best of two rounds is kept
+(the second runs the libraries in reverse order).
 Wall-clock rates swing with other load on the machine; the client CPU time per message
 (``time.process_time``) is the steadier comparison.
 """
@@ -250,8 +251,9 @@ async def main() -> None:
     results: dict[str, dict[str, Figure]] = {}
     benches = {"aio-pika": bench_aio_pika, "FastStream": bench_faststream, "rtkit": bench_rtkit}
     try:
-        for _ in range(ROUNDS):
-            for lib, bench in benches.items():
+        for round_ in range(ROUNDS):
+            order = list(benches.items())
+            for lib, bench in order if round_ % 2 == 0 else reversed(order):
                 figures = await bench(admin)
                 best = results.setdefault(lib, {})
                 for key, value in figures.items():
