@@ -115,6 +115,11 @@ def _serve(args: argparse.Namespace) -> int:
         client_js_url=args.client_js_url,
         cors_allowed_origins=_origins(args.cors_origin),
     )
+    if args.redis and not args.upload_dir:
+        log.warning(
+            "uploads go to a temporary folder of this process: give every instance the "
+            "same --upload-dir so that files sent to one can be downloaded from another"
+        )
     if args.demo:
         log.warning(
             "!!! DEMO MODE: anyone can log in with any name at http://%s:%d/ !!!",
