@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import pydantic
 
@@ -25,6 +25,9 @@ from .._ids import new_id
 from .._pages import Page
 from .._validation import check_id
 from ..errors import AuthError, NotFound, PayloadTooLarge, RateLimited, ValidationError
+from ..presence import PresenceStore
+from ..ratelimit import RateLimiter
+from ..rooms import RoomManager
 from .auth import Identity
 from .messages import MessageStore, NotificationStore
 from .models import (
@@ -74,46 +77,6 @@ def room_channel(room_id: str) -> str:
 def user_channel(user_id: str) -> str:
     """The Socket.IO room holding every connection of ``user_id``."""
     return "user:" + user_id
-
-
-# The parts of PresenceStore, RoomManager and RateLimiter the chat uses.
-
-
-class _Departure(Protocol):
-    @property
-    def offline(self) -> bool: ...
-
-
-class _Presence(Protocol):
-    async def connect(
-        self, user_id: str, sid: str, *, username: str | None = ..., meta: Any = ...
-    ) -> bool: ...
-    async def disconnect(self, sid: str) -> Any: ...
-    async def is_online(self, user_id: str) -> bool: ...
-    async def online_users(self, cursor: str | None = ..., limit: int = ...) -> Page[Any]: ...
-
-
-class _Rooms(Protocol):
-    async def join(self, room_id: str, user_id: str, sid: str) -> bool: ...
-    async def leave(self, room_id: str, sid: str) -> bool: ...
-    async def leave_all(self, sid: str) -> list[str]: ...
-    async def members(
-        self, room_id: str, cursor: str | None = ..., limit: int = ...
-    ) -> Page[str]: ...
-    async def rooms(self, cursor: str | None = ..., limit: int = ...) -> Page[Any]: ...
-    async def rooms_of(self, user_id: str) -> list[str]: ...
-    async def is_member(self, room_id: str, user_id: str) -> bool: ...
-
-
-class _Decision(Protocol):
-    @property
-    def allowed(self) -> bool: ...
-    @property
-    def retry_after(self) -> float: ...
-
-
-class _Limiter(Protocol):
-    async def hit(self, key: str, limit: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -200,13 +163,13 @@ class ChatService:
     """The seed's chat behaviour on shared presence, rooms and stores.
 
     Args:
-        presence: who is online (a `rtkit.PresenceStore`).
-        rooms: room membership (a `rtkit.RoomManager`).
+        presence: who is online.
+        rooms: room membership.
         messages: where chat messages are kept.
         notifications: where notifications for offline users wait.
         uploads: the shared upload records.
         files: where uploaded bytes go.
-        limiter: a `rtkit.RateLimiter` for ``limits.message_rate`` and ``notification_rate``
+        limiter: counts ``limits.message_rate`` and ``notification_rate``
             (``None``: no rate limit).
         limits: the bounds.
         clock: where timestamps come from.
@@ -220,13 +183,13 @@ class ChatService:
     def __init__(
         self,
         *,
-        presence: _Presence,
-        rooms: _Rooms,
+        presence: PresenceStore,
+        rooms: RoomManager,
         messages: MessageStore,
         notifications: NotificationStore,
         uploads: UploadRegistry,
         files: FileStore,
-        limiter: _Limiter | None = None,
+        limiter: RateLimiter | None = None,
         limits: ChatLimits | None = None,
         clock: Clock | None = None,
         upload_url: Callable[[str], str] = lambda upload_id: f"/api/uploads/{upload_id}",
@@ -258,7 +221,7 @@ class ChatService:
         """Count one ``kind`` action of ``who`` against ``rate``; raise when over it."""
         if self.limiter is None or rate is None:
             return
-        decision: _Decision = await self.limiter.hit(f"{kind}:{who.user_id}", rate)
+        decision = await self.limiter.hit(f"{kind}:{who.user_id}", rate)
         if not decision.allowed:
             raise RateLimited(
                 f"too many {kind} events; try again in {decision.retry_after:.1f} s",
@@ -316,7 +279,7 @@ class ChatService:
         to everybody only when the user's last connection went.
         """
         left = await self.rooms.leave_all(sid)
-        departure: _Departure | None = await self.presence.disconnect(sid)
+        departure = await self.presence.disconnect(sid)
         emits = [
             Emit(
                 "room:user:left",

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
@@ -46,6 +46,9 @@ from ..errors import (
     RtkitError,
     ValidationError,
 )
+from ..presence import PresenceStore
+from ..ratelimit import RateLimiter
+from ..rooms import RoomManager
 from .auth import Identity, JWTVerifier, TokenVerifier, issue_token
 from .chat import ChatLimits, ChatService, Emit, Outcome, room_channel
 from .messages import (
@@ -56,11 +59,6 @@ from .messages import (
 )
 from .models import ErrorInfo, RoomUserEvent, UserPresence, iso_time, wire
 from .uploads import FileStore, LocalFileStore, UploadRegistry, upload_registry_from_url
-
-if TYPE_CHECKING:
-    from ..presence import PresenceStore
-    from ..ratelimit import RateLimiter
-    from ..rooms import RoomManager
 
 __all__ = ["DEFAULT_CLIENT_JS_URL", "RealtimeServer"]
 
@@ -211,8 +209,6 @@ class RealtimeServer:
         if demo and secret is None:
             raise ConfigurationError("demo mode needs the JWT secret to issue tokens")
         if limiter is None:
-            from ..ratelimit import RateLimiter
-
             limiter = RateLimiter(clock=clock)
         self._tmpdir: str | None = None
         if files is None:
@@ -300,10 +296,6 @@ class RealtimeServer:
         ``user:left`` for those who went offline with it.
         Other keyword arguments go to the constructor.
         """
-        from ..presence import PresenceStore
-        from ..ratelimit import RateLimiter
-        from ..rooms import RoomManager
-
         kind = backend_kind(url, component="RealtimeServer")
         check_prefix(prefix)
         closing: list[Callable[[], Awaitable[None]]] = []
