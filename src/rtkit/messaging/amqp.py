@@ -366,7 +366,6 @@ class AmqpConnection:
         self._rpc_channel: aio_pika.abc.AbstractRobustChannel | None = None
         self._rpc_lock = asyncio.Lock()
         self._replies: dict[str, asyncio.Future[Delivery]] = {}
-        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
         self._consumers: set[_AmqpConsumer] = set()
         self._verifier: asyncio.Task[None] | None = None
         self.reconnects = 0
@@ -481,7 +480,7 @@ class AmqpConnection:
     async def declare_exchange(self, name: str, kind: ExchangeKind, *, durable: bool) -> None:
         """Declare an exchange on the robust channel."""
         ch = self._ch()
-        self._exchanges[name] = await self._topology(
+        await self._topology(
             f"declaring exchange {name!r}",
             lambda: ch.declare_exchange(name, kind, durable=durable),
         )
@@ -504,7 +503,6 @@ class AmqpConnection:
     async def delete_exchange(self, name: str) -> None:
         """Delete an exchange."""
         ch = self._ch()
-        self._exchanges.pop(name, None)
         await self._topology(f"deleting exchange {name!r}", lambda: ch.exchange_delete(name))
 
     def _properties(self, message: OutgoingMessage) -> Any:
