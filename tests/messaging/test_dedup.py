@@ -42,7 +42,7 @@ async def test_claim_complete_release(store: DedupStore) -> None:
     assert await store.claim("m-2") == "done"
 
 
-async def test_marks_expire(backend: Backend, redis_url: str) -> None:
+async def test_marks_expire(backend: Backend) -> None:
     if backend.kind == "memory":
         clock = ManualClock()
         store: DedupStore = MemoryDedupStore(window=2.0, lease=0.5, clock=clock)
@@ -53,7 +53,7 @@ async def test_marks_expire(backend: Backend, redis_url: str) -> None:
         clock.advance(2.1)
         assert await store.claim("a") == "new"
         return
-    store = RedisDedupStore(redis_url, prefix=backend.prefix, window=0.3, lease=0.1)
+    store = RedisDedupStore(backend.url, prefix=backend.prefix, window=0.3, lease=0.1)
     try:
         assert await store.claim("a") == "new"
         await eventually(lambda: _is_new(store, "a"), timeout=5)
