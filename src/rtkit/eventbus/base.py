@@ -13,7 +13,6 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar, overload
 
 import pydantic
@@ -22,6 +21,7 @@ import pydantic_core
 from .._backends import DEFAULT_PREFIX, backend_kind, check_prefix
 from .._clock import Clock, SystemClock
 from .._ids import new_id
+from .._lifecycle import AsyncResource
 from ..errors import ConfigurationError, PayloadTooLarge, ValidationError
 
 __all__ = [
@@ -418,7 +418,7 @@ class Subscription:
 # --------------------------------------------------------------------------- the bus
 
 
-class EventBus:
+class EventBus(AsyncResource):
     """Publish/subscribe of typed events, in one process or across processes.
 
     ``EventBus()`` is an in-process bus (the memory backend);
@@ -594,18 +594,6 @@ class EventBus:
         self._state = "closed"
         if was_started:
             await self._transport.close()
-
-    async def __aenter__(self) -> EventBus:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # ------------------------------------------------------------------ subscribing
 

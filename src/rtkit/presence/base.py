@@ -6,7 +6,6 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -23,6 +22,7 @@ from .._leases import (
     check_ttl,
     lease_lost,
 )
+from .._lifecycle import AsyncResource
 from .._pages import Page
 from ..errors import ConfigurationError, PayloadTooLarge, ValidationError
 
@@ -209,7 +209,7 @@ def _check_meta(meta: Any) -> str | None:
     return text
 
 
-class PresenceStore:
+class PresenceStore(AsyncResource):
     """Who is online: several connections per user, shared by every server instance.
 
     A user comes online with their first connection and goes offline with the
@@ -321,18 +321,6 @@ class PresenceStore:
             await self._announce_offline(settle_departures(removed))
         finally:
             await self._backend.close()
-
-    async def __aenter__(self) -> PresenceStore:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def connect(
         self,

@@ -15,11 +15,11 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 from .._backends import DEFAULT_PREFIX, backend_kind
 from .._clock import Clock, SystemClock
+from .._lifecycle import AsyncResource
 from .._validation import check_id
 from ..errors import BackendUnavailable, ConfigurationError, RateLimited, ValidationError
 
@@ -372,7 +372,7 @@ class Store(Protocol):
 _POLICIES: tuple[str, ...] = get_args(FailurePolicy)
 
 
-class RateLimiter:
+class RateLimiter(AsyncResource):
     """Counts hits per key against one or more limits; memory or Redis backed.
 
     ``RateLimiter()`` is the in-memory limiter (one process);
@@ -500,18 +500,6 @@ class RateLimiter:
         """Release the Redis connection (a borrowed client stays open)."""
         self._started = False
         await self._store.close()
-
-    async def __aenter__(self) -> RateLimiter:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def hit(self, key: str, *limits: Limit | str, cost: int = 1) -> Decision:
         """Count a hit of ``cost`` on ``key`` against every limit, atomically.

@@ -20,7 +20,6 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -36,6 +35,7 @@ from starlette.staticfiles import StaticFiles
 from .._backends import DEFAULT_PREFIX, backend_kind, check_prefix, make_redis_client
 from .._clock import Clock
 from .._leases import Janitor
+from .._lifecycle import AsyncResource
 from .._validation import check_id
 from ..errors import (
     AuthError,
@@ -152,7 +152,7 @@ class _CrashAnnouncer:
         return None
 
 
-class RealtimeServer:
+class RealtimeServer(AsyncResource):
     """The seed's Socket.IO chat server, secure, typed and multi-instance.
 
     Build it with [`from_url`][rtkit.realtime.RealtimeServer.from_url] (one URL
@@ -391,18 +391,6 @@ class RealtimeServer:
             await close()
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
-
-    async def __aenter__(self) -> RealtimeServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:

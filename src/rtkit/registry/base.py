@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter
 
 from .._clock import Clock, SystemClock
 from .._ids import new_id
+from .._lifecycle import AsyncResource
 from .._validation import check_id
 from ..errors import (
     BackendUnavailable,
@@ -200,7 +201,7 @@ class _Registration:
     task: asyncio.Task[None] | None = None
 
 
-class ServiceRegistry(abc.ABC):
+class ServiceRegistry(AsyncResource, abc.ABC):
     """Register service instances with a time-to-live, discover and pick them.
 
     Build one with `from_url()`: ``memory://`` keeps everything in this
@@ -287,12 +288,6 @@ class ServiceRegistry(abc.ABC):
             prune_interval=prune_interval,
             poll_interval=poll_interval,
         )
-
-    async def __aenter__(self) -> ServiceRegistry:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     # -- backend hooks --------------------------------------------------------------------
 

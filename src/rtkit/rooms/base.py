@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .._backends import DEFAULT_PREFIX, backend_kind, check_prefix
@@ -20,6 +19,7 @@ from .._leases import (
     check_ttl,
     lease_lost,
 )
+from .._lifecycle import AsyncResource
 from .._pages import Page
 from ..errors import ConfigurationError
 
@@ -132,7 +132,7 @@ def settle_room_departures(removed: list[RoomDeparture]) -> list[RoomDeparture]:
     ]
 
 
-class RoomManager:
+class RoomManager(AsyncResource):
     """Room membership shared by every server instance.
 
     Membership is per connection (sid) and reported per user: a user with two
@@ -228,18 +228,6 @@ class RoomManager:
             await self._backend.purge(None, self._now(), self.ttl, self.instance_id)
         finally:
             await self._backend.close()
-
-    async def __aenter__(self) -> RoomManager:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def join(self, room_id: str, user_id: str, sid: str) -> bool:
         """Put connection ``sid`` of ``user_id`` in ``room_id`` (created if new).
