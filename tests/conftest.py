@@ -10,6 +10,7 @@ fails them.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,21 +20,12 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from rtkit_testing import Backend
+from rtkit_testing import Backend, PrivateRedis, require
 
 REDIS_URL = os.environ.get("RTKIT_REDIS_URL", "redis://127.0.0.1:6379")
 AMQP_URL = os.environ.get("RTKIT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 _status: dict[str, str | None] = {}
-
-
-def _require(name: str, problem: str | None) -> None:
-    if problem is None:
-        return
-    if IN_CI:
-        pytest.fail(f"{name} is required under CI=true but is unavailable: {problem}")
-    pytest.skip(f"!!! {name} UNAVAILABLE, test skipped: {problem} !!!")
 
 
 def _redis_problem() -> str | None:
@@ -44,7 +36,7 @@ def _redis_problem() -> str | None:
             client.close()
             _status["redis"] = None
         except Exception as exc:
-            _status["redis"] = f"{REDIS_URL}: {exc}"
+            _status["redis"] = f"Redis at {REDIS_URL}: {exc}"
     return _status["redis"]
 
 
@@ -56,21 +48,21 @@ def _amqp_problem() -> str | None:
                 pass
             _status["amqp"] = None
         except OSError as exc:
-            _status["amqp"] = f"{AMQP_URL}: {exc}"
+            _status["amqp"] = f"RabbitMQ at {AMQP_URL}: {exc}"
     return _status["amqp"]
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """The URL of a Redis server that answers (skip or fail otherwise)."""
-    _require("Redis", _redis_problem())
+    require(_redis_problem())
     return REDIS_URL
 
 
 @pytest.fixture(scope="session")
 def amqp_url() -> str:
     """The URL of a RabbitMQ server that answers (skip or fail otherwise)."""
-    _require("RabbitMQ", _amqp_problem())
+    require(_amqp_problem())
     return AMQP_URL
 
 
@@ -104,3 +96,14 @@ def backend(request: pytest.FixtureRequest) -> Backend:
     url = request.getfixturevalue("redis_url")
     prefix = request.getfixturevalue("redis_prefix")
     return Backend("redis", url, prefix)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own, killed afterwards (see ``PrivateRedis``)."""
+    binary = shutil.which("redis-server")
+    require(None if binary else "redis-server is not installed: no private server")
+    server = PrivateRedis(binary or "redis-server")
+    server.start()
+    yield server
+    server.stop()

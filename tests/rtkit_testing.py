@@ -5,10 +5,36 @@ Fixtures live in ``conftest.py``; nothing here talks to a server.
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 
-__all__ = ["Backend", "unique_name"]
+import pytest
+
+__all__ = ["IN_CI", "Backend", "PrivateRedis", "free_port", "require", "unique_name"]
+
+#: Under ``CI=true`` a missing server or tool fails a test instead of skipping it.
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require(problem: str | None) -> None:
+    """Skip loudly when something a test needs is missing; fail instead under ``CI=true``."""
+    if problem is None:
+        return
+    if IN_CI:
+        pytest.fail(f"required under CI=true but unavailable: {problem}")
+    pytest.skip(f"!!! UNAVAILABLE, test skipped: {problem} !!!")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def unique_name(stem: str = "t") -> str:
@@ -23,3 +49,58 @@ class Backend:
     kind: str
     url: str
     prefix: str
+
+
+class PrivateRedis:
+    """A redis-server of one test's own, on a free port, that the test may kill,
+    freeze (SIGSTOP: sockets stay open, nothing answers) and restart on the same port.
+
+    The shared Redis is never stopped; fault tests use one of these.
+    """
+
+    def __init__(self, binary: str = "redis-server", *, start_timeout: float = 20.0) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.start_timeout = start_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start (or restart) the server, empty, and wait until it answers PING."""
+        self.process = subprocess.Popen(
+            [
+                *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--protected-mode", "no"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        end = time.monotonic() + self.start_timeout
+        while time.monotonic() < end:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        """Kill the server (as a crash would); :meth:`start` brings up an empty one."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def freeze(self) -> None:
+        """Stop the server answering while its sockets stay open."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen server answer again."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)

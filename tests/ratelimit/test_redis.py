@@ -3,76 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import signal
-import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from rtkit import ConfigurationError, ManualClock, SystemClock
 from rtkit.ratelimit import Limit, RateLimiter
+from rtkit_testing import PrivateRedis
 
 pytestmark = pytest.mark.redis
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-class PrivateRedis:
-    """A redis-server of our own, on a free port, that a test may stop and restart."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
 
 
 def _hash_tag(key: str) -> str:
     """What Redis Cluster hashes: the text between the first '{' and the next '}'."""
     start = key.index("{")
     return key[start + 1 : key.index("}", start + 1)]
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = PrivateRedis()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -198,14 +145,13 @@ async def test_a_hung_redis_times_out_into_the_policy(private_redis: PrivateRedi
         private_redis.url, clock=clock, failure_policy="closed", timeout=1.0
     ) as limiter:
         assert (await limiter.hit("k", "5/minute")).allowed
-        assert private_redis.process is not None
-        private_redis.process.send_signal(signal.SIGSTOP)  # Redis hangs, sockets stay open
+        private_redis.freeze()  # Redis hangs, sockets stay open
         try:
             started = time.monotonic()
             assert not (await limiter.hit("k", "5/minute")).allowed  # after the timeout
             assert time.monotonic() - started < 10
         finally:
-            private_redis.process.send_signal(signal.SIGCONT)
+            private_redis.thaw()
         clock.advance(1.0)
         assert (await limiter.hit("k", "5/minute")).allowed  # reconnected
         # The timed-out hit reached Redis and ran once it woke up: a decision that

@@ -9,19 +9,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import tempfile
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 
 from rtkit.realtime import issue_token
+from rtkit_testing import free_port
 
 SECRET = "interop-secret-" + "k" * 40
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,33 +27,9 @@ NODE_DIR = ROOT / "tests" / "node"
 CLIENT_JS = NODE_DIR / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
 
 
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def unique(stem: str) -> str:
-    """A name no other test uses (rooms, users, key prefixes)."""
-    return f"{stem}-{uuid.uuid4().hex[:10]}"
-
-
-def require(problem: str | None) -> None:
-    """Skip loudly when a tool is missing (fail under ``CI=true``)."""
-    if problem is None:
-        return
-    if IN_CI:
-        pytest.fail(f"required under CI=true: {problem}")
-    pytest.skip(f"!!! {problem}: test skipped !!!")
-
-
 def token_for(user_id: str, name: str | None = None, ttl: float = 600) -> str:
     """A token for ``user_id`` signed with the secret the child servers use."""
     return issue_token(SECRET, user_id, name=name, ttl=ttl)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

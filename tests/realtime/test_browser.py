@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Dialog, Locator, Page, async_playwright, expect
-from rtkit_process import CLIENT_JS, free_port, require, rtkit_serve, token_for, unique
+from rtkit_process import CLIENT_JS, rtkit_serve, token_for
 
 from rtkit.realtime import issue_token
+from rtkit_testing import free_port, require
+from rtkit_testing import unique_name as unique
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

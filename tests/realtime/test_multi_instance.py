@@ -16,9 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from rtkit_process import ServerProcess, rtkit_serve, token_for, unique
+from rtkit_process import ServerProcess, rtkit_serve, token_for
 
 from rtkit.realtime import ChatClient
+from rtkit_testing import unique_name as unique
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

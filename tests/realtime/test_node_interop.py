@@ -15,15 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rtkit_process import NODE_DIR, ROOT, SECRET, require, rtkit_serve, token_for, unique
+from rtkit_process import NODE_DIR, ROOT, SECRET, rtkit_serve, token_for
 
 from rtkit.realtime import issue_token
+from rtkit_testing import require
+from rtkit_testing import unique_name as unique
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
 
 # The seed chapter sits in shared/ beside the repository (CI lays it there too).
 SEED_CHAPTER = Path(
     os.environ.get("RTKIT_SEED_CHAPTER", ROOT.parent / "shared" / "seed" / "realtime-chapter.md")
+)
+SEED_MISSING = (
+    None
+    if SEED_CHAPTER.is_file()
+    else f"the seed chapter is not at {SEED_CHAPTER} (set RTKIT_SEED_CHAPTER)"
 )
 
 
@@ -142,12 +149,9 @@ async def test_the_official_node_client_speaks_the_seed_protocol() -> None:
     assert seen["aliceSawBobLeave"]["userId"] == bob
 
 
-@pytest.mark.skipif(
-    not SEED_CHAPTER.is_file(),
-    reason=f"!!! the seed chapter is not at {SEED_CHAPTER} (set RTKIT_SEED_CHAPTER) !!!",
-)
 async def test_the_seeds_own_browser_client_works_unchanged() -> None:
     """The seed's ChatClient class, read from the seed chapter, against rtkit."""
+    require(SEED_MISSING)
     room = unique("room-123")
     alice, bob = unique("alice"), unique("bob")
     async with rtkit_serve() as server:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 
 import httpx
@@ -13,6 +12,7 @@ from realtime_support import SECRET
 
 from rtkit.cli import main
 from rtkit.realtime import Identity, JWTVerifier
+from rtkit_testing import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -38,15 +38,8 @@ def test_a_secret_is_required(
     assert "at least 32 bytes" in caplog.text
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_serve_demo_runs_the_chat_with_a_loud_warning() -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RTKIT_SECRET"}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
