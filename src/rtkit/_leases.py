@@ -22,20 +22,28 @@ import math
 import re
 import time
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+from ._backends import BackendKind, backend_kind, check_prefix, load_lua
+from ._clock import Clock
 from ._ids import new_id
+from ._lifecycle import AsyncResource
 from ._pages import Page
 from ._validation import check_id
 from .errors import ConfigurationError, ValidationError
 
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
 __all__ = [
     "DEFAULT_TTL",
-    "LUA_NOW",
+    "LEASE_LUA",
     "MAX_PAGE",
     "Janitor",
+    "LeasedStore",
     "check_cursor",
     "check_instance_id",
     "check_limit",
@@ -54,26 +62,10 @@ DEFAULT_TTL = 30.0
 #: The largest ``limit`` a listing accepts.
 MAX_PAGE = 1000
 
-_INSTANCE_RE = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+#: The Lua prelude of the presence and rooms scripts (``resources/lease.lua``).
+LEASE_LUA = load_lua("rtkit", "lease.lua")
 
-#: Lua prelude of the presence and rooms scripts: ``ARGV[3]`` is the time given by
-#: an injected clock, or empty to read the Redis server's clock (``TIME``), which
-#: every instance shares, so clock skew between instances cannot matter.
-LUA_NOW = """
-local now = ARGV[3]
-if now == '' then
-  local t = redis.call('TIME')
-  now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
-end
-local nownum = tonumber(now)
-local function renew_lease(leases, iid, ttl)
-  local expires = nownum + tonumber(ttl)
-  return redis.call('ZADD', leases, string.format('%.17g', expires), iid)
-end
-local function next_expired(leases)
-  return redis.call('ZRANGE', leases, '-inf', now, 'BYSCORE', 'LIMIT', 0, 1)[1]
-end
-"""
+_INSTANCE_RE = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
 
 def lease_lost(log: logging.Logger, component: str, instance_id: str, ttl: float) -> None:
@@ -225,3 +217,102 @@ def page_of_sorted(items: list[str], cursor: str | None, limit: int) -> Page[str
 def system_now(now: float | None) -> float:
     """``now``, or the system clock's time when it is None (for the memory backends)."""
     return time.time() if now is None else now
+
+
+R = TypeVar("R")
+
+
+class LeaseBackend(Protocol[R]):
+    """What :class:`LeasedStore` needs of its backend."""
+
+    async def purge(
+        self, instance_id: str | None, now: float | None, ttl: float, force: str | None
+    ) -> tuple[list[R], bool]:
+        """Renew ``instance_id``'s lease and remove expired instances (or ``force``'s entries).
+
+        Also says whether ``instance_id``'s lease was missing before the renewal.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release the backend's connections."""
+        ...
+
+
+class LeasedStore(AsyncResource, ABC, Generic[R]):
+    """Base of the stores whose entries belong to server instances holding leases.
+
+    Subclasses set ``_backend`` after :meth:`_configure`; ``R`` is what their
+    backend reports for each entry a purge removes.
+    """
+
+    _component: ClassVar[str]
+    _backend: LeaseBackend[R]
+
+    def _configure(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        instance_id: str | None,
+        ttl: float,
+        redis: aioredis.Redis | None,
+        clock: Clock | None,
+    ) -> BackendKind:
+        """Check the arguments every leased store takes; return the backend kind."""
+        kind = backend_kind(url, component=type(self).__name__)
+        check_prefix(prefix)
+        if kind == "memory" and redis is not None:
+            raise ConfigurationError("a Redis client was given with a memory:// URL")
+        self.instance_id: str = check_instance_id(instance_id)
+        self.ttl: float = check_ttl(ttl)
+        self._clock = clock
+        self._janitor = Janitor(
+            self.purge_expired, self.ttl / 3, f"{self._component}-{self.instance_id}"
+        )
+        self.closed = False
+        self._leased = False  # whether this instance has taken its lease
+        return kind
+
+    def _now(self) -> float | None:
+        return None if self._clock is None else self._clock.time()
+
+    async def start(self) -> None:
+        """Begin heartbeating this instance's lease and purging expired instances."""
+        await self.purge_expired()
+        self._janitor.start()
+
+    async def close(self) -> None:
+        """Stop heartbeating, remove this instance's entries now, release the backend.
+
+        The store must not be used afterwards; closing twice is a no-op.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        await self._janitor.stop()
+        try:
+            removed, _ = await self._backend.purge(None, self._now(), self.ttl, self.instance_id)
+            await self._released(removed)
+        finally:
+            await self._backend.close()
+
+    async def _released(self, removed: list[R]) -> None:
+        """Hook: this instance's own entries were removed by :meth:`close`."""
+
+    async def _purge_pass(self) -> list[R]:
+        """Renew this instance's lease and remove expired instances' entries."""
+        found, missing = await self._backend.purge(self.instance_id, self._now(), self.ttl, None)
+        if missing and self._leased:
+            lease_lost(
+                logging.getLogger(f"rtkit.{self._component}"),
+                self._component,
+                self.instance_id,
+                self.ttl,
+            )
+        self._leased = True
+        return found
+
+    @abstractmethod
+    async def purge_expired(self) -> list[Any]:
+        """Run one purge pass now (the janitor calls this every ``ttl / 3`` seconds)."""

@@ -10,21 +10,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from .._backends import DEFAULT_PREFIX, backend_kind, check_prefix
+from .._backends import DEFAULT_PREFIX
 from .._clock import Clock
 from .._leases import (
     DEFAULT_TTL,
-    Janitor,
+    LeasedStore,
     check_cursor,
-    check_instance_id,
     check_limit,
     check_name,
-    check_ttl,
-    lease_lost,
 )
-from .._lifecycle import AsyncResource
 from .._pages import Page
-from ..errors import ConfigurationError, PayloadTooLarge, ValidationError
+from ..errors import PayloadTooLarge, ValidationError
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -209,7 +205,7 @@ def _check_meta(meta: Any) -> str | None:
     return text
 
 
-class PresenceStore(AsyncResource):
+class PresenceStore(LeasedStore[Removed]):
     """Who is online: several connections per user, shared by every server instance.
 
     A user comes online with their first connection and goes offline with the
@@ -243,6 +239,8 @@ class PresenceStore(AsyncResource):
         ```
     """
 
+    _component = "presence"
+
     def __init__(
         self,
         url: str = "memory://",
@@ -254,16 +252,12 @@ class PresenceStore(AsyncResource):
         bus: EventPublisher | None = None,
         clock: Clock | None = None,
     ) -> None:
-        kind = backend_kind(url, component="PresenceStore")
-        check_prefix(prefix)
-        self.instance_id: str = check_instance_id(instance_id)
-        self.ttl: float = check_ttl(ttl)
+        kind = self._configure(
+            url, prefix=prefix, instance_id=instance_id, ttl=ttl, redis=redis, clock=clock
+        )
         self._bus = bus
-        self._clock = clock
         self._backend: PresenceBackend
         if kind == "memory":
-            if redis is not None:
-                raise ConfigurationError("a Redis client was given with a memory:// URL")
             from .memory import MemoryPresenceBackend
 
             self._backend = MemoryPresenceBackend(url, prefix)
@@ -271,9 +265,6 @@ class PresenceStore(AsyncResource):
             from .redis import RedisPresenceBackend
 
             self._backend = RedisPresenceBackend(url, prefix, redis)
-        self._janitor = Janitor(self.purge_expired, self.ttl / 3, f"presence-{self.instance_id}")
-        self.closed = False
-        self._leased = False  # whether this instance has taken its lease
 
     @classmethod
     def from_url(
@@ -298,29 +289,8 @@ class PresenceStore(AsyncResource):
             clock=clock,
         )
 
-    def _now(self) -> float | None:
-        return None if self._clock is None else self._clock.time()
-
-    async def start(self) -> None:
-        """Begin heartbeating this instance's lease and purging expired instances."""
-        await self.purge_expired()
-        self._janitor.start()
-
-    async def close(self) -> None:
-        """Stop heartbeating and remove this instance's connections now.
-
-        Offline transitions are published; then the backend connection is
-        released. The store must not be used afterwards; closing twice is a no-op.
-        """
-        if self.closed:
-            return
-        self.closed = True
-        await self._janitor.stop()
-        try:
-            removed, _ = await self._backend.purge(None, self._now(), self.ttl, self.instance_id)
-            await self._announce_offline(settle_departures(removed))
-        finally:
-            await self._backend.close()
+    async def _released(self, removed: list[Removed]) -> None:
+        await self._announce_offline(settle_departures(removed))
 
     async def connect(
         self,
@@ -411,11 +381,7 @@ class PresenceStore(AsyncResource):
         Returns:
             The connections removed, sorted by user and sid.
         """
-        found, missing = await self._backend.purge(self.instance_id, self._now(), self.ttl, None)
-        if missing and self._leased:
-            lease_lost(logger, "presence", self.instance_id, self.ttl)
-        self._leased = True
-        removed = settle_departures(found)
+        removed = settle_departures(await self._purge_pass())
         if removed:
             logger.info(
                 "presence: purged %d connection(s) of expired instance(s) %s",

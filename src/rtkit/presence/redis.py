@@ -8,7 +8,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from .._backends import Keyspace, RedisHandle, load_lua, redis_unavailable
-from .._leases import LUA_NOW
+from .._leases import LEASE_LUA
 from .._pages import Page
 from ..errors import ValidationError
 from .base import OnlineUser, PresenceBackend, PresenceCount, Removed
@@ -62,7 +62,7 @@ class RedisPresenceBackend(PresenceBackend):
         self._keys = Keyspace(prefix, "presence")
         self._leases = self._keys.key("leases")
         self._script = self._handle.client.register_script(
-            LUA_NOW + load_lua("rtkit.presence", "presence.lua")
+            LEASE_LUA + load_lua("rtkit.presence", "presence.lua")
         )
 
     async def _run(self, op: str, now: float | None, *args: Any) -> Any:

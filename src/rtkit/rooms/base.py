@@ -7,21 +7,16 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._backends import DEFAULT_PREFIX, backend_kind, check_prefix
+from .._backends import DEFAULT_PREFIX
 from .._clock import Clock
 from .._leases import (
     DEFAULT_TTL,
-    Janitor,
+    LeasedStore,
     check_cursor,
-    check_instance_id,
     check_limit,
     check_name,
-    check_ttl,
-    lease_lost,
 )
-from .._lifecycle import AsyncResource
 from .._pages import Page
-from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -132,7 +127,7 @@ def settle_room_departures(removed: list[RoomDeparture]) -> list[RoomDeparture]:
     ]
 
 
-class RoomManager(AsyncResource):
+class RoomManager(LeasedStore[RoomDeparture]):
     """Room membership shared by every server instance.
 
     Membership is per connection (sid) and reported per user: a user with two
@@ -163,6 +158,8 @@ class RoomManager(AsyncResource):
         ```
     """
 
+    _component = "rooms"
+
     def __init__(
         self,
         url: str = "memory://",
@@ -173,15 +170,11 @@ class RoomManager(AsyncResource):
         redis: aioredis.Redis | None = None,
         clock: Clock | None = None,
     ) -> None:
-        kind = backend_kind(url, component="RoomManager")
-        check_prefix(prefix)
-        self.instance_id: str = check_instance_id(instance_id)
-        self.ttl: float = check_ttl(ttl)
-        self._clock = clock
+        kind = self._configure(
+            url, prefix=prefix, instance_id=instance_id, ttl=ttl, redis=redis, clock=clock
+        )
         self._backend: RoomsBackend
         if kind == "memory":
-            if redis is not None:
-                raise ConfigurationError("a Redis client was given with a memory:// URL")
             from .memory import MemoryRoomsBackend
 
             self._backend = MemoryRoomsBackend(url, prefix)
@@ -189,9 +182,6 @@ class RoomManager(AsyncResource):
             from .redis import RedisRoomsBackend
 
             self._backend = RedisRoomsBackend(url, prefix, redis)
-        self._janitor = Janitor(self.purge_expired, self.ttl / 3, f"rooms-{self.instance_id}")
-        self.closed = False
-        self._leased = False  # whether this instance has taken its lease
 
     @classmethod
     def from_url(
@@ -206,28 +196,6 @@ class RoomManager(AsyncResource):
     ) -> RoomManager:
         """Make a manager on the backend that ``url`` names (see the class for the arguments)."""
         return cls(url, prefix=prefix, instance_id=instance_id, ttl=ttl, redis=redis, clock=clock)
-
-    def _now(self) -> float | None:
-        return None if self._clock is None else self._clock.time()
-
-    async def start(self) -> None:
-        """Begin heartbeating this instance's lease and purging expired instances."""
-        await self.purge_expired()
-        self._janitor.start()
-
-    async def close(self) -> None:
-        """Stop heartbeating, remove this instance's memberships now, release the backend.
-
-        The manager must not be used afterwards; closing twice is a no-op.
-        """
-        if self.closed:
-            return
-        self.closed = True
-        await self._janitor.stop()
-        try:
-            await self._backend.purge(None, self._now(), self.ttl, self.instance_id)
-        finally:
-            await self._backend.close()
 
     async def join(self, room_id: str, user_id: str, sid: str) -> bool:
         """Put connection ``sid`` of ``user_id`` in ``room_id`` (created if new).
@@ -297,11 +265,7 @@ class RoomManager(AsyncResource):
         Returns:
             The memberships removed, sorted by room, user and sid.
         """
-        found, missing = await self._backend.purge(self.instance_id, self._now(), self.ttl, None)
-        if missing and self._leased:
-            lease_lost(logger, "rooms", self.instance_id, self.ttl)
-        self._leased = True
-        removed = settle_room_departures(found)
+        removed = settle_room_departures(await self._purge_pass())
         if removed:
             logger.info("rooms: purged %d membership(s) of expired instances", len(removed))
         return removed

@@ -7,7 +7,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from .._backends import Keyspace, RedisHandle, load_lua, redis_unavailable
-from .._leases import LUA_NOW
+from .._leases import LEASE_LUA
 from .._pages import Page
 from ..errors import ValidationError
 from .base import RoomDeparture, RoomInfo, RoomsBackend
@@ -37,7 +37,7 @@ class RedisRoomsBackend(RoomsBackend):
         self._keys = Keyspace(prefix, "rooms")
         self._leases = self._keys.key("leases")
         self._script = self._handle.client.register_script(
-            LUA_NOW + load_lua("rtkit.rooms", "rooms.lua")
+            LEASE_LUA + load_lua("rtkit.rooms", "rooms.lua")
         )
 
     async def _run(self, op: str, now: float | None, *args: Any) -> Any:
