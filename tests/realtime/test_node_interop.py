@@ -151,7 +151,8 @@ async def test_the_official_node_client_speaks_the_seed_protocol() -> None:
 
 async def test_the_seeds_own_browser_client_works_unchanged() -> None:
     """The seed's ChatClient class, read from the seed chapter, against rtkit."""
-    require(SEED_MISSING)
+    if SEED_MISSING:  # a document beside the repository, not a backend: skip, even in CI
+        pytest.skip(f"!!! {SEED_MISSING} !!!")
     room = unique("room-123")
     alice, bob = unique("alice"), unique("bob")
     async with rtkit_serve() as server:
