@@ -27,6 +27,7 @@ import pydantic_core
 from .._backends import backend_kind
 from .._clock import Clock, SystemClock
 from .._ids import new_id
+from .._lifecycle import AsyncResource
 from .._validation import check_id
 from ..errors import (
     ConfigurationError,
@@ -391,7 +392,7 @@ class _QueueInfo:
     dead_letter: str | None
 
 
-class RabbitMQService:
+class RabbitMQService(AsyncResource):
     """A connection to a message broker, plus the topology rtkit manages on it.
 
     Make one with :meth:`from_url`: ``memory://`` is an in-process broker with
@@ -473,18 +474,15 @@ class RabbitMQService:
             )
         return cls(connection, max_message_bytes=max_message_bytes, clock=clock)
 
-    async def __aenter__(self) -> RabbitMQService:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     async def connect(self) -> None:
         """Connect to the broker, or raise :class:`~rtkit.BackendUnavailable`."""
         if not self._connected:
             await self.connection.connect()
             self._connected = True
+
+    async def start(self) -> None:
+        """The same as :meth:`connect` (the life cycle every rtkit component shares)."""
+        await self.connect()
 
     async def close(self, timeout: float = 10.0) -> None:
         """Stop every consumer gracefully, then close the connection.
