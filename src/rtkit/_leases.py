@@ -49,6 +49,7 @@ __all__ = [
     "check_limit",
     "check_name",
     "check_ttl",
+    "expired_instances",
     "lease_lost",
     "page_of_sorted",
     "shared_memory_state",
@@ -212,6 +213,25 @@ def page_of_sorted(items: list[str], cursor: str | None, limit: int) -> Page[str
     if len(chunk) > limit:
         return Page(chunk[:limit], chunk[limit - 1])
     return Page(chunk, None)
+
+
+def expired_instances(
+    leases: dict[str, float], instance_id: str | None, at: float, ttl: float, force: str | None
+) -> tuple[list[str], bool]:
+    """The memory backends' lease step: the specification of the Lua prelude's.
+
+    Renews ``instance_id``'s lease (when given) until ``at + ttl`` and returns
+    the instances to purge, sorted (just ``force`` when given), and whether
+    ``instance_id``'s lease was missing before the renewal. The caller removes
+    what each dead instance held, then its lease.
+    """
+    missing = False
+    if instance_id is not None:
+        missing = instance_id not in leases
+        leases[instance_id] = at + ttl
+    if force is not None:
+        return [force], missing
+    return sorted(i for i, expires in leases.items() if expires <= at), missing
 
 
 def system_now(now: float | None) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from .._leases import page_of_sorted, shared_memory_state, system_now
+from .._leases import expired_instances, page_of_sorted, shared_memory_state, system_now
 from .._pages import Page
 from ..errors import ValidationError
 from .base import RoomDeparture, RoomInfo, RoomsBackend
@@ -120,14 +120,7 @@ class MemoryRoomsBackend(RoomsBackend):
     ) -> tuple[list[RoomDeparture], bool]:
         s = self._s
         at = system_now(now)
-        missing = False
-        if instance_id is not None:
-            missing = instance_id not in s.leases
-            s.leases[instance_id] = at + ttl
-        if force is not None:
-            dead = [force]
-        else:
-            dead = sorted(i for i, expires in s.leases.items() if expires <= at)
+        dead, missing = expired_instances(s.leases, instance_id, at, ttl, force)
         removed: list[RoomDeparture] = []
         for iid in dead:
             for sid, conn in s.sids.pop(iid, {}).items():
