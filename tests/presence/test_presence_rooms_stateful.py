@@ -201,6 +201,8 @@ class PresenceAndRooms(RuleBasedStateMachine):
                 break
             cursor = room_page.next_cursor
         seen["rooms"] = room_pages
+        seen["room_count"] = await rooms.count()
+        assert seen["room_count"] == sum(len(p.items) for p in room_pages)
         for room in ROOMS:
             seen[f"members:{room}"] = await rooms.members(room, limit=3)
             seen[f"member:{room}"] = [await rooms.is_member(room, u) for u in USERS]

@@ -86,8 +86,10 @@ async def test_empty_rooms_disappear(make_rooms: MakeRooms, clock: ManualClock) 
         RoomInfo("games", 2, T0 + 2),
         RoomInfo("lobby", 1, T0),
     ]
+    assert await rooms.count() == 2
     await rooms.leave("lobby", "a1")
     assert [r.room_id for r in (await rooms.rooms()).items] == ["games"]
+    assert await rooms.count() == 1
     assert (await rooms.members("lobby")).items == []
     clock.advance(1)
     await rooms.join("lobby", "bob", "b1")  # a new room: a new creation time
@@ -104,6 +106,7 @@ async def test_leave_all_on_disconnect(make_rooms: MakeRooms) -> None:
     assert await rooms.leave_all("a1") == []
     assert await rooms.leave_all("a2") == ["b"]
     assert (await rooms.rooms()).items == []
+    assert await rooms.count() == 0
 
 
 async def test_members_and_rooms_are_paged(make_rooms: MakeRooms) -> None:

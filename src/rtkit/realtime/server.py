@@ -69,7 +69,6 @@ log = logging.getLogger("rtkit.realtime")
 
 _ACK_WANTED: contextvars.ContextVar[bool] = contextvars.ContextVar("rtkit_ack", default=False)
 _MAX_LIST = 1000  # also the largest page the presence and room stores serve
-_MAX_COUNT_PAGES = 1000
 _DEMO_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
 
 
@@ -571,7 +570,7 @@ class RealtimeServer(AsyncResource):
         try:
             cursor, limit = self._paging(request)
             page = await self.chat.room_list(cursor, limit)
-            count = await self._room_count()
+            count = await self.rooms.count()
         except RtkitError as exc:
             return _error_response(exc)
         return JSONResponse(
@@ -581,17 +580,6 @@ class RealtimeServer(AsyncResource):
                 "nextCursor": page.next_cursor,
             }
         )
-
-    async def _room_count(self) -> int:
-        count = 0
-        cursor: str | None = None
-        for _ in range(_MAX_COUNT_PAGES):
-            page = await self.rooms.rooms(cursor=cursor, limit=_MAX_LIST)
-            count += len(page.items)
-            cursor = page.next_cursor
-            if cursor is None:
-                break
-        return count
 
     async def _demo_login(self, request: Request) -> Response:
         if not self.demo or self._secret is None:

@@ -95,6 +95,10 @@ class RoomsBackend(ABC):
         """A page of rooms sorted by id."""
 
     @abstractmethod
+    async def count(self) -> int:
+        """How many rooms have members (O(1))."""
+
+    @abstractmethod
     async def rooms_of(self, user_id: str) -> list[str]:
         """The rooms a user is in, sorted."""
 
@@ -246,6 +250,10 @@ class RoomManager(LeasedStore[RoomDeparture]):
     async def rooms(self, cursor: str | None = None, limit: int = 100) -> Page[RoomInfo]:
         """One page of the rooms that have members, sorted by room id."""
         return await self._backend.rooms(check_cursor(cursor), check_limit(limit))
+
+    async def count(self) -> int:
+        """How many rooms have members, on every instance (O(1))."""
+        return await self._backend.count()
 
     async def rooms_of(self, user_id: str) -> list[str]:
         """The rooms ``user_id`` is in through any connection, sorted."""

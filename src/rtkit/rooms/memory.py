@@ -131,6 +131,9 @@ class MemoryRoomsBackend(RoomsBackend):
             s.leases.pop(iid, None)
         return removed, missing
 
+    async def count(self) -> int:
+        return len(self._s.order)
+
     async def members(self, room_id: str, cursor: str | None, limit: int) -> Page[str]:
         room = self._s.rooms.get(room_id)
         return page_of_sorted([] if room is None else room.order, cursor, limit)

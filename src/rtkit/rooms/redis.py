@@ -82,6 +82,10 @@ class RedisRoomsBackend(RoomsBackend):
                 return removed, missing
             own = ""  # renewed once per pass
 
+    async def count(self) -> int:
+        with redis_unavailable("counting rooms"):
+            return int(await self._handle.client.zcard(self._keys.key("rooms")))
+
     async def members(self, room_id: str, cursor: str | None, limit: int) -> Page[str]:
         with redis_unavailable("reading rooms"):
             found = await self._handle.client.zrange(
