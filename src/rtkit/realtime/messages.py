@@ -261,7 +261,7 @@ def message_store_from_url(
     """A [`MessageStore`][rtkit.realtime.MessageStore] for ``url`` (``memory://`` or Redis)."""
     if backend_kind(url, component="MessageStore") == "memory":
         return MemoryMessageStore(max_per_room=max_per_room)
-    handle = RedisHandle(url, client=redis) if redis is not None else RedisHandle(url)
+    handle = RedisHandle(url, client=redis)
     return RedisMessageStore(handle, prefix=prefix, max_per_room=max_per_room)
 
 
@@ -275,5 +275,5 @@ def notification_store_from_url(
     """A [`NotificationStore`][rtkit.realtime.NotificationStore] for ``url``."""
     if backend_kind(url, component="NotificationStore") == "memory":
         return MemoryNotificationStore(max_per_user=max_per_user)
-    handle = RedisHandle(url, client=redis) if redis is not None else RedisHandle(url)
+    handle = RedisHandle(url, client=redis)
     return RedisNotificationStore(handle, prefix=prefix, max_per_user=max_per_user)

@@ -201,7 +201,7 @@ def upload_registry_from_url(
     """An [`UploadRegistry`][rtkit.realtime.UploadRegistry] for ``url``."""
     if backend_kind(url, component="UploadRegistry") == "memory":
         return MemoryUploadRegistry()
-    handle = RedisHandle(url, client=redis) if redis is not None else RedisHandle(url)
+    handle = RedisHandle(url, client=redis)
     return RedisUploadRegistry(handle, prefix=prefix)
 
 
