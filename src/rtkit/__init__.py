@@ -1,54 +1,39 @@
 """rtkit: realtime, event-bus and messaging components for asyncio.
 
 Each component runs on an in-memory backend (tests, small apps) and on Redis or
-RabbitMQ (several processes); one URL picks the backend.
+RabbitMQ (several processes); one URL picks the backend::
+
+    bus = EventBus()                                    # private, in memory
+    bus = EventBus.from_url("redis://localhost:6379/0") # shared through Redis
+
+Every component has the same shape: ``Component(backend=None, **options)``,
+``Component.from_url(url, *, prefix=None, redis=None, clock=None, **options)``,
+``start()`` / ``close()`` / ``async with``. Errors live in `rtkit.errors`, what a
+backend author needs in `rtkit.backends`.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._backends import DEFAULT_PREFIX
-from ._backends import make_redis_client as redis_client
-from ._clock import Clock, ManualClock, SystemClock
-from ._ids import new_id
-from ._pages import Page
-from .errors import (
-    AuthError,
-    BackendUnavailable,
-    ConfigurationError,
-    NotFound,
-    PayloadTooLarge,
-    RateLimited,
-    RtkitError,
-    ServiceNotFound,
-    ValidationError,
-)
-from .eventbus import DeliveryFailure, Event, EventBus, EventBusStats, Subscription
-from .messaging import (
-    ConsumerHandle,
-    DedupStore,
-    Envelope,
-    MemoryBroker,
-    MemoryDedupStore,
-    MessageConsumer,
-    MessageProducer,
-    RabbitMQService,
-    ReceivedMessage,
-    RedisDedupStore,
-    RetryPolicy,
-)
-from .presence import Departure, OnlineUser, PresenceCount, PresenceStore
+from ._core.clock import Clock, ManualClock, SystemClock
+from ._core.pages import Page
+from ._core.redis import make_redis_client as redis_client
+from .errors import RtkitError
+from .eventbus import Event, EventBus
+from .messaging import DedupStore, MessageConsumer, MessageProducer, RabbitMQService, RetryPolicy
+from .presence import PresenceStore
 from .ratelimit import Decision, Limit, RateLimiter
-from .registry import ServiceChange, ServiceInstance, ServiceRegistry
-from .rooms import RoomDeparture, RoomInfo, RoomManager
+from .registry import ServiceInstance, ServiceRegistry
+from .rooms import RoomManager
 
-if TYPE_CHECKING:  # the server extra (Starlette, httpx): imported lazily, see __getattr__
+if TYPE_CHECKING:  # the server extra (Starlette, httpx, python-socketio): imported lazily
     from .gateway import ApiGateway, ResponseCache
     from .microservice import MicroService
     from .realtime import ChatClient, RealtimeServer
 
-_LAZY = {
+_SERVER_EXTRA = {
     "ApiGateway": "gateway",
     "ResponseCache": "gateway",
     "MicroService": "microservice",
@@ -59,65 +44,45 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     """Import the names that need the ``server`` extra on first use."""
-    if name in _LAZY:
-        import importlib
+    package = _SERVER_EXTRA.get(name)
+    if package is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        module = importlib.import_module(f".{package}", __name__)
+    except ImportError as exc:
+        raise ImportError(
+            f"rtkit.{name} needs the server extra ({exc}): pip install 'rtkit[server]'"
+        ) from exc
+    return getattr(module, name)
 
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
-    "DEFAULT_PREFIX",
     "ApiGateway",
-    "AuthError",
-    "BackendUnavailable",
     "ChatClient",
     "Clock",
-    "ConfigurationError",
-    "ConsumerHandle",
     "Decision",
     "DedupStore",
-    "DeliveryFailure",
-    "Departure",
-    "Envelope",
     "Event",
     "EventBus",
-    "EventBusStats",
     "Limit",
     "ManualClock",
-    "MemoryBroker",
-    "MemoryDedupStore",
     "MessageConsumer",
     "MessageProducer",
     "MicroService",
-    "NotFound",
-    "OnlineUser",
     "Page",
-    "PayloadTooLarge",
-    "PresenceCount",
     "PresenceStore",
     "RabbitMQService",
-    "RateLimited",
     "RateLimiter",
     "RealtimeServer",
-    "ReceivedMessage",
-    "RedisDedupStore",
     "ResponseCache",
     "RetryPolicy",
-    "RoomDeparture",
-    "RoomInfo",
     "RoomManager",
     "RtkitError",
-    "ServiceChange",
     "ServiceInstance",
-    "ServiceNotFound",
     "ServiceRegistry",
-    "Subscription",
     "SystemClock",
-    "ValidationError",
     "__version__",
-    "new_id",
     "redis_client",
 ]

@@ -1,4 +1,6 @@
-"""Backend selection by URL, Redis connections, key prefixes and Lua scripts.
+"""TRANSITION SHIM (the old layout): deleted once every component has moved to rtkit._core.
+
+Backend selection by URL, Redis connections, key prefixes and Lua scripts.
 
 One URL picks a component's backend::
 

@@ -1,4 +1,6 @@
-"""Instance leases: how presence and rooms notice that a server instance died.
+"""TRANSITION SHIM (the old layout): deleted once every component has moved to rtkit._core.
+
+Instance leases: how presence and rooms notice that a server instance died.
 
 Every server instance holds a lease, renewed by a heartbeat every ``ttl / 3``
 seconds. A lease that is not renewed for ``ttl`` seconds has expired, and the

@@ -1,4 +1,6 @@
-"""The start/close life cycle every component shares."""
+"""TRANSITION SHIM (the old layout): deleted once every component has moved to rtkit._core.
+
+The start/close life cycle every component shares."""
 
 from __future__ import annotations
 

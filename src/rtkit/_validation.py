@@ -1,4 +1,6 @@
-"""Small input checks shared by the components."""
+"""TRANSITION SHIM (the old layout): deleted once every component has moved to rtkit._core.
+
+Small input checks shared by the components."""
 
 from __future__ import annotations
 

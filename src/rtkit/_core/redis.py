@@ -1,0 +1,136 @@
+"""Redis for every backend: one client (owned or borrowed), key names, Lua, errors."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
+
+from ..errors import BackendUnavailable, ConfigurationError
+from .lifecycle import DEFAULT_TIMEOUT
+from .urls import BackendTarget, resolve_target
+
+__all__ = [
+    "Keyspace",
+    "RedisHandle",
+    "load_lua",
+    "make_redis_client",
+    "redis_unavailable",
+]
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    """Names Redis keys and channels under a prefix.
+
+    Every key starts with the prefix. Keys that one Lua script touches together
+    share a Redis Cluster hash tag, ``{<component>}``, so every script stays on
+    one slot: ``rtkit:{presence}:user:42``.
+    """
+
+    prefix: str
+    component: str
+
+    @property
+    def base(self) -> str:
+        """The common start of all of this component's keys."""
+        return self.prefix + "{" + self.component + "}"
+
+    def key(self, *parts: str) -> str:
+        """The key ``<prefix>{<component>}:part1:part2...``."""
+        return ":".join((self.base, *parts))
+
+    def channel(self, *parts: str) -> str:
+        """A pub/sub channel name (channels need no hash tag)."""
+        return self.prefix + ":".join((self.component, *parts))
+
+
+def load_lua(package: str, name: str) -> str:
+    """Read the Lua script ``resources/<name>`` shipped inside ``package``."""
+    return (importlib.resources.files(package) / "resources" / name).read_text("utf-8")
+
+
+@contextlib.contextmanager
+def redis_unavailable(doing: str) -> Iterator[None]:
+    """Turn Redis connection failures and time-outs into ``BackendUnavailable``."""
+    try:
+        yield
+    except (
+        redis_errors.ConnectionError,
+        redis_errors.TimeoutError,
+        ConnectionError,
+        TimeoutError,
+    ) as exc:
+        raise BackendUnavailable(f"Redis is unavailable while {doing}: {exc}") from exc
+
+
+def make_redis_client(
+    url: str, *, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any
+) -> aioredis.Redis:
+    """A ``redis.asyncio.Redis`` for rtkit: decoded responses, bounded time-outs.
+
+    Pass it as ``redis=`` to several components to share one connection pool;
+    rtkit never closes a client it was given.
+    """
+    resolve_target("Redis", url, kinds=("redis",))
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=kwargs.pop("socket_timeout", timeout),
+        socket_connect_timeout=kwargs.pop("socket_connect_timeout", timeout),
+        health_check_interval=kwargs.pop("health_check_interval", 30),
+        **kwargs,
+    )
+    return client
+
+
+def _decodes(client: Any) -> bool:
+    pool = getattr(client, "connection_pool", None)
+    kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", {})
+    return bool(kwargs.get("decode_responses", False))
+
+
+class RedisHandle:
+    """A Redis client that a backend either owns or borrows.
+
+    Borrowed (``client`` given): shared with others and never closed here.
+    Owned (made from ``url``): closed by :meth:`close`. rtkit needs clients made
+    with ``decode_responses=True``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: aioredis.Redis | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        if client is None:
+            if url is None:
+                raise ConfigurationError("give either a Redis URL or a Redis client")
+            client = make_redis_client(url, timeout=timeout)
+            self.owned = True
+        else:
+            if not _decodes(client):
+                raise ConfigurationError(
+                    "rtkit needs a Redis client made with decode_responses=True "
+                    "(rtkit.redis_client(url) makes one)"
+                )
+            self.owned = False
+        self.client: aioredis.Redis = client
+        self.timeout = timeout
+
+    @classmethod
+    def open(cls, target: BackendTarget, *, timeout: float = DEFAULT_TIMEOUT) -> RedisHandle:
+        """The client for a backend target: the borrowed one, or a new one from its URL."""
+        return cls(target.url, client=target.redis, timeout=timeout)
+
+    async def close(self) -> None:
+        """Close the client if this handle owns it (a borrowed client stays open)."""
+        if self.owned:
+            await self.client.aclose()

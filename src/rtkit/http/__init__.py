@@ -1,0 +1,23 @@
+"""HTTP for every rtkit server: one error-to-status table, JSON errors, a body limit.
+
+The realtime REST routes, [`MicroService`][rtkit.MicroService] and
+[`ApiGateway`][rtkit.ApiGateway] all answer errors the same way:
+``{"error": {"code": ..., "message": ...}}`` with the status from
+[`status_for`][rtkit.http.status_for]. Needs the ``server`` extra for the
+Starlette parts.
+"""
+
+from __future__ import annotations
+
+from ._middleware import BodyLimitMiddleware
+from ._responses import error_response, exception_handlers, json_error
+from ._status import STATUS, status_for
+
+__all__ = [
+    "STATUS",
+    "BodyLimitMiddleware",
+    "error_response",
+    "exception_handlers",
+    "json_error",
+    "status_for",
+]
