@@ -128,8 +128,14 @@ class _Backend:
         return cls(target, size + shared)
 
 
+class _RedisBackend(_Backend):
+    @classmethod
+    def open(cls, target: BackendTarget, *, timeout: float = 5.0) -> _Backend:  # type: ignore[override]
+        return cls(target, int(timeout))
+
+
 class _Thing(Component):
-    _backends = {"memory": f"{__name__}:_Backend"}
+    _backends = {"memory": f"{__name__}:_Backend", "redis": f"{__name__}:_RedisBackend"}
 
     def __init__(
         self,
@@ -165,12 +171,19 @@ def test_from_url_splits_options_between_backend_and_constructor() -> None:
     with pytest.raises(ConfigurationError, match="unknown option"):
         _Thing.from_url("memory://", colour="red")
     with pytest.raises(ConfigurationError, match=r"_Thing.*memory://"):
-        _Thing.from_url("redis://localhost")
+        _Thing.from_url("amqp://localhost")
+
+
+def test_an_option_of_another_backend_is_ignored() -> None:
+    thing = _Thing.from_url("memory://", timeout=2.0)  # one call for every URL
+    assert thing.backend.size == 1
+    assert _Thing.from_url("redis://localhost", timeout=2.0).backend.size == 2
 
 
 def test_split_options_names_what_it_takes() -> None:
-    with pytest.raises(ConfigurationError, match="a, b"):
-        split_options("C", {"z": 1}, frozenset({"a"}), frozenset({"b"}))
+    with pytest.raises(ConfigurationError, match="a, b, c"):
+        split_options("C", {"z": 1}, frozenset({"a"}), frozenset({"b"}), frozenset({"c"}))
+    assert split_options("C", {"c": 1}, frozenset(), frozenset(), frozenset({"c"})) == ({}, {})
 
 
 async def test_life_cycle_is_idempotent_lazy_and_closed_after_close() -> None:

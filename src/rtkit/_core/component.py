@@ -4,7 +4,9 @@
 memory backend. ``Component.from_url(url, *, prefix=None, redis=None, clock=None,
 **options)`` resolves ``url`` through the one scheme registry, opens the backend
 and builds the component; ``options`` go to whichever of the two names them (to
-both when both do), so ``from_url`` never repeats the constructor's arguments.
+both when both do), so ``from_url`` never repeats the constructor's arguments. An
+option only another backend of the component takes is ignored, so one call works
+for every URL; an option no backend and no constructor takes is an error.
 """
 
 from __future__ import annotations
@@ -25,17 +27,23 @@ def split_options(
     options: Mapping[str, Any],
     backend: frozenset[str],
     own: frozenset[str],
+    others: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split ``from_url`` options between the backend's ``open`` and the constructor.
 
+    ``backend`` and ``own`` name what each takes (an option both name goes to
+    both); ``others`` are the options of the component's other backends, which
+    this backend ignores.
+
     Raises:
-        rtkit.errors.ConfigurationError: An option neither of them takes.
+        rtkit.errors.ConfigurationError: An option nobody takes.
     """
-    unknown = sorted(set(options) - backend - own)
+    known = backend | own | others
+    unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigurationError(
             f"{component}.from_url got unknown option(s) {', '.join(unknown)} "
-            f"(it takes {', '.join(sorted(backend | own)) or 'none'})"
+            f"(it takes {', '.join(sorted(known)) or 'none'})"
         )
     return (
         {k: v for k, v in options.items() if k in backend},
@@ -96,6 +104,9 @@ class Component(AsyncResource):
     def _from_target(cls, target: BackendTarget, options: Mapping[str, Any]) -> Self:
         """Open the backend and build the component (override to open several parts)."""
         opener = backend_opener(cls._backends, target.kind)
-        own_keywords = keywords(cls.__init__) - {"clock"}
-        mine, own = split_options(cls.__name__, options, keywords(opener), own_keywords)
+        others = frozenset().union(
+            *(keywords(backend_opener(cls._backends, kind)) for kind in cls._backends)
+        )
+        own_names = keywords(cls.__init__) - {"clock"}
+        mine, own = split_options(cls.__name__, options, keywords(opener), own_names, others)
         return cls(opener(target, **mine), clock=target.clock, **own)
