@@ -19,7 +19,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from rtkit import Event, EventBus, Subscription
+from rtkit import Event, EventBus
+from rtkit.eventbus import Subscription
 
 from ._helpers import settle
 
