@@ -4,12 +4,14 @@
     order created     -> stock, confirmation, payment     -> payment.processed
     payment processed -> order "paid" (+ loyalty points) or "payment_failed"
 
-Run it in one process, on the memory backend::
+The shop (users, orders, stock) and the services (payments, e-mail) each
+have a bus of their own. Run them in one process, on two buses sharing the
+channel ``memory://domain-events``::
 
     python examples/domain_events.py
 
-or across two processes on Redis: this process is the shop (users, orders,
-stock), a second process it starts runs the payment and e-mail services::
+or across two processes on Redis: this process is the shop, a second process
+it starts runs the services::
 
     python examples/domain_events.py --redis redis://127.0.0.1:6379/0
 
@@ -192,9 +194,13 @@ async def run_shop(bus: EventBus) -> int:
 
 
 async def in_memory() -> int:
-    async with EventBus() as bus:
-        Services(bus)
-        return await run_shop(bus)
+    # Two buses on one memory:// name share a channel, as the two processes share Redis.
+    async with (
+        EventBus.from_url("memory://domain-events") as shop_bus,
+        EventBus.from_url("memory://domain-events") as services_bus,
+    ):
+        Services(services_bus)
+        return await run_shop(shop_bus)
 
 
 async def shop_on_redis(url: str, prefix: str) -> int:

@@ -16,17 +16,9 @@ from typing import Any
 import pydantic
 import pytest
 
-from rtkit import (
-    ConfigurationError,
-    DeliveryFailure,
-    Event,
-    EventBus,
-    EventBusStats,
-    ManualClock,
-    PayloadTooLarge,
-    Subscription,
-    ValidationError,
-)
+from rtkit import Event, EventBus, ManualClock
+from rtkit.errors import Closed, ConfigurationError, PayloadTooLarge, ValidationError
+from rtkit.eventbus import DeliveryFailure, EventBusStats, Subscription
 
 from ._helpers import Recorder, settle, wait_until
 
@@ -352,18 +344,64 @@ async def test_lifecycle(backend: Any) -> None:
     bus = EventBus.from_url(backend.url, prefix=backend.prefix)
     received = Recorder()
     bus.subscribe("early", received)  # subscribing before start is fine
-    with pytest.raises(RuntimeError, match="not running"):
-        await bus.publish("early")
     await bus.start()
     await bus.start()  # idempotent
     await bus.publish("early", 1)
     await received.wait(1)
     await bus.close()
     await bus.close()  # idempotent
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(Closed, match="closed"):
         await bus.publish("early", 2)
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(Closed, match="closed"):
         await bus.start()
+
+
+async def test_publishing_starts_a_new_bus(backend: Any) -> None:
+    bus = EventBus.from_url(backend.url, prefix=backend.prefix)
+    received = Recorder()
+    bus.subscribe("early", received)
+    try:
+        assert "new" in repr(bus)
+        await bus.publish("early", 1)  # no start() needed: the first publish starts the bus
+        assert "started" in repr(bus)
+        await received.wait(1)
+        assert received.data == [1]
+    finally:
+        await bus.close()
+    assert "closed" in repr(bus)
+
+
+async def test_every_operation_after_close_raises_closed(backend: Any) -> None:
+    bus = EventBus.from_url(backend.url, prefix=backend.prefix)
+    received = Recorder()
+    subscription = bus.subscribe("news", received)
+    await bus.publish("news", 1)
+    await received.wait(1)
+    await bus.close()
+    with pytest.raises(Closed):
+        await bus.publish("news", 2)
+    with pytest.raises(Closed):
+        bus.subscribe("news", Recorder())
+    with pytest.raises(Closed):
+        bus.subscribe_once("news", Recorder())
+    with pytest.raises(Closed):
+        bus.unsubscribe("news", received)
+    with pytest.raises(Closed):
+        await bus.start()
+    stats = bus.stats()  # the counters stay readable
+    assert (stats.published, stats.received, stats.delivered) == (1, 1, 1)
+    assert stats.listeners == {"news": 1}  # what was subscribed stays listed
+    subscription()  # a subscription handle is harmless after close
+    assert not subscription.active
+    assert bus.closed
+
+
+async def test_a_bus_that_never_started_closes(backend: Any) -> None:
+    bus = EventBus.from_url(backend.url, prefix=backend.prefix)
+    await bus.close()
+    with pytest.raises(Closed):
+        await bus.publish("never")
+    assert bus.stats().published == 0
 
 
 async def test_a_publish_only_bus_cannot_subscribe(backend: Any) -> None:

@@ -1,4 +1,4 @@
-"""The pattern matcher against a simple reference definition."""
+"""The bus's patterns (the shared topic matcher) against a simple reference definition."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtkit import ValidationError
-from rtkit.eventbus import Pattern, check_event_name, matches
+from rtkit import EventBus
+from rtkit._core.topic import TopicPattern
+from rtkit.errors import ValidationError
+from rtkit.eventbus._events import check_event_name, compile_pattern
+
+
+def matches(pattern: str, name: str) -> bool:
+    """Whether the bus would deliver an event called ``name`` to a ``pattern`` subscriber."""
+    return compile_pattern(pattern).matches(name)
 
 
 def reference(pattern: str, name: str) -> bool:
@@ -40,7 +47,7 @@ patterns = st.one_of(
 @settings(max_examples=2000, deadline=None)
 @given(pattern=patterns, name=names)
 def test_matcher_agrees_with_the_reference(pattern: str, name: str) -> None:
-    assert Pattern(pattern).matches(name) == reference(pattern, name)
+    assert matches(pattern, name) == reference(pattern, name)
 
 
 @settings(max_examples=300, deadline=None)
@@ -82,4 +89,16 @@ def test_many_hashes_do_not_backtrack() -> None:
 @pytest.mark.parametrize("bad", ["", ".", "a.", "a**", "a.b#", "a b", "a\tb", 3])
 def test_invalid_patterns(bad: object) -> None:
     with pytest.raises(ValidationError):
-        Pattern(bad)  # type: ignore[arg-type]
+        compile_pattern(bad)
+
+
+def test_the_bus_uses_the_shared_topic_matcher() -> None:
+    assert compile_pattern("order.*") == TopicPattern("order.*")
+    assert compile_pattern("*") == TopicPattern("#")  # a lone "*" is every event
+    assert compile_pattern("a.*") == TopicPattern("a.*")  # elsewhere "*" is one segment
+
+
+def test_a_lone_star_subscription_keeps_its_text() -> None:
+    bus = EventBus()
+    bus.subscribe("*", lambda event: None)
+    assert bus.stats().listeners == {"*": 1}

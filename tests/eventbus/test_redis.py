@@ -9,7 +9,10 @@ import pytest
 import redis.asyncio as aioredis
 
 import rtkit
-from rtkit import ConfigurationError, DeliveryFailure, EventBus
+from rtkit import EventBus
+from rtkit.errors import ConfigurationError, ValidationError
+from rtkit.eventbus import DeliveryFailure
+from rtkit.eventbus.backends.redis import RedisEventBusBackend
 
 from ._helpers import Recorder, settle, wait_until
 
@@ -74,7 +77,7 @@ async def test_garbage_on_the_channel_goes_to_the_error_hook(
         await received.wait(1)
         await wait_until(lambda: len(failures) == 1)
         assert failures[0].event is None and failures[0].subscription is None
-        assert isinstance(failures[0].error, rtkit.ValidationError)
+        assert isinstance(failures[0].error, ValidationError)
         assert bus.stats().errors == 1
 
 
@@ -98,8 +101,14 @@ def test_configuration_errors(redis_url: str) -> None:
         EventBus.from_url("kafka://localhost")
     with pytest.raises(ConfigurationError, match="prefix"):
         EventBus.from_url(redis_url, prefix="bad prefix")
-    with pytest.raises(ConfigurationError, match="publish_timeout"):
-        EventBus.from_url(redis_url, publish_timeout=0)
+    with pytest.raises(ConfigurationError, match="timeout"):
+        EventBus.from_url(redis_url, timeout=0)
+    for option in ("ping_interval", "ping_timeout"):
+        bad: dict[str, Any] = {option: float("nan")}
+        with pytest.raises(ConfigurationError, match=option):
+            EventBus.from_url(redis_url, **bad)
+    with pytest.raises(ConfigurationError, match=r"unknown option.*publish_timeout"):
+        EventBus.from_url(redis_url, publish_timeout=1.0)  # renamed: timeout
     with pytest.raises(ConfigurationError, match="max_payload_bytes"):
         EventBus(max_payload_bytes=0)
     with pytest.raises(ConfigurationError, match="decode_responses"):
@@ -119,3 +128,39 @@ async def test_a_publish_only_bus_reaches_the_other_processes(
         await received.wait(1)
         assert received.data == [{"n": 1}]
         assert web.stats().received == 0
+
+
+async def test_from_url_gives_each_option_to_whoever_takes_it(
+    redis_url: str, redis_prefix: str
+) -> None:
+    failures: list[DeliveryFailure] = []
+    bus = EventBus.from_url(
+        redis_url,
+        prefix=redis_prefix,
+        timeout=1.5,  # the backend's
+        ping_interval=0.7,
+        ping_timeout=0.4,
+        max_payload_bytes=10,  # the bus's
+        on_error=failures.append,
+        publish_only=True,
+    )
+    async with bus:
+        backend = bus._backend
+        assert isinstance(backend, RedisEventBusBackend)
+        assert (backend._timeout, backend._ping_interval, backend._ping_timeout) == (1.5, 0.7, 0.4)
+        assert backend.channel == f"{redis_prefix}eventbus:events"
+        assert (bus._max_payload_bytes, bus._on_error, bus._publish_only) == (
+            10,
+            failures.append,
+            True,
+        )
+        with pytest.raises(rtkit.errors.PayloadTooLarge):
+            await bus.publish("big", "x" * 20)
+
+
+async def test_a_borrowed_client_stays_open_when_the_bus_never_started(
+    redis_prefix: str, redis_client: aioredis.Redis
+) -> None:
+    bus = EventBus.from_url("redis://", prefix=redis_prefix, redis=redis_client)
+    await bus.close()
+    assert await redis_client.ping()

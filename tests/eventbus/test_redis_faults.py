@@ -17,7 +17,8 @@ import pytest
 import redis.asyncio as aioredis
 
 import rtkit
-from rtkit import BackendUnavailable, EventBus
+from rtkit import EventBus
+from rtkit.errors import BackendUnavailable
 from rtkit_testing import PrivateRedis, free_port
 
 from ._helpers import DEADLINE, Recorder, wait_until
@@ -73,7 +74,7 @@ async def test_delivery_resumes_after_client_kill(
 
 
 async def test_start_fails_fast_when_nothing_listens() -> None:
-    bus = EventBus.from_url(f"redis://127.0.0.1:{free_port()}", publish_timeout=1.0)
+    bus = EventBus.from_url(f"redis://127.0.0.1:{free_port()}", timeout=1.0)
     started = time.monotonic()
     with pytest.raises(BackendUnavailable):
         await bus.start()
@@ -84,7 +85,7 @@ async def test_publish_raises_while_redis_is_down_and_recovers_after_restart(
     private_redis: PrivateRedis,
 ) -> None:
     received = Recorder()
-    async with EventBus.from_url(private_redis.url, publish_timeout=1.0) as bus:
+    async with EventBus.from_url(private_redis.url, timeout=1.0) as bus:
         bus.subscribe("#", received)
         await bus.publish("before")
         await received.wait(1)
@@ -108,7 +109,7 @@ async def test_a_frozen_server_is_noticed(
     caplog.set_level(logging.WARNING, logger="rtkit.eventbus")
     received = Recorder()
     async with EventBus.from_url(
-        private_redis.url, publish_timeout=1.0, ping_interval=0.2, ping_timeout=0.5
+        private_redis.url, timeout=1.0, ping_interval=0.2, ping_timeout=0.5
     ) as bus:
         bus.subscribe("#", received)
         await bus.publish("before")

@@ -1,4 +1,9 @@
-"""Memory and Redis, driven by the same random operations, deliver the same events."""
+"""Memory and Redis, driven by the same random operations, deliver the same events.
+
+Three buses under test: a private memory bus, a bus on a ``memory://NAME`` and a
+Redis bus. The last two each have a publish-only peer on their channel, and an
+event published by the peer must reach them as if they had published it.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from rtkit import Event, EventBus, Subscription
+from rtkit import Event, EventBus
+from rtkit.eventbus import Subscription
 
 from ._helpers import settle
 
@@ -35,7 +41,7 @@ Delivery = tuple[int, str, Any]
 
 
 class MemoryAndRedisAgree(RuleBasedStateMachine):
-    """Applies each operation to a memory bus and a Redis bus and compares."""
+    """Applies each operation to the memory buses and a Redis bus and compares."""
 
     redis_url = ""
     subscriptions = Bundle("subscriptions")
@@ -44,20 +50,26 @@ class MemoryAndRedisAgree(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         prefix = f"rtkit-test-{uuid.uuid4().hex[:12]}:"
+        named = f"memory://{uuid.uuid4().hex[:12]}"
         self.buses = {
             "memory": EventBus(on_error=lambda failure: None),
+            "memory-named": EventBus.from_url(named, on_error=lambda f: None),
             "redis": EventBus.from_url(self.redis_url, prefix=prefix, on_error=lambda f: None),
+        }
+        self.peers = {
+            "memory-named": EventBus.from_url(named, publish_only=True),
+            "redis": EventBus.from_url(self.redis_url, prefix=prefix, publish_only=True),
         }
         self.log: dict[str, list[Delivery]] = {side: [] for side in self.buses}
         self.subs: dict[int, dict[str, Subscription]] = {}
-        for bus in self.buses.values():
+        for bus in [*self.buses.values(), *self.peers.values()]:
             self.run(bus.start())
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(asyncio.wait_for(coroutine, 30))
 
     def teardown(self) -> None:
-        for bus in self.buses.values():
+        for bus in [*self.buses.values(), *self.peers.values()]:
             self.run(bus.close())
         self.loop.close()
 
@@ -110,21 +122,27 @@ class MemoryAndRedisAgree(RuleBasedStateMachine):
             side: bus.unsubscribe(self.subs[label][side].pattern, self.subs[label][side].handler)
             for side, bus in self.buses.items()
         }
-        assert removed["memory"] == removed["redis"]
+        assert removed["memory"] == removed["memory-named"] == removed["redis"]
 
-    @rule(name=NAMES, data=st.one_of(st.none(), st.integers(-5, 5), st.lists(st.booleans())))
-    def publish(self, name: str, data: Any) -> None:
-        for bus in self.buses.values():
-            self.run(bus.publish(name, data))
+    @rule(
+        name=NAMES,
+        data=st.one_of(st.none(), st.integers(-5, 5), st.lists(st.booleans())),
+        from_peer=st.booleans(),
+    )
+    def publish(self, name: str, data: Any, from_peer: bool) -> None:
+        for side, bus in self.buses.items():
+            publisher = self.peers.get(side, bus) if from_peer else bus
+            self.run(publisher.publish(name, data))
         for bus in self.buses.values():
             self.run(settle(bus))
-        assert self.log["redis"] == self.log["memory"]
+        assert self.log["redis"] == self.log["memory"] == self.log["memory-named"]
 
     @invariant()
     def same_listeners_and_counters(self) -> None:
-        memory, redis = (bus.stats() for bus in self.buses.values())
-        assert memory.listeners == redis.listeners
+        memory, named, redis = (bus.stats() for bus in self.buses.values())
+        assert memory.listeners == named.listeners == redis.listeners
         assert (memory.delivered, memory.errors) == (redis.delivered, redis.errors)
+        assert (named.delivered, named.errors) == (redis.delivered, redis.errors)
 
 
 @pytest.mark.redis

@@ -7,38 +7,21 @@ async with EventBus.from_url("redis://127.0.0.1:6379/0") as bus:
     bus.subscribe("order.*", on_order)
     await bus.publish("order.created", {"order_id": 1})
 ```
+
+The backends (``memory``, ``redis``) and their protocol live in
+``rtkit.eventbus.backends``; ``rtkit.backends`` re-exports what a backend author needs.
 """
 
 from __future__ import annotations
 
-from .base import (
-    DEFAULT_MAX_PAYLOAD_BYTES,
-    DEFAULT_PUBLISH_TIMEOUT,
-    DeliveryFailure,
-    Event,
-    EventBus,
-    EventBusStats,
-    EventEnvelope,
-    Handler,
-    Pattern,
-    Subscription,
-    Transport,
-    check_event_name,
-    matches,
-)
+from ._bus import DeliveryFailure, EventBus, Subscription
+from ._events import Event, EventBusStats, Handler
 
 __all__ = [
-    "DEFAULT_MAX_PAYLOAD_BYTES",
-    "DEFAULT_PUBLISH_TIMEOUT",
     "DeliveryFailure",
     "Event",
     "EventBus",
     "EventBusStats",
-    "EventEnvelope",
     "Handler",
-    "Pattern",
     "Subscription",
-    "Transport",
-    "check_event_name",
-    "matches",
 ]

@@ -1,21 +1,21 @@
 """The Redis EventBus backend: one pub/sub channel per prefix, shared by every process.
 
 Every bus on the same Redis and prefix subscribes to one channel,
-``<prefix>eventbus:events``, and matches event names locally with the same
-[`Pattern`][rtkit.eventbus.Pattern] as the memory backend; so matching cannot
-differ between backends and ``subscribe`` takes effect at once, with no round
-trip. Each process therefore receives every event of its prefix: give
-unrelated applications different prefixes.
+``<prefix>eventbus:events``, and the bus matches event names locally with the
+same matcher as on memory; so matching cannot differ between backends and
+``subscribe`` takes effect at once, with no round trip. Each process therefore
+receives every event of its prefix: give unrelated applications different
+prefixes.
 
 Publishing: one awaited ``publish`` is one ``PUBLISH`` round trip. While a
 round trip is in flight, further publishes queue up and go together, in order,
 in one pipeline (group commit), so many concurrent publishers cost few round
-trips. Every round trip is bounded by ``publish_timeout``.
+trips. Every round trip is bounded by ``timeout``.
 
 Receiving: one task reads the subscription connection. When the connection
 is idle for ``ping_interval`` seconds it sends ``PING``; if nothing comes back
 within ``ping_timeout`` seconds (a silently dead connection), or the
-connection fails, the bus drops it and subscribes again, retrying with a
+connection fails, the backend drops it and subscribes again, retrying with a
 capped back-off until Redis answers. Events published while no subscription
 exists are not received (Redis pub/sub keeps nothing).
 """
@@ -25,64 +25,72 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Self
 
 from redis.asyncio.client import PubSub
 
-from .._backends import Keyspace, RedisHandle, redis_unavailable
-from ..errors import BackendUnavailable, ConfigurationError, RtkitError
-from .base import Deliver, DeliveryFailure, Report, decode_envelope, encode_envelope
+from ..._core.lifecycle import DEFAULT_TIMEOUT
+from ..._core.redis import Keyspace, RedisHandle, redis_unavailable
+from ..._core.urls import BackendTarget
+from ..._core.validate import check_seconds
+from ...errors import BackendUnavailable, RtkitError
+from .._wire import decode_envelope, encode_envelope
+from .base import Deliver, Report
 
-__all__ = ["RedisTransport"]
+__all__ = ["RedisEventBusBackend"]
 
 logger = logging.getLogger("rtkit.eventbus")
 
 _WATCHDOG_PING = "rtkit-eventbus-watchdog"
 _MAX_RECONNECT_DELAY = 2.0
+DEFAULT_PING_INTERVAL = 5.0
+DEFAULT_PING_TIMEOUT = 3.0
+
+
+def _durations(timeout: float, ping_interval: float, ping_timeout: float) -> tuple[float, ...]:
+    """The three durations, checked (``ConfigurationError`` unless positive numbers)."""
+    return (
+        check_seconds(timeout, "timeout"),
+        check_seconds(ping_interval, "ping_interval"),
+        check_seconds(ping_timeout, "ping_timeout"),
+    )
 
 
 class _DeadSubscription(Exception):
     """The subscription connection stopped answering PING."""
 
 
-class RedisTransport:
+class RedisEventBusBackend:
     """Carries events through one Redis pub/sub channel (see the module docs).
 
     Args:
-        url: The Redis URL (ignored when ``client`` is given).
+        handle: The Redis client, owned (closed with the backend) or borrowed.
         prefix: The key prefix; the channel is ``<prefix>eventbus:events``.
-        client: A ``redis.asyncio.Redis`` to borrow instead of making one.
-        publish_timeout: Bound, in seconds, on each publish round trip and on
-            subscribing.
+        timeout: Bound, in seconds, on each publish round trip and on subscribing.
         ping_interval: Idle seconds before the subscription connection is PINGed.
-        ping_timeout: Seconds to wait for the PING's answer before reconnecting.
+        ping_timeout: Seconds to wait for the PING's answer before subscribing again.
+
+    Raises:
+        rtkit.errors.ConfigurationError: A duration that is not a positive number.
     """
 
     kind = "redis"
 
     def __init__(
         self,
-        url: str | None,
+        handle: RedisHandle,
         *,
         prefix: str,
-        client: Any = None,
-        publish_timeout: float,
-        ping_interval: float,
-        ping_timeout: float,
+        timeout: float = DEFAULT_TIMEOUT,
+        ping_interval: float = DEFAULT_PING_INTERVAL,
+        ping_timeout: float = DEFAULT_PING_TIMEOUT,
     ) -> None:
-        for name, value in (
-            ("publish_timeout", publish_timeout),
-            ("ping_interval", ping_interval),
-            ("ping_timeout", ping_timeout),
-        ):
-            if not isinstance(value, int | float) or value <= 0:
-                raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
-        self._handle = RedisHandle(url, client=client, timeout=publish_timeout)
+        self._timeout, self._ping_interval, self._ping_timeout = _durations(
+            timeout, ping_interval, ping_timeout
+        )
+        self._handle = handle
         self.channel = Keyspace(prefix, "eventbus").channel("events")
         """The pub/sub channel every bus of this prefix shares."""
-        self._timeout = float(publish_timeout)
-        self._ping_interval = float(ping_interval)
-        self._ping_timeout = float(ping_timeout)
         self.reconnects = 0
         self._deliver: Deliver | None = None
         self._report: Report | None = None
@@ -91,6 +99,33 @@ class RedisTransport:
         self._busy = False
         self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
         self._drainer: asyncio.Task[None] | None = None
+
+    @classmethod
+    def open(
+        cls,
+        target: BackendTarget,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        ping_interval: float = DEFAULT_PING_INTERVAL,
+        ping_timeout: float = DEFAULT_PING_TIMEOUT,
+    ) -> Self:
+        """The backend for a Redis target (its client borrowed when the target has one).
+
+        Args:
+            target: Where to connect, and the prefix.
+            timeout: Bound, in seconds, on each publish round trip and on
+                subscribing (and so on ``start``).
+            ping_interval: Idle seconds before the subscription connection is PINGed.
+            ping_timeout: Seconds to wait for the PING's answer before subscribing again.
+        """
+        _durations(timeout, ping_interval, ping_timeout)  # before making a client
+        return cls(
+            RedisHandle.open(target, timeout=timeout),
+            prefix=target.prefix,
+            timeout=timeout,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -184,7 +219,7 @@ class RedisTransport:
     # ------------------------------------------------------------------ receiving
 
     async def _open(self) -> PubSub:
-        """A new subscription, confirmed by Redis within ``publish_timeout``."""
+        """A new subscription, confirmed by Redis within ``timeout``."""
         pubsub = self._handle.client.pubsub()
         try:
             with redis_unavailable("subscribing to events"):
@@ -260,6 +295,6 @@ class RedisTransport:
         try:
             envelope = decode_envelope(raw)
         except RtkitError as exc:
-            await self._report(DeliveryFailure(exc, None, None))
+            await self._report(exc)
             return
         await self._deliver(envelope.name, envelope.id, envelope.ts, envelope.data)

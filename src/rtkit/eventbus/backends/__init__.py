@@ -1,0 +1,1 @@
+"""EventBus backends: the protocol (``base``), in memory (``memory``) and on Redis (``redis``)."""

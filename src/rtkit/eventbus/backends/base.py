@@ -1,0 +1,62 @@
+"""What an EventBus backend does: carry encoded events to every bus on the same channel.
+
+Validation, encoding, pattern matching, handler calls, error isolation and
+statistics all live in the bus, so backends cannot disagree about them: a
+backend only moves events. Implementations: ``memory.py`` (the specification)
+and ``redis.py``. This module imports nothing concrete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+__all__ = ["Deliver", "EventBusBackend", "Report"]
+
+Deliver = Callable[[str, str, float, Any], Awaitable[None]]
+"""``deliver(name, event_id, timestamp, data)``: hands a received event to its bus
+(``data`` decoded from JSON, fresh for each bus)."""
+
+Report = Callable[[Exception], Awaitable[None]]
+"""``report(error)``: hands the bus a message that could not be decoded."""
+
+
+class EventBusBackend(Protocol):
+    """How an [`EventBus`][rtkit.eventbus.EventBus] moves events.
+
+    A backend carries encoded events to every bus on the same channel, the
+    publishing bus included, exactly once each, in the order one publisher sent
+    them, and calls that bus's ``deliver`` (or ``report`` for a message it cannot
+    decode) for each. The channel is the backend's to define: one bus
+    (``memory://``), every bus of one ``memory://NAME`` and prefix, every bus on
+    one Redis and prefix. A backend class also has ``open(target, **options)``
+    (see [`rtkit.backends`][rtkit.backends]).
+    """
+
+    kind: str
+    """The backend's name in [`EventBus.stats`][rtkit.eventbus.EventBus.stats]."""
+
+    reconnects: int
+    """Times the backend re-established its subscription."""
+
+    async def start(self, deliver: Deliver, report: Report, *, receive: bool) -> None:
+        """Connect; with ``receive``, also begin receiving this bus's events.
+
+        Returns once events published from now on arrive.
+
+        Raises:
+            rtkit.errors.BackendUnavailable: The backend did not answer in time.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Stop receiving and release what the backend created (also when never started)."""
+        ...
+
+    def send(self, name: str, event_id: str, timestamp: float, data: bytes) -> Awaitable[None]:
+        """Publish one event (``data`` is its JSON); an ``async def`` usually.
+
+        Raises:
+            rtkit.errors.BackendUnavailable: The backend did not accept it in time.
+        """
+        ...
