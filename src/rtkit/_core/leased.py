@@ -21,11 +21,11 @@ D = TypeVar("D")
 class LeasedStore(Component, Generic[R, D]):
     """Base of the stores whose entries belong to server instances holding leases.
 
-    Subclasses call :meth:`_configure` from their constructor and implement
-    :meth:`_beat`; ``R`` is what their backend reports for each entry a purge
-    removes, ``D`` what :meth:`purge_expired` reports to users.
+    Subclasses call ``_configure()`` from their constructor and implement
+    ``_beat()``; ``R`` is what their backend reports for each entry a purge
+    removes, ``D`` what ``purge_expired()`` reports to users.
 
-    Life cycle: :meth:`_start` (run by ``start()`` or by the first operation)
+    Life cycle: ``_start()`` (run by ``start()`` or by the first operation)
     takes the lease with one purge pass and starts the janitor, which runs a
     pass every ``ttl / 3`` seconds; ``close()`` removes this instance's entries
     at once (when it started) and closes the backend.
@@ -97,7 +97,7 @@ class LeasedStore(Component, Generic[R, D]):
 
     @abstractmethod
     async def _beat(self) -> list[D]:
-        """One purge pass and its reports (what :meth:`purge_expired` runs)."""
+        """One purge pass and its reports (what ``purge_expired()`` runs)."""
 
     async def purge_expired(self) -> list[D]:
         """Run one purge pass now: renew this instance's lease, remove expired instances.

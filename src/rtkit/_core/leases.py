@@ -104,7 +104,7 @@ def system_now(now: float | None) -> float:
 class LeaseScript:
     """The Lua script of a leased Redis backend: the lease prelude, then the component's own.
 
-    Each :meth:`run` is one ``EVALSHA`` with ``KEYS = {<base>:leases}`` and
+    Each ``run()`` is one ``EVALSHA`` with ``KEYS = {<base>:leases}`` and
     ``ARGV = {op, <base>, now, args...}``, where ``now`` is the injected clock's
     time or ``''`` for the Redis server's ``TIME`` (as ``lease.lua`` expects).
     """

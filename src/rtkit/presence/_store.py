@@ -112,6 +112,10 @@ class PresenceStore(LeasedStore[Removed, Departure]):
         ttl: Seconds a lease lives without a heartbeat (30 by default).
         bus: Where to publish presence transitions.
 
+    Attributes:
+        instance_id: This server instance's id (readable after ``close()``).
+        ttl: The lease time-to-live in seconds (readable after ``close()``).
+
     Raises:
         rtkit.errors.ConfigurationError: A bad ``instance_id`` or ``ttl``.
 
@@ -160,7 +164,7 @@ class PresenceStore(LeasedStore[Removed, Departure]):
         Connecting a sid that is already connected (to the same user) is a
         no-op that updates ``username`` and ``meta`` when given. The latest
         username given wins. ``meta`` (a JSON object of at most 4 KiB) is kept
-        for the connection, see :meth:`meta`; ``{}`` drops it.
+        for the connection, see [`meta`][rtkit.presence.PresenceStore.meta]; ``{}`` drops it.
 
         Returns:
             True iff the user just came online (this is their first connection).

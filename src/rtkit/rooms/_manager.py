@@ -64,6 +64,10 @@ class RoomManager(LeasedStore[RoomDeparture, RoomDeparture]):
             without ``:``); a new UUIDv7 by default.
         ttl: Seconds a lease lives without a heartbeat (30 by default).
 
+    Attributes:
+        instance_id: This server instance's id (readable after ``close()``).
+        ttl: The lease time-to-live in seconds (readable after ``close()``).
+
     Raises:
         rtkit.errors.ConfigurationError: A bad ``instance_id`` or ``ttl``.
 

@@ -55,7 +55,7 @@ class RedisPresenceBackend(PresenceBackend):
     """Presence shared by every instance on one Redis and prefix.
 
     Every transition is one Lua script (``presence.lua`` after the lease
-    prelude): one round trip, atomic. ``handle`` is closed by :meth:`close`
+    prelude): one round trip, atomic. ``handle`` is closed by ``close()``
     only if it owns its client.
     """
 

@@ -34,7 +34,7 @@ class RedisRoomsBackend(RoomsBackend):
     """Rooms shared by every instance on one Redis and prefix.
 
     Every transition is one Lua script (``rooms.lua`` after the lease
-    prelude): one round trip, atomic. ``handle`` is closed by :meth:`close`
+    prelude): one round trip, atomic. ``handle`` is closed by ``close()``
     only if it owns its client.
     """
 
