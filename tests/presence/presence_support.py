@@ -1,10 +1,11 @@
-"""Helpers for the presence tests: a recording bus and stores that share one backend."""
+"""Helpers for the presence tests: a recording bus, stores that share one backend, crashes."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rtkit import PresenceStore
+from rtkit.presence import PresenceStore
+from rtkit.rooms import RoomManager
 
 
 class RecordingBus:
@@ -36,3 +37,12 @@ class Stores:
     async def close_all(self) -> None:
         for store in self.made:
             await store.close()
+
+
+async def stop_heartbeat(store: PresenceStore | RoomManager) -> None:
+    """What a crash (SIGKILL) or a long pause does to an instance: nobody renews its lease.
+
+    A store heartbeats from its first operation on; this stops that, and leaves
+    its connections and its lease behind, without closing it.
+    """
+    await store._janitor.stop()

@@ -7,18 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from presence_support import RecordingBus, Stores
+from presence_support import RecordingBus, Stores, stop_heartbeat
 
-from rtkit import (
-    ConfigurationError,
-    Departure,
-    ManualClock,
-    OnlineUser,
-    PayloadTooLarge,
-    PresenceCount,
-    PresenceStore,
-    ValidationError,
-)
+from rtkit import ManualClock
+from rtkit.errors import Closed, ConfigurationError, PayloadTooLarge, ValidationError
+from rtkit.presence import Departure, OnlineUser, PresenceCount, PresenceStore
 from rtkit_testing import Backend, unique_name
 
 T0 = 1_700_000_000.0
@@ -232,6 +225,7 @@ async def test_a_crashed_instance_is_purged_after_its_lease_expires(
     await crashed.connect("ada", "b1")
     await crashed.connect("bob", "b2", username="Bob")
     await crashed.connect("bob", "b3")
+    await stop_heartbeat(crashed)
     clock.advance(5)
     assert await alive.purge_expired() == []  # node-b's lease (ttl 10 s) still holds
     clock.advance(5)
@@ -279,7 +273,8 @@ async def test_the_janitor_purges_crashed_instances_in_real_time(backend: Backen
     stores = Stores(url, backend.prefix, ttl=0.3)
     try:
         crashed = stores.make()
-        await crashed.connect("ghost", "g1")  # takes a lease, never heartbeats
+        await crashed.connect("ghost", "g1")  # takes a lease
+        await stop_heartbeat(crashed)  # and crashes
         async with stores.make() as alive:
             await alive.connect("ada", "a1")
             deadline = asyncio.get_running_loop().time() + 10
@@ -297,10 +292,12 @@ async def test_configuration_errors() -> None:
     with pytest.raises(ConfigurationError):
         PresenceStore(ttl=0)
     with pytest.raises(ConfigurationError):
-        PresenceStore(prefix="bad prefix")
-    with pytest.raises(ValidationError):
-        PresenceStore(instance_id="has:colon")
+        PresenceStore.from_url("memory://", prefix="bad prefix")
+    for bad in ("has:colon", "", "-dash-first", "x" * 65, 7):
+        with pytest.raises(ConfigurationError):
+            PresenceStore(instance_id=bad)  # type: ignore[arg-type]
     assert len(PresenceStore().instance_id) == 36
+    assert PresenceStore(instance_id="node-1.eu_west").instance_id == "node-1.eu_west"
 
 
 async def test_an_instance_that_was_taken_for_dead_says_so(
@@ -309,8 +306,129 @@ async def test_an_instance_that_was_taken_for_dead_says_so(
     paused = stores.make(instance_id="node-a")
     other = stores.make(instance_id="node-b")
     await paused.connect("ada", "a1")
+    await stop_heartbeat(paused)
     clock.advance(11)  # node-a missed its heartbeats for longer than the ttl
     assert await other.purge_expired() == [Departure("ada", "a1", True)]
     with caplog.at_level("WARNING", logger="rtkit.presence"):
         assert await paused.purge_expired() == []
     assert "node-a found its lease gone" in caplog.text
+
+
+# -- the shared shape: memory names, life cycle, options ------------------------------------
+
+
+async def test_memory_names_share_by_name_and_prefix() -> None:
+    name = unique_name("presence")
+    a = PresenceStore.from_url(f"memory://{name}", instance_id="node-a")
+    b = PresenceStore.from_url(f"memory://{name}", instance_id="node-b")
+    other_prefix = PresenceStore.from_url(f"memory://{name}", prefix="app2:")
+    other_name = PresenceStore.from_url(f"memory://{name}-2")
+    private = [PresenceStore.from_url("memory://"), PresenceStore()]
+    try:
+        await a.connect("ada", "a1")
+        await b.connect("bob", "b1")
+        for store in (a, b):
+            assert await store.count() == PresenceCount(2, 2)
+            assert await store.is_online("ada")
+        for store in (other_prefix, other_name, *private):
+            assert not await store.is_online("ada")
+            assert await store.count() == PresenceCount(0, 0)
+        await private[0].connect("eve", "e1")
+        assert not await private[1].is_online("eve")
+        assert not await a.is_online("eve")
+    finally:
+        for store in (a, b, other_prefix, other_name, *private):
+            await store.close()
+
+
+async def test_every_operation_raises_closed_after_close(stores: Stores) -> None:
+    used = stores.make(instance_id="node-a", ttl=7.0)
+    await used.connect("ada", "a1")
+    never_used = stores.make()
+    for store in (used, never_used):
+        await store.close()
+        await store.close()
+        assert store.closed
+        operations = [
+            store.start(),
+            store.connect("ada", "a2"),
+            store.disconnect("a1"),
+            store.is_online("ada"),
+            store.online_users(),
+            store.count(),
+            store.connections("ada"),
+            store.meta("a1"),
+            store.purge_expired(),
+        ]
+        for operation in operations:
+            with pytest.raises(Closed):
+                await operation
+    assert (used.instance_id, used.ttl) == ("node-a", 7.0)  # still readable
+
+
+async def test_a_store_used_without_start_heartbeats(backend: Backend) -> None:
+    url = backend.url if backend.kind == "redis" else f"memory://{unique_name('presence')}"
+    stores = Stores(url, backend.prefix, ttl=0.3)
+    try:
+        idle = stores.make()
+        await idle.connect("ada", "a1")  # no start(): the first operation starts it
+        async with stores.make() as other:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 1.5  # more than ttl + ttl / 3, several times over
+            while loop.time() < end:
+                assert await other.purge_expired() == []
+                assert await other.is_online("ada")
+                await asyncio.sleep(0.05)
+            await stop_heartbeat(idle)
+            deadline = loop.time() + 10
+            while await other.is_online("ada"):
+                assert loop.time() < deadline, "ada never purged"
+                await asyncio.sleep(0.05)
+    finally:
+        await stores.close_all()
+
+
+async def test_purge_expired_on_a_new_store_is_the_pass_that_starts_it(
+    stores: Stores, clock: ManualClock
+) -> None:
+    crashed = stores.make(instance_id="node-b")
+    await crashed.connect("ada", "b1")
+    await stop_heartbeat(crashed)
+    clock.advance(10)
+    fresh = stores.make(instance_id="node-a")
+    assert await fresh.purge_expired() == [Departure("ada", "b1", offline=True)]
+    assert await fresh.purge_expired() == []
+
+
+async def test_from_url_options_go_where_they_belong(backend: Backend) -> None:
+    clock = ManualClock(start=T0)
+    store = PresenceStore.from_url(
+        backend.url, prefix=backend.prefix, clock=clock, instance_id="node-a", ttl=5.0
+    )
+    try:
+        assert (store.instance_id, store.ttl) == ("node-a", 5.0)
+        await store.connect("ada", "a1")
+        assert (await store.online_users()).items == [OnlineUser("ada", None, T0, 1)]
+    finally:
+        await store.close()
+    with pytest.raises(ConfigurationError, match="unknown option"):
+        PresenceStore.from_url(backend.url, prefix=backend.prefix, no_such_option=1)
+    if backend.kind == "memory":
+        with pytest.raises(ConfigurationError, match="timeout"):
+            PresenceStore.from_url("memory://", timeout=1.0)  # memory has no round trips
+    else:
+        with pytest.raises(ConfigurationError, match="timeout"):
+            PresenceStore.from_url(backend.url, prefix=backend.prefix, timeout=0)
+        timed = PresenceStore.from_url(backend.url, prefix=backend.prefix, timeout=1.5)
+        assert timed._backend._handle.timeout == 1.5  # type: ignore[attr-defined]
+        await timed.close()
+
+
+async def test_a_backend_object_can_be_given() -> None:
+    from rtkit.presence.backends.memory import MemoryPresenceBackend
+
+    backend = MemoryPresenceBackend()
+    async with PresenceStore(backend, instance_id="node-a") as store:
+        await store.connect("ada", "a1")
+        assert await store.is_online("ada")
+        assert await backend.connections("ada") == ["a1"]

@@ -12,17 +12,13 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from presence_support import RecordingBus
+from presence_support import RecordingBus, stop_heartbeat
 from redis.asyncio.connection import Connection
 
-from rtkit import (
-    BackendUnavailable,
-    ManualClock,
-    PresenceCount,
-    PresenceStore,
-    RoomManager,
-    redis_client,
-)
+from rtkit import ManualClock, redis_client
+from rtkit.errors import BackendUnavailable
+from rtkit.presence import PresenceCount, PresenceStore
+from rtkit.rooms import RoomManager
 
 pytestmark = pytest.mark.redis
 
@@ -87,6 +83,7 @@ async def test_one_round_trip_per_transition(redis_url: str, redis_prefix: str) 
     finally:
         await presence.close()
         await rooms.close()
+        assert await client.ping()  # a borrowed client stays open
         await client.aclose()
 
 
@@ -104,8 +101,10 @@ async def test_an_unreachable_redis_raises_backend_unavailable() -> None:
         await presence.connect("ada", "a1")
     with pytest.raises(BackendUnavailable):
         await rooms.rooms()
-    await presence._backend.close()
-    await rooms._backend.close()
+    with pytest.raises(BackendUnavailable):
+        await rooms.start()
+    await presence.close()  # never started: nothing to purge, the client is closed
+    await rooms.close()
 
 
 async def test_two_instances_purge_a_crashed_one_with_the_manual_clock(
@@ -118,6 +117,7 @@ async def test_two_instances_purge_a_crashed_one_with_the_manual_clock(
     try:
         for i in range(1200):  # more than one purge batch
             await b.connect(f"user-{i % 700}", f"sid-{i}")
+        await stop_heartbeat(b)
         await a.connect("ada", "a1")
         assert await a.count() == PresenceCount(701, 1201)
         clock.advance(30)
@@ -223,3 +223,26 @@ async def test_instances_racing_on_one_user_keep_exact_counts(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_backends_can_be_given_on_a_borrowed_client(
+    redis_url: str, redis_prefix: str
+) -> None:
+    from rtkit._core.redis import RedisHandle
+    from rtkit.presence.backends.redis import RedisPresenceBackend
+    from rtkit.rooms.backends.redis import RedisRoomsBackend
+
+    client = redis_client(redis_url)
+    try:
+        handle = RedisHandle(client=client)
+        presence = PresenceStore(RedisPresenceBackend(handle, redis_prefix), instance_id="n")
+        rooms = RoomManager(RedisRoomsBackend(handle, redis_prefix), instance_id="n")
+        async with presence, rooms:
+            await presence.connect("ada", "a1")
+            await rooms.join("lobby", "ada", "a1")
+            assert await presence.is_online("ada")
+            assert await rooms.is_member("lobby", "ada")
+        assert await client.ping()
+        assert await keys_under(client, redis_prefix) == []
+    finally:
+        await client.aclose()

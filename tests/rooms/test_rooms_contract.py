@@ -8,15 +8,9 @@ from typing import Any
 
 import pytest
 
-from rtkit import (
-    ConfigurationError,
-    ManualClock,
-    PayloadTooLarge,
-    RoomDeparture,
-    RoomInfo,
-    RoomManager,
-    ValidationError,
-)
+from rtkit import ManualClock
+from rtkit.errors import Closed, ConfigurationError, PayloadTooLarge, ValidationError
+from rtkit.rooms import RoomDeparture, RoomInfo, RoomManager
 from rtkit_testing import Backend, unique_name
 
 T0 = 1_700_000_000.0
@@ -27,6 +21,15 @@ MakeRooms = Callable[..., RoomManager]
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(start=T0)
+
+
+async def stop_heartbeat(manager: RoomManager) -> None:
+    """What a crash (SIGKILL) or a long pause does to an instance: nobody renews its lease.
+
+    A manager heartbeats from its first operation on; this stops that, and
+    leaves its memberships and its lease behind, without closing it.
+    """
+    await manager._janitor.stop()
 
 
 def shared_url(backend: Backend) -> str:
@@ -185,6 +188,7 @@ async def test_a_crashed_instance_memberships_are_purged(
     await crashed.join("lobby", "bob", "b2")
     await crashed.join("lobby", "bob", "b3")
     await crashed.join("games", "bob", "b3")
+    await stop_heartbeat(crashed)
     clock.advance(9.5)
     assert await alive.purge_expired() == []
     clock.advance(0.5)
@@ -211,7 +215,8 @@ async def test_the_janitor_purges_crashed_instances_in_real_time(backend: Backen
     url = shared_url(backend)
     crashed = RoomManager.from_url(url, prefix=backend.prefix, ttl=0.3)
     try:
-        await crashed.join("lobby", "ghost", "g1")  # takes a lease, never heartbeats
+        await crashed.join("lobby", "ghost", "g1")  # takes a lease
+        await stop_heartbeat(crashed)  # and crashes
         async with RoomManager.from_url(url, prefix=backend.prefix, ttl=0.3) as alive:
             deadline = asyncio.get_running_loop().time() + 10
             while await alive.is_member("lobby", "ghost"):
@@ -226,8 +231,12 @@ async def test_configuration_errors() -> None:
         RoomManager.from_url("amqp://guest:guest@localhost/")
     with pytest.raises(ConfigurationError):
         RoomManager(ttl=-1)
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigurationError):
         RoomManager(instance_id="")
+    with pytest.raises(ConfigurationError):
+        RoomManager(instance_id="a:b")  # ':' separates the parts of its Redis keys
+    with pytest.raises(ConfigurationError):
+        RoomManager.from_url("memory://", prefix="bad prefix")
 
 
 async def test_an_instance_that_was_taken_for_dead_says_so(
@@ -235,8 +244,128 @@ async def test_an_instance_that_was_taken_for_dead_says_so(
 ) -> None:
     paused, other = make_rooms(instance_id="node-a"), make_rooms(instance_id="node-b")
     await paused.join("lobby", "ada", "a1")
+    await stop_heartbeat(paused)
     clock.advance(11)
     assert await other.purge_expired() == [RoomDeparture("lobby", "ada", "a1", True)]
     with caplog.at_level("WARNING", logger="rtkit.rooms"):
         assert await paused.purge_expired() == []
     assert "node-a found its lease gone" in caplog.text
+
+
+# -- the shared shape: memory names, life cycle, options ------------------------------------
+
+
+async def test_memory_names_share_by_name_and_prefix() -> None:
+    name = unique_name("rooms")
+    a = RoomManager.from_url(f"memory://{name}", instance_id="node-a")
+    b = RoomManager.from_url(f"memory://{name}", instance_id="node-b")
+    other_prefix = RoomManager.from_url(f"memory://{name}", prefix="app2:")
+    other_name = RoomManager.from_url(f"memory://{name}-2")
+    private = [RoomManager.from_url("memory://"), RoomManager()]
+    try:
+        await a.join("lobby", "ada", "a1")
+        await b.join("lobby", "bob", "b1")
+        for manager in (a, b):
+            assert (await manager.members("lobby")).items == ["ada", "bob"]
+            assert await manager.count() == 1
+        for manager in (other_prefix, other_name, *private):
+            assert not await manager.is_member("lobby", "ada")
+            assert await manager.count() == 0
+        await private[0].join("lobby", "eve", "e1")
+        assert not await private[1].is_member("lobby", "eve")
+        assert not await a.is_member("lobby", "eve")
+    finally:
+        for manager in (a, b, other_prefix, other_name, *private):
+            await manager.close()
+
+
+async def test_every_operation_raises_closed_after_close(make_rooms: MakeRooms) -> None:
+    used = make_rooms(instance_id="node-a", ttl=7.0)
+    await used.join("lobby", "ada", "a1")
+    never_used = make_rooms()
+    for manager in (used, never_used):
+        await manager.close()
+        await manager.close()
+        assert manager.closed
+        operations = [
+            manager.start(),
+            manager.join("lobby", "ada", "a2"),
+            manager.leave("lobby", "a1"),
+            manager.leave_all("a1"),
+            manager.members("lobby"),
+            manager.rooms(),
+            manager.count(),
+            manager.rooms_of("ada"),
+            manager.is_member("lobby", "ada"),
+            manager.purge_expired(),
+        ]
+        for operation in operations:
+            with pytest.raises(Closed):
+                await operation
+    assert (used.instance_id, used.ttl) == ("node-a", 7.0)  # still readable
+
+
+async def test_a_manager_used_without_start_heartbeats(backend: Backend) -> None:
+    url = shared_url(backend)
+    idle = RoomManager.from_url(url, prefix=backend.prefix, ttl=0.3)
+    try:
+        await idle.join("lobby", "ada", "a1")  # no start(): the first operation starts it
+        async with RoomManager.from_url(url, prefix=backend.prefix, ttl=0.3) as other:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 1.5  # more than ttl + ttl / 3, several times over
+            while loop.time() < end:
+                assert await other.purge_expired() == []
+                assert await other.is_member("lobby", "ada")
+                await asyncio.sleep(0.05)
+            await stop_heartbeat(idle)
+            deadline = loop.time() + 10
+            while await other.is_member("lobby", "ada"):
+                assert loop.time() < deadline, "ada never purged"
+                await asyncio.sleep(0.05)
+    finally:
+        await idle.close()
+
+
+async def test_purge_expired_on_a_new_manager_is_the_pass_that_starts_it(
+    make_rooms: MakeRooms, clock: ManualClock
+) -> None:
+    crashed = make_rooms(instance_id="node-b")
+    await crashed.join("lobby", "ada", "b1")
+    await stop_heartbeat(crashed)
+    clock.advance(10)
+    fresh = make_rooms(instance_id="node-a")
+    assert await fresh.purge_expired() == [RoomDeparture("lobby", "ada", "b1", left=True)]
+    assert await fresh.purge_expired() == []
+
+
+async def test_from_url_options_go_where_they_belong(backend: Backend) -> None:
+    clock = ManualClock(start=T0)
+    manager = RoomManager.from_url(
+        backend.url, prefix=backend.prefix, clock=clock, instance_id="node-a", ttl=5.0
+    )
+    try:
+        assert (manager.instance_id, manager.ttl) == ("node-a", 5.0)
+        await manager.join("lobby", "ada", "a1")
+        assert (await manager.rooms()).items == [RoomInfo("lobby", 1, T0)]
+    finally:
+        await manager.close()
+    with pytest.raises(ConfigurationError, match="unknown option"):
+        RoomManager.from_url(backend.url, prefix=backend.prefix, bus=object())
+    if backend.kind == "memory":
+        with pytest.raises(ConfigurationError, match="timeout"):
+            RoomManager.from_url("memory://", timeout=1.0)  # memory has no round trips
+    else:
+        with pytest.raises(ConfigurationError, match="timeout"):
+            RoomManager.from_url(backend.url, prefix=backend.prefix, timeout=-1)
+        timed = RoomManager.from_url(backend.url, prefix=backend.prefix, timeout=1.5)
+        assert timed._backend._handle.timeout == 1.5  # type: ignore[attr-defined]
+        await timed.close()
+
+
+async def test_a_backend_object_can_be_given() -> None:
+    from rtkit.rooms.backends.memory import MemoryRoomsBackend
+
+    backend = MemoryRoomsBackend()
+    async with RoomManager(backend, instance_id="node-a") as rooms:
+        await rooms.join("lobby", "ada", "a1")
+        assert await backend.rooms_of("ada") == ["lobby"]

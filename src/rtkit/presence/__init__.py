@@ -3,27 +3,18 @@
 ```python
 from rtkit.presence import PresenceStore
 
-presence = PresenceStore.from_url("redis://localhost:6379", ttl=30)
-await presence.start()
-if await presence.connect("42", sid, username="ada"):
-    ...  # ada just came online
+async with PresenceStore.from_url("redis://localhost:6379/0", ttl=30) as presence:
+    if await presence.connect("42", "sid-a", username="ada"):
+        ...  # ada just came online
 ```
 """
 
 from __future__ import annotations
 
-from .base import (
-    MAX_META_BYTES,
-    Departure,
-    EventPublisher,
-    OnlineUser,
-    PresenceCount,
-    PresenceEvent,
-    PresenceStore,
-)
+from ._store import Departure, EventPublisher, PresenceEvent, PresenceStore
+from .backends.base import OnlineUser, PresenceCount
 
 __all__ = [
-    "MAX_META_BYTES",
     "Departure",
     "EventPublisher",
     "OnlineUser",

@@ -3,15 +3,15 @@
 ```python
 from rtkit.rooms import RoomManager
 
-rooms = RoomManager.from_url("redis://localhost:6379", ttl=30)
-await rooms.start()
-if await rooms.join("lobby", "42", sid):
-    ...  # announce room:user:joined
+async with RoomManager.from_url("redis://localhost:6379/0", ttl=30) as rooms:
+    if await rooms.join("lobby", "42", "sid-a"):
+        ...  # announce room:user:joined
 ```
 """
 
 from __future__ import annotations
 
-from .base import RoomDeparture, RoomInfo, RoomManager
+from ._manager import RoomManager
+from .backends.base import RoomDeparture, RoomInfo
 
 __all__ = ["RoomDeparture", "RoomInfo", "RoomManager"]

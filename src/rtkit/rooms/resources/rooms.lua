@@ -1,5 +1,5 @@
 -- RoomManager on Redis: one script, one atomic transition per call.
--- resources/lease.lua (rtkit/_leases.py) is prepended: it defines now, nownum, renew_lease, next_expired.
+-- rtkit/_core/resources/lease.lua is prepended: it defines now, nownum, renew_lease, next_expired.
 --
 -- KEYS[1] = <base>:leases (its hash tag routes the script; every key shares it)
 -- ARGV[1] = operation, ARGV[2] = <base>, ARGV[3] = now ('' = Redis TIME), ARGV[4..] = operation args

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import Any, Self
 
-import redis.asyncio as aioredis
-
-from .._backends import Keyspace, RedisHandle, load_lua, redis_unavailable
-from .._leases import LEASE_LUA
-from .._pages import Page
-from ..errors import ValidationError
+from ..._core.leases import LeaseScript
+from ..._core.lifecycle import DEFAULT_TIMEOUT
+from ..._core.pages import Page
+from ..._core.redis import Keyspace, RedisHandle, redis_unavailable
+from ..._core.urls import BackendTarget, check_prefix
+from ..._core.validate import check_seconds
+from ...errors import ValidationError
 from .base import OnlineUser, PresenceBackend, PresenceCount, Removed
 
-__all__ = ["BUCKETS", "BUCKETS_PER_PURGE", "RedisPresenceBackend"]
+__all__ = ["RedisPresenceBackend"]
 
 #: An instance's connections are spread over this many small hashes, which Redis
 #: stores compactly (listpack) up to ~128 entries each: ~130,000 connections per instance.
@@ -28,10 +29,6 @@ _META = "\x1f"  # field names starting with it are not sids (ids have no control
 
 def _bucket(sid: str) -> int:
     return zlib.crc32(sid.encode("utf-8")) % BUCKETS
-
-
-def _arg(now: float | None) -> str:
-    return "" if now is None else repr(now)
 
 
 def _removed(flat: list[Any], at: float) -> list[Removed]:
@@ -55,21 +52,28 @@ def _online_user(user_id: str, fields: list[str]) -> OnlineUser:
 
 
 class RedisPresenceBackend(PresenceBackend):
-    """Presence shared by every instance on one Redis and prefix."""
+    """Presence shared by every instance on one Redis and prefix.
 
-    def __init__(self, url: str, prefix: str, client: aioredis.Redis | None) -> None:
-        self._handle = RedisHandle(url, client=client)
-        self._keys = Keyspace(prefix, "presence")
-        self._leases = self._keys.key("leases")
-        self._script = self._handle.client.register_script(
-            LEASE_LUA + load_lua("rtkit.presence", "presence.lua")
-        )
+    Every transition is one Lua script (``presence.lua`` after the lease
+    prelude): one round trip, atomic. ``handle`` is closed by ``close()``
+    only if it owns its client.
+    """
 
-    async def _run(self, op: str, now: float | None, *args: Any) -> Any:
-        with redis_unavailable(f"running presence {op}"):
-            return await self._script(
-                keys=[self._leases], args=[op, self._keys.base, _arg(now), *args]
-            )
+    def __init__(self, handle: RedisHandle, prefix: str) -> None:
+        self._handle = handle
+        self._keys = Keyspace(check_prefix(prefix), "presence")
+        self._run = LeaseScript(handle.client, self._keys, "rtkit.presence", "presence.lua").run
+
+    @classmethod
+    def open(cls, target: BackendTarget, *, timeout: float = DEFAULT_TIMEOUT) -> Self:
+        """A backend on ``target``'s Redis (its borrowed client, or a new one from its URL).
+
+        Args:
+            target: Where to open.
+            timeout: The bound, in seconds, on connecting and on each round trip.
+        """
+        handle = RedisHandle.open(target, timeout=check_seconds(timeout, "timeout"))
+        return cls(handle, target.prefix)
 
     async def connect(
         self,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from typing import Self
 
-from .._leases import expired_instances, page_of_sorted, shared_memory_state, system_now
-from .._pages import Page
-from ..errors import ValidationError
+from ..._core.leases import expired_instances, system_now
+from ..._core.memory import shared_state
+from ..._core.pages import Page, page_of_sorted
+from ..._core.urls import BackendTarget
+from ...errors import ValidationError
 from .base import RoomDeparture, RoomInfo, RoomsBackend
 
 __all__ = ["MemoryRoomsBackend"]
@@ -38,10 +41,22 @@ class _State:
 
 
 class MemoryRoomsBackend(RoomsBackend):
-    """Rooms in this process (``memory://``, or ``memory://<name>`` to share)."""
+    """Rooms in this process: private, or shared by name (``memory://NAME``).
 
-    def __init__(self, url: str, prefix: str) -> None:
-        self._s: _State = shared_memory_state(url, prefix, "rooms", _State)
+    ``MemoryRoomsBackend()`` keeps a state of its own; ``open(target)`` shares
+    the state of every rooms backend opened on ``memory://NAME`` with the same
+    prefix, as several server instances share one Redis.
+    """
+
+    def __init__(self) -> None:
+        self._s = _State()
+
+    @classmethod
+    def open(cls, target: BackendTarget) -> Self:
+        """A backend on ``target``'s state: new for ``memory://``, shared for ``memory://NAME``."""
+        backend = cls()
+        backend._s = shared_state(target, _State)
+        return backend
 
     async def join(
         self,

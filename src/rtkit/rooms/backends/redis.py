@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
-import redis.asyncio as aioredis
-
-from .._backends import Keyspace, RedisHandle, load_lua, redis_unavailable
-from .._leases import LEASE_LUA
-from .._pages import Page
-from ..errors import ValidationError
+from ..._core.leases import LeaseScript
+from ..._core.lifecycle import DEFAULT_TIMEOUT
+from ..._core.pages import Page
+from ..._core.redis import Keyspace, RedisHandle, redis_unavailable
+from ..._core.urls import BackendTarget, check_prefix
+from ..._core.validate import check_seconds
+from ...errors import ValidationError
 from .base import RoomDeparture, RoomInfo, RoomsBackend
 
-__all__ = ["PURGE_BATCH", "RedisRoomsBackend"]
+__all__ = ["RedisRoomsBackend"]
 
 #: Connections taken out of their rooms per script call when purging an instance.
 PURGE_BATCH = 200
@@ -30,22 +31,28 @@ def _page_start(cursor: str | None) -> str:
 
 
 class RedisRoomsBackend(RoomsBackend):
-    """Rooms shared by every instance on one Redis and prefix."""
+    """Rooms shared by every instance on one Redis and prefix.
 
-    def __init__(self, url: str, prefix: str, client: aioredis.Redis | None) -> None:
-        self._handle = RedisHandle(url, client=client)
-        self._keys = Keyspace(prefix, "rooms")
-        self._leases = self._keys.key("leases")
-        self._script = self._handle.client.register_script(
-            LEASE_LUA + load_lua("rtkit.rooms", "rooms.lua")
-        )
+    Every transition is one Lua script (``rooms.lua`` after the lease
+    prelude): one round trip, atomic. ``handle`` is closed by ``close()``
+    only if it owns its client.
+    """
 
-    async def _run(self, op: str, now: float | None, *args: Any) -> Any:
-        with redis_unavailable(f"running rooms {op}"):
-            return await self._script(
-                keys=[self._leases],
-                args=[op, self._keys.base, "" if now is None else repr(now), *args],
-            )
+    def __init__(self, handle: RedisHandle, prefix: str) -> None:
+        self._handle = handle
+        self._keys = Keyspace(check_prefix(prefix), "rooms")
+        self._run = LeaseScript(handle.client, self._keys, "rtkit.rooms", "rooms.lua").run
+
+    @classmethod
+    def open(cls, target: BackendTarget, *, timeout: float = DEFAULT_TIMEOUT) -> Self:
+        """A backend on ``target``'s Redis (its borrowed client, or a new one from its URL).
+
+        Args:
+            target: Where to open.
+            timeout: The bound, in seconds, on connecting and on each round trip.
+        """
+        handle = RedisHandle.open(target, timeout=check_seconds(timeout, "timeout"))
+        return cls(handle, target.prefix)
 
     async def join(
         self,

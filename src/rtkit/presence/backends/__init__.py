@@ -1,0 +1,1 @@
+"""Where a PresenceStore keeps its data: the protocol (``base``), memory and Redis."""

@@ -1,0 +1,202 @@
+"""RoomManager: room membership shared by every server instance."""
+
+from __future__ import annotations
+
+import logging
+
+from .._core.clock import Clock
+from .._core.leased import LeasedStore
+from .._core.leases import DEFAULT_TTL
+from .._core.pages import Page
+from .._core.validate import check_cursor, check_id, check_limit
+from .backends.base import RoomDeparture, RoomInfo, RoomsBackend
+from .backends.memory import MemoryRoomsBackend
+
+__all__ = ["RoomManager"]
+
+logger = logging.getLogger("rtkit.rooms")
+
+
+def settle_room_departures(removed: list[RoomDeparture]) -> list[RoomDeparture]:
+    """Order a purge's removals by (room, user, sid) and report ``left`` on each user's last.
+
+    Backends remove a dead instance's memberships in whatever order they find
+    them; this makes the report the same everywhere.
+    """
+    ordered = sorted(removed, key=lambda r: (r.room_id, r.user_id, r.sid))
+    left = {(r.room_id, r.user_id) for r in ordered if r.left}
+    last = {(r.room_id, r.user_id): i for i, r in enumerate(ordered)}
+    return [
+        RoomDeparture(
+            r.room_id,
+            r.user_id,
+            r.sid,
+            (r.room_id, r.user_id) in left and last[(r.room_id, r.user_id)] == i,
+        )
+        for i, r in enumerate(ordered)
+    ]
+
+
+class RoomManager(LeasedStore[RoomDeparture, RoomDeparture]):
+    """Room membership shared by every server instance.
+
+    Membership is per connection (sid) and reported per user: a user with two
+    tabs in a room leaves it when the last tab leaves. Empty rooms disappear.
+
+    Each manager is one server instance (``instance_id``, normally the same as
+    the process's [`PresenceStore`][rtkit.presence.PresenceStore]) holding a
+    lease. Started (by ``start()``, ``async with`` or its first operation), it
+    renews the lease every ``ttl / 3`` seconds and purges expired instances, so
+    a crashed instance's memberships disappear at most ``ttl + ttl / 3``
+    (less than ``2 * ttl``) seconds after its last heartbeat. ``close()`` removes this
+    instance's memberships at once; afterwards every operation raises
+    [`Closed`][rtkit.errors.Closed] (``instance_id`` and ``ttl`` stay readable).
+
+    Args:
+        backend: Where the data lives; ``None`` for a private memory backend.
+            `RoomManager.from_url` opens one from a URL: ``memory://``
+            (private), ``memory://NAME`` (shared by every manager opened with
+            that name and prefix in this process) or a Redis URL (option
+            ``timeout``: the bound on each round trip, 5 s by default).
+        clock: Where time comes from. On Redis, without a clock the server's
+            ``TIME`` is used.
+        instance_id: This server instance (a name of at most 64 characters,
+            without ``:``); a new UUIDv7 by default.
+        ttl: Seconds a lease lives without a heartbeat (30 by default).
+
+    Attributes:
+        instance_id: This server instance's id (readable after ``close()``).
+        ttl: The lease time-to-live in seconds (readable after ``close()``).
+
+    Raises:
+        rtkit.errors.ConfigurationError: A bad ``instance_id`` or ``ttl``.
+
+    Example:
+        ```python
+        async with RoomManager.from_url("redis://localhost:6379/0") as rooms:
+            if await rooms.join("lobby", "42", "sid-a"):
+                ...  # announce room:user:joined
+        ```
+    """
+
+    _component = "rooms"
+    _backends = {
+        "memory": "rtkit.rooms.backends.memory:MemoryRoomsBackend",
+        "redis": "rtkit.rooms.backends.redis:RedisRoomsBackend",
+    }
+    _backend: RoomsBackend
+
+    def __init__(
+        self,
+        backend: RoomsBackend | None = None,
+        *,
+        clock: Clock | None = None,
+        instance_id: str | None = None,
+        ttl: float = DEFAULT_TTL,
+    ) -> None:
+        self._configure(
+            backend if backend is not None else MemoryRoomsBackend(),
+            instance_id=instance_id,
+            ttl=ttl,
+            clock=clock,
+        )
+
+    async def join(self, room_id: str, user_id: str, sid: str) -> bool:
+        """Put connection ``sid`` of ``user_id`` in ``room_id`` (created if new).
+
+        Joining again with the same sid is a no-op.
+
+        Returns:
+            True iff the user is new to the room (announce ``room:user:joined``).
+
+        Raises:
+            rtkit.errors.ValidationError: A bad id, or ``sid`` is in rooms as
+                another user (nothing changes).
+            rtkit.errors.Closed: The manager was closed.
+        """
+        if not self._live:
+            await self._ready()
+        check_id(room_id, "room_id")
+        check_id(user_id, "user_id")
+        check_id(sid, "sid")
+        return await self._backend.join(
+            self.instance_id, room_id, user_id, sid, self._now(), self.ttl
+        )
+
+    async def leave(self, room_id: str, sid: str) -> bool:
+        """Take connection ``sid`` (of this instance) out of ``room_id``.
+
+        Returns:
+            True iff its user left the room completely (it was their last
+            connection in it); False also when the sid was not in the room.
+        """
+        if not self._live:
+            await self._ready()
+        check_id(room_id, "room_id")
+        return await self._backend.leave(self.instance_id, room_id, check_id(sid, "sid"))
+
+    async def leave_all(self, sid: str) -> list[str]:
+        """Take connection ``sid`` (of this instance) out of every room: call on disconnect.
+
+        Returns:
+            The ids of the rooms its user left completely, sorted.
+        """
+        if not self._live:
+            await self._ready()
+        return await self._backend.leave_all(self.instance_id, check_id(sid, "sid"))
+
+    async def members(self, room_id: str, cursor: str | None = None, limit: int = 100) -> Page[str]:
+        """One page of the user ids in ``room_id``, sorted (an empty page for no such room).
+
+        Pass the returned ``next_cursor`` as ``cursor`` for the next page;
+        ``limit`` is 1 to 1000.
+        """
+        await self._ready()
+        return await self._backend.members(
+            check_id(room_id, "room_id"), check_cursor(cursor), check_limit(limit)
+        )
+
+    async def rooms(self, cursor: str | None = None, limit: int = 100) -> Page[RoomInfo]:
+        """One page of the rooms that have members, sorted by room id."""
+        await self._ready()
+        return await self._backend.rooms(check_cursor(cursor), check_limit(limit))
+
+    async def count(self) -> int:
+        """How many rooms have members, on every instance (O(1))."""
+        await self._ready()
+        return await self._backend.count()
+
+    async def rooms_of(self, user_id: str) -> list[str]:
+        """The rooms ``user_id`` is in through any connection, sorted."""
+        if not self._live:
+            await self._ready()
+        return await self._backend.rooms_of(check_id(user_id, "user_id"))
+
+    async def is_member(self, room_id: str, user_id: str) -> bool:
+        """Whether ``user_id`` is in ``room_id`` through any connection."""
+        if not self._live:
+            await self._ready()
+        return await self._backend.is_member(
+            check_id(room_id, "room_id"), check_id(user_id, "user_id")
+        )
+
+    async def purge_expired(self) -> list[RoomDeparture]:
+        """Run one purge pass now: renew this instance's lease, remove expired instances.
+
+        The janitor does this every ``ttl / 3`` seconds; on a manager that has
+        not started yet, the pass that starts it is this one.
+
+        Returns:
+            The memberships removed, sorted by room, user and sid.
+
+        Raises:
+            rtkit.errors.Closed: The manager was closed.
+            rtkit.errors.BackendUnavailable: The backend did not answer in time.
+        """
+        return await super().purge_expired()
+
+    async def _beat(self) -> list[RoomDeparture]:
+        removed = settle_room_departures(await self._purge_pass())
+        if removed:
+            logger.info("rooms: purged %d membership(s) of expired instances", len(removed))
+        return removed

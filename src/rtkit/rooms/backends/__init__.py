@@ -1,0 +1,1 @@
+"""Where a RoomManager keeps its data: the protocol (``base``), memory and Redis."""
