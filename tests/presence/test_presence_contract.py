@@ -414,8 +414,8 @@ async def test_from_url_options_go_where_they_belong(backend: Backend) -> None:
     with pytest.raises(ConfigurationError, match="unknown option"):
         PresenceStore.from_url(backend.url, prefix=backend.prefix, no_such_option=1)
     if backend.kind == "memory":
-        with pytest.raises(ConfigurationError, match="timeout"):
-            PresenceStore.from_url("memory://", timeout=1.0)  # memory has no round trips
+        # memory has no round trips: the Redis option is ignored, one call fits every URL
+        await PresenceStore.from_url("memory://", timeout=1.0).close()
     else:
         with pytest.raises(ConfigurationError, match="timeout"):
             PresenceStore.from_url(backend.url, prefix=backend.prefix, timeout=0)

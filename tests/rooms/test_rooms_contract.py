@@ -352,8 +352,8 @@ async def test_from_url_options_go_where_they_belong(backend: Backend) -> None:
     with pytest.raises(ConfigurationError, match="unknown option"):
         RoomManager.from_url(backend.url, prefix=backend.prefix, bus=object())
     if backend.kind == "memory":
-        with pytest.raises(ConfigurationError, match="timeout"):
-            RoomManager.from_url("memory://", timeout=1.0)  # memory has no round trips
+        # memory has no round trips: the Redis option is ignored, one call fits every URL
+        await RoomManager.from_url("memory://", timeout=1.0).close()
     else:
         with pytest.raises(ConfigurationError, match="timeout"):
             RoomManager.from_url(backend.url, prefix=backend.prefix, timeout=-1)
