@@ -202,6 +202,34 @@ async def test_a_crashed_instance_memberships_are_purged(
     assert await alive.rooms_of("bob") == []
 
 
+class Published:
+    """An event sink that records what a manager publishes."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    async def publish(self, name: str, data: dict[str, Any], /) -> None:
+        self.events.append((name, data))
+
+
+async def test_a_purge_announces_who_left_a_room(make_rooms: MakeRooms, clock: ManualClock) -> None:
+    bus = Published()
+    alive, crashed = make_rooms(instance_id="node-a", bus=bus), make_rooms(instance_id="node-b")
+    await alive.join("lobby", "ada", "a1")
+    await crashed.join("lobby", "ada", "b1")  # ada stays through node-a
+    await crashed.join("lobby", "bob", "b2")
+    await crashed.join("games", "bob", "b2")
+    await stop_heartbeat(crashed)
+    clock.advance(10.0)
+    await alive.purge_expired()
+    assert bus.events == [
+        ("rooms.left", {"room_id": "games", "user_id": "bob"}),
+        ("rooms.left", {"room_id": "lobby", "user_id": "bob"}),
+    ]
+    await alive.close()  # its own memberships go quietly: their connections announced them
+    assert len(bus.events) == 2
+
+
 async def test_close_removes_the_instance_memberships_at_once(make_rooms: MakeRooms) -> None:
     a, b = make_rooms(instance_id="node-a"), make_rooms(instance_id="node-b")
     await a.join("lobby", "ada", "a1")
@@ -350,7 +378,7 @@ async def test_from_url_options_go_where_they_belong(backend: Backend) -> None:
     finally:
         await manager.close()
     with pytest.raises(ConfigurationError, match="unknown option"):
-        RoomManager.from_url(backend.url, prefix=backend.prefix, bus=object())
+        RoomManager.from_url(backend.url, prefix=backend.prefix, presence=object())
     if backend.kind == "memory":
         # memory has no round trips: the Redis option is ignored, one call fits every URL
         await RoomManager.from_url("memory://", timeout=1.0).close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from .clock import Clock
 from .component import Component
@@ -12,10 +12,18 @@ from .leases import LeaseBackend, check_instance_id
 from .lifecycle import Janitor
 from .validate import check_seconds
 
-__all__ = ["LeasedStore"]
+__all__ = ["EventPublisher", "LeasedStore"]
 
 R = TypeVar("R")
 D = TypeVar("D")
+
+
+class EventPublisher(Protocol):
+    """Anything with an async ``publish(name, data)``, such as `rtkit.EventBus`."""
+
+    async def publish(self, name: str, data: dict[str, Any], /) -> object:
+        """Publish the event ``name`` with payload ``data``."""
+        ...
 
 
 class LeasedStore(Component, Generic[R, D]):
@@ -35,10 +43,17 @@ class LeasedStore(Component, Generic[R, D]):
     _backend: LeaseBackend[R]
 
     def _configure(
-        self, backend: LeaseBackend[R], *, instance_id: str | None, ttl: float, clock: Clock | None
+        self,
+        backend: LeaseBackend[R],
+        *,
+        instance_id: str | None,
+        ttl: float,
+        clock: Clock | None,
+        bus: EventPublisher | None,
     ) -> None:
         """Check the arguments every leased store takes (``ConfigurationError``)."""
         self.instance_id: str = check_instance_id(instance_id)
+        self._bus = bus
         self.ttl: float = check_seconds(ttl, "ttl")
         self._backend = backend
         self._clock = clock
@@ -76,6 +91,17 @@ class LeasedStore(Component, Generic[R, D]):
                 await self._released(removed)
         finally:
             await self._backend.close()
+
+    async def _publish(self, name: str, data: dict[str, Any]) -> None:
+        """Publish a transition on ``bus``; a failure is logged, never raised to the caller."""
+        if self._bus is None:
+            return
+        try:
+            await self._bus.publish(name, data)
+        except Exception:
+            logging.getLogger(f"rtkit.{self._component}").exception(
+                "%s: could not publish %s", self._component, name
+            )
 
     async def _released(self, removed: list[R]) -> None:
         """Hook: this instance's own entries were removed by ``close()``."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from .._core.clock import Clock
-from .._core.leased import LeasedStore
+from .._core.leased import EventPublisher, LeasedStore
 from .._core.leases import DEFAULT_TTL
 from .._core.pages import Page
 from .._core.validate import check_cursor, check_id, check_limit, check_meta
@@ -20,14 +20,6 @@ from .backends.memory import MemoryPresenceBackend
 __all__ = ["Departure", "EventPublisher", "PresenceEvent", "PresenceStore"]
 
 logger = logging.getLogger("rtkit.presence")
-
-
-class EventPublisher(Protocol):
-    """Anything with an async ``publish(name, data)``, such as `rtkit.EventBus`."""
-
-    async def publish(self, name: str, data: dict[str, Any], /) -> object:
-        """Publish the event ``name`` with payload ``data``."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -148,8 +140,8 @@ class PresenceStore(LeasedStore[Removed, Departure]):
             instance_id=instance_id,
             ttl=ttl,
             clock=clock,
+            bus=bus,
         )
-        self._bus = bus
 
     async def connect(
         self,
@@ -186,7 +178,7 @@ class PresenceStore(LeasedStore[Removed, Departure]):
             self.instance_id, user_id, sid, username, meta_json, self._now(), self.ttl
         )
         if online:
-            await self._publish(
+            await self._publish_event(
                 "presence.online",
                 PresenceEvent(
                     user_id=user_id, username=username, instance_id=self.instance_id, time=at
@@ -277,7 +269,7 @@ class PresenceStore(LeasedStore[Removed, Departure]):
     async def _announce_offline(self, removed: list[Removed]) -> None:
         for r in removed:
             if r.offline:
-                await self._publish(
+                await self._publish_event(
                     "presence.offline",
                     PresenceEvent(
                         user_id=r.user_id,
@@ -287,10 +279,5 @@ class PresenceStore(LeasedStore[Removed, Departure]):
                     ),
                 )
 
-    async def _publish(self, name: str, event: PresenceEvent) -> None:
-        if self._bus is None:
-            return
-        try:
-            await self._bus.publish(name, event.model_dump())
-        except Exception:
-            logger.exception("presence: could not publish %s for user %r", name, event.user_id)
+    async def _publish_event(self, name: str, event: PresenceEvent) -> None:
+        await self._publish(name, event.model_dump())

@@ -11,7 +11,7 @@ async with RoomManager.from_url("redis://localhost:6379/0", ttl=30) as rooms:
 
 from __future__ import annotations
 
-from ._manager import RoomManager
+from ._manager import RoomEvent, RoomManager
 from .backends.base import RoomDeparture, RoomInfo
 
-__all__ = ["RoomDeparture", "RoomInfo", "RoomManager"]
+__all__ = ["RoomDeparture", "RoomEvent", "RoomInfo", "RoomManager"]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 
+from pydantic import BaseModel, ConfigDict
+
 from .._core.clock import Clock
-from .._core.leased import LeasedStore
+from .._core.leased import EventPublisher, LeasedStore
 from .._core.leases import DEFAULT_TTL
 from .._core.pages import Page
 from .._core.validate import check_cursor, check_id, check_limit
 from .backends.base import RoomDeparture, RoomInfo, RoomsBackend
 from .backends.memory import MemoryRoomsBackend
 
-__all__ = ["RoomManager"]
+__all__ = ["RoomEvent", "RoomManager"]
 
 logger = logging.getLogger("rtkit.rooms")
 
@@ -35,6 +37,19 @@ def settle_room_departures(removed: list[RoomDeparture]) -> list[RoomDeparture]:
         )
         for i, r in enumerate(ordered)
     ]
+
+
+class RoomEvent(BaseModel):
+    """The payload of the ``rooms.left`` event: a purge took the user out of a room.
+
+    Published when a crashed instance's memberships are purged and the user
+    had no other connection in the room (announce ``room:user:left``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    room_id: str
+    user_id: str
 
 
 class RoomManager(LeasedStore[RoomDeparture, RoomDeparture]):
@@ -63,6 +78,9 @@ class RoomManager(LeasedStore[RoomDeparture, RoomDeparture]):
         instance_id: This server instance (a name of at most 64 characters,
             without ``:``); a new UUIDv7 by default.
         ttl: Seconds a lease lives without a heartbeat (30 by default).
+        bus: Where to publish ``rooms.left`` (payload [`RoomEvent`][rtkit.rooms.RoomEvent])
+            for each user a purge of crashed instances took out of a room, so that
+            whichever instance purges, the room hears of it.
 
     Attributes:
         instance_id: This server instance's id (readable after ``close()``).
@@ -93,12 +111,14 @@ class RoomManager(LeasedStore[RoomDeparture, RoomDeparture]):
         clock: Clock | None = None,
         instance_id: str | None = None,
         ttl: float = DEFAULT_TTL,
+        bus: EventPublisher | None = None,
     ) -> None:
         self._configure(
             backend if backend is not None else MemoryRoomsBackend(),
             instance_id=instance_id,
             ttl=ttl,
             clock=clock,
+            bus=bus,
         )
 
     async def join(self, room_id: str, user_id: str, sid: str) -> bool:
@@ -199,4 +219,8 @@ class RoomManager(LeasedStore[RoomDeparture, RoomDeparture]):
         removed = settle_room_departures(await self._purge_pass())
         if removed:
             logger.info("rooms: purged %d membership(s) of expired instances", len(removed))
+        for gone in removed:
+            if gone.left:
+                event = RoomEvent(room_id=gone.room_id, user_id=gone.user_id)
+                await self._publish("rooms.left", event.model_dump())
         return removed
