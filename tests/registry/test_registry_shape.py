@@ -173,3 +173,24 @@ async def test_a_backend_object_is_used_as_given() -> None:
     ):
         await a.register("svc", host="h", port=1)
         assert [i.port for i in await b.discover("svc")] == [1]
+
+
+# -- typed errors ----------------------------------------------------------------------------
+
+
+async def test_errors_are_typed(backend: Backend) -> None:
+    from rtkit.errors import NotFound, ServiceNotFound, ValidationError
+
+    async with ServiceRegistry.from_url(backend.url, prefix=backend.prefix) as registry:
+        with pytest.raises(NotFound) as caught:
+            await registry.refresh("svc:not-registered-here")
+        assert not isinstance(caught.value, ServiceNotFound)
+        assert caught.value.code == "not_found"
+        with pytest.raises(ServiceNotFound) as missing:
+            await registry.get_service("svc")
+        assert missing.value.code == "service_not_found"
+        with pytest.raises(ValidationError) as bad:
+            await registry.discover("bad name")
+        assert bad.value.code == "invalid_payload"
+        with pytest.raises(ServiceNotFound):
+            registry.pick("svc", [])
