@@ -144,6 +144,7 @@ async def main() -> None:
             print(f"{label:32} {name:22} {rate:>10,.0f} {ratio:>7}")
             label = ""
 
+    await rtkit_memory.close()
     await rtkit_redis.close()
     keys_left = [k async for k in admin.scan_iter(match=f"rtkit-bench-*{run}*", count=1000)]
     for start in range(0, len(keys_left), 500):

@@ -63,7 +63,7 @@ async def main(url: str, instances: int) -> None:
     prefix = f"rtkit-bench-{uuid.uuid4().hex[:8]}:"
     client = aioredis.Redis.from_url(url, decode_responses=True)
     counter = Counting(client)
-    memory = ServiceRegistry.from_url("memory://")
+    memory = ServiceRegistry()
     shared = ServiceRegistry.from_url(url, prefix=prefix, redis=client)
     rows = []
     try:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from rtkit import ConfigurationError, ManualClock, RateLimited, ValidationError
+from rtkit import ManualClock
+from rtkit.errors import ConfigurationError, PayloadTooLarge, RateLimited, ValidationError
 from rtkit.ratelimit import Decision, Limit, RateLimiter
 
 ALGORITHMS = ["gcra", "sliding_window", "sliding_window_counter"]
@@ -67,7 +68,7 @@ async def test_keys_are_independent(limiter: RateLimiter, algorithm: str) -> Non
     assert (await limiter.hit("a", limit)).allowed
     assert not (await limiter.hit("a", limit)).allowed
     assert (await limiter.hit("b", limit)).allowed
-    for key in ("用户:42", "ip:2001:db8::1", "{braces}", "a}b{c", "\ud800"):
+    for key in ("用户:42", "ip:2001:db8::1", "{braces}", "a}b{c", "chat:" + "é" * 128):
         assert (await limiter.hit(key, limit)).allowed
         assert not (await limiter.hit(key, limit)).allowed
         await limiter.reset(key, limit)
@@ -155,13 +156,37 @@ async def test_concurrent_hits_never_exceed_the_limit(limiter: RateLimiter) -> N
 
 @pytest.mark.parametrize(
     ("key", "error"),
-    [("", ValidationError), ("x" * 300, ValidationError), ("a\nb", ValidationError)],
+    [
+        ("", ValidationError),
+        ("x" * 513, PayloadTooLarge),
+        ("é" * 257, PayloadTooLarge),
+        ("a\nb", ValidationError),
+        ("\ud800", ValidationError),  # a lone surrogate is not text
+        (b"k", ValidationError),
+        (None, ValidationError),
+    ],
 )
 async def test_bad_keys_are_rejected(
     limiter: RateLimiter, key: str, error: type[Exception]
 ) -> None:
     with pytest.raises(error):
         await limiter.hit(key, "1/second")
+    with pytest.raises(error):
+        await limiter.peek(key, "1/second")
+    with pytest.raises(error):
+        await limiter.reset(key, "1/second")
+
+
+async def test_a_key_of_a_kind_and_any_id_fits(limiter: RateLimiter) -> None:
+    from rtkit._core.validate import MAX_ID_BYTES, MAX_KEY_BYTES
+
+    assert MAX_KEY_BYTES == 512
+    longest_id = "\U0001f600" * (MAX_ID_BYTES // 4)  # 256 bytes of UTF-8
+    for key in ("x" * MAX_KEY_BYTES, f"user:{longest_id}", "é" * (MAX_KEY_BYTES // 2)):
+        assert (await limiter.hit(key, "1/minute")).allowed
+        assert not (await limiter.hit(key, "1/minute")).allowed
+        await limiter.reset(key, "1/minute")
+        assert (await limiter.peek(key, "1/minute")).remaining == 1
 
 
 async def test_bad_arguments_are_rejected(limiter: RateLimiter) -> None:

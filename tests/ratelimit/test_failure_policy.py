@@ -55,7 +55,7 @@ async def test_closed_denies_everything(dead_url: str) -> None:
 
 
 async def test_bad_input_is_still_rejected_while_redis_is_down(dead_url: str) -> None:
-    from rtkit import ConfigurationError, ValidationError
+    from rtkit.errors import ConfigurationError, ValidationError
 
     async with RateLimiter.from_url(dead_url, failure_policy="open", timeout=1) as limiter:
         with pytest.raises(ValidationError):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rtkit import ConfigurationError, Decision, Limit
+from rtkit import Decision, Limit
+from rtkit.errors import ConfigurationError
 from rtkit.ratelimit import parse_limit
 
 

@@ -7,7 +7,7 @@ from rtkit.ratelimit import Limit, RateLimiter
 
 
 def _stored(limiter: RateLimiter) -> int:
-    return len(limiter._store)  # type: ignore[arg-type]
+    return len(limiter._backend)  # type: ignore[arg-type]
 
 
 async def test_the_number_of_keys_is_bounded() -> None:
@@ -45,5 +45,5 @@ async def test_a_sliding_window_keeps_at_most_amount_timestamps() -> None:
     for _ in range(500):
         await limiter.hit("k", limit)
         clock.advance(0.01)
-    (entry,) = limiter._store._entries.values()  # type: ignore[attr-defined]
+    (entry,) = limiter._backend._entries.values()  # type: ignore[attr-defined]
     assert len(entry.state) <= 20

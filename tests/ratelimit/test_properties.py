@@ -27,7 +27,8 @@ from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_a
 
 from rtkit import ManualClock
 from rtkit.ratelimit import Limit, RateLimiter
-from rtkit.ratelimit.base import US, now_us
+from rtkit.ratelimit._algorithms import now_us
+from rtkit.ratelimit._limits import US
 
 START = 1_800_000_000.0
 

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from rtkit import ConfigurationError, ManualClock, SystemClock
+from rtkit import ManualClock, SystemClock
+from rtkit.errors import ConfigurationError
 from rtkit.ratelimit import Limit, RateLimiter
 from rtkit_testing import PrivateRedis
 
@@ -77,8 +78,8 @@ async def test_concurrent_decisions_share_round_trips(redis_url: str, redis_pref
         decisions = await asyncio.gather(
             *(limiter.hit(f"k{i % 10}", "5/minute", "100/hour") for i in range(200))
         )
-        store = limiter._store  # the Redis store counts its pipelines
-        assert store.round_trips < 50  # type: ignore[attr-defined]
+        backend = limiter._backend  # the Redis backend counts its pipelines
+        assert backend.round_trips < 50  # type: ignore[attr-defined]
     assert sum(d.allowed for d in decisions) == 50
 
 

@@ -7,7 +7,13 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from rtkit import ConfigurationError, ManualClock, PayloadTooLarge, ServiceNotFound, ValidationError
+from rtkit import ManualClock
+from rtkit.errors import (
+    ConfigurationError,
+    PayloadTooLarge,
+    ServiceNotFound,
+    ValidationError,
+)
 from rtkit.registry import ServiceChange, ServiceInstance, ServiceRegistry
 from rtkit_testing import Backend
 
@@ -144,15 +150,24 @@ async def test_p2c_uses_reported_load(make_registry: MakeRegistry) -> None:
     [
         ({"name": ""}, ValidationError),
         ({"name": "has space"}, ValidationError),
-        ({"name": "x" * 300}, PayloadTooLarge),
+        ({"name": "x" * 300}, ValidationError),  # a name: at most 255 characters
+        ({"name": "-leading"}, ValidationError),
+        ({"host": "a\nb"}, ValidationError),
+        ({"host": "h" * 300}, PayloadTooLarge),
         ({"host": ""}, ValidationError),
         ({"port": 0}, ValidationError),
         ({"port": "80"}, ValidationError),
+        ({"port": 65536}, ValidationError),
+        ({"port": True}, ValidationError),
         ({"meta": {"x": object()}}, ValidationError),
         ({"meta": {"x": "y" * 5000}}, PayloadTooLarge),
         ({"meta": ["not", "a", "dict"]}, ValidationError),
         ({"ttl": 0}, ValidationError),
         ({"ttl": True}, ValidationError),
+        ({"ttl": 0.2}, ValidationError),
+        ({"ttl": 86_401}, ValidationError),
+        ({"ttl": float("nan")}, ValidationError),
+        ({"ttl": "30"}, ValidationError),
     ],
 )
 async def test_bad_registrations_change_nothing(

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from rtkit import BackendUnavailable, ManualClock
+from rtkit import ManualClock
+from rtkit.errors import BackendUnavailable
 from rtkit.registry import ServiceInstance, ServiceRegistry
 
 NAMES = st.sampled_from(["users", "orders", "billing/v2"])

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from rtkit import ConfigurationError
+from rtkit.errors import Closed
 from rtkit.registry import ServiceRegistry
 
 pytestmark = pytest.mark.redis
@@ -46,7 +46,7 @@ async def test_close_deregisters_own_instances(
     await b.register("svc", host="h", port=2)
     await a.close()
     assert [i.port for i in await b.discover("svc")] == [2]
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(Closed):
         await a.discover("svc")
 
 

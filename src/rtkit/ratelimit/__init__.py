@@ -12,6 +12,7 @@ if not decision.allowed:
 
 from __future__ import annotations
 
-from .base import Algorithm, Decision, FailurePolicy, Limit, RateLimiter, parse_limit
+from ._limiter import FailurePolicy, RateLimiter
+from ._limits import Algorithm, Decision, Limit, parse_limit
 
 __all__ = ["Algorithm", "Decision", "FailurePolicy", "Limit", "RateLimiter", "parse_limit"]

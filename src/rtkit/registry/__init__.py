@@ -9,6 +9,7 @@ instance = await registry.get_service("user-service", strategy="round_robin")
 
 from __future__ import annotations
 
-from .base import MAX_META_BYTES, ServiceChange, ServiceInstance, ServiceRegistry, Strategy
+from ._models import ServiceChange, ServiceInstance, Strategy
+from ._registry import ServiceRegistry
 
-__all__ = ["MAX_META_BYTES", "ServiceChange", "ServiceInstance", "ServiceRegistry", "Strategy"]
+__all__ = ["ServiceChange", "ServiceInstance", "ServiceRegistry", "Strategy"]

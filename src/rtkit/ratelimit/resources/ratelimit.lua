@@ -1,5 +1,5 @@
 -- rtkit rate limiter: decide one hit on every limit of a key, atomically.
--- A line-by-line port of gcra(), window() and counter() in rtkit/ratelimit/base.py;
+-- A line-by-line port of gcra(), window() and counter() in rtkit/ratelimit/_algorithms.py;
 -- all times are whole microseconds (exact integers in Lua's doubles).
 --
 -- KEYS[i]   the state of limit i (all share one hash tag: one cluster slot)

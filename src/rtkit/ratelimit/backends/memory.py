@@ -4,6 +4,8 @@ State per (key, limit): GCRA and the sliding window counter keep O(1) values,
 the exact sliding window at most ``amount`` timestamps. Every state has an
 expiry (when it is equivalent to no state at all); expired states are dropped,
 and at most ``max_keys`` states are kept (least recently used evicted first).
+``memory://`` keeps the counts private to one limiter; every limiter opened on
+``memory://NAME`` (same prefix) shares them.
 """
 
 from __future__ import annotations
@@ -12,20 +14,18 @@ import itertools
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
+from typing import Self
 
-from .._clock import Clock, SystemClock
-from .base import (
-    US,
-    CounterState,
-    Limit,
-    Outcome,
-    counter,
-    gcra,
-    window,
-    window_cutoff,
-)
+from ..._core.clock import Clock, SystemClock
+from ..._core.memory import shared_state
+from ..._core.urls import BackendTarget
+from ..._core.validate import check_int
+from .._algorithms import CounterState, counter, gcra, window, window_cutoff
+from .._limits import US, Limit, Outcome
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryRateLimitBackend"]
+
+DEFAULT_MAX_KEYS = 100_000
 
 _State = int | deque[int] | CounterState
 _Plan = tuple[Outcome, tuple[str, str], _State, int, int]
@@ -40,20 +40,50 @@ class _Entry:
         self.state = state
 
 
-class MemoryStore:
+class _Counts:
+    """What limiters on one ``memory://NAME`` share: the states, least recently used first."""
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+
+
+class MemoryRateLimitBackend:
     """Rate limiter state in a bounded, LRU-ordered dict (not thread-safe).
 
+    Decisions never await, so they are atomic under asyncio.
+
     Args:
-        clock: The time source.
+        counts: The shared state (``open`` passes it); ``None`` for a private one.
+        clock: The time source (default: the system clock).
         max_keys: The most (key, limit) states kept.
+
+    Raises:
+        rtkit.errors.ConfigurationError: ``max_keys`` is not an int >= 1.
     """
 
-    def __init__(self, *, clock: Clock, max_keys: int) -> None:
+    def __init__(
+        self,
+        counts: _Counts | None = None,
+        *,
+        clock: Clock | None = None,
+        max_keys: int = DEFAULT_MAX_KEYS,
+    ) -> None:
         # The system clock's time() is time.time(): call it directly (the hot path).
-        self._time = time.time if type(clock) is SystemClock else clock.time
-        self._max_keys = max_keys
-        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._time = time.time if clock is None or type(clock) is SystemClock else clock.time
+        self._max_keys = check_int(max_keys, "max_keys")
+        self._counts = counts if counts is not None else _Counts()
+        self._entries = self._counts.entries
         self._ops = 0
+
+    @classmethod
+    def open(cls, target: BackendTarget, *, max_keys: int = DEFAULT_MAX_KEYS) -> Self:
+        """The backend for ``memory://`` (private) or ``memory://NAME`` (shared).
+
+        Args:
+            target: Where to open.
+            max_keys: The most (key, limit) states kept.
+        """
+        return cls(shared_state(target, _Counts), clock=target.clock, max_keys=max_keys)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -62,7 +92,7 @@ class MemoryStore:
         """Nothing to prepare."""
 
     async def close(self) -> None:
-        """Nothing to release (state is kept: a memory limiter can be reused)."""
+        """Nothing to release (the counts stay for other holders of the state)."""
 
     async def reset(self, key: str, limits: Sequence[Limit]) -> None:
         """Forget ``key`` under ``limits``."""

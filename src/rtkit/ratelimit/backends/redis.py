@@ -14,20 +14,23 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
-import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 from redis.asyncio.connection import AbstractConnection
 
-from .._backends import RedisHandle, check_prefix, load_lua, redis_unavailable
-from .._clock import Clock
-from ..errors import BackendUnavailable
-from .base import Limit, Outcome, now_us
+from ..._core.clock import Clock, SystemClock
+from ..._core.lifecycle import DEFAULT_TIMEOUT
+from ..._core.redis import RedisHandle, load_lua, redis_unavailable
+from ..._core.urls import BackendTarget
+from ..._core.validate import check_seconds
+from ...errors import BackendUnavailable, Closed
+from .._algorithms import now_us
+from .._limits import Limit, Outcome
 
-__all__ = ["RedisStore"]
+__all__ = ["RedisRateLimitBackend"]
 
-_SCRIPT = load_lua(__package__ or "rtkit.ratelimit", "ratelimit.lua")
+_SCRIPT = load_lua("rtkit.ratelimit", "ratelimit.lua")
 _SHA = hashlib.sha1(_SCRIPT.encode("utf-8")).hexdigest()
 _MAX_BATCH = 512
 _MAX_CACHED = 1024
@@ -43,28 +46,29 @@ def _bulk(value: bytes) -> bytes:
 _HEAD = _bulk(b"EVALSHA") + _bulk(_SHA.encode())
 
 
-class RedisStore:
-    """Rate limiter state in Redis.
+class RedisRateLimitBackend:
+    """Rate limiter state in Redis (``redis://``, ``rediss://``, ``unix://``).
+
+    Keys look like ``<prefix>ratelimit:{<key>}:<limit>``: one Redis Cluster hash
+    tag per limited key, so every limit of one hit lives in one slot.
 
     Args:
-        url: The Redis URL (ignored when ``client`` is given).
-        prefix: Key prefix.
-        client: A borrowed ``redis.asyncio.Redis``.
+        handle: The Redis client, owned or borrowed.
+        prefix: The key prefix.
         clock: If given, its time is sent to the script; otherwise Redis ``TIME`` is used.
-        timeout: Connect and reply timeout in seconds.
+        timeout: Bound, in seconds, on each round trip.
     """
 
     def __init__(
         self,
-        url: str,
+        handle: RedisHandle,
         *,
         prefix: str,
-        client: aioredis.Redis | None,
-        clock: Clock | None,
-        timeout: float,
+        clock: Clock | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._prefix = check_prefix(prefix) + "ratelimit:{"
-        self._handle = RedisHandle(url, client=client, timeout=timeout)
+        self._prefix = prefix + "ratelimit:{"
+        self._handle = handle
         self._clock = clock
         self._timeout = timeout
         self._queue: list[_Call] = []
@@ -76,17 +80,34 @@ class RedisStore:
         self.round_trips = 0
         """How many pipelines were sent (each carries one or more decisions)."""
 
+    @classmethod
+    def open(cls, target: BackendTarget, *, timeout: float = DEFAULT_TIMEOUT) -> Self:
+        """The backend for a Redis URL (or the borrowed client in ``target.redis``).
+
+        A clock in ``target.clock`` that is not the system clock (a
+        ``ManualClock`` in tests) sends its time with every decision; otherwise
+        the Redis server's ``TIME`` decides, so hosts with skewed clocks agree.
+
+        Args:
+            target: Where to open.
+            timeout: Seconds to wait for Redis to connect, and for each round trip.
+        """
+        timeout = check_seconds(timeout, "timeout")
+        clock = target.clock
+        if isinstance(clock, SystemClock):
+            clock = None  # the system clock: Redis TIME decides
+        handle = RedisHandle.open(target, timeout=timeout)
+        return cls(handle, prefix=target.prefix, clock=clock, timeout=timeout)
+
     def key(self, key: str, limit: Limit) -> str:
         """The Redis key holding ``key``'s state under ``limit``."""
         return f"{self._prefix}{key}}}:{limit.ident}"
 
     def _key_bytes(self, key: str, limit: Limit) -> bytes:
-        # Any key check_id() accepts can be stored, even one with a lone surrogate.
-        return self.key(key, limit).encode("utf-8", "surrogatepass")
+        return self.key(key, limit).encode()
 
     async def start(self) -> None:
         """Load the script (so the first EVALSHA finds it)."""
-        self._closed = False
         with redis_unavailable("loading the rate limiter script"):
             await self._handle.client.script_load(_SCRIPT)
 
@@ -99,7 +120,7 @@ class RedisStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await drainer
         self._busy = False
-        self._fail(self._queue, BackendUnavailable("the rate limiter was closed"))
+        self._fail(self._queue, Closed("the rate limiter was closed"))
         self._queue = []
         await self._release()
         await self._handle.close()
@@ -171,7 +192,7 @@ class RedisStore:
                     raise
         finally:
             if self._closed:
-                self._fail(self._queue, BackendUnavailable("the rate limiter was closed"))
+                self._fail(self._queue, Closed("the rate limiter was closed"))
                 self._queue = []
             self._busy = bool(self._queue)
             if self._busy:  # hand over, still holding _busy

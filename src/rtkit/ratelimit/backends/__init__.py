@@ -1,0 +1,1 @@
+"""The rate limiter's backends: the protocol (``base``), ``memory`` and ``redis``."""

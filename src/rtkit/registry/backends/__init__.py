@@ -1,0 +1,1 @@
+"""The registry's backends: the protocol (``base``), ``memory`` and ``redis``."""
