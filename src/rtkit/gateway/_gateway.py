@@ -55,7 +55,9 @@ def _limits(rate_limit: Limits | None) -> list[str | Limit]:
 
 
 class ApiGateway(Component):
-    """An ASGI gateway in front of services found in a [`ServiceRegistry`][rtkit.ServiceRegistry].
+    """An ASGI API gateway in front of registered services.
+
+    Services are found in a [`ServiceRegistry`][rtkit.registry.ServiceRegistry].
 
     Every request whose path starts with a route prefix is proxied (any method,
     body, query) to an instance of the route's service, over a pooled
@@ -83,7 +85,7 @@ class ApiGateway(Component):
     ``GET /health`` answers ``{"status": "ok"}``; ``GET /services`` lists every
     service with its live instance count. Other paths: 404. Errors are JSON
     ``{"error": {"code", "message"}}`` with the status of
-    [`rtkit.http.status_for`][rtkit.http.status_for].
+    ``rtkit.http.status_for``.
 
     ``ApiGateway.from_url(url, *, prefix=None, redis=None, clock=None, **options)``
     opens the gateway's registry and limiter on ``url`` (``memory://``,
@@ -96,11 +98,10 @@ class ApiGateway(Component):
     cache, ...); an option nobody takes is a
     [`ConfigurationError`][rtkit.errors.ConfigurationError].
 
-    The ASGI lifespan calls [`start`][rtkit.gateway.ApiGateway.start] and
-    [`close`][rtkit.gateway.ApiGateway.close]. The gateway closes what it made
-    (its connection pool, and the registry, limiter and cache it made itself),
-    never what it was given; after ``close()`` it answers every request with 503
-    [`Closed`][rtkit.errors.Closed].
+    The ASGI lifespan calls ``start()`` and ``close()``. The gateway closes what
+    it made (its connection pool, and the registry, limiter and cache it made
+    itself), never what it was given; after ``close()`` it answers every request
+    with 503 [`Closed`][rtkit.errors.Closed].
 
     Args:
         registry: Where services are discovered (default: a private in-memory
@@ -213,7 +214,8 @@ class ApiGateway(Component):
         await self.app(scope, receive, send)
 
     async def _start(self) -> None:
-        self._upstream = Upstream(self.registry, **self._upstream_options)
+        if self._upstream is None:  # a start that failed half way may be tried again
+            self._upstream = Upstream(self.registry, **self._upstream_options)
         for part in self._owned:
             await part.start()
 

@@ -1,7 +1,7 @@
 """MicroService: an ASGI service base that registers itself and serves ``/health``.
 
 Needs the ``server`` extra (``pip install rtkit[server]``: Starlette, uvicorn).
-Its errors are answered by [`rtkit.http`][rtkit.http].
+Its errors are answered by ``rtkit.http``.
 """
 
 from __future__ import annotations

@@ -58,14 +58,15 @@ def _bind(host: str) -> socket.socket:
 class MicroService(Component):
     """A service: an ASGI app with ``/health`` that registers itself while it runs.
 
-    [`start`][rtkit.microservice.MicroService.start] (the ASGI lifespan calls it)
-    runs [`on_startup`][rtkit.microservice.MicroService.on_startup], then registers
+    ``start()`` (the ASGI lifespan calls it) runs
+    [`on_startup`][rtkit.microservice.MicroService.on_startup], then registers
     ``name`` at ``advertise_host:port`` in ``registry``, which heartbeats;
-    [`close`][rtkit.microservice.MicroService.close] deregisters, then runs
-    [`on_shutdown`][rtkit.microservice.MicroService.on_shutdown]. Errors become
-    JSON (``{"error": {"code", "message"}}``) with the status of
-    [`rtkit.http.status_for`][rtkit.http.status_for]: an endpoint raises
-    [`NotFound`][rtkit.errors.NotFound] and the client gets a 404.
+    ``close()`` deregisters, then runs
+    [`on_shutdown`][rtkit.microservice.MicroService.on_shutdown], and closes the
+    registry if the service made it. After ``close()`` the service answers 503
+    [`Closed`][rtkit.errors.Closed]. Errors become JSON (``{"error": {"code",
+    "message"}}``) with the status of ``rtkit.http.status_for``: an endpoint
+    raises [`NotFound`][rtkit.errors.NotFound] and the client gets a 404.
 
     Subclass it and add routes, or pass ``routes``:
 
@@ -228,14 +229,16 @@ class MicroService(Component):
         log.info("%s registered as %s", self.name, self.instance_id)
 
     async def _close(self) -> None:
-        if self._started:
-            if self.instance_id is not None:
-                await self.registry.deregister(self.instance_id)
-            await self.on_shutdown()
-        if self._owns_registry:
-            await self.registry.close()
-        if self._socket is not None:
-            self._socket.close()
+        try:
+            if self._started:
+                if self.instance_id is not None:
+                    await self.registry.deregister(self.instance_id)
+                await self.on_shutdown()
+        finally:
+            if self._owns_registry:
+                await self.registry.close()
+            if self._socket is not None:
+                self._socket.close()
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
