@@ -114,6 +114,8 @@ async def test_from_url_splits_options() -> None:
     await mine.close()
     with pytest.raises(ConfigurationError, match="nope"):
         ApiGateway.from_url("memory://", nope=1)
+    with pytest.raises(ConfigurationError, match="cache"):
+        ApiGateway.from_url("memory://", cache="yes")
     with pytest.raises(ConfigurationError, match="max_entries"):
         ApiGateway.from_url("memory://", max_entries=3)  # no cache asked for
     with pytest.raises(ConfigurationError, match=r"ApiGateway.*memory://"):

@@ -19,7 +19,7 @@ from .._core.clock import Clock, SystemClock
 from .._core.component import Component
 from .._core.urls import BackendTarget
 from .._core.validate import check_int, check_seconds
-from ..errors import NotFound, RateLimited, RtkitError
+from ..errors import ConfigurationError, NotFound, RateLimited, RtkitError
 from ..http import BodyLimitMiddleware, error_response, exception_handlers, json_error
 from ..microservice._parts import constructor_options, open_part, split_parts
 from ..ratelimit import Limit, RateLimiter
@@ -195,16 +195,18 @@ class ApiGateway(Component):
     def _from_target(cls, target: BackendTarget, options: Mapping[str, Any]) -> Self:
         options = dict(options)
         cache = options.pop("cache", None)
+        if not (cache is None or isinstance(cache, bool | ResponseCache)):
+            raise ConfigurationError(f"cache must be True, False or a ResponseCache, got {cache!r}")
         parts: dict[str, type[Any]] = {"registry": ServiceRegistry}
-        if options.get("rate_limit", "") is not None:
+        if "rate_limit" not in options or options["rate_limit"] is not None:
             parts["limiter"] = RateLimiter
         if cache is True:
             parts["cache"] = ResponseCache
-        own = constructor_options(cls.__init__) - {"registry", "limiter", "cache"}
+        own = constructor_options(cls.__init__) - {"registry", "limiter"}  # cache: popped
         mine, part_options = split_parts(cls.__name__, target, options, own, parts)
         opened = {name: open_part(parts[name], target, part_options[name]) for name in parts}
         if cache is not True:
-            opened["cache"] = cache or None
+            opened["cache"] = cache or None  # yours (or none): never closed by the gateway
         gateway = cls(**opened, clock=target.clock, **mine)
         gateway._owned.extend(opened[name] for name in parts)
         return gateway
