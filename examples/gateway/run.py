@@ -23,9 +23,7 @@ from collections.abc import Iterator
 import uvicorn
 from services import OrderService, UserService
 
-from rtkit.gateway import ApiGateway, ResponseCache, Route
-from rtkit.ratelimit import RateLimiter
-from rtkit.registry import ServiceRegistry
+from rtkit.gateway import ApiGateway, Route
 
 
 class _Server(uvicorn.Server):
@@ -45,22 +43,21 @@ def bind(port: int = 0) -> socket.socket:
 
 
 async def main(redis_url: str | None, port: int, prefix: str) -> None:
-    url = redis_url or "memory://"
-    registry = ServiceRegistry.from_url(url, prefix=prefix)
+    # memory://example: a memory name, so the three share one in-process registry
+    url = redis_url or "memory://example"
     sockets = [bind(), bind(), bind(port)]
-    users = UserService(registry, port=sockets[0].getsockname()[1])
-    orders = OrderService(registry, port=sockets[1].getsockname()[1])
-    limiter = RateLimiter.from_url(url, prefix=prefix)
-    cache = ResponseCache.from_url(url, prefix=prefix)
-    gateway = ApiGateway(
-        registry,
+    # each opens its own registry on the URL (and closes it when it stops)
+    users = UserService.from_url(url, prefix=prefix, port=sockets[0].getsockname()[1])
+    orders = OrderService.from_url(url, prefix=prefix, port=sockets[1].getsockname()[1])
+    gateway = ApiGateway.from_url(
+        url,
+        prefix=prefix,
+        cache=True,  # a ResponseCache on the URL too
         routes={
             "/api/users": Route("user-service", path="/users"),
             "/api/orders": Route("order-service", path="/orders"),
         },
-        limiter=limiter,
         rate_limit="100/minute",
-        cache=cache,
     )
     servers = [
         _Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
@@ -89,9 +86,7 @@ async def main(redis_url: str | None, port: int, prefix: str) -> None:
     await front
     for server in servers[:2]:
         server.should_exit = True
-    await asyncio.gather(*services)
-    for resource in (registry, limiter, cache):
-        await resource.close()
+    await asyncio.gather(*services)  # each lifespan closed what it opened
     print("stopped", flush=True)
 
 

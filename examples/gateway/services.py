@@ -1,7 +1,8 @@
 """The seed's user and order services, as rtkit MicroServices.
 
-Each registers itself in the registry on startup and deregisters on shutdown;
-errors (unknown ids, invalid bodies) come back as JSON with the right status.
+Each registers itself in its registry on startup and deregisters on shutdown
+(``UserService.from_url(url)`` opens that registry on ``url``); errors (unknown
+ids, invalid bodies) come back as JSON with the right status.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from rtkit import NotFound
+from rtkit.errors import NotFound
 from rtkit.microservice import MicroService
 from rtkit.registry import ServiceRegistry
 
@@ -35,8 +36,10 @@ class NewOrder(BaseModel):
 class UserService(MicroService):
     """``GET /users``, ``GET /users/{id}``, ``POST /users``."""
 
-    def __init__(self, registry: ServiceRegistry, *, port: int) -> None:
-        super().__init__("user-service", registry=registry, port=port, meta={"version": "1.0"})
+    name = "user-service"
+
+    def __init__(self, registry: ServiceRegistry | None = None, *, port: int = 0) -> None:
+        super().__init__(registry=registry, port=port, meta={"version": "1.0"})
         self.users = [
             {"id": 1, "name": "Alice", "email": "alice@example.com"},
             {"id": 2, "name": "Bob", "email": "bob@example.com"},
@@ -70,8 +73,10 @@ class UserService(MicroService):
 class OrderService(MicroService):
     """``GET /orders``, ``GET /orders/{id}``, ``POST /orders``."""
 
-    def __init__(self, registry: ServiceRegistry, *, port: int) -> None:
-        super().__init__("order-service", registry=registry, port=port, meta={"version": "1.0"})
+    name = "order-service"
+
+    def __init__(self, registry: ServiceRegistry | None = None, *, port: int = 0) -> None:
+        super().__init__(registry=registry, port=port, meta={"version": "1.0"})
         self.orders = [
             {"id": 1, "userId": 1, "total": 100, "status": "pending"},
             {"id": 2, "userId": 2, "total": 200, "status": "completed"},

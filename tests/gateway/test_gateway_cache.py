@@ -10,7 +10,9 @@ import pytest
 from gateway_harness import EchoService, free_socket, running
 
 from rtkit import ManualClock
+from rtkit.errors import BackendUnavailable, Closed, ConfigurationError
 from rtkit.gateway import ApiGateway, CachedResponse, ResponseCache, Route
+from rtkit.gateway.cache.memory import MemoryCacheBackend
 from rtkit.registry import ServiceRegistry
 from rtkit_testing import Backend
 
@@ -122,11 +124,106 @@ async def test_only_get_200_without_authorization(http: httpx.AsyncClient) -> No
 
 async def test_memory_cache_is_bounded(clock: ManualClock) -> None:
     cache = ResponseCache.from_url("memory://", clock=clock, max_entries=4, max_entry_bytes=500)
+    backend = cache._backend
+    assert isinstance(backend, MemoryCacheBackend)
     entry = CachedResponse(status=200, headers=[], body=b"x" * 10, stored_at=0)
     for i in range(10):
         assert await cache.store("GET", f"/{i}", {}, entry, [], 60)
-    assert len(cache) == 4  # type: ignore[arg-type]
+    assert len(backend) == 4
     assert await cache.lookup("GET", "/0", {}) is None
     assert await cache.lookup("GET", "/9", {}) is not None
     big = CachedResponse(status=200, headers=[], body=b"x" * 1000, stored_at=0)
     assert not await cache.store("GET", "/big", {}, big, [], 60)
+    await cache.close()
+
+
+async def test_memory_cache_is_bounded_by_bytes(clock: ManualClock) -> None:
+    backend = MemoryCacheBackend(clock=clock, max_bytes=100)
+    async with ResponseCache(backend) as cache:
+        entry = CachedResponse(status=200, headers=[], body=b"x" * 10, stored_at=0)
+        for i in range(5):
+            assert await cache.store("GET", f"/{i}", {}, entry, [], 60)
+        assert backend.size <= 100
+        assert await cache.lookup("GET", "/4", {}) is not None
+        assert await cache.lookup("GET", "/0", {}) is None
+
+
+async def test_entries_expire_with_their_ttl(clock: ManualClock) -> None:
+    async with ResponseCache(clock=clock) as cache:
+        entry = CachedResponse(status=200, headers=[], body=b"x", stored_at=0)
+        assert await cache.store("GET", "/a", {}, entry, [], 5)
+        assert not await cache.store("GET", "/b", {}, entry, [], 0)
+        clock.advance(4.9)
+        assert await cache.lookup("GET", "/a", {}) == entry
+        clock.advance(0.2)
+        assert await cache.lookup("GET", "/a", {}) is None
+
+
+async def test_vary_selects_the_variant(backend: Backend) -> None:
+    async with ResponseCache.from_url(backend.url, prefix=backend.prefix) as cache:
+        en = CachedResponse(
+            status=200, headers=[("vary", "accept-language")], body=b"en", stored_at=0
+        )
+        await cache.store("GET", "/v", {"accept-language": "en"}, en, ["accept-language"], 60)
+        assert await cache.lookup("GET", "/v", {"accept-language": "en"}) == en
+        assert await cache.lookup("GET", "/v", {"accept-language": "fr"}) is None
+        assert await cache.lookup("HEAD", "/v", {"accept-language": "en"}) is None
+
+
+async def test_a_memory_name_is_shared_and_memory_is_private() -> None:
+    entry = CachedResponse(status=200, headers=[], body=b"x", stored_at=0)
+    one, two = (ResponseCache.from_url("memory://cache-shared") for _ in range(2))
+    alone = ResponseCache.from_url("memory://")
+    async with one, two, alone:
+        await one.store("GET", "/s", {}, entry, [], 60)
+        assert await two.lookup("GET", "/s", {}) == entry
+        assert await alone.lookup("GET", "/s", {}) is None
+        await one.close()
+        assert await two.lookup("GET", "/s", {}) == entry  # closing one keeps the entries
+
+
+async def test_closed_after_close(backend: Backend) -> None:
+    cache = ResponseCache.from_url(backend.url, prefix=backend.prefix)
+    entry = CachedResponse(status=200, headers=[], body=b"x", stored_at=0)
+    async with cache:
+        assert await cache.store("GET", "/c", {}, entry, [], 60)
+    await cache.close()
+    assert cache.closed
+    with pytest.raises(Closed):
+        await cache.lookup("GET", "/c", {})
+    with pytest.raises(Closed):
+        await cache.store("GET", "/c", {}, entry, [], 60)
+    with pytest.raises(Closed):
+        await cache.start()
+
+
+async def test_a_storage_failure_is_a_miss() -> None:
+    class Down:
+        async def get(self, key: str) -> bytes | None:
+            raise BackendUnavailable("down")
+
+        async def set(self, key: str, value: bytes, ttl: float) -> None:
+            raise BackendUnavailable("down")
+
+        async def close(self) -> None:
+            self.closed = True
+
+    down = Down()
+    async with ResponseCache(down) as cache:
+        entry = CachedResponse(status=200, headers=[], body=b"x", stored_at=0)
+        assert not await cache.store("GET", "/d", {}, entry, [], 60)
+        assert await cache.lookup("GET", "/d", {}) is None
+    assert down.closed  # the cache closes its backend
+
+
+def test_options_and_settings() -> None:
+    with pytest.raises(ConfigurationError, match="max_entries"):
+        ResponseCache.from_url("memory://", max_entries=0)
+    with pytest.raises(ConfigurationError, match="max_entry_bytes"):
+        ResponseCache(max_entry_bytes=0)
+    with pytest.raises(ConfigurationError, match="nope"):
+        ResponseCache.from_url("memory://", nope=1)
+    with pytest.raises(ConfigurationError, match="max_entries"):
+        ResponseCache.from_url("redis://127.0.0.1:6379/0", max_entries=4)  # memory only
+    with pytest.raises(ConfigurationError, match=r"ResponseCache.*memory://"):
+        ResponseCache.from_url("nope://x")

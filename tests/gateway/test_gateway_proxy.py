@@ -10,8 +10,9 @@ import httpx
 import pytest
 from gateway_harness import EchoService, free_socket, running
 
-from rtkit import ConfigurationError, Limit
+from rtkit.errors import ConfigurationError
 from rtkit.gateway import ApiGateway, Route
+from rtkit.ratelimit import Limit
 from rtkit.registry import ServiceRegistry
 
 
@@ -121,7 +122,7 @@ async def test_health_and_services(registry: ServiceRegistry, echo: EchoService)
         assert r.json() == {"services": {"echo": 1, "other": 1}}
 
 
-async def test_service_going_down_gives_502(registry: ServiceRegistry) -> None:
+async def test_service_going_down_gives_503(registry: ServiceRegistry) -> None:
     sock = free_socket()
     service = EchoService(registry, sock)
     async with running(gateway(registry)) as gw, httpx.AsyncClient(base_url=gw.url) as http:
@@ -129,8 +130,9 @@ async def test_service_going_down_gives_502(registry: ServiceRegistry) -> None:
             assert (await http.get("/api/echo/")).status_code == 200
         # it deregistered on shutdown: no instance is up
         r = await http.get("/api/echo/")
-        assert r.status_code == 502
-        assert r.json()["error"]["code"] == "bad_gateway"
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "service_not_found"
+        assert "ratelimit-limit" in r.headers
 
 
 async def test_refused_connection_tries_another_instance_then_502(
@@ -144,7 +146,7 @@ async def test_refused_connection_tries_another_instance_then_502(
         httpx.AsyncClient(base_url=gw.url) as http,
     ):
         r = await http.get("/ghost/x")
-        assert (r.status_code, r.json()["error"]["code"]) == (502, "bad_gateway")
+        assert (r.status_code, r.json()["error"]["code"]) == (502, "remote_error")
         # a dead echo instance beside the live one: the retry reaches the live one
         await registry.register("echo", host="127.0.0.1", port=dead.getsockname()[1])
         for _ in range(6):
@@ -155,7 +157,7 @@ async def test_refused_connection_tries_another_instance_then_502(
 
 async def test_upstream_timeout_gives_504(registry: ServiceRegistry, echo: EchoService) -> None:
     async with (
-        running(gateway(registry, timeout=1.0)) as gw,
+        running(gateway(registry, upstream_timeout=1.0)) as gw,
         httpx.AsyncClient(base_url=gw.url) as http,
     ):
         r = await http.get("/raw/slow", params={"s": "2.5"})

@@ -1,7 +1,9 @@
-"""MicroService over real HTTP: health, registration lifecycle, errors as JSON."""
+"""MicroService over real HTTP: health, registration life cycle, errors as JSON."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
@@ -10,10 +12,15 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+import rtkit
 from gateway.gateway_harness import free_socket, running
-from rtkit import (
+from rtkit.errors import (
     AuthError,
     BackendUnavailable,
+    Closed,
+    ConfigurationError,
+    Forbidden,
+    MalformedJson,
     NotFound,
     PayloadTooLarge,
     RateLimited,
@@ -21,8 +28,10 @@ from rtkit import (
     ServiceNotFound,
     ValidationError,
 )
-from rtkit.microservice import MicroService, status_for
+from rtkit.http import status_for
+from rtkit.microservice import MicroService
 from rtkit.registry import ServiceRegistry
+from rtkit_testing import Backend
 
 
 class Item(BaseModel):
@@ -53,7 +62,7 @@ class Shop(MicroService):
         errors: dict[str, Exception] = {
             "notfound": NotFound("no such thing"),
             "auth": AuthError("bad token"),
-            "forbidden": AuthError("not yours", code="forbidden"),
+            "forbidden": Forbidden("not yours"),
             "limited": RateLimited(retry_after=2.5),
             "down": BackendUnavailable("redis is down"),
             "crash": RuntimeError("secret internals"),
@@ -79,17 +88,21 @@ async def test_registers_while_running(registry: ServiceRegistry) -> None:
             health = (await http.get("/health")).json()
         assert health["status"] == "ok"
         assert (health["service"], health["instance_id"]) == ("shop", instance.instance_id)
-    assert shop.stopped
-    assert await registry.discover("shop") == []
+    assert shop.stopped and shop.closed
+    assert await registry.discover("shop") == []  # the given registry is still open
 
 
-async def test_runs_without_registry() -> None:
+async def test_runs_on_a_private_registry() -> None:
     sock = free_socket()
+    shop = Shop(None, sock.getsockname()[1])
     async with (
-        running(Shop(None, sock.getsockname()[1]), sock) as server,
+        running(shop, sock) as server,
         httpx.AsyncClient(base_url=server.url) as http,
     ):
-        assert (await http.get("/health")).json()["instance_id"] is None
+        instance_id = (await http.get("/health")).json()["instance_id"]
+        assert [i.instance_id for i in await shop.registry.discover("shop")] == [instance_id]
+    with pytest.raises(Closed):  # its own registry closed with it
+        await shop.registry.discover("shop")
 
 
 @pytest.mark.parametrize(
@@ -137,9 +150,130 @@ async def test_request_validation() -> None:
         assert (r.status_code, r.json()["error"]["code"]) == (405, "method_not_allowed")
 
 
+async def test_parse_raises_typed_errors() -> None:
+    async def receive_body(body: bytes) -> Request:
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return Request({"type": "http", "method": "POST", "headers": []}, receive)
+
+    with pytest.raises(MalformedJson):
+        await MicroService.parse(await receive_body(b"{nope"), Item)
+    with pytest.raises(ValidationError) as info:
+        await MicroService.parse(await receive_body(b'{"name": "pen"}'), Item)
+    assert type(info.value) is ValidationError and "qty" in str(info.value)
+
+
 def test_status_mapping() -> None:
     assert status_for(ValidationError("x")) == 422
-    assert status_for(ValidationError("x", code="bad_request")) == 400
+    assert status_for(MalformedJson("x")) == 400
     assert status_for(PayloadTooLarge("x")) == 413
     assert status_for(ServiceNotFound("x")) == 503
     assert status_for(RtkitError("x")) == 500
+
+
+# -- the shape: names, life cycle, ownership, from_url ---------------------------------
+
+
+class UserService(MicroService):
+    pass
+
+
+class Named(MicroService):
+    name = "billing/v2"
+
+
+def test_names() -> None:
+    assert MicroService().name == "micro-service"
+    assert UserService().name == "user-service"
+    assert Named().name == "billing/v2"
+    assert Named("other").name == "other"
+    with pytest.raises(ConfigurationError):
+        MicroService("not a name")
+
+
+async def test_port_zero_binds_and_registers_a_free_port(registry: ServiceRegistry) -> None:
+    service = UserService(registry=registry)
+    assert (service.port, service.instance_id) == (0, None)
+    async with service:
+        [instance] = await registry.discover("user-service")
+        assert instance.port == service.port != 0
+        assert instance.instance_id == service.instance_id
+    assert await registry.discover("user-service") == []
+    assert service.instance_id is not None  # still readable after close
+
+
+async def test_serve_on_a_free_port(registry: ServiceRegistry) -> None:
+    service = UserService(registry=registry)
+    task = asyncio.create_task(service.serve())
+    try:
+        async with asyncio.timeout(20):
+            while not await registry.discover("user-service"):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}") as http:
+            assert (await http.get("/health")).json()["service"] == "user-service"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await service.close()
+    assert await registry.discover("user-service") == []
+
+
+async def test_closed_after_close(registry: ServiceRegistry) -> None:
+    service = MicroService(registry=registry, port=9)
+    async with service:
+        pass
+    await service.close()
+    assert service.closed
+    with pytest.raises(Closed):
+        await service.start()
+    with pytest.raises(Closed):
+        await service.serve()
+    transport = httpx.ASGITransport(app=service)
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as http:
+        r = await http.get("/health")
+    assert (r.status_code, r.json()["error"]["code"]) == (503, "closed")
+    await registry.register("svc", host="127.0.0.1", port=9, heartbeat=False)  # still open
+
+
+async def test_never_started_closes_its_registry() -> None:
+    service = MicroService()
+    await service.close()
+    with pytest.raises(Closed):
+        await service.registry.discover("micro-service")
+
+
+async def test_from_url_owns_its_registry(backend: Backend) -> None:
+    service = MicroService.from_url(backend.url, prefix=backend.prefix, name="shop", ttl=10)
+    async with service:
+        assert service.ttl == 10
+        [instance] = await service.registry.discover("shop")
+        assert instance.expires_at - instance.registered_at == pytest.approx(10, abs=1)
+    with pytest.raises(Closed):
+        await service.registry.discover("shop")
+    with pytest.raises(ConfigurationError, match="nope"):
+        MicroService.from_url(backend.url, nope=1)
+    with pytest.raises(ConfigurationError, match=r"MicroService.*memory://"):
+        MicroService.from_url("nope://x")
+
+
+@pytest.mark.redis
+async def test_from_url_borrows_a_redis_client(redis_url: str, redis_prefix: str) -> None:
+    client = rtkit.redis_client(redis_url)
+    try:
+        async with MicroService.from_url(redis_url, redis=client, prefix=redis_prefix) as service:
+            other = ServiceRegistry.from_url(redis_url, prefix=redis_prefix)
+            async with other:
+                [instance] = await other.discover("micro-service")
+            assert instance.port == service.port
+        assert await client.ping()
+    finally:
+        await client.aclose()
+
+
+async def test_a_memory_name_shares_the_registry() -> None:
+    one = MicroService.from_url("memory://svc-shared", name="one")
+    two = MicroService.from_url("memory://svc-shared", name="two")
+    async with one, two:
+        assert [i.instance_id for i in await two.registry.discover("one")] == [one.instance_id]

@@ -1,0 +1,269 @@
+"""Proxying: routes, which headers go where, and one upstream exchange with retries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from .._core.validate import check_name
+from ..errors import ConfigurationError, RemoteError
+from ..registry import ServiceInstance, ServiceRegistry, Strategy
+
+__all__ = [
+    "HOP_BY_HOP",
+    "NOT_RETURNED",
+    "AnyMethod",
+    "Route",
+    "Upstream",
+    "UpstreamTimeout",
+    "check_routes",
+    "client_ip",
+    "match_route",
+    "strip_hop_by_hop",
+]
+
+log = logging.getLogger("rtkit.gateway")
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+"""Headers that concern one connection and are never forwarded (RFC 9110 7.6.1)."""
+
+_NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length"}
+# The front server (uvicorn) adds its own Date and Server headers.
+NOT_RETURNED = HOP_BY_HOP | {"content-length", "date", "server"}
+
+Headers = list[tuple[str, str]]
+Exchange = tuple[int, Headers, bytes]
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where the gateway sends requests under a path prefix.
+
+    Attributes:
+        service: The service name to discover.
+        path: What replaces the matched prefix in the upstream path (``None``:
+            the path is forwarded unchanged). With ``{"/api/users":
+            Route("user-service", path="/users")}``, ``/api/users/7?x=1`` goes to
+            ``/users/7?x=1`` on a ``user-service`` instance.
+        strategy: How to pick the instance (see
+            [`ServiceRegistry.get_service`][rtkit.registry.ServiceRegistry.get_service]).
+    """
+
+    service: str
+    path: str | None = None
+    strategy: Strategy = "random"
+
+
+def client_ip(request: Request) -> str:
+    """The default rate-limit key: the peer address of the connection."""
+    return request.client.host if request.client else "unknown"
+
+
+def _connection_listed(headers: Sequence[tuple[str, str]]) -> set[str]:
+    named: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            named.update(v.strip().lower() for v in value.split(",") if v.strip())
+    return named
+
+
+def strip_hop_by_hop(
+    headers: Sequence[tuple[str, str]], extra: frozenset[str] = HOP_BY_HOP
+) -> Headers:
+    """``headers`` without hop-by-hop ones: the standard list, ``extra`` and those
+    named in ``Connection``."""
+    drop = extra | _connection_listed(headers)
+    return [(k, v) for k, v in headers if k.lower() not in drop]
+
+
+def forward_headers(request: Request) -> Headers:
+    """The request's headers as sent upstream, with ``X-Forwarded-*`` set."""
+    headers = strip_hop_by_hop(request.headers.items(), _NOT_FORWARDED)
+    headers = [(k, v) for k, v in headers if not k.lower().startswith("x-forwarded-")]
+    forwarded_for = [v for k, v in request.headers.items() if k == "x-forwarded-for"]
+    forwarded_for.append(client_ip(request))
+    headers.append(("x-forwarded-for", ", ".join(forwarded_for)))
+    headers.append(("x-forwarded-proto", request.url.scheme))
+    if "host" in request.headers:
+        headers.append(("x-forwarded-host", request.headers["host"]))
+    return headers
+
+
+def check_routes(routes: Mapping[str, str | Route]) -> list[tuple[str, Route]]:
+    """The routes as ``(prefix, Route)``, longest prefix first.
+
+    Raises:
+        rtkit.errors.ConfigurationError: A prefix or path not starting with ``/``
+            (or a prefix ending with one), or a bad service name.
+    """
+    checked = []
+    for prefix, target in routes.items():
+        route = Route(target) if isinstance(target, str) else target
+        if not prefix.startswith("/") or (prefix != "/" and prefix.endswith("/")):
+            raise ConfigurationError(f"route prefix {prefix!r} must start and not end with /")
+        if route.path is not None and not route.path.startswith("/"):
+            raise ConfigurationError(f"route path {route.path!r} must start with /")
+        check_name(route.service, "service name", error=ConfigurationError)
+        checked.append((prefix.rstrip("/"), route))
+    return sorted(checked, key=lambda item: -len(item[0]))
+
+
+def match_route(routes: list[tuple[str, Route]], raw_path: str) -> tuple[Route, str] | None:
+    """The route for ``raw_path`` (whole segments) and the upstream path, if any."""
+    for prefix, route in routes:
+        if raw_path == prefix or raw_path.startswith(prefix + "/") or prefix == "":
+            rest = raw_path[len(prefix) :]
+            if route.path is None:
+                return route, raw_path
+            return route, (route.path.rstrip("/") + rest) or "/"
+    return None
+
+
+class AnyMethod:
+    """An ASGI endpoint (Starlette routes restrict plain functions to GET/HEAD)."""
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point."""
+        response = await self.handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+class UpstreamTimeout(Exception):
+    """The upstream did not answer within ``upstream_timeout`` (the gateway answers 504)."""
+
+
+class _TooLarge(Exception):
+    """An upstream response exceeded ``max_response_size``."""
+
+
+class Upstream:
+    """Sends requests to service instances over one pooled ``httpx.AsyncClient``.
+
+    An instance refusing the connection is retried on another (``retries``);
+    instance lists are reused for ``discovery_ttl`` seconds.
+    """
+
+    def __init__(
+        self,
+        registry: ServiceRegistry,
+        *,
+        timeout: float,
+        max_response_size: int,
+        max_connections: int,
+        retries: int,
+        discovery_ttl: float,
+    ) -> None:
+        self.registry = registry
+        self.timeout = timeout
+        self.max_response_size = max_response_size
+        self.retries = retries
+        self.discovery_ttl = discovery_ttl
+        self._discovered: dict[str, tuple[float, list[ServiceInstance]]] = {}
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        for name in ("accept", "accept-encoding", "user-agent"):
+            del self.client.headers[name]  # forward the client's, not httpx's defaults
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()
+
+    async def send(self, request: Request, route: Route, path: str) -> Exchange:
+        """Send ``request`` to an instance of ``route.service`` at ``path``.
+
+        Raises:
+            rtkit.errors.ServiceNotFound: No instance is live (503).
+            rtkit.errors.RemoteError: No live instance answered, or the answer is
+                too large (502).
+            UpstreamTimeout: The exchange took longer than ``timeout`` (504).
+        """
+        body = await request.body()
+        headers = forward_headers(request)
+        tried: set[str] = set()
+        for _ in range(self.retries + 1):
+            instance = await self._pick(route, tried)
+            if instance is None:
+                break
+            tried.add(instance.instance_id)
+            upstream = self.client.build_request(
+                request.method, instance.url + path, headers=headers, content=body
+            )
+            try:
+                with self.registry.track(instance):
+                    async with asyncio.timeout(self.timeout):
+                        return await self._exchange(upstream)
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                if isinstance(exc, httpx.ConnectTimeout):
+                    continue
+                log.warning("%s %s timed out", request.method, instance.url)
+                raise UpstreamTimeout(f"{route.service} did not answer in time") from None
+            except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+                log.warning("%s %s: %s", request.method, instance.url, exc)
+            except _TooLarge:
+                raise RemoteError(f"the response of {route.service} is too large") from None
+            except httpx.HTTPError as exc:
+                log.warning("%s %s failed: %s", request.method, instance.url, exc)
+                break
+        raise RemoteError(f"no instance of {route.service} answered")
+
+    async def _pick(self, route: Route, tried: set[str]) -> ServiceInstance | None:
+        """An instance not tried yet; ``None`` when every live one was.
+
+        Raises:
+            rtkit.errors.ServiceNotFound: No instance is live.
+        """
+        now = time.monotonic()
+        cached = self._discovered.get(route.service)
+        if cached is None or cached[0] <= now or tried:
+            instances = await self.registry.discover(route.service)
+            if self.discovery_ttl > 0:
+                self._discovered[route.service] = (now + self.discovery_ttl, instances)
+        else:
+            instances = cached[1]
+        candidates = [i for i in instances if i.instance_id not in tried]
+        if instances and not candidates:
+            return None
+        return self.registry.pick(route.service, candidates, route.strategy)
+
+    async def _exchange(self, upstream: httpx.Request) -> Exchange:
+        response = await self.client.send(upstream, stream=True)
+        try:
+            chunks, size = [], 0
+            async for chunk in response.aiter_raw():  # still encoded: forwarded as is
+                size += len(chunk)
+                if size > self.max_response_size:
+                    raise _TooLarge
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw]
+        return response.status_code, headers, b"".join(chunks)
