@@ -138,8 +138,8 @@ async def test_only_a_clock_other_than_the_system_clock_reaches_redis(redis_url:
 def test_from_url_refuses_options_nobody_takes() -> None:
     with pytest.raises(ConfigurationError, match=r"RateLimiter\.from_url.*store"):
         RateLimiter.from_url("memory://", store=object())
-    with pytest.raises(ConfigurationError, match="timeout"):
-        RateLimiter.from_url("memory://", timeout=1)  # memory waits for nothing
+    # memory waits for nothing: the Redis option is ignored, one call fits every URL
+    assert RateLimiter.from_url("memory://", timeout=1) is not None
 
 
 @pytest.mark.parametrize(

@@ -150,8 +150,8 @@ async def test_from_url_gives_each_option_to_whoever_takes_it(redis_url: str) ->
 def test_from_url_refuses_options_nobody_takes() -> None:
     with pytest.raises(ConfigurationError, match=r"ServiceRegistry\.from_url.*ttl"):
         ServiceRegistry.from_url("memory://", ttl=3)
-    with pytest.raises(ConfigurationError, match="timeout"):
-        ServiceRegistry.from_url("memory://", timeout=1)  # memory waits for nothing
+    # memory waits for nothing: the Redis option is ignored, one call fits every URL
+    assert ServiceRegistry.from_url("memory://", timeout=1) is not None
 
 
 @pytest.mark.redis
