@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any, Self
 
@@ -43,9 +42,11 @@ class ServiceClient(Component):
         for_service, own = split_options(
             cls.__name__, options, service_keywords, keywords(cls.__init__)
         )
-        # the service's own name, so memory://NAME is shared with services of that name
-        service_target = dataclasses.replace(target, component=RabbitMQService.__name__)
-        client = cls(RabbitMQService._from_target(service_target, for_service), **own)
+        # opened as a RabbitMQService, so memory://NAME is shared with services of that name
+        service = RabbitMQService.from_url(
+            target.url, prefix=target.prefix, clock=target.clock, **for_service
+        )
+        client = cls(service, **own)
         client._owns_service = True
         return client
 
