@@ -360,7 +360,8 @@ class MessageConsumer(ServiceClient):
     ``MessageConsumer(service)`` consumes through ``service`` (and never closes
     it); ``MessageConsumer.from_url(url, ...)`` through a service of its own on
     ``url``, closed with the consumer; ``MessageConsumer()`` through a private
-    in-memory one. ``close()`` stops every handle gracefully.
+    in-memory one. ``consumer.service`` is the service in use; ``close()`` stops
+    every handle gracefully.
 
     Args:
         service: The service to consume through.

@@ -32,7 +32,7 @@ class MessageProducer(ServiceClient):
     ``MessageProducer(service)`` sends through ``service`` (and never closes it);
     ``MessageProducer.from_url(url, ...)`` through a service of its own on
     ``url``, closed with the producer; ``MessageProducer()`` through a private
-    in-memory one.
+    in-memory one. ``producer.service`` is the service in use.
 
     Args:
         service: The service to send through.
