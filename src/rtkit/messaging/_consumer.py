@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import json
 import logging
@@ -279,16 +280,7 @@ class ConsumerHandle:
             headers = clean_headers(msg.headers)
             headers["x-retry-count"] = attempt
             headers["x-last-error"] = text(f"{type(exc).__name__}: {exc}")
-            again = OutgoingMessage(
-                body=msg.body,
-                message_id=msg.message_id,
-                timestamp=msg.timestamp,
-                headers=headers,
-                content_type=msg.content_type,
-                persistent=msg.persistent,
-                correlation_id=msg.correlation_id,
-                reply_to=msg.reply_to,
-            )
+            again = dataclasses.replace(msg, headers=headers)
             await service.backend.publish("", tier, again, mandatory=True)
         except RtkitError as publish_error:
             log.warning(
@@ -338,14 +330,7 @@ class ConsumerHandle:
         headers["x-original-queue"] = self.queue
         headers["x-original-exchange"] = delivery.exchange
         headers["x-original-routing-key"] = delivery.routing_key
-        dead = OutgoingMessage(
-            body=msg.body,
-            message_id=msg.message_id,
-            timestamp=msg.timestamp,
-            headers=headers,
-            content_type=msg.content_type,
-            persistent=msg.persistent,
-        )
+        dead = dataclasses.replace(msg, headers=headers, correlation_id=None, reply_to=None)
         try:
             await self._service.backend.publish("", dlq, dead, mandatory=True)
         except RtkitError as exc:
