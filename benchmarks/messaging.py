@@ -211,7 +211,7 @@ async def bench_faststream(admin: Admin) -> dict[str, Figure]:
 
 async def bench_rtkit(admin: Admin) -> dict[str, Figure]:
     service = RabbitMQService.from_url(URL, connection_name="rtkit-bench")
-    await service.connect()
+    await service.start()
     queue = await admin.queue("rtkit")
     payload = {"payload": "x" * 64}
     seq_producer = MessageProducer(service)

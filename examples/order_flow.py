@@ -104,6 +104,10 @@ class OrderFlow:
         await consume(self.payment_processed, self.on_payment, prefetch=3, model=PaymentProcessed)
         await consume(self.email_send, self.on_send_email, prefetch=10, model=Email, retry=retry)
 
+    async def stop(self) -> None:
+        """Stop the consumers gracefully: handlers already running finish first."""
+        await self.consumer.close()  # the service it was given stays open
+
     # -- the order service ----------------------------------------------------------
 
     async def create_order(self, user_id: int, items: list[Item]) -> int:
@@ -182,9 +186,8 @@ async def run(url: str = "memory://", *, prefix: str = "", cleanup: bool = False
             if loop.time() > deadline:
                 raise TimeoutError("the order flow did not complete")
             await asyncio.sleep(0.01)
-        await service.close()  # graceful: in-flight handlers finish first
-        if cleanup:
-            await service.connect()
+        await flow.stop()
+        if cleanup:  # each queue with its dead-letter and delay tier queues
             for queue in flow.queues:
                 await service.delete_queue(queue)
     return shop

@@ -18,8 +18,9 @@ class MQ:
 
     def __init__(self, kind: str, url: str) -> None:
         self.kind = kind
-        self.url = url
         self.test_id = unique_name("rtkit-test")
+        # memory: one broker of the test's own, shared by its services (and the cleanup)
+        self.url = f"memory://{self.test_id}" if url == "memory://" else url
         self.services: list[RabbitMQService] = []
         self.queues: list[str] = []
         self.exchanges: list[str] = []
@@ -36,33 +37,34 @@ class MQ:
         self.exchanges.append(name)
         return name
 
-    async def service(self, **kwargs: Any) -> RabbitMQService:
-        """A connected service; closed after the test."""
+    async def service(self, **options: Any) -> RabbitMQService:
+        """A started service on this broker (``from_url`` options); closed after the test.
+
+        Every service of one test shares one broker: on ``memory://NAME`` by the
+        test's own name, on RabbitMQ by being RabbitMQ.
+        """
+        options.setdefault("close_timeout", 2.0)
         if self.kind == "amqp":
-            kwargs.setdefault("connection_name", self.test_id)
-            kwargs.setdefault("reconnect_interval", 0.2)
-        service = RabbitMQService.from_url(self.url, **kwargs)
-        await service.connect()
+            options.setdefault("connection_name", self.test_id)
+            options.setdefault("reconnect_interval", 0.2)
+        service = RabbitMQService.from_url(self.url, **options)
+        await service.start()
         self.services.append(service)
         return service
 
     async def cleanup(self) -> None:
         """Delete every queue, tier and exchange the test made; close the services."""
-        tiers = {t for s in self.services for t in s._tiers}
+        tiers = {t for s in self.services for t in s.delay_queues}
         for service in self.services:
             with contextlib.suppress(Exception):
-                await service.close(timeout=2.0)
-        admin = RabbitMQService.from_url(self.url)
-        await admin.connect()
-        try:
+                await service.close()
+        async with RabbitMQService.from_url(self.url) as admin:
             for name in [*self.queues, *(f"{q}.dlq" for q in self.queues), *sorted(tiers)]:
                 with contextlib.suppress(Exception):
-                    await admin.connection.delete_queue(name)
+                    await admin.backend.delete_queue(name)
             for name in self.exchanges:
                 with contextlib.suppress(Exception):
-                    await admin.connection.delete_exchange(name)
-        finally:
-            await admin.close()
+                    await admin.backend.delete_exchange(name)
 
 
 async def eventually(

@@ -10,19 +10,18 @@ import asyncio
 import sys
 from typing import Any
 
-from rtkit.messaging import MessageConsumer, RabbitMQService
+from rtkit.messaging import MessageConsumer
 
 
 async def main(url: str, queue: str, name: str, prefetch: int) -> None:
-    service = RabbitMQService.from_url(url, connection_name=name)
-    await service.connect()
+    consumer = MessageConsumer.from_url(url, connection_name=name)
 
     async def hang(payload: Any) -> None:
         sys.stdout.write(f"{payload}\n")
         sys.stdout.flush()
         await asyncio.sleep(3600)
 
-    await MessageConsumer(service).consume(queue, hang, prefetch=prefetch)
+    await consumer.consume(queue, hang, prefetch=prefetch)
     await asyncio.sleep(3600)
 
 

@@ -9,22 +9,24 @@ from typing import Any
 import pydantic
 import pytest
 
-from rtkit import (
+from rtkit.errors import (
     BackendUnavailable,
+    Closed,
     ConfigurationError,
     NotFound,
     PayloadTooLarge,
-    RtkitError,
+    RemoteError,
     ValidationError,
 )
 from rtkit.messaging import (
+    DedupStore,
     Envelope,
-    MemoryDedupStore,
     MessageConsumer,
     MessageProducer,
-    OutgoingMessage,
+    RabbitMQService,
     RetryPolicy,
 )
+from rtkit.messaging.brokers.base import OutgoingMessage
 
 from ._helpers import MQ, drain, eventually
 
@@ -261,10 +263,10 @@ async def test_bad_input_goes_to_dlq_with_a_reason(mq: MQ) -> None:
             content_type=content_type,
         )
 
-    await service.connection.publish("", queue, raw(b"{not json"), mandatory=True)
-    await service.connection.publish("", queue, raw(b"<xml/>", "application/xml"), mandatory=True)
-    await service.connection.publish("", queue, raw(b'"' + b"x" * 2000 + b'"'), mandatory=True)
-    await service.connection.publish("", queue, raw(b'{"ok": 1}', None), mandatory=True)
+    await service.backend.publish("", queue, raw(b"{not json"), mandatory=True)
+    await service.backend.publish("", queue, raw(b"<xml/>", "application/xml"), mandatory=True)
+    await service.backend.publish("", queue, raw(b'"' + b"x" * 2000 + b'"'), mandatory=True)
+    await service.backend.publish("", queue, raw(b'{"ok": 1}', None), mandatory=True)
 
     await eventually(lambda: inbox.payloads == [{"ok": 1}])
     dead = await drain(service, f"{queue}.dlq", expect=3)
@@ -287,7 +289,7 @@ async def test_delayed_delivery_uses_independent_tiers(mq: MQ) -> None:
     assert inbox.payloads == ["now", "soon", "late"]  # a long delay never blocks a short one
     assert time.monotonic() - started >= 0.5
     assert service.delay_queue_name(queue, 0.1) == f"{queue}.delay.100ms"
-    assert service.delay_queue_name(queue, 0.6) in service._tiers
+    assert service.delay_queue_name(queue, 0.6) in service.delay_queues
 
 
 async def test_request_reply(mq: MQ) -> None:
@@ -304,7 +306,7 @@ async def test_request_reply(mq: MQ) -> None:
     producer = MessageProducer(service)
     replies = await asyncio.gather(*(producer.request(queue, {"n": i}) for i in range(5)))
     assert replies == [{"n": 2 * i} for i in range(5)]
-    with pytest.raises(RtkitError) as info:
+    with pytest.raises(RemoteError) as info:
         await producer.request(queue, {"n": -1})
     assert info.value.code == "remote_error"
     assert "negative" in str(info.value)
@@ -325,11 +327,11 @@ async def test_graceful_stop_lets_in_flight_handlers_finish(mq: MQ) -> None:
     queue = mq.queue()
     await service.declare_queue(queue)
     inbox = Inbox(delay=0.3)
-    sub = await MessageConsumer(service).consume(queue, inbox, prefetch=3)
+    sub = await MessageConsumer(service, close_timeout=5.0).consume(queue, inbox, prefetch=3)
     for i in range(6):
         await MessageProducer(service).send(queue, i)
     await eventually(lambda: sub.in_flight == 3)
-    await sub.stop(timeout=5.0)
+    await sub.stop()
     assert sorted(inbox.payloads) == [0, 1, 2]  # in-flight finished and were acked
     assert inbox.calls == 3  # nothing new was taken
     rest = await drain(service, queue, expect=3)
@@ -347,11 +349,11 @@ async def test_stop_deadline_cancels_and_the_message_is_redelivered(mq: MQ) -> N
         stuck.set()
         await asyncio.sleep(60)
 
-    sub = await MessageConsumer(service).consume(queue, hang)
+    sub = await MessageConsumer(service, close_timeout=0.2).consume(queue, hang)
     await MessageProducer(service).send(queue, "stuck")
     await asyncio.wait_for(stuck.wait(), 10)
     started = time.monotonic()
-    await sub.stop(timeout=0.2)
+    await sub.stop()
     assert time.monotonic() - started < 5
     inbox = Inbox()
     await MessageConsumer(service).consume(queue, inbox)
@@ -364,7 +366,7 @@ async def test_dedup_store_runs_a_handler_once_per_message_id(mq: MQ) -> None:
     queue = mq.queue()
     await service.declare_queue(queue)
     inbox = Inbox()
-    sub = await MessageConsumer(service, dedup=MemoryDedupStore()).consume(queue, inbox)
+    sub = await MessageConsumer(service, dedup=DedupStore()).consume(queue, inbox)
     producer = MessageProducer(service)
     for _ in range(3):
         await producer.send(queue, "once", message_id="order-1")
@@ -374,11 +376,14 @@ async def test_dedup_store_runs_a_handler_once_per_message_id(mq: MQ) -> None:
     assert sub.duplicates == 2
 
 
-async def test_not_connected_and_unknown_urls(mq: MQ) -> None:
-    from rtkit.messaging import RabbitMQService
-
-    service = RabbitMQService.from_url(mq.url)
-    with pytest.raises(RtkitError):
+async def test_operations_start_the_service_and_unknown_urls_are_refused(mq: MQ) -> None:
+    service = RabbitMQService.from_url(mq.url)  # not started: the first operation connects
+    mq.services.append(service)
+    queue = mq.queue()
+    await service.declare_queue(queue)
+    assert await service.get(queue) is None
+    await service.close()
+    with pytest.raises(Closed):
         await service.declare_queue(mq.queue())
     with pytest.raises(ConfigurationError):
         RabbitMQService.from_url("redis://localhost")

@@ -15,15 +15,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from rtkit import BackendUnavailable
+from rtkit.errors import BackendUnavailable
 from rtkit.messaging import (
+    DedupStore,
     Envelope,
-    MemoryDedupStore,
     MessageConsumer,
     MessageProducer,
     RabbitMQService,
 )
-from rtkit.messaging.amqp import AmqpConnection
+from rtkit.messaging.brokers.amqp import AmqpBrokerBackend
 
 from ._helpers import MQ, TcpProxy, close_my_connections, eventually
 
@@ -31,23 +31,28 @@ pytestmark = pytest.mark.rabbitmq
 
 
 async def test_a_broker_that_is_down_raises_backend_unavailable_quickly() -> None:
-    service = RabbitMQService.from_url("amqp://guest:guest@127.0.0.1:1/", connect_timeout=2.0)
+    service = RabbitMQService.from_url("amqp://guest:guest@127.0.0.1:1/", timeout=2.0)
     started = time.monotonic()
     with pytest.raises(BackendUnavailable):
-        await service.connect()
+        await service.start()
     assert time.monotonic() - started < 5
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable):  # a later operation tries to connect again
+        await service.declare_queue("never-declared")
+    assert time.monotonic() - started < 5
+    await service.close()
 
 
-async def test_a_confirm_that_never_comes_raises_within_publish_timeout(
+async def test_a_confirm_that_never_comes_raises_within_the_timeout(
     amqp_url: str, rabbit: MQ
 ) -> None:
     parts = urlsplit(amqp_url)
     proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
     port = await proxy.start()
     service = RabbitMQService.from_url(
-        f"amqp://guest:guest@127.0.0.1:{port}/", publish_timeout=0.5, connect_timeout=2.0
+        f"amqp://guest:guest@127.0.0.1:{port}/", timeout=0.5, close_timeout=1.0
     )
-    await service.connect()
+    await service.start()
     queue = rabbit.queue()
     await service.declare_queue(queue)
     producer = MessageProducer(service)
@@ -62,7 +67,7 @@ async def test_a_confirm_that_never_comes_raises_within_publish_timeout(
     with pytest.raises(BackendUnavailable):
         await producer.send(queue, "nobody home")
     assert time.monotonic() - started < 3
-    await service.close(timeout=1.0)
+    await service.close()
 
 
 async def test_reconnect_restores_topology_and_consumers(rabbit: MQ) -> None:
@@ -84,7 +89,7 @@ async def test_reconnect_restores_topology_and_consumers(rabbit: MQ) -> None:
     assert await close_my_connections(rabbit.test_id) == 1
     await producer.publish(exchange, "order.created", "after")  # waits for the reconnect
     await eventually(lambda: got == ["before", "after"], timeout=20)
-    connection: AmqpConnection = service.connection  # type: ignore[assignment]
+    connection: AmqpBrokerBackend = service.backend  # type: ignore[assignment]
     # aio-pika restores the channels first and runs its reconnect callbacks after.
     await eventually(lambda: connection.reconnects >= 1)
     await eventually(lambda: connection.verifications >= 1)
@@ -116,14 +121,14 @@ async def test_a_consumer_channel_closed_by_the_broker_comes_back(rabbit: MQ) ->
     await eventually(lambda: 2 in got, timeout=20)
     assert set(got) == {1, 2} and got.count(2) == 1
     assert await consumer.channel.get_underlay_channel() is not underlay  # type: ignore[union-attr]
-    connection: AmqpConnection = service.connection  # type: ignore[assignment]
+    connection: AmqpBrokerBackend = service.backend  # type: ignore[assignment]
     assert await connection.verify() == []
 
 
 @pytest.mark.slow
 async def test_stream_survives_dropped_connections_exactly_once_with_dedup(rabbit: MQ) -> None:
     total = 5000
-    service = await rabbit.service(publish_timeout=30.0)
+    service = await rabbit.service(timeout=30.0)
     queue = rabbit.queue("stream")
     await service.declare_queue(queue)
     calls: collections.Counter[int] = collections.Counter()
@@ -131,7 +136,7 @@ async def test_stream_survives_dropped_connections_exactly_once_with_dedup(rabbi
     async def handle(payload: int) -> None:
         calls[payload] += 1
 
-    dedup = MemoryDedupStore(window=600, lease=30)
+    dedup = DedupStore(window=600, lease=30)
     handle_ = await MessageConsumer(service, dedup=dedup).consume(queue, handle, prefetch=100)
     producer = MessageProducer(service, max_in_flight=200)
 
@@ -149,7 +154,7 @@ async def test_stream_survives_dropped_connections_exactly_once_with_dedup(rabbi
     await asyncio.sleep(0.5)
     assert set(calls) == set(range(total))  # none lost
     assert max(calls.values()) == 1  # and, with the dedup store, none handled twice
-    assert service.connection.reconnects >= 1  # type: ignore[attr-defined]
+    assert service.backend.reconnects >= 1  # type: ignore[attr-defined]
     assert handle_.handled == total
 
 

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import pytest
 
-from rtkit.messaging import MemoryBroker, OutgoingMessage, RetryPolicy, delay_tier_ms, topic_matches
-from rtkit.messaging.base import Delivery
+from rtkit._core.topic import TopicPattern
+from rtkit.messaging import (
+    MemoryBroker,
+    MessageConsumer,
+    MessageProducer,
+    RabbitMQService,
+    RetryPolicy,
+)
+from rtkit.messaging._retry import delay_tier_ms
+from rtkit.messaging.brokers.base import Delivery, OutgoingMessage
 
 
 def message(n: int) -> OutgoingMessage:
@@ -33,8 +42,43 @@ def message(n: int) -> OutgoingMessage:
         ("exact", "other", False),
     ],
 )
-def test_topic_matching(pattern: str, key: str, expected: bool) -> None:
-    assert topic_matches(pattern, key) is expected
+async def test_topic_matching(pattern: str, key: str, expected: bool) -> None:
+    assert TopicPattern(pattern).matches(key) is expected
+    async with RabbitMQService() as service:  # the broker routes with the same matcher
+        await service.declare_exchange("x", "topic")
+        await service.declare_queue("q")
+        await service.bind("q", "x", pattern)
+        await MessageProducer(service).publish("x", key, key)
+        got = await service.get("q")
+        assert (got is not None and got.payload == key) is expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "key", "matches"),
+    [
+        (".".join(["#"] * 20), ".".join(["w"] * 50), True),
+        # "#" words kept apart by literals (so they cannot collapse into one): a
+        # backtracking matcher takes hours on these, the linear one microseconds
+        (".".join(["#", "a"] * 20), ".".join(["a"] * 50), True),
+        (".".join(["#", "a"] * 20), ".".join(["a"] * 49 + ["b"]), False),
+    ],
+)
+async def test_twenty_hash_words_against_a_50_word_key_take_under_10_ms(
+    pattern: str, key: str, matches: bool
+) -> None:
+    assert pattern.split(".").count("#") == 20 and len(key.split(".")) == 50
+    async with RabbitMQService() as service:
+        await service.declare_exchange("x", "topic")
+        await service.declare_queue("q")
+        await service.bind("q", "x", pattern)
+        producer = MessageProducer(service)
+        await producer.publish("x", key, "warm-up")  # the code paths are loaded
+        assert (await service.get("q") is not None) is matches
+        started = time.perf_counter()
+        await producer.publish("x", key, "k")
+        elapsed = time.perf_counter() - started
+        assert elapsed < 0.010, f"routing took {elapsed * 1000:.1f} ms"
+        assert (await service.get("q") is not None) is matches
 
 
 def test_delay_tiers_are_few_and_deterministic() -> None:
@@ -65,7 +109,7 @@ def test_retry_policy_backs_off_exponentially_with_capped_jitter() -> None:
 
 async def test_requeue_keeps_position_and_sets_redelivered() -> None:
     broker = MemoryBroker()
-    conn = broker.connection()
+    conn = broker.backend()
     await conn.connect()
     await conn.declare_queue("q", durable=True, arguments={})
     for n in range(3):
@@ -90,7 +134,7 @@ async def test_requeue_keeps_position_and_sets_redelivered() -> None:
 
 async def test_reject_dead_letters_with_x_death_and_ttl_expires() -> None:
     broker = MemoryBroker()
-    conn = broker.connection()
+    conn = broker.backend()
     await conn.connect()
     await conn.declare_queue("dead", durable=True, arguments={})
     args = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"}
@@ -115,10 +159,8 @@ async def test_reject_dead_letters_with_x_death_and_ttl_expires() -> None:
 
 
 async def test_a_restart_keeps_durable_things_and_consumers_come_back() -> None:
-    from rtkit.messaging import MessageConsumer, MessageProducer, RabbitMQService
-
     broker = MemoryBroker()
-    async with RabbitMQService(broker.connection()) as service:
+    async with RabbitMQService(broker.backend()) as service:
         producer = MessageProducer(service)
         await service.declare_queue("durable")
         await service.declare_queue("transient", durable=False, dead_letter=False)
@@ -136,7 +178,7 @@ async def test_a_restart_keeps_durable_things_and_consumers_come_back() -> None:
         await asyncio.sleep(0.01)  # "kept" is in flight, unacked
 
         await broker.restart()
-        assert service.connection.reconnects == 1  # type: ignore[attr-defined]
+        assert service.backend.reconnects == 1  # type: ignore[attr-defined]
         assert broker.message_count("transient") == 0  # re-declared, empty
         release.set()
         await producer.send("durable", "after")

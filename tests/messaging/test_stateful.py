@@ -20,15 +20,15 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
+from rtkit._core.topic import topic_matches
 from rtkit.messaging import (
     Envelope,
     MessageConsumer,
     MessageProducer,
-    OutgoingMessage,
     RabbitMQService,
     RetryPolicy,
-    topic_matches,
 )
+from rtkit.messaging.brokers.base import OutgoingMessage
 from rtkit_testing import unique_name
 
 QUEUES = 3
@@ -47,16 +47,17 @@ class World:
         self.attempts: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
         self.finished: set[tuple[str, int]] = set()
         self.dead: dict[str, list[tuple[int, str, int]]] = collections.defaultdict(list)
-        self.service = RabbitMQService.from_url(url, connection_name=f"{stem}-conn")
+        options = {"connection_name": f"{stem}-conn"} if url.startswith("amqp") else {}
+        self.service = RabbitMQService.from_url(url, **options)
         self.producer = MessageProducer(self.service)
+        self.consumer = MessageConsumer(self.service, close_timeout=2.0)
 
     async def start(self) -> None:
-        await self.service.connect()
+        await self.service.start()
         await self.service.declare_exchange(self.exchange, "topic", durable=False)
-        consumer = MessageConsumer(self.service)
         for queue in self.queues:
             await self.service.declare_queue(queue, durable=False)
-            await consumer.consume(queue, self._handler(queue), prefetch=1, retry=RETRY)
+            await self.consumer.consume(queue, self._handler(queue), prefetch=1, retry=RETRY)
 
     def _handler(self, queue: str) -> Any:
         async def handle(payload: dict[str, int], envelope: Envelope) -> None:
@@ -75,8 +76,7 @@ class World:
                 self.finished.add((queue, n))
 
     async def stop(self) -> None:
-        await self.service.close(timeout=2.0)
-        await self.service.connect()
+        await self.consumer.close()  # graceful; the service stays open to clean up
         for queue in self.queues:
             await self.service.delete_queue(queue)
         await self.service.delete_exchange(self.exchange)
@@ -161,7 +161,7 @@ class BrokersAgree(RuleBasedStateMachine):
         message = OutgoingMessage(body=body, message_id=f"junk-{n}", timestamp=0, headers={"n": n})
         self._run(
             self._both(
-                lambda w: w.service.connection.publish("", w.queues[queue], message, mandatory=True)
+                lambda w: w.service.backend.publish("", w.queues[queue], message, mandatory=True)
             )
         )
 

@@ -8,6 +8,14 @@ requeue (a requeued message goes back to its original position and is flagged
 delay tiers work), basic.get, publisher confirms with ``mandatory`` returns,
 and direct reply-to. It is the executable specification the RabbitMQ backend
 is tested against.
+
+``memory://`` gives a service a broker of its own; ``memory://NAME`` one broker
+shared by every service opened with that name in the process. A test that
+needs the broker itself (to :meth:`~MemoryBroker.restart` it, or to count
+messages) makes one and connects services to it::
+
+    broker = MemoryBroker()
+    service = RabbitMQService(broker.backend())
 """
 
 from __future__ import annotations
@@ -22,31 +30,19 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Self
 
-from .._ids import new_id
-from ..errors import BackendUnavailable, ConfigurationError, NotFound, RtkitError
-from .base import REPLY_TO, Delivery, ExchangeKind, OutgoingMessage
+from ..._core.ids import new_id
+from ..._core.memory import shared_state
+from ..._core.topic import TopicPattern
+from ..._core.urls import BackendTarget
+from ...errors import BackendUnavailable, Closed, ConfigurationError, NotFound, RtkitError
+from .._models import ExchangeKind
+from .base import REPLY_TO, Delivery, OutgoingMessage
 
-__all__ = ["MemoryBroker", "MemoryConnection", "topic_matches"]
+__all__ = ["MemoryBroker", "MemoryBrokerBackend"]
 
 log = logging.getLogger("rtkit.messaging")
-
-
-def topic_matches(pattern: str, routing_key: str) -> bool:
-    """AMQP topic matching: ``*`` is exactly one word, ``#`` zero or more words."""
-    return _match(pattern.split("."), routing_key.split("."))
-
-
-def _match(pattern: list[str], words: list[str]) -> bool:
-    if not pattern:
-        return not words
-    head, rest = pattern[0], pattern[1:]
-    if head == "#":
-        return any(_match(rest, words[i:]) for i in range(len(words) + 1))
-    if not words:
-        return False
-    return (head == "*" or head == words[0]) and _match(rest, words[1:])
 
 
 @dataclass(order=True)
@@ -63,7 +59,22 @@ class _Stored:
 class _Exchange:
     kind: ExchangeKind
     durable: bool
-    bindings: list[tuple[str, str]] = field(default_factory=list)
+    # (queue, binding key) -> the compiled key; insertion-ordered, no duplicates
+    bindings: dict[tuple[str, str], TopicPattern] = field(default_factory=dict)
+
+    def routes(self, routing_key: str) -> list[str]:
+        names: dict[str, None] = {}
+        for (queue, key), pattern in self.bindings.items():
+            if (
+                self.kind == "fanout"
+                or (self.kind == "direct" and key == routing_key)
+                or (self.kind == "topic" and pattern.matches(routing_key))
+            ):
+                names[queue] = None
+        return list(names)
+
+    def unbind_queue(self, queue: str) -> None:
+        self.bindings = {b: p for b, p in self.bindings.items() if b[0] != queue}
 
 
 @dataclass(eq=False)
@@ -85,14 +96,13 @@ class _Queue:
 class _Consumer:
     def __init__(
         self,
-        broker: MemoryBroker,
-        connection: MemoryConnection,
+        backend: MemoryBrokerBackend,
         queue: _Queue,
         callback: Callable[[Delivery], Awaitable[None]],
         prefetch: int,
     ) -> None:
-        self.broker = broker
-        self.connection = connection
+        self.broker = backend.broker
+        self.backend = backend
         self.queue = queue
         self.callback = callback
         self.prefetch = prefetch
@@ -113,29 +123,29 @@ class _Consumer:
     async def close(self) -> None:
         """Close the channel: unacknowledged deliveries are requeued."""
         self.retired = True
-        self._shutdown()
+        self.shutdown()
 
     def _detach(self) -> None:
         self.active = False
         if self in self.queue.consumers:
             self.queue.consumers.remove(self)
 
-    def _shutdown(self) -> None:
+    def shutdown(self) -> None:
         self._detach()
         self.closed = True
-        self.connection.consumers.discard(self)
+        self.backend.channels.discard(self)
         unacked, self.unacked = self.unacked, {}
         for stored in unacked.values():
-            self.broker._requeue(self.queue, stored)
-        self.broker._dispatch(self.queue)
+            self.broker.requeue(self.queue, stored)
+        self.broker.dispatch(self.queue)
 
-    def _reattach(self, queue: _Queue) -> None:
+    def reattach(self, queue: _Queue) -> None:
         self.queue = queue
         self.active = True
         self.closed = False
         queue.consumers.append(self)
-        self.connection.consumers.add(self)
-        self.broker._dispatch(queue)
+        self.backend.channels.add(self)
+        self.broker.dispatch(queue)
 
 
 class _MemoryDelivery(Delivery):
@@ -160,7 +170,7 @@ class _MemoryDelivery(Delivery):
     async def ack(self) -> None:
         """Acknowledge."""
         if self._settle() is not None and self._consumer is not None:
-            self._consumer.broker._dispatch(self._consumer.queue)
+            self._consumer.broker.dispatch(self._consumer.queue)
 
     async def nack(self, *, requeue: bool) -> None:
         """Reject, requeueing or dead-lettering."""
@@ -170,41 +180,29 @@ class _MemoryDelivery(Delivery):
             return
         broker = consumer.broker
         if requeue:
-            broker._requeue(consumer.queue, stored)
+            broker.requeue(consumer.queue, stored)
         else:
-            broker._dead_letter(consumer.queue, stored, "rejected")
-        broker._dispatch(consumer.queue)
+            broker.dead_letter(consumer.queue, stored, "rejected")
+        broker.dispatch(consumer.queue)
 
 
 class MemoryBroker:
     """An in-process message broker with RabbitMQ's semantics (see the module docs).
 
-    ``MemoryBroker.named("")`` is the one ``memory://`` URLs share in a process;
-    make your own instance for isolation and pass ``broker.connection()`` to
-    :class:`~rtkit.messaging.RabbitMQService`.
+    Connect a service to it with ``RabbitMQService(broker.backend())``.
     """
 
-    _registry: ClassVar[dict[str, MemoryBroker]] = {}
-
     def __init__(self) -> None:
-        self.exchanges: dict[str, _Exchange] = {"": _Exchange("direct", True)}
-        self.queues: dict[str, _Queue] = {}
+        self._exchanges: dict[str, _Exchange] = {"": _Exchange("direct", True)}
+        self._queues: dict[str, _Queue] = {}
         self._replies: dict[str, asyncio.Future[_Stored]] = {}
         self._seq = itertools.count()
         self._tags = itertools.count(1)
-        self._connections: weakref.WeakSet[MemoryConnection] = weakref.WeakSet()
+        self._connections: weakref.WeakSet[MemoryBrokerBackend] = weakref.WeakSet()
 
-    @classmethod
-    def named(cls, name: str = "") -> MemoryBroker:
-        """The process-wide broker called ``name`` (made on first use)."""
-        broker = cls._registry.get(name)
-        if broker is None:
-            broker = cls._registry[name] = cls()
-        return broker
-
-    def connection(self) -> MemoryConnection:
-        """A new connection to this broker."""
-        return MemoryConnection(self)
+    def backend(self) -> MemoryBrokerBackend:
+        """A new connection to this broker, for ``RabbitMQService(backend)``."""
+        return MemoryBrokerBackend(self)
 
     async def restart(self) -> None:
         """Simulate a broker restart.
@@ -214,96 +212,96 @@ class MemoryBroker:
         messages. Then every connection reconnects, like aio-pika's robust
         connection: it declares its topology again and restarts its consumers.
         """
-        connections = [c for c in self._connections if c.open]
+        connections = [c for c in self._connections if c.connected]
         for connection in connections:
-            connection._drop()
+            connection.drop()
         for future in self._replies.values():
             if not future.done():
                 future.cancel()
-        self.exchanges = {n: ex for n, ex in self.exchanges.items() if ex.durable}
-        for name, q in list(self.queues.items()):
+        self._exchanges = {n: ex for n, ex in self._exchanges.items() if ex.durable}
+        for name, q in list(self._queues.items()):
             if not q.durable:
-                self._delete_queue(name)
+                self.delete_queue(name)
                 continue
             q.consumers.clear()
             q.ready = [m for m in q.ready if m.message.persistent]
             heapq.heapify(q.ready)
-        for ex in self.exchanges.values():
-            ex.bindings = [b for b in ex.bindings if b[0] in self.queues]
+        for ex in self._exchanges.values():
+            ex.bindings = {b: p for b, p in ex.bindings.items() if b[0] in self._queues}
         for connection in connections:
-            connection._recover()
+            connection.recover()
 
     def message_count(self, queue: str) -> int:
         """Ready (not yet delivered) messages in ``queue``."""
-        q = self.queues.get(queue)
+        q = self._queues.get(queue)
         return 0 if q is None else len(q.ready)
 
-    # -- topology --------------------------------------------------------------
+    # -- topology (for the connections) ---------------------------------------------
 
-    def _declare_queue(self, name: str, durable: bool, arguments: dict[str, Any]) -> None:
-        q = self.queues.get(name)
+    def register(self, connection: MemoryBrokerBackend) -> None:
+        self._connections.add(connection)
+
+    def queue(self, name: str) -> _Queue:
+        q = self._queues.get(name)
         if q is None:
-            self.queues[name] = _Queue(name, durable, dict(arguments))
+            raise NotFound(f"no queue {name!r}")
+        return q
+
+    def declare_queue(self, name: str, durable: bool, arguments: dict[str, Any]) -> None:
+        q = self._queues.get(name)
+        if q is None:
+            self._queues[name] = _Queue(name, durable, dict(arguments))
         elif q.durable != durable or q.arguments != arguments:
             raise ConfigurationError(
                 f"queue {name!r} exists with other settings (durable={q.durable}, "
                 f"arguments={q.arguments})"
             )
 
-    def _declare_exchange(self, name: str, kind: ExchangeKind, durable: bool) -> None:
-        ex = self.exchanges.get(name)
+    def declare_exchange(self, name: str, kind: ExchangeKind, durable: bool) -> None:
+        ex = self._exchanges.get(name)
         if ex is None:
-            self.exchanges[name] = _Exchange(kind, durable)
+            self._exchanges[name] = _Exchange(kind, durable)
         elif ex.kind != kind or ex.durable != durable:
             raise ConfigurationError(
                 f"exchange {name!r} exists with other settings (kind={ex.kind}, "
                 f"durable={ex.durable})"
             )
 
-    def _bind(self, queue: str, exchange: str, routing_key: str) -> None:
-        if queue not in self.queues:
-            raise NotFound(f"no queue {queue!r}")
-        ex = self.exchanges.get(exchange)
+    def bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        self.queue(queue)
+        ex = self._exchanges.get(exchange)
         if ex is None:
             raise NotFound(f"no exchange {exchange!r}")
         if (queue, routing_key) not in ex.bindings:
-            ex.bindings.append((queue, routing_key))
+            ex.bindings[(queue, routing_key)] = TopicPattern(routing_key)
 
-    def _delete_queue(self, name: str) -> None:
-        q = self.queues.pop(name, None)
+    def delete_queue(self, name: str) -> None:
+        q = self._queues.pop(name, None)
         if q is None:
             return
         q.deleted = True
         for consumer in list(q.consumers):
             consumer.active = False
         q.consumers.clear()
-        for ex in self.exchanges.values():
-            ex.bindings = [b for b in ex.bindings if b[0] != name]
+        for ex in self._exchanges.values():
+            ex.unbind_queue(name)
 
-    def _delete_exchange(self, name: str) -> None:
+    def delete_exchange(self, name: str) -> None:
         if name:
-            self.exchanges.pop(name, None)
+            self._exchanges.pop(name, None)
 
     # -- routing ---------------------------------------------------------------
 
     def _route(self, exchange: str, routing_key: str) -> list[_Queue]:
-        ex = self.exchanges.get(exchange)
+        ex = self._exchanges.get(exchange)
         if ex is None:
             raise NotFound(f"no exchange {exchange!r}")
         if exchange == "":
-            q = self.queues.get(routing_key)
+            q = self._queues.get(routing_key)
             return [] if q is None else [q]
-        names: dict[str, None] = {}
-        for queue, key in ex.bindings:
-            if (
-                ex.kind == "fanout"
-                or (ex.kind == "direct" and key == routing_key)
-                or (ex.kind == "topic" and topic_matches(key, routing_key))
-            ):
-                names[queue] = None
-        return [self.queues[n] for n in names if n in self.queues]
+        return [self._queues[n] for n in ex.routes(routing_key) if n in self._queues]
 
-    def _publish(
+    def publish(
         self, exchange: str, routing_key: str, message: OutgoingMessage, *, mandatory: bool
     ) -> None:
         if exchange == "" and routing_key.startswith(REPLY_TO + "."):
@@ -322,59 +320,38 @@ class MemoryBroker:
         if ttl is not None:
             loop = asyncio.get_running_loop()
             stored.expires_at = loop.time() + ttl
-            loop.call_later(ttl, self._expire, q)
+            loop.call_later(ttl, self.expire, q)
         heapq.heappush(q.ready, stored)
-        self._dispatch(q)
+        self.dispatch(q)
 
-    def _requeue(self, q: _Queue, stored: _Stored) -> None:
+    def requeue(self, q: _Queue, stored: _Stored) -> None:
         if q.deleted:
             return
         stored.redelivered = True
         heapq.heappush(q.ready, stored)
 
-    def _expire(self, q: _Queue) -> None:
+    def expire(self, q: _Queue) -> None:
         if q.deleted:
             return
         now = asyncio.get_running_loop().time()
         while q.ready and (q.ready[0].expires_at or now + 1) <= now:
-            self._dead_letter(q, heapq.heappop(q.ready), "expired")
+            self.dead_letter(q, heapq.heappop(q.ready), "expired")
 
-    def _dead_letter(self, q: _Queue, stored: _Stored, reason: str) -> None:
+    def take(self, q: _Queue) -> _Stored | None:
+        """basic.get: the next ready message, after dead-lettering the expired ones."""
+        self.expire(q)
+        return heapq.heappop(q.ready) if q.ready else None
+
+    def dead_letter(self, q: _Queue, stored: _Stored, reason: str) -> None:
         dlx = q.arguments.get("x-dead-letter-exchange")
-        if dlx is None or dlx not in self.exchanges:
+        if dlx is None or dlx not in self._exchanges:
             return
         routing_key = q.arguments.get("x-dead-letter-routing-key") or stored.routing_key
-        headers = dict(stored.message.headers)
-        deaths: list[dict[str, Any]] = [dict(d) for d in headers.get("x-death", [])]
-        for i, death in enumerate(deaths):
-            if death.get("queue") == q.name and death.get("reason") == reason:
-                death["count"] = int(death.get("count", 0)) + 1
-                deaths.insert(0, deaths.pop(i))
-                break
-        else:
-            deaths.insert(
-                0,
-                {
-                    "count": 1,
-                    "reason": reason,
-                    "queue": q.name,
-                    "time": int(time.time()),
-                    "exchange": stored.exchange,
-                    "routing-keys": [stored.routing_key],
-                },
-            )
-        headers["x-death"] = deaths
-        headers.setdefault("x-first-death-queue", q.name)
-        headers.setdefault("x-first-death-reason", reason)
-        headers.setdefault("x-first-death-exchange", stored.exchange)
-        headers["x-last-death-queue"] = q.name
-        headers["x-last-death-reason"] = reason
-        headers["x-last-death-exchange"] = stored.exchange
-        message = dataclasses.replace(stored.message, headers=headers)
+        message = dataclasses.replace(stored.message, headers=_died(q.name, stored, reason))
         for target in self._route(dlx, routing_key):
             self._enqueue(target, _Stored(next(self._seq), message, dlx, routing_key))
 
-    def _dispatch(self, q: _Queue) -> None:
+    def dispatch(self, q: _Queue) -> None:
         if q.deleted:
             return
         loop = asyncio.get_running_loop()
@@ -389,7 +366,7 @@ class MemoryBroker:
                 return
             stored = heapq.heappop(q.ready)
             if stored.expires_at is not None and stored.expires_at <= loop.time():
-                self._dead_letter(q, stored, "expired")
+                self.dead_letter(q, stored, "expired")
                 continue
             tag = next(self._tags)
             consumer.unacked[tag] = stored
@@ -398,6 +375,56 @@ class MemoryBroker:
             )
             consumer.tasks.add(task)
             task.add_done_callback(_task_done(consumer.tasks))
+
+    async def request(
+        self, exchange: str, routing_key: str, message: OutgoingMessage, timeout: float
+    ) -> Delivery:
+        reply_to = f"{REPLY_TO}.{new_id()}"
+        future: asyncio.Future[_Stored] = asyncio.get_running_loop().create_future()
+        self._replies[reply_to] = future
+        try:
+            asked = dataclasses.replace(message, reply_to=reply_to)
+            self.publish(exchange, routing_key, asked, mandatory=True)
+            try:
+                stored = await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                raise BackendUnavailable(
+                    f"no reply from {routing_key!r} within {timeout} s"
+                ) from None
+        finally:
+            self._replies.pop(reply_to, None)
+        return _MemoryDelivery(stored, None, 0)
+
+
+def _died(queue: str, stored: _Stored, reason: str) -> dict[str, Any]:
+    """The headers of a dead-lettered message: ``x-death`` and its summaries, as RabbitMQ."""
+    headers = dict(stored.message.headers)
+    deaths: list[dict[str, Any]] = [dict(d) for d in headers.get("x-death", [])]
+    for i, death in enumerate(deaths):
+        if death.get("queue") == queue and death.get("reason") == reason:
+            death["count"] = int(death.get("count", 0)) + 1
+            deaths.insert(0, deaths.pop(i))
+            break
+    else:
+        deaths.insert(
+            0,
+            {
+                "count": 1,
+                "reason": reason,
+                "queue": queue,
+                "time": int(time.time()),
+                "exchange": stored.exchange,
+                "routing-keys": [stored.routing_key],
+            },
+        )
+    headers["x-death"] = deaths
+    headers.setdefault("x-first-death-queue", queue)
+    headers.setdefault("x-first-death-reason", reason)
+    headers.setdefault("x-first-death-exchange", stored.exchange)
+    headers["x-last-death-queue"] = queue
+    headers["x-last-death-reason"] = reason
+    headers["x-last-death-exchange"] = stored.exchange
+    return headers
 
 
 async def _call(callback: Callable[[Delivery], Awaitable[None]], delivery: Delivery) -> None:
@@ -413,13 +440,22 @@ def _task_done(tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]],
     return done
 
 
-class MemoryConnection:
-    """A connection to a :class:`MemoryBroker`; implements the broker protocol."""
+class MemoryBrokerBackend:
+    """A connection to a [`MemoryBroker`][rtkit.messaging.MemoryBroker]: the broker backend.
 
-    def __init__(self, broker: MemoryBroker) -> None:
-        self.broker = broker
-        self.consumers: set[_Consumer] = set()
-        self.open = False
+    ``MemoryBrokerBackend()`` connects to a new broker of its own;
+    ``MemoryBrokerBackend(broker)`` (or ``broker.backend()``) to ``broker``.
+
+    Attributes:
+        broker: The broker this connection talks to.
+        reconnects: How many broker restarts this connection recovered from.
+    """
+
+    def __init__(self, broker: MemoryBroker | None = None) -> None:
+        self.broker = broker if broker is not None else MemoryBroker()
+        self.channels: set[_Consumer] = set()
+        self.connected = False
+        self.closed = False
         self.reconnects = 0
         # What this connection declared, replayed after a broker restart.
         self._queues: dict[str, tuple[bool, dict[str, Any]]] = {}
@@ -427,72 +463,83 @@ class MemoryConnection:
         self._bindings: list[tuple[str, str, str]] = []
         self._consumers: list[_Consumer] = []
 
+    @classmethod
+    def open(cls, target: BackendTarget) -> Self:
+        """A connection to the broker of ``target``: private, or shared by its name."""
+        return cls(shared_state(target, MemoryBroker))
+
     def _check(self) -> MemoryBroker:
-        if not self.open:
-            raise BackendUnavailable("the in-memory broker connection is closed")
+        if self.closed:
+            raise Closed("this in-memory broker connection is closed")
+        if not self.connected:
+            raise BackendUnavailable("the in-memory broker connection is not open")
         return self.broker
 
     async def connect(self) -> None:
         """Open the connection."""
-        self.open = True
-        self.broker._connections.add(self)
+        if self.closed:
+            raise Closed("this in-memory broker connection is closed")
+        self.connected = True
+        self.broker.register(self)
 
     async def close(self) -> None:
         """Close every consumer channel (requeueing unacked deliveries)."""
-        for consumer in list(self.consumers):
+        self.closed = True
+        for consumer in list(self.channels):
             await consumer.close()
         self._consumers.clear()
-        self.open = False
+        self.connected = False
 
-    def _drop(self) -> None:
-        for consumer in list(self.consumers):
-            consumer._shutdown()
-        self.open = False
+    def drop(self) -> None:
+        """The broker went away: channels close, unacked deliveries are requeued."""
+        for consumer in list(self.channels):
+            consumer.shutdown()
+        self.connected = False
 
-    def _recover(self) -> None:
+    def recover(self) -> None:
+        """Reconnect after a restart: declare the topology again, restart the consumers."""
         broker = self.broker
-        self.open = True
+        self.connected = True
         self.reconnects += 1
         for name, (kind, durable) in self._exchanges.items():
             with contextlib.suppress(RtkitError):
-                broker._declare_exchange(name, kind, durable)
+                broker.declare_exchange(name, kind, durable)
         for name, (durable, arguments) in self._queues.items():
             with contextlib.suppress(RtkitError):
-                broker._declare_queue(name, durable, arguments)
+                broker.declare_queue(name, durable, arguments)
         for binding in self._bindings:
             with contextlib.suppress(RtkitError):
-                broker._bind(*binding)
+                broker.bind(*binding)
         self._consumers = [c for c in self._consumers if not c.retired]
         for consumer in self._consumers:
-            q = broker.queues.get(consumer.queue.name)
-            if q is not None:
-                consumer._reattach(q)
+            with contextlib.suppress(NotFound):
+                consumer.reattach(broker.queue(consumer.queue.name))
 
     async def declare_queue(self, name: str, *, durable: bool, arguments: dict[str, Any]) -> None:
         """Declare a queue."""
-        self._check()._declare_queue(name, durable, arguments)
+        self._check().declare_queue(name, durable, arguments)
         self._queues[name] = (durable, dict(arguments))
 
     async def declare_exchange(self, name: str, kind: ExchangeKind, *, durable: bool) -> None:
         """Declare an exchange."""
-        self._check()._declare_exchange(name, kind, durable)
+        self._check().declare_exchange(name, kind, durable)
         self._exchanges[name] = (kind, durable)
 
     async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
         """Bind a queue to an exchange."""
-        self._check()._bind(queue, exchange, routing_key)
+        self._check().bind(queue, exchange, routing_key)
         if (queue, exchange, routing_key) not in self._bindings:
             self._bindings.append((queue, exchange, routing_key))
 
     async def delete_queue(self, name: str) -> None:
         """Delete a queue."""
-        self._check()._delete_queue(name)
+        self._check().delete_queue(name)
         self._queues.pop(name, None)
         self._bindings = [b for b in self._bindings if b[0] != name]
 
     async def delete_exchange(self, name: str) -> None:
         """Delete an exchange."""
-        self._check()._delete_exchange(name)
+        self._check().delete_exchange(name)
         self._exchanges.pop(name, None)
         self._bindings = [b for b in self._bindings if b[1] != name]
 
@@ -500,55 +547,29 @@ class MemoryConnection:
         self, exchange: str, routing_key: str, message: OutgoingMessage, *, mandatory: bool
     ) -> None:
         """Publish (confirmed at once)."""
-        self._check()._publish(exchange, routing_key, message, mandatory=mandatory)
+        self._check().publish(exchange, routing_key, message, mandatory=mandatory)
 
     async def get(self, queue: str) -> Delivery | None:
         """basic.get with auto-ack."""
         broker = self._check()
-        q = broker.queues.get(queue)
-        if q is None:
-            raise NotFound(f"no queue {queue!r}")
-        broker._expire(q)
-        if not q.ready:
-            return None
-        return _MemoryDelivery(heapq.heappop(q.ready), None, 0)
+        stored = broker.take(broker.queue(queue))
+        return None if stored is None else _MemoryDelivery(stored, None, 0)
 
     async def consume(
         self, queue: str, callback: Callable[[Delivery], Awaitable[None]], *, prefetch: int
     ) -> _Consumer:
         """Start a consumer with its own prefetch window."""
         broker = self._check()
-        q = broker.queues.get(queue)
-        if q is None:
-            raise NotFound(f"no queue {queue!r}")
-        consumer = _Consumer(broker, self, q, callback, prefetch)
+        q = broker.queue(queue)
+        consumer = _Consumer(self, q, callback, prefetch)
         q.consumers.append(consumer)
-        self.consumers.add(consumer)
+        self.channels.add(consumer)
         self._consumers.append(consumer)
-        broker._dispatch(q)
+        broker.dispatch(q)
         return consumer
 
     async def request(
         self, exchange: str, routing_key: str, message: OutgoingMessage, *, timeout: float
     ) -> Delivery:
         """Publish with a direct reply-to address and wait for the reply."""
-        broker = self._check()
-        reply_to = f"{REPLY_TO}.{new_id()}"
-        future: asyncio.Future[_Stored] = asyncio.get_running_loop().create_future()
-        broker._replies[reply_to] = future
-        try:
-            broker._publish(
-                exchange,
-                routing_key,
-                dataclasses.replace(message, reply_to=reply_to),
-                mandatory=True,
-            )
-            try:
-                stored = await asyncio.wait_for(future, timeout)
-            except TimeoutError:
-                raise BackendUnavailable(
-                    f"no reply from {routing_key!r} within {timeout} s"
-                ) from None
-        finally:
-            broker._replies.pop(reply_to, None)
-        return _MemoryDelivery(stored, None, 0)
+        return await self._check().request(exchange, routing_key, message, timeout)

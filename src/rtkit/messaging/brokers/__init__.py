@@ -1,0 +1,1 @@
+"""Message brokers: the protocol (``base``), in process (``memory``), RabbitMQ (``amqp``)."""

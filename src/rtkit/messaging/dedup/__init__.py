@@ -1,0 +1,1 @@
+"""Idempotency: the ``DedupStore`` component, its protocol (``base``) and backends."""
