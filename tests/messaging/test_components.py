@@ -236,8 +236,8 @@ async def test_from_url_gives_each_option_to_its_owner() -> None:
     for make in (RabbitMQService.from_url, MessageProducer.from_url, MessageConsumer.from_url):
         with pytest.raises(ConfigurationError, match="unknown option"):
             make("memory://", nonsense=1)
-        with pytest.raises(ConfigurationError):  # a RabbitMQ option on the memory broker
-            make("memory://", connection_name="x")
+        # a RabbitMQ option on the memory broker is ignored: one call fits every URL
+        await make("memory://", connection_name="x").close()
 
 
 def test_the_rabbitmq_backend_takes_one_timeout() -> None:

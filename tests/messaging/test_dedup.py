@@ -73,7 +73,8 @@ def test_bad_configuration() -> None:
     with pytest.raises(ConfigurationError):
         DedupStore.from_url("amqp://localhost/")
     with pytest.raises(ConfigurationError, match="DedupStore"):
-        DedupStore.from_url("memory://", timeout=1.0)  # a Redis option on memory://
+        DedupStore.from_url("memory://", colour="red")
+    assert DedupStore.from_url("memory://", timeout=1.0)  # a Redis option: ignored on memory
 
 
 @pytest.mark.redis

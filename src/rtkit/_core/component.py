@@ -11,15 +11,31 @@ for every URL; an option no backend and no constructor takes is an error.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from ..errors import ConfigurationError
 from .clock import Clock
 from .lifecycle import AsyncResource
 from .urls import BackendTarget, backend_opener, keywords, resolve_target
 
-__all__ = ["Component", "split_options"]
+__all__ = [
+    "Component",
+    "constructor_options",
+    "open_part",
+    "split_among_parts",
+    "split_options",
+]
+
+C = TypeVar("C", bound="Component")
+
+
+def constructor_options(cls: type[Any]) -> frozenset[str]:
+    """What a component's constructor takes by keyword (``backend`` and ``clock`` aside)."""
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = inspect.signature(cls.__init__).parameters.values()
+    return frozenset(p.name for p in params if p.kind in kinds) - {"self", "backend", "clock"}
 
 
 def split_options(
@@ -104,9 +120,48 @@ class Component(AsyncResource):
     def _from_target(cls, target: BackendTarget, options: Mapping[str, Any]) -> Self:
         """Open the backend and build the component (override to open several parts)."""
         opener = backend_opener(cls._backends, target.kind)
-        others = frozenset().union(
-            *(keywords(backend_opener(cls._backends, kind)) for kind in cls._backends)
+        mine, own = split_options(
+            cls.__name__, options, keywords(opener), constructor_options(cls), cls.option_names()
         )
-        own_names = keywords(cls.__init__) - {"clock"}
-        mine, own = split_options(cls.__name__, options, keywords(opener), own_names, others)
         return cls(opener(target, **mine), clock=target.clock, **own)
+
+    @classmethod
+    def option_names(cls) -> frozenset[str]:
+        """Every option ``from_url`` takes: the constructor's and those of every backend.
+
+        An option only another backend takes is ignored, so one ``from_url`` call
+        works for every URL.
+        """
+        names = constructor_options(cls)
+        for kind in cls._backends:
+            names |= keywords(backend_opener(cls._backends, kind))
+        return names
+
+
+def split_among_parts(
+    component: str,
+    options: Mapping[str, Any],
+    own: frozenset[str],
+    parts: Mapping[str, type[Component]],
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Split ``from_url`` options of a component made of parts (a gateway: registry, limiter).
+
+    Each option goes to the component's constructor when ``own`` names it, and
+    to every part whose ``from_url`` takes it.
+
+    Raises:
+        rtkit.errors.ConfigurationError: An option nobody takes.
+    """
+    taken = {name: part.option_names() for name, part in parts.items()}
+    everything = frozenset().union(*taken.values())
+    for_parts, mine = split_options(component, options, everything, own)
+    return mine, {
+        name: {k: v for k, v in for_parts.items() if k in names} for name, names in taken.items()
+    }
+
+
+def open_part(part: type[C], target: BackendTarget, options: Mapping[str, Any]) -> C:
+    """``part.from_url`` on a component's URL, prefix, Redis client and clock."""
+    return part.from_url(
+        target.url, prefix=target.prefix, redis=target.redis, clock=target.clock, **options
+    )

@@ -16,12 +16,11 @@ from starlette.routing import Route as StarletteRoute
 from starlette.types import Receive, Scope, Send
 
 from .._core.clock import Clock, SystemClock
-from .._core.component import Component
+from .._core.component import Component, constructor_options, open_part, split_among_parts
 from .._core.urls import BackendTarget
 from .._core.validate import check_int, check_seconds
 from ..errors import ConfigurationError, NotFound, RateLimited, RtkitError
 from ..http import BodyLimitMiddleware, error_response, exception_handlers, json_error
-from ..microservice._parts import constructor_options, open_part, split_parts
 from ..ratelimit import Limit, RateLimiter
 from ..registry import ServiceRegistry
 from ._cache import CachedResponse, ResponseCache, fresh_enough, request_policy, storable
@@ -202,8 +201,8 @@ class ApiGateway(Component):
             parts["limiter"] = RateLimiter
         if cache is True:
             parts["cache"] = ResponseCache
-        own = constructor_options(cls.__init__) - {"registry", "limiter"}  # cache: popped
-        mine, part_options = split_parts(cls.__name__, target, options, own, parts)
+        own = constructor_options(cls) - {"registry", "limiter"}  # cache: popped
+        mine, part_options = split_among_parts(cls.__name__, options, own, parts)
         opened = {name: open_part(parts[name], target, part_options[name]) for name in parts}
         if cache is not True:
             opened["cache"] = cache or None  # yours (or none): never closed by the gateway

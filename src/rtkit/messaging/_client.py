@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Self
 
-from .._core.component import Component, split_options
-from .._core.urls import BackendTarget, backend_opener, keywords
+from .._core.component import Component, constructor_options, split_options
+from .._core.urls import BackendTarget
 from ._service import RabbitMQService
 
 __all__ = ["ServiceClient"]
@@ -37,10 +37,8 @@ class ServiceClient(Component):
     @classmethod
     def _from_target(cls, target: BackendTarget, options: Mapping[str, Any]) -> Self:
         """Open a service of this client's own on ``target``, then the client on it."""
-        opener = backend_opener(RabbitMQService._backends, target.kind)
-        service_keywords = keywords(opener) | (keywords(RabbitMQService.__init__) - {"clock"})
         for_service, own = split_options(
-            cls.__name__, options, service_keywords, keywords(cls.__init__)
+            cls.__name__, options, RabbitMQService.option_names(), constructor_options(cls)
         )
         # opened as a RabbitMQService, so memory://NAME is shared with services of that name
         service = RabbitMQService.from_url(

@@ -19,13 +19,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from .._core.component import Component
+from .._core.component import Component, constructor_options, open_part, split_among_parts
 from .._core.urls import BackendTarget
 from .._core.validate import check_name
 from ..errors import ConfigurationError, MalformedJson, ValidationError
 from ..http import BodyLimitMiddleware, exception_handlers
 from ..registry import ServiceRegistry
-from ._parts import constructor_options, open_part, split_parts
 
 __all__ = ["DEFAULT_MAX_BODY", "MicroService", "serve"]
 
@@ -145,9 +144,9 @@ class MicroService(Component):
 
     @classmethod
     def _from_target(cls, target: BackendTarget, options: Mapping[str, Any]) -> Self:
-        own = constructor_options(cls.__init__) - {"registry"}
+        own = constructor_options(cls) - {"registry"}
         parts = {"registry": ServiceRegistry}
-        mine, registry_options = split_parts(cls.__name__, target, options, own, parts)
+        mine, registry_options = split_among_parts(cls.__name__, options, own, parts)
         registry = open_part(ServiceRegistry, target, registry_options["registry"])
         service = cls(registry=registry, **mine)
         service._owns_registry = True
