@@ -9,6 +9,7 @@ whole family at once, or one precise kind::
     ├── ConfigurationError         configuration_error   a component was set up wrongly
     ├── Closed                     closed                the component was closed
     ├── BackendUnavailable         backend_unavailable   Redis / RabbitMQ did not answer in time
+    │   └── UpstreamTimeout        gateway_timeout       a proxied service did not answer in time
     ├── ValidationError            invalid_payload       bad input; nothing changed
     │   ├── MalformedJson          malformed_json        a body is not JSON at all
     │   └── PayloadTooLarge        payload_too_large     bigger than the configured bound
@@ -52,6 +53,7 @@ __all__ = [
     "ServiceNotFound",
     "TokenExpired",
     "TooManyRooms",
+    "UpstreamTimeout",
     "ValidationError",
     "error_from_payload",
 ]
@@ -111,6 +113,12 @@ class BackendUnavailable(RtkitError):
     """Redis, RabbitMQ or another backend did not answer within the configured time."""
 
     code = "backend_unavailable"
+
+
+class UpstreamTimeout(BackendUnavailable):
+    """A service behind the gateway did not answer within ``upstream_timeout``."""
+
+    code = "gateway_timeout"
 
 
 class ValidationError(RtkitError, ValueError):

@@ -20,7 +20,7 @@ from .._core.component import Component, constructor_options, open_part, split_a
 from .._core.urls import BackendTarget
 from .._core.validate import check_int, check_seconds
 from ..errors import ConfigurationError, NotFound, RateLimited, RtkitError
-from ..http import BodyLimitMiddleware, error_response, exception_handlers, json_error
+from ..http import BodyLimitMiddleware, error_response, exception_handlers
 from ..ratelimit import Limit, RateLimiter
 from ..registry import ServiceRegistry
 from ._cache import CachedResponse, ResponseCache, fresh_enough, request_policy, storable
@@ -29,7 +29,6 @@ from ._proxy import (
     AnyMethod,
     Route,
     Upstream,
-    UpstreamTimeout,
     check_routes,
     client_ip,
     match_route,
@@ -276,10 +275,8 @@ class ApiGateway(Component):
         assert self._upstream is not None
         try:
             status, headers, body = await self._upstream.send(request, route, upstream_path)
-        except RtkitError as exc:
+        except RtkitError as exc:  # ServiceNotFound 503, RemoteError 502, UpstreamTimeout 504
             return error_response(exc, headers=limit_headers)
-        except UpstreamTimeout as exc:
-            return json_error(504, "gateway_timeout", str(exc), headers=limit_headers)
         # HEAD: no body here, the upstream's Content-Length tells the size
         dropped = NOT_RETURNED - {"content-length"} if request.method == "HEAD" else NOT_RETURNED
         headers = strip_hop_by_hop(headers, dropped)

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .._core.validate import check_name
-from ..errors import ConfigurationError, RemoteError
+from ..errors import ConfigurationError, RemoteError, UpstreamTimeout
 from ..registry import ServiceInstance, ServiceRegistry, Strategy
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "AnyMethod",
     "Route",
     "Upstream",
-    "UpstreamTimeout",
     "check_routes",
     "client_ip",
     "match_route",
@@ -149,10 +148,6 @@ class AnyMethod:
         """The ASGI entry point."""
         response = await self.handler(Request(scope, receive))
         await response(scope, receive, send)
-
-
-class UpstreamTimeout(Exception):
-    """The upstream did not answer within ``upstream_timeout`` (the gateway answers 504)."""
 
 
 class _TooLarge(Exception):

@@ -20,6 +20,7 @@ from ..errors import (
     RemoteError,
     RtkitError,
     ServiceNotFound,
+    UpstreamTimeout,
     ValidationError,
 )
 
@@ -43,6 +44,7 @@ STATUS = MappingProxyType(
         BackendUnavailable: 503,
         Closed: 503,
         ServiceNotFound: 503,
+        UpstreamTimeout: 504,
     }
 )
 """The HTTP status of each error class; a subclass not listed takes its nearest base's.
