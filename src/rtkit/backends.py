@@ -19,7 +19,7 @@ from ._core.memory import shared_state
 from ._core.redis import Keyspace, RedisHandle, load_lua, redis_unavailable
 from ._core.topic import TopicPattern, topic_matches
 from ._core.urls import DEFAULT_PREFIX, BackendTarget, redact, register_scheme
-from .eventbus.backends.base import EventBusBackend
+from .eventbus.backends.base import Deliver, EventBusBackend, Report
 from .gateway.cache.base import CacheBackend
 from .messaging.brokers.base import BrokerBackend, BrokerConsumer, Delivery, OutgoingMessage
 from .messaging.dedup.base import DedupBackend
@@ -31,7 +31,7 @@ from .realtime.stores.backends.base import (
     NotificationStoreBackend,
     UploadRegistryBackend,
 )
-from .registry.backends.base import RegistryBackend
+from .registry.backends.base import ChangeWaiter, RegistryBackend
 from .rooms.backends.base import RoomsBackend
 
 __all__ = [
@@ -42,7 +42,9 @@ __all__ = [
     "BrokerBackend",
     "BrokerConsumer",
     "CacheBackend",
+    "ChangeWaiter",
     "DedupBackend",
+    "Deliver",
     "Delivery",
     "EventBusBackend",
     "FileStore",
@@ -54,6 +56,7 @@ __all__ = [
     "RateLimitBackend",
     "RedisHandle",
     "RegistryBackend",
+    "Report",
     "RoomsBackend",
     "TopicPattern",
     "UploadRegistryBackend",
