@@ -249,8 +249,8 @@ async def test_redis_options_reach_the_backend(redis_url: str, redis_prefix: str
     await notes.close()
     with pytest.raises(ConfigurationError, match="pending_ttl"):
         UploadRegistry.from_url(redis_url, prefix=redis_prefix, pending_ttl=0)
-    with pytest.raises(ConfigurationError, match="ttl"):
-        NotificationStore.from_url("memory://", ttl=60)  # only Redis expires notifications
+    with pytest.raises(ConfigurationError, match="max_per_user"):
+        NotificationStore.from_url(redis_url, prefix=redis_prefix, max_per_user=0)
 
 
 def test_a_store_takes_a_backend_object() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -66,6 +67,11 @@ _PARTS = frozenset(
 )
 _FROM_URL_ONLY = frozenset({"timeout", "upload_dir"})
 
+# TRANSITION: until the new RoomManager (which publishes rooms.left on its bus) is
+# merged, the server renews the room lease itself to announce what it purges.
+# Delete with _room_janitor and the else-branches below once RoomManager takes bus=.
+_ROOMS_PUBLISH = "bus" in inspect.signature(RoomManager.__init__).parameters
+
 
 class _Part(Protocol):
     """A part the server may have made, and then closes."""
@@ -74,29 +80,37 @@ class _Part(Protocol):
 
 
 class _CrashAnnouncer:
-    """The PresenceStore's event sink: says ``user:left`` for users of crashed instances.
+    """The presence and room stores' event sink: announces who left with a crashed instance.
 
-    A user's connections on a crashed instance are purged by whichever live
-    instance notices the expired lease first; that instance tells everybody.
-    Departures through this instance's own disconnects are announced by the chat.
+    A crashed instance's connections are purged by whichever live instance
+    notices its expired lease first; that instance tells everybody: ``user:left``
+    for each user who went offline (``presence.offline``), ``room:user:left`` for
+    each room a user left (``rooms.left``). Departures through this instance's
+    own disconnects are announced by the chat.
     """
 
     def __init__(self) -> None:
         self.server: RealtimeServer | None = None
 
+    @property
+    def rooms(self) -> dict[str, Any]:
+        """The options that make a RoomManager publish here."""
+        return {"bus": self} if _ROOMS_PUBLISH else {}
+
     async def publish(self, name: str, data: dict[str, Any], /) -> object:
         server = self.server
-        if server is None or name != "presence.offline":
+        if server is None:
             return None
-        if data.get("instance_id") == server.presence.instance_id:
-            return None
-        user_id = str(data["user_id"])
-        event = UserPresence(
-            user_id=user_id,
-            username=str(data.get("username") or user_id),
-            time=iso_time(float(data["time"])),
-        )
-        await server.sio.emit("user:left", wire(event))
+        if name == "presence.offline" and data.get("instance_id") != server.presence.instance_id:
+            user_id = str(data["user_id"])
+            event = UserPresence(
+                user_id=user_id,
+                username=str(data.get("username") or user_id),
+                time=iso_time(float(data["time"])),
+            )
+            await server.sio.emit("user:left", wire(event))
+        elif name == "rooms.left":
+            await server._room_left(str(data["room_id"]), str(data["user_id"]))
         return None
 
 
@@ -185,7 +199,11 @@ class RealtimeServer(Component):
         if rooms is None:
             rooms = self._own(
                 RoomManager.from_url(
-                    "memory://", instance_id=presence.instance_id, ttl=presence_ttl, clock=clock
+                    "memory://",
+                    instance_id=presence.instance_id,
+                    ttl=presence_ttl,
+                    clock=clock,
+                    **self._announcer.rooms,
                 )
             )
         self._temp_files: TemporaryFileStore | None = None
@@ -293,7 +311,7 @@ class RealtimeServer(Component):
         announcer = _CrashAnnouncer()
         presence = PresenceStore.from_url(url, **shared, ttl=ttl, clock=clock, bus=announcer)
         rooms = RoomManager.from_url(
-            url, **shared, instance_id=presence.instance_id, ttl=ttl, clock=clock
+            url, **shared, instance_id=presence.instance_id, ttl=ttl, clock=clock, **announcer.rooms
         )
         manager = None
         if target.kind == "redis":
@@ -337,10 +355,11 @@ class RealtimeServer(Component):
     async def _start(self) -> None:
         """Start presence and room heartbeats and the cross-instance listener."""
         await self.presence.start()
-        # The room lease is renewed by this server's own janitor so that the
-        # departures it purges can be announced.
-        await self._purge_rooms()
-        self._room_janitor.start()
+        if _ROOMS_PUBLISH:
+            await self.rooms.start()
+        else:  # TRANSITION
+            await self._purge_rooms()
+            self._room_janitor.start()
         await self.limiter.start()
         initialize_manager(self.sio)
 
@@ -403,12 +422,17 @@ class RealtimeServer(Component):
 
     async def _purge_rooms(self) -> None:
         """Renew the room lease, purge crashed instances, announce who left which room."""
-        for gone in await self.rooms.purge_expired():
+        departures = await self.rooms.purge_expired()
+        if _ROOMS_PUBLISH:
+            return  # the rooms' bus announced them
+        for gone in departures:  # TRANSITION
             if gone.left:
-                event = RoomUserEvent(
-                    user_id=gone.user_id, username=gone.user_id, room_id=gone.room_id
-                )
-                await self.sio.emit("room:user:left", wire(event), to=room_channel(gone.room_id))
+                await self._room_left(gone.room_id, gone.user_id)
+
+    async def _room_left(self, room_id: str, user_id: str) -> None:
+        """Tell room ``room_id`` that ``user_id`` left it with a crashed instance."""
+        event = RoomUserEvent(user_id=user_id, username=user_id, room_id=room_id)
+        await self.sio.emit("room:user:left", wire(event), to=room_channel(room_id))
 
     # ------------------------------------------------------------ Socket.IO
 

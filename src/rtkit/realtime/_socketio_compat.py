@@ -1,7 +1,7 @@
 """Every use of python-socketio's internals, in one place.
 
 rtkit relies on these undocumented parts of python-socketio (verified with
-5.11 to 5.18; ``tests/realtime/test_socketio_compat.py`` fails, naming the part,
+5.12 to 5.18; ``tests/realtime/test_socketio_compat.py`` fails, naming the part,
 when a release changes one of them):
 
 * ``AsyncServer._handle_event_internal(server, sid, eio_sid, data, namespace, id)``,
