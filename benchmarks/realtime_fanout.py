@@ -116,8 +116,8 @@ def bare_app() -> Any:
     """Bare python-socketio doing the seed's broadcast: no auth check, no validation."""
     import socketio
 
-    from rtkit._ids import new_id
-    from rtkit.realtime.models import iso_time
+    from rtkit._core.ids import new_id
+    from rtkit.realtime._protocol import iso_time
 
     sio = socketio.AsyncServer(async_mode="asgi")
     users: dict[str, str] = {}

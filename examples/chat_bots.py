@@ -1,7 +1,8 @@
 """Two ChatClient bots chat through a RealtimeServer running in this process.
 
-The server uses memory backends and a random JWT secret; each bot gets a token
-for its user id, joins ``lobby``, and they talk. Run it::
+The server runs on private memory stores and signs tokens with a random secret
+of its process (``server.issue_token``); each bot gets a token for its user id,
+joins ``lobby``, and they talk. Run it::
 
     python examples/chat_bots.py
 """
@@ -9,17 +10,15 @@ for its user id, joins ``lobby``, and they talk. Run it::
 from __future__ import annotations
 
 import asyncio
-import secrets
 import socket
 
 import uvicorn
 
-from rtkit.realtime import ChatClient, RealtimeServer, issue_token
+from rtkit.realtime import ChatClient, RealtimeServer
 
 
 async def main() -> None:
-    secret = secrets.token_urlsafe(32)
-    server = RealtimeServer.from_url("memory://", secret=secret)
+    server = RealtimeServer()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -28,7 +27,14 @@ async def main() -> None:
     while not web.started:  # noqa: ASYNC110  (uvicorn offers only a flag)
         await asyncio.sleep(0.01)
 
-    ada, bob = ChatClient(), ChatClient()
+    async with ChatClient() as ada, ChatClient() as bob:
+        await chat(server, url, ada, bob)
+    web.should_exit = True
+    await serving
+
+
+async def chat(server: RealtimeServer, url: str, ada: ChatClient, bob: ChatClient) -> None:
+    """Ada and Bob join ``lobby``, type, talk and notify each other."""
     heard, noted = asyncio.Event(), asyncio.Event()
     bob.on_typing_start(lambda t: print(f"[bob] {t.username} is typing in {t.room_id}..."))
     bob.on_chat_message(lambda m: (print(f"[bob] {m.username}: {m.message}"), heard.set()))
@@ -37,8 +43,8 @@ async def main() -> None:
         lambda n: (print(f"[ada] notification from {n.from_user_id}: {n.content}"), noted.set())
     )
 
-    await ada.connect(url, issue_token(secret, "ada", name="Ada"))
-    await bob.connect(url, issue_token(secret, "bob", name="Bob"))
+    await ada.connect(url, server.issue_token("ada", name="Ada"))
+    await bob.connect(url, server.issue_token("bob", name="Bob"))
     await ada.join_room("lobby")
     await bob.join_room("lobby")
 
@@ -51,10 +57,6 @@ async def main() -> None:
     history = await bob.history("lobby")
     print(f"history of lobby: {[m.message for m in history]} (last id {message_id})")
     await asyncio.wait_for(noted.wait(), 10)
-    await ada.disconnect()
-    await bob.disconnect()
-    web.should_exit = True
-    await serving
 
 
 if __name__ == "__main__":

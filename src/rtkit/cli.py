@@ -1,7 +1,7 @@
 """The ``rtkit`` command (installed with ``pip install 'rtkit[server]'``).
 
 ``rtkit serve`` runs the Socket.IO chat server, ``rtkit token`` prints a token for
-it; see [`rtkit.realtime.cli`][rtkit.realtime.cli].
+it (see the realtime guide).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``rtkit`` command line; returns the exit status."""
     try:
-        from .realtime.cli import main as realtime_main
+        from .realtime._cli import main as realtime_main
     except ImportError as exc:
         sys.stderr.write(
             f"rtkit: the command needs the server extra ({exc}); "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from rtkit import AuthError, ConfigurationError, ValidationError
+from rtkit.errors import AuthError, ConfigurationError, TokenExpired, ValidationError
 from rtkit.realtime import Identity, JWTVerifier, TokenVerifier, issue_token
 
 SECRET = "s" * 64
@@ -35,6 +35,13 @@ async def test_a_token_names_its_user() -> None:
 async def test_bad_tokens_are_refused_with_a_reason(token: str, reason: str) -> None:
     with pytest.raises(AuthError, match=reason):
         await JWTVerifier(SECRET).verify(token)
+
+
+async def test_an_expired_token_is_its_own_error_class() -> None:
+    with pytest.raises(TokenExpired, match="expired") as expired:
+        await JWTVerifier(SECRET).verify(issue_token(SECRET, "42", ttl=-60))
+    assert expired.value.code == "token_expired"
+    assert isinstance(expired.value, AuthError)
 
 
 def test_secrets_must_be_long_enough() -> None:

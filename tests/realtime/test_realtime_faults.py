@@ -11,7 +11,7 @@ import asyncio
 import pytest
 from realtime_support import Chat, eventually, make_server, serving
 
-from rtkit import BackendUnavailable
+from rtkit.errors import BackendUnavailable
 from rtkit_testing import PrivateRedis
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

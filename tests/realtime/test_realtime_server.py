@@ -13,12 +13,13 @@ import pytest
 import socketio
 from realtime_support import Chat, User, eventually, make_server, serving, token_for
 
-from rtkit import (
+from rtkit import PresenceStore, RoomManager
+from rtkit.errors import (
     AuthError,
+    NotMember,
     PayloadTooLarge,
-    PresenceStore,
     RateLimited,
-    RoomManager,
+    TokenExpired,
     ValidationError,
 )
 from rtkit.realtime import ChatClient, ChatLimits, Identity, RealtimeServer, issue_token
@@ -117,7 +118,7 @@ async def test_chat_messages_reach_the_whole_room_and_are_kept(chat: Chat) -> No
 
     await barrier(eve)
     assert eve.seen.of("chat:message") == []
-    with pytest.raises(AuthError) as refused:
+    with pytest.raises(NotMember) as refused:
         await eve.client.history("lobby")
     assert refused.value.code == "not_member"
 
@@ -198,7 +199,7 @@ async def test_uploads_go_over_http_for_members_only(chat: Chat) -> None:
         assert (await http.put(url, content=data)).status_code == 401
         bob_auth = {"Authorization": f"Bearer {token_for('bob')}"}
         assert (await http.put(url, content=data, headers=bob_auth)).status_code == 403
-        assert (await http.put(url, content=data + b"!", headers=ada_auth)).status_code == 400
+        assert (await http.put(url, content=data + b"!", headers=ada_auth)).status_code == 422
         assert (await http.get(url, headers=ada_auth)).status_code == 404  # not complete yet
         done = await http.put(url, content=data, headers=ada_auth)
         assert done.status_code == 201, done.text
@@ -323,8 +324,9 @@ async def test_bad_tokens_are_refused_at_connect(memory_chat: Chat, auth: Any, r
     assert errors and reason in errors[0]["message"]
 
     if auth is not None:
-        with pytest.raises(AuthError, match=reason):
+        with pytest.raises(AuthError, match=reason) as refused:
             await ChatClient(reconnection=False).connect(memory_chat.url, auth["token"])
+        assert isinstance(refused.value, TokenExpired) == (reason == "expired")
 
 
 async def test_http_listings_and_health(chat: Chat) -> None:
@@ -355,9 +357,15 @@ async def test_http_listings_and_health(chat: Chat) -> None:
             ("b-room", 1),
         ]
         assert all(r["createdAt"].endswith("Z") for r in rooms["rooms"])
-        assert (await http.get("/api/rooms", params={"limit": "0"})).status_code == 400
+        assert (await http.get("/api/rooms", params={"limit": "0"})).status_code == 422
+        assert (await http.get("/api/rooms", params={"limit": "x"})).status_code == 422
+        bad_cursor = await http.get("/api/online-users", params={"cursor": "\x01"})
+        assert bad_cursor.status_code == 422
+        assert bad_cursor.json()["error"]["code"] == "invalid_payload"
         assert (await http.get("/health")).json()["status"] == "ok"
-        assert (await http.post("/api/demo/login", json={"name": "x"})).status_code == 404
+        not_demo = await http.post("/api/demo/login", json={"name": "x"})
+        assert not_demo.status_code == 404
+        assert not_demo.json() == {"error": {"code": "not_found", "message": "Not Found"}}
 
 
 async def test_demo_mode_serves_the_page_and_logs_anyone_in(
@@ -380,7 +388,10 @@ async def test_demo_mode_serves_the_page_and_logs_anyone_in(
         assert (await client.join_room("lobby")).users == ["demo-ada-lovelace"]
         await client.disconnect()
         bad = await http.post("/api/demo/login", json={"name": "\x00"})
-        assert bad.status_code == 400
+        assert bad.status_code == 422
+        assert bad.json()["error"]["code"] == "invalid_payload"
+        too_long = await http.post("/api/demo/login", json={"name": "x" * 65})
+        assert too_long.status_code == 422
 
 
 async def test_the_client_rejoins_its_rooms_after_a_lost_connection(memory_chat: Chat) -> None:
@@ -459,9 +470,11 @@ class StaticTokens:
 
 
 async def test_a_custom_verifier_replaces_jwt() -> None:
+    presence = PresenceStore.from_url("memory://")
+    rooms = RoomManager.from_url("memory://", instance_id=presence.instance_id)
     server = RealtimeServer(
-        presence=PresenceStore.from_url("memory://"),
-        rooms=RoomManager.from_url("memory://"),
+        presence=presence,
+        rooms=rooms,
         verifier=StaticTokens({"session-1": Identity("ada", "Ada")}),
     )
     async with serving(server) as url:
@@ -471,6 +484,10 @@ async def test_a_custom_verifier_replaces_jwt() -> None:
         await client.disconnect()
         with pytest.raises(AuthError, match="unknown session"):
             await ChatClient(reconnection=False).connect(url, token_for("ada"))
+    # The stores were given: the server left them open.
+    assert not presence.closed and not rooms.closed
+    await rooms.close()
+    await presence.close()
 
 
 async def test_membership_is_per_user_across_tabs(memory_chat: Chat) -> None:
@@ -481,5 +498,5 @@ async def test_membership_is_per_user_across_tabs(memory_chat: Chat) -> None:
     await tab2.client.send_message("lobby", "from the other tab")
     assert (await tab1.seen.wait_for("chat:message")).message == "from the other tab"
     await tab1.client.leave_room("lobby")
-    with pytest.raises(AuthError):
+    with pytest.raises(NotMember):
         await tab2.client.send_message("lobby", "not any more")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,15 +10,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rtkit import NotFound, PayloadTooLarge, ValidationError, new_id
+from rtkit._core.ids import new_id
+from rtkit.errors import Closed, ConfigurationError, NotFound, PayloadTooLarge, ValidationError
 from rtkit.realtime import (
+    ChatMessage,
     LocalFileStore,
+    MessageStore,
+    Notification,
+    NotificationStore,
     UploadRecord,
-    message_store_from_url,
-    notification_store_from_url,
-    upload_registry_from_url,
+    UploadRegistry,
 )
-from rtkit.realtime.models import ChatMessage, Notification
+from rtkit.realtime.stores.backends.memory import MemoryMessageStoreBackend
+from rtkit_testing import unique_name
 
 
 def message(room_id: str, text: str) -> ChatMessage:
@@ -44,8 +48,19 @@ def note(to: str, content: Any) -> Notification:
     )
 
 
+def upload(upload_id: str | None = None) -> UploadRecord:
+    return UploadRecord(
+        upload_id=upload_id or new_id(),
+        room_id="lobby",
+        user_id="u1",
+        file_name="a.txt",
+        file_size=3,
+        created_at=1.0,
+    )
+
+
 async def test_history_returns_the_latest_messages_oldest_first(backend: Any) -> None:
-    store = message_store_from_url(backend.url, prefix=backend.prefix)
+    store = MessageStore.from_url(backend.url, prefix=backend.prefix)
     sent = [message("lobby", f"m{i}") for i in range(30)]
     for m in sent:
         await store.append(m)
@@ -60,7 +75,7 @@ async def test_history_returns_the_latest_messages_oldest_first(backend: Any) ->
 
 
 async def test_history_is_bounded_per_room(backend: Any) -> None:
-    store = message_store_from_url(backend.url, prefix=backend.prefix, max_per_room=10)
+    store = MessageStore.from_url(backend.url, prefix=backend.prefix, max_per_room=10)
     sent = [message("lobby", f"m{i}") for i in range(200)]
     for m in sent:
         await store.append(m)
@@ -72,18 +87,22 @@ async def test_history_is_bounded_per_room(backend: Any) -> None:
 
 
 async def test_history_rejects_bad_arguments(backend: Any) -> None:
-    store = message_store_from_url(backend.url, prefix=backend.prefix)
+    store = MessageStore.from_url(backend.url, prefix=backend.prefix)
     with pytest.raises(ValidationError):
         await store.history("lobby", limit=0)
     with pytest.raises(ValidationError):
+        await store.history("lobby", limit=201)
+    with pytest.raises(ValidationError):
         await store.history("", limit=5)
+    with pytest.raises(ValidationError):
+        await store.history("lobby", before="")
     with pytest.raises(PayloadTooLarge):
         await store.history("r" * 300)
     await store.close()
 
 
 async def test_notifications_are_taken_once_and_bounded(backend: Any) -> None:
-    store = notification_store_from_url(backend.url, prefix=backend.prefix, max_per_user=3)
+    store = NotificationStore.from_url(backend.url, prefix=backend.prefix, max_per_user=3)
     notes = [note("bob", {"n": i}) for i in range(5)]
     for n in notes:
         await store.push(n)
@@ -92,19 +111,14 @@ async def test_notifications_are_taken_once_and_bounded(backend: Any) -> None:
     assert await store.take("bob") == notes[-3:]
     assert await store.take("bob") == []
     assert [n.content for n in await store.take("carol")] == ["hi"]
+    with pytest.raises(ValidationError):
+        await store.take("")
     await store.close()
 
 
 async def test_upload_registry_claims_once(backend: Any) -> None:
-    registry = upload_registry_from_url(backend.url, prefix=backend.prefix)
-    record = UploadRecord(
-        upload_id=new_id(),
-        room_id="lobby",
-        user_id="u1",
-        file_name="a.txt",
-        file_size=3,
-        created_at=1.0,
-    )
+    registry = UploadRegistry.from_url(backend.url, prefix=backend.prefix)
+    record = upload()
     await registry.create(record)
     assert await registry.get(record.upload_id) == record
     assert await registry.claim(record.upload_id) == record
@@ -116,7 +130,135 @@ async def test_upload_registry_claims_once(backend: Any) -> None:
     assert await registry.get(record.upload_id) == done
     assert await registry.claim(record.upload_id) is None  # done
     assert await registry.get("unknown") is None
+    assert await registry.claim("unknown") is None
+    with pytest.raises(NotFound):  # the same typed error on every backend
+        await registry.complete("unknown")
+    with pytest.raises(ValidationError):
+        await registry.get("")
     await registry.close()
+
+
+# -- the shape: memory names, Closed, from_url options -----------------------------------
+
+
+Write = Callable[[Any, str], Awaitable[None]]
+Read = Callable[[Any, str], Awaitable[bool]]
+
+
+async def _write_message(store: Any, key: str) -> None:
+    await store.append(message(key, "hi"))
+
+
+async def _read_message(store: Any, key: str) -> bool:
+    return bool(await store.history(key))
+
+
+async def _write_note(store: Any, key: str) -> None:
+    await store.push(note(key, "hi"))
+
+
+async def _read_note(store: Any, key: str) -> bool:
+    return bool(await store.take(key))
+
+
+async def _write_upload(store: Any, key: str) -> None:
+    await store.create(upload(key))
+
+
+async def _read_upload(store: Any, key: str) -> bool:
+    return await store.get(key) is not None
+
+
+STORES: dict[str, tuple[Any, Write, Read]] = {
+    "MessageStore": (MessageStore, _write_message, _read_message),
+    "NotificationStore": (NotificationStore, _write_note, _read_note),
+    "UploadRegistry": (UploadRegistry, _write_upload, _read_upload),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STORES))
+async def test_a_memory_name_is_shared_and_memory_is_private(name: str) -> None:
+    cls, write, read = STORES[name]
+    shared = f"memory://{unique_name('shared')}"
+    first, second = cls.from_url(shared), cls.from_url(shared)
+    other_prefix = cls.from_url(shared, prefix="other:")
+    private = cls.from_url("memory://")
+    key = new_id()
+    await write(first, key)
+    assert not await read(private, key)
+    assert not await read(other_prefix, key)
+    assert await read(second, key)
+    for store in (first, second, other_prefix, private):
+        await store.close()
+
+
+CLOSED_OPERATIONS: dict[str, list[Callable[[Any], Awaitable[Any]]]] = {
+    "MessageStore": [
+        lambda s: s.append(message("lobby", "hi")),
+        lambda s: s.history("lobby"),
+    ],
+    "NotificationStore": [
+        lambda s: s.push(note("bob", "hi")),
+        lambda s: s.take("bob"),
+    ],
+    "UploadRegistry": [
+        lambda s: s.create(upload()),
+        lambda s: s.get("x"),
+        lambda s: s.claim("x"),
+        lambda s: s.release("x"),
+        lambda s: s.complete("x"),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(STORES))
+async def test_every_operation_after_close_raises_closed(name: str, backend: Any) -> None:
+    store = STORES[name][0].from_url(backend.url, prefix=backend.prefix)
+    await STORES[name][1](store, new_id())  # used once: started
+    never_started = STORES[name][0]()
+    for closed in (store, never_started):
+        await closed.close()
+        await closed.close()
+        assert closed.closed
+        for operation in CLOSED_OPERATIONS[name]:
+            with pytest.raises(Closed):
+                await operation(closed)
+        with pytest.raises(Closed):
+            await closed.start()
+
+
+def test_from_url_gives_each_option_to_whoever_takes_it() -> None:
+    store = MessageStore.from_url("memory://", max_per_room=7)
+    assert isinstance(store._backend, MemoryMessageStoreBackend)
+    assert store._backend.max_per_room == 7
+    with pytest.raises(ConfigurationError, match="max_per_user"):
+        MessageStore.from_url("memory://", max_per_user=3)
+    with pytest.raises(ConfigurationError, match="bogus"):
+        UploadRegistry.from_url("memory://", bogus=1)
+    with pytest.raises(ConfigurationError, match="max_per_room"):
+        MessageStore.from_url("memory://", max_per_room=0)
+    with pytest.raises(ConfigurationError, match=r"MessageStore.*redis://"):
+        MessageStore.from_url("amqp://guest:guest@localhost/")
+
+
+@pytest.mark.redis
+async def test_redis_options_reach_the_backend(redis_url: str, redis_prefix: str) -> None:
+    notes = NotificationStore.from_url(redis_url, prefix=redis_prefix, ttl=60, timeout=2.0)
+    await notes.push(note("bob", "hi"))
+    assert [n.content for n in await notes.take("bob")] == ["hi"]
+    await notes.close()
+    with pytest.raises(ConfigurationError, match="pending_ttl"):
+        UploadRegistry.from_url(redis_url, prefix=redis_prefix, pending_ttl=0)
+    with pytest.raises(ConfigurationError, match="max_per_user"):
+        NotificationStore.from_url(redis_url, prefix=redis_prefix, max_per_user=0)
+
+
+def test_a_store_takes_a_backend_object() -> None:
+    store = MessageStore(MemoryMessageStoreBackend(max_per_room=3))
+    assert store._backend.max_per_room == 3  # type: ignore[attr-defined]
+
+
+# -- files -----------------------------------------------------------------------------
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -130,6 +272,7 @@ async def _read(chunks: AsyncIterator[bytes]) -> bytes:
 
 async def test_local_file_store_keeps_exactly_the_announced_bytes(tmp_path: Path) -> None:
     files = LocalFileStore(tmp_path / "uploads")
+    assert not (tmp_path / "uploads").exists()  # made on the first upload, not before
     await files.save("abc-1", _chunks(b"hello ", b"world"), size=11)
     assert await _read(files.open("abc-1")) == b"hello world"
 
@@ -142,6 +285,11 @@ async def test_local_file_store_keeps_exactly_the_announced_bytes(tmp_path: Path
     with pytest.raises(NotFound):
         await _read(files.open("abc-2"))
     assert sorted(p.name for p in (tmp_path / "uploads").iterdir()) == ["abc-1"]
+
+
+async def test_a_missing_folder_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFound):
+        await _read(LocalFileStore(tmp_path / "nowhere").open("abc-1"))
 
 
 @pytest.mark.redis
@@ -161,8 +309,8 @@ async def test_local_file_store_keeps_exactly_the_announced_bytes(tmp_path: Path
 async def test_redis_history_matches_memory(
     redis_url: str, redis_prefix: str, ops: list[tuple[str, str, int]], before_pick: int
 ) -> None:
-    memory = message_store_from_url("memory://", max_per_room=1000)
-    redis_store = message_store_from_url(redis_url, prefix=f"{redis_prefix}{new_id()}:")
+    memory = MessageStore.from_url("memory://", max_per_room=1000)
+    redis_store = MessageStore.from_url(redis_url, prefix=f"{redis_prefix}{new_id()}:")
     sent: list[ChatMessage] = []
     try:
         for op, room, n in ops:
@@ -177,3 +325,4 @@ async def test_redis_history_matches_memory(
                 assert await redis_store.history(room, before=before, limit=n) == expected
     finally:
         await redis_store.close()
+        await memory.close()

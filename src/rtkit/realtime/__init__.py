@@ -1,64 +1,105 @@
-"""The seed's Socket.IO chat, secure, typed and multi-instance (needs ``rtkit[server]``).
+"""The seed's Socket.IO chat, secure, typed and multi-instance.
 
 [`RealtimeServer`][rtkit.realtime.RealtimeServer] serves the chat protocol over
 python-socketio; [`ChatClient`][rtkit.realtime.ChatClient] speaks it from Python.
 The logic lives in [`ChatService`][rtkit.realtime.ChatService], testable without
-a socket.
+a socket. The server, the client, the chat logic and the tokens need the
+``server`` extra (``pip install 'rtkit[server]'``) and are imported on first
+use; the stores and the wire models need only rtkit itself.
 """
 
 from __future__ import annotations
 
-from .auth import Identity, JWTVerifier, TokenVerifier, issue_token
-from .chat import ChatLimits, ChatService, Emit, Outcome, room_channel, user_channel
-from .client import ChatClient
-from .messages import (
-    MemoryMessageStore,
-    MemoryNotificationStore,
-    MessageStore,
-    NotificationStore,
-    RedisMessageStore,
-    RedisNotificationStore,
-    message_store_from_url,
-    notification_store_from_url,
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._protocol import (
+    ChatMessage,
+    ErrorInfo,
+    FileUploadComplete,
+    FileUploadReady,
+    FileUploadStart,
+    GameMove,
+    MessageSent,
+    Notification,
+    OnlineUserInfo,
+    RoomJoined,
+    RoomUserEvent,
+    TypingEvent,
+    UserPresence,
 )
-from .server import DEFAULT_CLIENT_JS_URL, RealtimeServer
-from .uploads import (
+from .stores import (
     FileStore,
     LocalFileStore,
-    MemoryUploadRegistry,
-    RedisUploadRegistry,
+    MessageStore,
+    NotificationStore,
     UploadRecord,
     UploadRegistry,
-    upload_registry_from_url,
 )
 
+if TYPE_CHECKING:  # the server extra (python-socketio, Starlette, httpx, PyJWT): imported lazily
+    from ._auth import Identity, JWTVerifier, TokenVerifier, issue_token
+    from ._chat import ChatLimits, ChatService, Emit, Outcome
+    from ._client import ChatClient
+    from ._server import RealtimeServer
+
+_SERVER_EXTRA = {
+    "ChatClient": "._client",
+    "ChatLimits": "._chat",
+    "ChatService": "._chat",
+    "Emit": "._chat",
+    "Identity": "._auth",
+    "JWTVerifier": "._auth",
+    "Outcome": "._chat",
+    "RealtimeServer": "._server",
+    "TokenVerifier": "._auth",
+    "issue_token": "._auth",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the names that need the ``server`` extra on first use."""
+    module = _SERVER_EXTRA.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        found = getattr(importlib.import_module(module, __name__), name)
+    except ImportError as exc:
+        raise ImportError(
+            f"rtkit.realtime.{name} needs the server extra ({exc}): pip install 'rtkit[server]'"
+        ) from exc
+    globals()[name] = found
+    return found
+
+
 __all__ = [
-    "DEFAULT_CLIENT_JS_URL",
     "ChatClient",
     "ChatLimits",
+    "ChatMessage",
     "ChatService",
     "Emit",
+    "ErrorInfo",
     "FileStore",
+    "FileUploadComplete",
+    "FileUploadReady",
+    "FileUploadStart",
+    "GameMove",
     "Identity",
     "JWTVerifier",
     "LocalFileStore",
-    "MemoryMessageStore",
-    "MemoryNotificationStore",
-    "MemoryUploadRegistry",
+    "MessageSent",
     "MessageStore",
+    "Notification",
     "NotificationStore",
+    "OnlineUserInfo",
     "Outcome",
     "RealtimeServer",
-    "RedisMessageStore",
-    "RedisNotificationStore",
-    "RedisUploadRegistry",
+    "RoomJoined",
+    "RoomUserEvent",
     "TokenVerifier",
+    "TypingEvent",
     "UploadRecord",
     "UploadRegistry",
+    "UserPresence",
     "issue_token",
-    "message_store_from_url",
-    "notification_store_from_url",
-    "room_channel",
-    "upload_registry_from_url",
-    "user_channel",
 ]

@@ -12,15 +12,26 @@ from typing import Protocol, runtime_checkable
 
 import jwt
 
-from .._clock import Clock, SystemClock
-from .._validation import check_id
-from ..errors import AuthError, ConfigurationError, ValidationError
+from .._core.clock import Clock, SystemClock
+from .._core.validate import check_id
+from ..errors import AuthError, ConfigurationError, TokenExpired, ValidationError
 
-__all__ = ["MIN_SECRET_BYTES", "Identity", "JWTVerifier", "TokenVerifier", "issue_token"]
+__all__ = [
+    "MAX_USERNAME_BYTES",
+    "MIN_SECRET_BYTES",
+    "Identity",
+    "JWTVerifier",
+    "TokenVerifier",
+    "issue_token",
+]
 
 MIN_SECRET_BYTES = 32
+"""The shortest HS256 secret accepted."""
+
+MAX_USERNAME_BYTES = 128
+"""The longest display name, in UTF-8 bytes."""
+
 _MAX_TOKEN_BYTES = 8192
-_MAX_NAME_BYTES = 128
 
 
 @dataclass(frozen=True)
@@ -33,10 +44,10 @@ class Identity:
 
 @runtime_checkable
 class TokenVerifier(Protocol):
-    """Turns a token into an :class:`Identity`, or raises :class:`~rtkit.AuthError`."""
+    """Turns a token into an :class:`Identity`, or raises [`AuthError`][rtkit.errors.AuthError]."""
 
     async def verify(self, token: str) -> Identity:
-        """Return who ``token`` belongs to; raise :class:`~rtkit.AuthError` if it is not valid."""
+        """Return who ``token`` belongs to; raise ``AuthError`` if it is not valid."""
         ...
 
 
@@ -65,7 +76,7 @@ def issue_token(
     """
     check_id(user_id, "user_id")
     username = user_id if name is None else name
-    check_id(username, "name", max_bytes=_MAX_NAME_BYTES)
+    check_id(username, "name", max_bytes=MAX_USERNAME_BYTES)
     now = int((clock or SystemClock()).time())
     claims = {"sub": user_id, "name": username, "iat": now, "exp": now + int(ttl)}
     return jwt.encode(claims, _check_secret(secret), algorithm="HS256")
@@ -83,7 +94,13 @@ class JWTVerifier:
         self._leeway = leeway
 
     async def verify(self, token: str) -> Identity:
-        """Return the token's :class:`Identity`; raise :class:`~rtkit.AuthError` with the reason."""
+        """Return the token's :class:`Identity`.
+
+        Raises:
+            rtkit.errors.AuthError: The token is missing, malformed or badly
+                signed (the message says which).
+            rtkit.errors.TokenExpired: The token has expired.
+        """
         if not isinstance(token, str) or not token:
             raise AuthError("no authentication token was provided")
         if len(token) > _MAX_TOKEN_BYTES:
@@ -97,13 +114,13 @@ class JWTVerifier:
                 options={"require": ["exp", "sub"]},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise AuthError("the authentication token has expired", code="token_expired") from exc
+            raise TokenExpired("the authentication token has expired") from exc
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"the authentication token is invalid: {exc}") from exc
         try:
             user_id = check_id(claims.get("sub"), "the token's sub claim")
             name = claims.get("name", user_id)
-            username = check_id(name, "the token's name claim", max_bytes=_MAX_NAME_BYTES)
+            username = check_id(name, "the token's name claim", max_bytes=MAX_USERNAME_BYTES)
         except ValidationError as exc:
             raise AuthError(f"the authentication token is invalid: {exc}") from exc
         return Identity(user_id=user_id, username=username)

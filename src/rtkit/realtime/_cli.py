@@ -8,8 +8,8 @@ rtkit serve --demo                                          # anyone may log in 
 ```
 
 The JWT secret comes from the ``RTKIT_SECRET`` environment variable (never from
-the command line, where other users could read it). In demo mode a random
-secret is generated when none is set.
+the command line, where other users could read it). In demo mode, without it,
+the server signs tokens with a random secret of its process.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import secrets
 import sys
 from collections.abc import Sequence
 
+from .._core.leases import DEFAULT_TTL
+from .._core.urls import DEFAULT_PREFIX
 from ..errors import RtkitError
-from .auth import MIN_SECRET_BYTES, issue_token
-from .server import DEFAULT_CLIENT_JS_URL, RealtimeServer
+from ._auth import MIN_SECRET_BYTES, issue_token
+from ._server import DEFAULT_CLIENT_JS_URL, RealtimeServer
 
 __all__ = ["build_parser", "main"]
 
@@ -42,11 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--redis", metavar="URL", help="share presence, rooms and emits through this Redis"
     )
-    serve.add_argument("--prefix", default="rtkit:", help="Redis key prefix")
+    serve.add_argument("--prefix", default=DEFAULT_PREFIX, help="Redis key prefix")
     serve.add_argument(
         "--presence-ttl",
         type=float,
-        default=30.0,
+        default=DEFAULT_TTL,
         help="instance lease in seconds: a crashed instance's users go within 2x this",
     )
     serve.add_argument(
@@ -72,20 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _secret(demo: bool) -> str | None:
-    secret = os.environ.get(SECRET_ENV)
-    if secret:
-        return secret
-    if demo:
-        log.warning(
-            "!!! %s is not set: DEMO MODE generated a random secret; tokens die with "
-            "this process !!!",
-            SECRET_ENV,
-        )
-        return secrets.token_urlsafe(MIN_SECRET_BYTES)
-    return None
-
-
 def _origins(given: list[str] | None) -> str | list[str] | None:
     if not given:
         return None  # same origin only
@@ -95,8 +82,13 @@ def _origins(given: list[str] | None) -> str | list[str] | None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    secret = _secret(args.demo)
-    if secret is None:
+    secret = os.environ.get(SECRET_ENV) or None
+    if secret is None and args.demo:
+        log.warning(
+            "!!! %s is not set: DEMO MODE uses a random secret; tokens die with this process !!!",
+            SECRET_ENV,
+        )
+    elif secret is None:
         log.error(
             "set %s to a secret of at least %d bytes, e.g. "
             "export %s=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')",

@@ -20,17 +20,25 @@ from typing import Any, TypeVar
 
 import pydantic
 
-from .._clock import Clock, SystemClock
-from .._ids import new_id
-from .._pages import Page
-from .._validation import check_id
-from ..errors import AuthError, NotFound, PayloadTooLarge, RateLimited, ValidationError
+from .._core.clock import Clock, SystemClock
+from .._core.ids import new_id
+from .._core.pages import Page
+from .._core.validate import DEFAULT_PAGE, check_id, utf8_size
+from ..errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    NotMember,
+    PayloadTooLarge,
+    RateLimited,
+    TooManyRooms,
+    ValidationError,
+)
 from ..presence import PresenceStore
 from ..ratelimit import RateLimiter
 from ..rooms import RoomManager
-from .auth import Identity
-from .messages import MessageStore, NotificationStore
-from .models import (
+from ._auth import Identity
+from ._protocol import (
     ChatMessage,
     ChatMessageIn,
     FileUploadComplete,
@@ -54,7 +62,13 @@ from .models import (
     iso_time,
     wire,
 )
-from .uploads import FileStore, UploadRecord, UploadRegistry
+from .stores import (
+    FileStore,
+    MessageStore,
+    NotificationStore,
+    UploadRecord,
+    UploadRegistry,
+)
 
 __all__ = [
     "ChatLimits",
@@ -66,7 +80,6 @@ __all__ = [
 ]
 
 _M = TypeVar("_M", bound=pydantic.BaseModel)
-_LIST_PAGE = 100
 
 
 def room_channel(room_id: str) -> str:
@@ -148,15 +161,8 @@ def _parse(model: type[_M], data: Any, event: str) -> _M:
         raise ValidationError(f"invalid {event} payload: {problems}") from None
 
 
-def _utf8_size(text: str, what: str) -> int:
-    try:
-        return len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ValidationError(f"{what} is not valid Unicode text") from None
-
-
 def _json_size(value: Any, what: str) -> int:
-    return _utf8_size(json.dumps(value, separators=(",", ":"), ensure_ascii=False), what)
+    return utf8_size(json.dumps(value, separators=(",", ":"), ensure_ascii=False), what)
 
 
 class ChatService:
@@ -213,9 +219,7 @@ class ChatService:
         return iso_time(self.clock.time())
 
     def _room_id(self, room_id: str) -> str:
-        check_id(room_id, "roomId", max_bytes=self.limits.max_room_id_bytes)
-        _utf8_size(room_id, "roomId")
-        return room_id
+        return check_id(room_id, "roomId", max_bytes=self.limits.max_room_id_bytes)
 
     async def _limit(self, who: Identity, kind: str, rate: str | None) -> None:
         """Count one ``kind`` action of ``who`` against ``rate``; raise when over it."""
@@ -232,7 +236,7 @@ class ChatService:
         if sid is not None and self.joined is not None and self.joined(sid, room_id):
             return  # known locally: no round trip to the shared room store
         if not await self.rooms.is_member(room_id, who.user_id):
-            raise AuthError(f"you are not a member of room {room_id!r}", code="not_member")
+            raise NotMember(f"you are not a member of room {room_id!r}")
 
     def _check_json(self, value: Any, what: str) -> None:
         if _json_size(value, what) > self.limits.max_json_bytes:
@@ -242,7 +246,7 @@ class ChatService:
         users: list[str] = []
         cursor: str | None = None
         while len(users) < self.limits.max_list:
-            page = await self.rooms.members(room_id, cursor=cursor, limit=_LIST_PAGE)
+            page = await self.rooms.members(room_id, cursor=cursor, limit=DEFAULT_PAGE)
             users.extend(page.items)
             cursor = page.next_cursor
             if cursor is None:
@@ -307,9 +311,7 @@ class ChatService:
         room_id = self._room_id(_parse(RoomIn, data, "room:join").room_id)
         mine = await self.rooms.rooms_of(who.user_id)
         if room_id not in mine and len(mine) >= self.limits.max_rooms_per_user:
-            raise ValidationError(
-                f"you are in {len(mine)} rooms already, the most allowed", code="too_many_rooms"
-            )
+            raise TooManyRooms(f"you are in {len(mine)} rooms already, the most allowed")
         new = await self.rooms.join(room_id, who.user_id, sid)
         users = await self._members(room_id)
         joined = RoomJoined(room_id=room_id, users=users)
@@ -345,7 +347,7 @@ class ChatService:
         room_id = self._room_id(payload.room_id)
         if not payload.message.strip():
             raise ValidationError("message must not be empty")
-        if _utf8_size(payload.message, "message") > self.limits.max_message_bytes:
+        if utf8_size(payload.message, "message") > self.limits.max_message_bytes:
             raise PayloadTooLarge(f"message is longer than {self.limits.max_message_bytes} bytes")
         await self._require_member(room_id, who, sid)
         await self._limit(who, "chat", self.limits.message_rate)
@@ -430,7 +432,6 @@ class ChatService:
         payload = _parse(FileUploadStartIn, data, "file:upload:start")
         room_id = self._room_id(payload.room_id)
         name = check_id(payload.file_name, "fileName", max_bytes=self.limits.max_file_name_bytes)
-        _utf8_size(name, "fileName")
         if "/" in name or "\\" in name or name in {".", ".."}:
             raise ValidationError("fileName must be a plain file name, without a path")
         if payload.file_size > self.limits.max_upload_bytes:
@@ -477,13 +478,13 @@ class ChatService:
         if record is None:
             raise NotFound(f"upload {upload_id!r} is unknown or expired")
         if record.user_id != who.user_id:
-            raise AuthError("only the user who announced this upload may send it", code="forbidden")
+            raise Forbidden("only the user who announced this upload may send it")
         if size is not None and size != record.file_size:
             raise ValidationError(
                 f"the body has {size} bytes but {record.file_size} bytes were announced"
             )
         if await self.uploads.claim(upload_id) is None:
-            raise ValidationError("this upload is complete or already in progress", code="conflict")
+            raise Conflict("this upload is complete or already in progress")
         try:
             await self.files.save(upload_id, body, size=record.file_size)
         except BaseException:
@@ -528,13 +529,13 @@ class ChatService:
     # ------------------------------------------------------------ listings
 
     async def online_users(
-        self, cursor: str | None = None, limit: int = _LIST_PAGE
+        self, cursor: str | None = None, limit: int = DEFAULT_PAGE
     ) -> Page[OnlineUserInfo]:
         """One page of online users, as the wire shows them (at most ``limit``)."""
         items: list[OnlineUserInfo] = []
         while True:
             page = await self.presence.online_users(
-                cursor=cursor, limit=min(_LIST_PAGE, limit - len(items))
+                cursor=cursor, limit=min(DEFAULT_PAGE, limit - len(items))
             )
             items.extend(
                 OnlineUserInfo(
@@ -549,7 +550,7 @@ class ChatService:
                 return Page(items, cursor)
 
     async def room_list(
-        self, cursor: str | None = None, limit: int = _LIST_PAGE
+        self, cursor: str | None = None, limit: int = DEFAULT_PAGE
     ) -> Page[RoomInfoOut]:
         """One page of rooms with their user counts, as the wire shows them."""
         page = await self.rooms.rooms(cursor=cursor, limit=limit)

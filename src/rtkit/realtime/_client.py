@@ -1,18 +1,18 @@
 """The seed's browser ``ChatClient`` in Python, on python-socketio's ``AsyncClient``.
 
 ```python
-client = ChatClient()
-client.on_chat_message(lambda m: print(m.username, m.message))
-await client.connect("http://127.0.0.1:8000", token)
-await client.join_room("lobby")
-message_id = await client.send_message("lobby", "Hello World!")
+async with ChatClient() as client:
+    client.on_chat_message(lambda m: print(m.username, m.message))
+    await client.connect("http://127.0.0.1:8000", token)
+    await client.join_room("lobby")
+    message_id = await client.send_message("lobby", "Hello World!")
 ```
 
-Every request waits for the server's ack and raises the matching
-[`RtkitError`][rtkit.errors.RtkitError] when the server refuses (for example
-[`RateLimited`][rtkit.errors.RateLimited] with ``retry_after``). Callbacks receive the
-pydantic models of [`rtkit.realtime.models`][rtkit.realtime.models]. After a
-reconnection the client joins its rooms again.
+Every request waits for the server's ack and raises the error class the server
+sent (for example [`NotMember`][rtkit.errors.NotMember], or
+[`RateLimited`][rtkit.errors.RateLimited] with ``retry_after``). Callbacks
+receive the pydantic wire models ([`ChatMessage`][rtkit.realtime.ChatMessage] ...).
+After a reconnection the client joins its rooms again.
 """
 
 from __future__ import annotations
@@ -27,16 +27,9 @@ import httpx
 import pydantic
 import socketio
 
-from ..errors import (
-    AuthError,
-    BackendUnavailable,
-    NotFound,
-    PayloadTooLarge,
-    RateLimited,
-    RtkitError,
-    ValidationError,
-)
-from .models import (
+from .._core.lifecycle import DEFAULT_TIMEOUT, AsyncResource
+from ..errors import AuthError, BackendUnavailable, RemoteError, RtkitError, error_from_payload
+from ._protocol import (
     ChatMessage,
     ErrorInfo,
     FileUploadComplete,
@@ -78,39 +71,22 @@ _EVENT_MODELS: dict[str, Any] = {
     "error": ErrorInfo,
 }
 
-_ERRORS: dict[str, type[RtkitError]] = {
-    "invalid_payload": ValidationError,
-    "payload_too_large": PayloadTooLarge,
-    "too_many_rooms": ValidationError,
-    "not_found": NotFound,
-    "backend_unavailable": BackendUnavailable,
-    "unauthorized": AuthError,
-    "token_expired": AuthError,
-    "forbidden": AuthError,
-    "not_member": AuthError,
-}
 
-
-def _raise_for(error: Any) -> None:
-    info = error if isinstance(error, dict) else {}
-    code = str(info.get("code", "error"))
-    message = str(info.get("message", "the server refused the request"))
-    if code == "rate_limited":
-        raise RateLimited(message, retry_after=float(info.get("retryAfter", 0.0)))
-    raise _ERRORS.get(code, RtkitError)(message, code=code)
-
-
-class ChatClient:
+class ChatClient(AsyncResource):
     """A chat client with the seed's methods, typed callbacks and automatic room rejoin.
 
+    :meth:`close` (or leaving ``async with``) disconnects for good: afterwards
+    every operation raises [`Closed`][rtkit.errors.Closed].
+    :meth:`disconnect` only ends the current connection.
+
     Args:
-        timeout: seconds to wait for each ack.
+        timeout: seconds to wait for the connection and for each ack.
         reconnection: reconnect automatically after a lost connection.
         **client_options: passed to ``socketio.AsyncClient``.
     """
 
     def __init__(
-        self, *, timeout: float = 10.0, reconnection: bool = True, **client_options: Any
+        self, *, timeout: float = DEFAULT_TIMEOUT, reconnection: bool = True, **client_options: Any
     ) -> None:
         self.timeout = timeout
         self.sio = socketio.AsyncClient(reconnection=reconnection, **client_options)
@@ -142,15 +118,17 @@ class ChatClient:
         sid: str | None = self.sio.get_sid()
         return sid
 
-    async def connect(
-        self, url: str, token: str, *, transports: list[str] | None = None, wait: float = 10.0
-    ) -> None:
+    async def connect(self, url: str, token: str, *, transports: list[str] | None = None) -> None:
         """Connect to the server at ``url`` with ``token`` (sent as the handshake ``auth.token``).
 
         Raises:
-            AuthError: the server refused the token.
-            BackendUnavailable: the server could not be reached.
+            rtkit.errors.AuthError: The server refused the token
+                ([`TokenExpired`][rtkit.errors.TokenExpired] when it expired).
+            rtkit.errors.BackendUnavailable: The server could not be reached
+                within ``timeout``.
+            rtkit.errors.Closed: The client was closed.
         """
+        await self._ready()
         self.url = url.rstrip("/")
         self._token = token
         self._connect_error = None
@@ -159,22 +137,32 @@ class ChatClient:
                 url,
                 auth={"token": token},
                 transports=transports or ["websocket"],
-                wait_timeout=wait,
+                wait_timeout=self.timeout,
             )
         except socketio.exceptions.ConnectionError as exc:
             await self.sio.eio.disconnect(abort=True)  # closes the HTTP session
             if self._connect_error is not None:
-                _raise_for(self._connect_error)
+                raise error_from_payload(self._connect_error) from None
             raise BackendUnavailable(f"could not connect to {url}: {exc}") from exc
 
     async def disconnect(self) -> None:
-        """Close the connection (no reconnection follows)."""
+        """End the connection (no reconnection follows; :meth:`connect` may connect again)."""
+        await self._ready()
+        self._cancel_tasks()
+        await self.sio.disconnect()
+
+    async def _close(self) -> None:
+        """Disconnect, and stop reconnecting, for good."""
+        self._cancel_tasks()
+        await self.sio.shutdown()
+
+    def _cancel_tasks(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        await self.sio.disconnect()
 
     async def wait(self) -> None:
         """Wait until the connection ends for good."""
+        await self._ready()
         await self.sio.wait()
 
     async def _on_connect(self) -> None:
@@ -200,14 +188,16 @@ class ChatClient:
         if isinstance(data, dict):
             extra = data.get("data")
             code = extra.get("code") if isinstance(extra, dict) else None
-            self._connect_error = {"code": code or "unauthorized", "message": data.get("message")}
+            message = data.get("message")
+            self._connect_error = {"code": code or AuthError.code, "message": message}
         else:
-            self._connect_error = {"code": "unauthorized", "message": str(data)}
+            self._connect_error = {"code": AuthError.code, "message": str(data)}
         await self._fire("connect_error", self._connect_error)
 
     # ------------------------------------------------------------ requests
 
     async def _call(self, event: str, data: Any) -> dict[str, Any]:
+        await self._ready()
         try:
             reply = await self.sio.call(event, data, timeout=self.timeout)
         except socketio.exceptions.TimeoutError as exc:
@@ -215,9 +205,9 @@ class ChatClient:
         except socketio.exceptions.BadNamespaceError as exc:
             raise BackendUnavailable(f"not connected: {exc}") from exc
         if not isinstance(reply, dict):
-            raise RtkitError(f"unexpected answer to {event}: {reply!r}", code="bad_reply")
+            raise RemoteError(f"unexpected answer to {event}: {reply!r:.200}")
         if not reply.get("ok"):
-            _raise_for(reply.get("error"))
+            raise error_from_payload(reply.get("error"))
         return reply
 
     async def join_room(self, room_id: str) -> RoomJoined:
@@ -254,12 +244,14 @@ class ChatClient:
 
     async def start_typing(self, room_id: str) -> None:
         """Tell the room the user is typing (sent once until :meth:`stop_typing`)."""
+        await self._ready()
         if room_id not in self._typing:
             self._typing.add(room_id)
             await self._call("typing:start", {"roomId": room_id})
 
     async def stop_typing(self, room_id: str) -> None:
         """Tell the room the user stopped typing (only if :meth:`start_typing` was sent)."""
+        await self._ready()
         if room_id in self._typing:
             self._typing.discard(room_id)
             await self._call("typing:stop", {"roomId": room_id})
@@ -295,13 +287,14 @@ class ChatClient:
                 headers={"Authorization": f"Bearer {self._token}"},
             )
         if response.status_code != 201:
-            _raise_for(response.json().get("error"))
+            raise error_from_payload(_error_of(response))
         return str(response.json()["url"])
 
     # ------------------------------------------------------------ callbacks
 
     def on(self, event: str, callback: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """Call ``callback`` (sync or async) with each ``event``'s payload as a model."""
+        self._check_open()
         self._callbacks.setdefault(event, []).append(callback)
         return callback
 
@@ -409,3 +402,12 @@ class ChatClient:
     def on_error(self, callback: Callback[ErrorInfo]) -> Callback[ErrorInfo]:
         """``error``: the server refused an event sent without waiting for an ack."""
         return self.on("error", callback)
+
+
+def _error_of(response: httpx.Response) -> Any:
+    """The ``error`` of a JSON error response (anything else: ``None``, a ``RemoteError``)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("error") if isinstance(body, dict) else None

@@ -1,8 +1,9 @@
-"""The Socket.IO payloads, both ways, as pydantic models.
+"""The Socket.IO protocol: the payloads both ways as pydantic models, and errors on the wire.
 
 Field names are snake_case in Python and camelCase on the wire (``roomId``,
 ``userId``, ``joinTime`` ...), exactly as the seed's browser client sends and
-expects them. Dump a model for the wire with :func:`wire`.
+expects them. Dump a model for the wire with :func:`wire`; turn an error into
+its error ack or ``error`` event with :func:`socket_error`.
 
 Client → server payloads are validated strictly (a number is not a string);
 unknown extra fields are ignored so that clients may send more than rtkit reads.
@@ -18,7 +19,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
+from ..errors import RtkitError
+
 __all__ = [
+    "MAX_HISTORY",
     "ChatMessage",
     "ChatMessageIn",
     "ErrorInfo",
@@ -29,7 +33,6 @@ __all__ = [
     "GameMove",
     "GameMoveIn",
     "HistoryIn",
-    "HistoryPage",
     "MessageSent",
     "Notification",
     "NotificationIn",
@@ -42,8 +45,12 @@ __all__ = [
     "TypingIn",
     "UserPresence",
     "iso_time",
+    "socket_error",
     "wire",
 ]
+
+MAX_HISTORY = 200
+"""The most messages one ``chat:history`` request (and ``MessageStore.history``) returns."""
 
 
 def iso_time(epoch: float) -> str:
@@ -55,6 +62,19 @@ def iso_time(epoch: float) -> str:
 def wire(model: BaseModel) -> dict[str, Any]:
     """The JSON-ready, camelCase dict of ``model``, as sent over Socket.IO."""
     return model.model_dump(mode="json", by_alias=True)
+
+
+def socket_error(error: RtkitError, *, event: str | None = None) -> dict[str, Any]:
+    """``error`` as Socket.IO sends it: the error ack, or with ``event`` the ``error`` event.
+
+    The ack is ``{"ok": false, "error": {code, message, retryAfter?}}``; the
+    ``error`` event (for an event sent without an ack) is ``{code, message,
+    retryAfter?, event}``. The client turns either back into the same class with
+    [`error_from_payload`][rtkit.errors.error_from_payload].
+    """
+    if event is None:
+        return {"ok": False, "error": error.payload()}
+    return {**error.payload(), "event": event}
 
 
 class _Wire(BaseModel):
@@ -122,7 +142,7 @@ class HistoryIn(_Inbound):
 
     room_id: str
     before: str | None = None
-    limit: int = Field(default=50, ge=1, le=200)
+    limit: int = Field(default=50, ge=1, le=MAX_HISTORY)
 
 
 # ---------------------------------------------------------------- server -> client
@@ -238,12 +258,6 @@ class GameMove(_Wire):
     room_id: str
 
 
-class HistoryPage(_Wire):
-    """The ``chat:history`` ack data: messages oldest first."""
-
-    messages: list[ChatMessage]
-
-
 class RoomInfoOut(_Wire):
     """One entry of ``GET /api/rooms`` ``{id, userCount, createdAt}``."""
 
@@ -253,8 +267,10 @@ class RoomInfoOut(_Wire):
 
 
 class ErrorInfo(_Wire):
-    """The ``error`` event ``{code, message, event}`` (and, without ``event``, an ack's error)."""
+    """The ``error`` event ``{code, message, retryAfter?, event}``: an event sent without an ack
+    was refused (see [`rtkit.errors`][rtkit.errors] for the codes)."""
 
     code: str
     message: str
+    retry_after: float | None = None
     event: str | None = None

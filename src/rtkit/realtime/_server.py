@@ -1,0 +1,529 @@
+"""The Socket.IO chat server: python-socketio's ``AsyncServer`` wired to the chat logic.
+
+The wiring is thin on purpose: authenticate the handshake, hand every event to
+the chat logic, carry out the [`Outcome`][rtkit.realtime.Outcome], turn errors
+into an error ack (when the client asked for one) or an ``error`` event. The
+HTTP side is in ``_routes.py``; python-socketio's internals in
+``_socketio_compat.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, ClassVar, Protocol, Self, TypeVar
+
+import redis.asyncio as aioredis
+import socketio
+from socketio.exceptions import ConnectionRefusedError as SocketRefused
+from starlette.applications import Starlette
+
+from .._core.clock import Clock
+from .._core.component import Component, split_options
+from .._core.leases import DEFAULT_TTL
+from .._core.lifecycle import DEFAULT_TIMEOUT, Janitor
+from .._core.redis import make_redis_client
+from .._core.urls import BackendTarget, keywords
+from ..errors import AuthError, ConfigurationError, InternalError, RtkitError
+from ..presence import PresenceStore
+from ..ratelimit import RateLimiter
+from ..rooms import RoomManager
+from ._auth import MIN_SECRET_BYTES, Identity, JWTVerifier, TokenVerifier, issue_token
+from ._chat import ChatLimits, ChatService, Emit, Outcome, room_channel
+from ._protocol import RoomUserEvent, UserPresence, iso_time, socket_error, wire
+from ._routes import ChatRoutes
+from ._socketio_compat import (
+    AckAwareServer,
+    ack_wanted,
+    initialize_manager,
+    is_connected,
+    stop_manager,
+)
+from .stores import (
+    FileStore,
+    LocalFileStore,
+    MessageStore,
+    NotificationStore,
+    UploadRegistry,
+)
+from .stores._files import TemporaryFileStore
+
+__all__ = ["DEFAULT_CLIENT_JS_URL", "RealtimeServer"]
+
+DEFAULT_CLIENT_JS_URL = "https://cdn.socket.io/4.8.1/socket.io.min.js"
+
+log = logging.getLogger("rtkit.realtime")
+
+Handler = Callable[[Identity, str, Any], Awaitable[Outcome]]
+_P = TypeVar("_P", bound="_Part")
+
+# What RealtimeServer.from_url opens itself (the rest of its options go to the constructor).
+_PARTS = frozenset(
+    {"presence", "rooms", "messages", "notifications", "uploads", "limiter", "client_manager"}
+)
+_FROM_URL_ONLY = frozenset({"timeout", "upload_dir"})
+
+# TRANSITION: until the new RoomManager (which publishes rooms.left on its bus) is
+# merged, the server renews the room lease itself to announce what it purges.
+# Delete with _room_janitor and the else-branches below once RoomManager takes bus=.
+_ROOMS_PUBLISH = "bus" in inspect.signature(RoomManager.__init__).parameters
+
+
+class _Part(Protocol):
+    """A part the server may have made, and then closes."""
+
+    async def close(self) -> None: ...
+
+
+class _CrashAnnouncer:
+    """The presence and room stores' event sink: announces who left with a crashed instance.
+
+    A crashed instance's connections are purged by whichever live instance
+    notices its expired lease first; that instance tells everybody: ``user:left``
+    for each user who went offline (``presence.offline``), ``room:user:left`` for
+    each room a user left (``rooms.left``). Departures through this instance's
+    own disconnects are announced by the chat.
+    """
+
+    def __init__(self) -> None:
+        self.server: RealtimeServer | None = None
+
+    @property
+    def rooms(self) -> dict[str, Any]:
+        """The options that make a RoomManager publish here."""
+        return {"bus": self} if _ROOMS_PUBLISH else {}
+
+    async def publish(self, name: str, data: dict[str, Any], /) -> object:
+        server = self.server
+        if server is None:
+            return None
+        if name == "presence.offline" and data.get("instance_id") != server.presence.instance_id:
+            user_id = str(data["user_id"])
+            event = UserPresence(
+                user_id=user_id,
+                username=str(data.get("username") or user_id),
+                time=iso_time(float(data["time"])),
+            )
+            await server.sio.emit("user:left", wire(event))
+        elif name == "rooms.left":
+            await server._room_left(str(data["room_id"]), str(data["user_id"]))
+        return None
+
+
+class RealtimeServer(Component):
+    """The seed's Socket.IO chat server, secure, typed and multi-instance.
+
+    ``RealtimeServer()`` runs on private memory stores;
+    ``RealtimeServer.from_url(url, prefix=..., redis=..., clock=..., **options)``
+    opens every store (presence, rooms, history, notifications, uploads, the rate
+    limit) on one URL, sharing one Redis client (borrowed when ``redis=`` is
+    given), and on Redis carries every emit to the other instances through
+    python-socketio's ``AsyncRedisManager`` (channel ``<prefix>socketio``).
+    ``from_url`` takes the constructor's options except the parts it opens, plus
+    ``upload_dir`` (a [`LocalFileStore`][rtkit.realtime.LocalFileStore] folder)
+    and ``timeout`` (of the Redis client it makes).
+
+    The server is an ASGI application (also ``asgi_app``): run it with uvicorn,
+    or mount it. Socket.IO is served at ``/socket.io/``. It closes what it made
+    (its own stores, its Redis client) and never what it was given.
+
+    With neither ``secret`` nor ``verifier``, tokens are signed with a random
+    secret of this process (a warning says so):
+    [`issue_token`][rtkit.realtime.RealtimeServer.issue_token] makes them, for
+    tests and demos.
+
+    Args:
+        presence: the [`PresenceStore`][rtkit.PresenceStore] (default: a private one).
+        rooms: the [`RoomManager`][rtkit.RoomManager] (default: a private one with
+            the presence store's ``instance_id``).
+        messages: chat history (default: a private memory store).
+        notifications: notifications for offline users (default: private, in memory).
+        uploads: upload records (default: private, in memory).
+        files: uploaded bytes (default: a temporary folder, removed on close).
+        limiter: the [`RateLimiter`][rtkit.RateLimiter] of ``limits.message_rate``
+            and ``notification_rate`` (default: a private one).
+        verifier: checks handshake and HTTP tokens (default: a
+            [`JWTVerifier`][rtkit.realtime.JWTVerifier] on ``secret``).
+        secret: the HS256 secret of the default verifier and of demo logins.
+        limits: sizes and rates.
+        client_manager: python-socketio's manager (an ``AsyncRedisManager`` makes
+            emits reach the clients of every instance). The server starts it and
+            stops its listener on close; it closes the manager's Redis client
+            only when it made the manager.
+        client_js_url: where the chat page loads the Socket.IO client from.
+        demo: adds ``POST /api/demo/login`` that gives a token to anyone (never in production).
+        cors_allowed_origins: passed to python-socketio (default: same origin only).
+        presence_ttl: the instance lease, in seconds, of the presence and room
+            stores the server makes: a crashed instance's users are gone within
+            about twice this.
+        clock: where timestamps come from.
+    """
+
+    # The kinds of URL from_url takes; _from_target opens every part itself.
+    _backends: ClassVar[Mapping[str, str]] = {"memory": "", "redis": ""}
+
+    def __init__(
+        self,
+        *,
+        presence: PresenceStore | None = None,
+        rooms: RoomManager | None = None,
+        messages: MessageStore | None = None,
+        notifications: NotificationStore | None = None,
+        uploads: UploadRegistry | None = None,
+        files: FileStore | None = None,
+        limiter: RateLimiter | None = None,
+        verifier: TokenVerifier | None = None,
+        secret: str | None = None,
+        limits: ChatLimits | None = None,
+        client_manager: socketio.AsyncManager | None = None,
+        client_js_url: str = DEFAULT_CLIENT_JS_URL,
+        demo: bool = False,
+        cors_allowed_origins: str | list[str] | None = None,
+        presence_ttl: float = DEFAULT_TTL,
+        clock: Clock | None = None,
+    ) -> None:
+        self._secret, self.verifier = self._auth(secret, verifier, demo)
+        self._owned: list[_Part] = []
+        self._redis: aioredis.Redis | None = None
+        self._announcer = _CrashAnnouncer()
+        if presence is None:
+            presence = self._own(
+                PresenceStore.from_url(
+                    "memory://", ttl=presence_ttl, clock=clock, bus=self._announcer
+                )
+            )
+        if rooms is None:
+            rooms = self._own(
+                RoomManager.from_url(
+                    "memory://",
+                    instance_id=presence.instance_id,
+                    ttl=presence_ttl,
+                    clock=clock,
+                    **self._announcer.rooms,
+                )
+            )
+        self._temp_files: TemporaryFileStore | None = None
+        if files is None:
+            files = self._temp_files = TemporaryFileStore()
+        self.presence = presence
+        self.rooms = rooms
+        self.limiter = limiter or self._own(RateLimiter.from_url("memory://", clock=clock))
+        self.chat = ChatService(
+            presence=presence,
+            rooms=rooms,
+            messages=messages or self._own(MessageStore()),
+            notifications=notifications or self._own(NotificationStore()),
+            uploads=uploads or self._own(UploadRegistry()),
+            files=files,
+            limiter=self.limiter,
+            limits=limits,
+            clock=clock,
+            joined=self._joined,
+        )
+        self.demo = demo
+        self.client_js_url = client_js_url
+        self._owns_manager = client_manager is None
+        self._who: dict[str, Identity] = {}
+        self._entered: dict[str, set[str]] = {}  # sid -> Socket.IO rooms it entered
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._room_janitor = Janitor(self._purge_rooms, rooms.ttl / 3, "realtime-rooms")
+        self.sio = self._socketio(client_manager, cors_allowed_origins)
+        routes = ChatRoutes(
+            chat=self.chat,
+            verifier=self.verifier,
+            send=self._send,
+            issue=self._demo_token if demo else None,
+            client_js_url=client_js_url,
+        )
+        self.http = routes.app(self._lifespan)
+        self.asgi_app = socketio.ASGIApp(self.sio, other_asgi_app=self.http)
+        self._announcer.server = self
+
+    @staticmethod
+    def _auth(
+        secret: str | None, verifier: TokenVerifier | None, demo: bool
+    ) -> tuple[str | None, TokenVerifier]:
+        if verifier is None:
+            if secret is None:
+                secret = secrets.token_urlsafe(MIN_SECRET_BYTES)
+                log.warning(
+                    "RealtimeServer: no secret and no verifier given: tokens are signed with a "
+                    "random secret of this process (server.issue_token makes them) and die with it"
+                )
+            verifier = JWTVerifier(secret)
+        if demo and secret is None:
+            raise ConfigurationError("demo mode needs the JWT secret to issue tokens")
+        if demo:
+            log.warning(
+                "!!! DEMO MODE: POST /api/demo/login gives a token to ANYONE for ANY name. "
+                "Never expose this server to untrusted networks. !!!"
+            )
+        return secret, verifier
+
+    def _own(self, part: _P) -> _P:
+        self._owned.append(part)
+        return part
+
+    def _socketio(
+        self, manager: socketio.AsyncManager | None, origins: str | list[str] | None
+    ) -> AckAwareServer:
+        kwargs: dict[str, Any] = {"async_mode": "asgi", "cors_allowed_origins": origins}
+        if manager is not None:
+            kwargs["client_manager"] = manager
+        sio = AckAwareServer(**kwargs)
+        sio.on("connect", self._on_connect)
+        sio.on("disconnect", self._on_disconnect)
+        chat = self.chat
+        events: dict[str, Handler] = {
+            "room:join": chat.join_room,
+            "room:leave": chat.leave_room,
+            "chat:message": chat.send_message,
+            "chat:history": chat.history,
+            "typing:start": lambda w, s, d: chat.typing(w, s, d, started=True),
+            "typing:stop": lambda w, s, d: chat.typing(w, s, d, started=False),
+            "notification:send": chat.send_notification,
+            "file:upload:start": chat.start_upload,
+            "game:move": chat.game_move,
+        }
+        for event, handler in events.items():
+            sio.on(event, self._handler(event, handler))
+        return sio
+
+    @classmethod
+    def _from_target(cls, target: BackendTarget, options: Mapping[str, Any]) -> Self:
+        """Open every store on ``target`` (one Redis client for all) and build the server."""
+        mine, own = split_options(
+            cls.__name__, options, _FROM_URL_ONLY, keywords(cls.__init__) - _PARTS - {"clock"}
+        )
+        if mine.get("upload_dir") is not None:
+            if own.get("files") is not None:
+                raise ConfigurationError("RealtimeServer.from_url: give upload_dir or files")
+            own["files"] = LocalFileStore(mine["upload_dir"])
+        made: aioredis.Redis | None = None
+        if target.kind == "redis" and target.redis is None:
+            made = make_redis_client(target.url, timeout=mine.get("timeout", DEFAULT_TIMEOUT))
+        url, ttl, clock = target.url, own.get("presence_ttl", DEFAULT_TTL), target.clock
+        shared: dict[str, Any] = {"prefix": target.prefix, "redis": made or target.redis}
+        announcer = _CrashAnnouncer()
+        presence = PresenceStore.from_url(url, **shared, ttl=ttl, clock=clock, bus=announcer)
+        rooms = RoomManager.from_url(
+            url, **shared, instance_id=presence.instance_id, ttl=ttl, clock=clock, **announcer.rooms
+        )
+        manager = None
+        if target.kind == "redis":
+            manager = socketio.AsyncRedisManager(url, channel=target.prefix + "socketio")
+        server = cls(
+            presence=presence,
+            rooms=rooms,
+            messages=MessageStore.from_url(url, **shared),
+            notifications=NotificationStore.from_url(url, **shared),
+            uploads=UploadRegistry.from_url(url, **shared),
+            limiter=RateLimiter.from_url(url, **shared, clock=clock),
+            client_manager=manager,
+            clock=clock,
+            **own,
+        )
+        server._adopt(made)
+        server._announcer = announcer
+        announcer.server = server
+        return server
+
+    def _adopt(self, redis: aioredis.Redis | None) -> None:
+        """``from_url`` made every part: close them all (and ``redis``) on close."""
+        chat = self.chat
+        self._owned = [
+            self.rooms,
+            self.presence,
+            self.limiter,
+            chat.messages,
+            chat.notifications,
+            chat.uploads,
+        ]
+        self._redis = redis
+        self._owns_manager = True
+
+    # ------------------------------------------------------------ life cycle
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """The ASGI entry point (Socket.IO at ``/socket.io/``, HTTP routes otherwise)."""
+        await self.asgi_app(scope, receive, send)
+
+    async def _start(self) -> None:
+        """Start presence and room heartbeats and the cross-instance listener."""
+        await self.presence.start()
+        if _ROOMS_PUBLISH:
+            await self.rooms.start()
+        else:  # TRANSITION
+            await self._purge_rooms()
+            self._room_janitor.start()
+        await self.limiter.start()
+        initialize_manager(self.sio)
+
+    async def _close(self) -> None:
+        """Disconnect everyone, stop background work, close what this server made."""
+        if self._started:
+            for sid in list(self._who):
+                with contextlib.suppress(Exception):
+                    await self.sio.disconnect(sid)
+            for task in list(self._tasks):
+                task.cancel()
+            await stop_manager(self.sio, close_redis=self._owns_manager)
+            await self.sio.shutdown()
+            await self._room_janitor.stop()
+        try:
+            for part in self._owned:
+                await part.close()
+            if self._redis is not None:
+                await self._redis.aclose()
+        finally:
+            if self._temp_files is not None:
+                self._temp_files.cleanup()
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.close()
+
+    def issue_token(self, user_id: str, *, name: str | None = None, ttl: float = 3600.0) -> str:
+        """A token for ``user_id`` signed with this server's secret (tests, demos, tools).
+
+        Raises:
+            rtkit.errors.ConfigurationError: The server has a custom verifier and no secret.
+            rtkit.errors.Closed: The server was closed.
+        """
+        self._check_open()
+        if self._secret is None:
+            raise ConfigurationError("this server verifies tokens without a secret to sign them")
+        return issue_token(self._secret, user_id, name=name, ttl=ttl)
+
+    def _demo_token(self, user_id: str, name: str) -> str:
+        return self.issue_token(user_id, name=name, ttl=12 * 3600.0)
+
+    async def purge_expired(self) -> None:
+        """Run one purge pass now, as the background janitors do every ``ttl / 3`` seconds.
+
+        Renews this instance's presence and room leases and removes the
+        connections of instances whose leases expired (crashed ones), sending
+        ``user:left`` and ``room:user:left`` for the users who left with them.
+
+        Raises:
+            rtkit.errors.Closed: The server was closed.
+        """
+        await self._ready()
+        await self.presence.purge_expired()
+        await self._purge_rooms()
+
+    async def _purge_rooms(self) -> None:
+        """Renew the room lease, purge crashed instances, announce who left which room."""
+        departures = await self.rooms.purge_expired()
+        if _ROOMS_PUBLISH:
+            return  # the rooms' bus announced them
+        for gone in departures:  # TRANSITION
+            if gone.left:
+                await self._room_left(gone.room_id, gone.user_id)
+
+    async def _room_left(self, room_id: str, user_id: str) -> None:
+        """Tell room ``room_id`` that ``user_id`` left it with a crashed instance."""
+        event = RoomUserEvent(user_id=user_id, username=user_id, room_id=room_id)
+        await self.sio.emit("room:user:left", wire(event), to=room_channel(room_id))
+
+    # ------------------------------------------------------------ Socket.IO
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not token:
+            raise SocketRefused(
+                "authentication token missing: pass it as auth.token", {"code": AuthError.code}
+            )
+        try:
+            if not self._live:
+                await self._ready()
+            who = await self.verifier.verify(token)
+            outcome = await self.chat.connect(who, sid)
+        except RtkitError as exc:
+            raise SocketRefused(exc.message, {"code": exc.code}) from None
+        self._who[sid] = who
+        await self._apply(sid, outcome)
+        task = asyncio.create_task(self._welcome(who, sid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _welcome(self, who: Identity, sid: str) -> None:
+        # The connect handler runs before the client is told it is connected:
+        # wait for that, so the welcome arrives after the "connect" on the client.
+        for _ in range(400):
+            if is_connected(self.sio, sid):
+                break
+            await asyncio.sleep(0.005)
+        try:
+            await self._send(await self.chat.welcome(who, sid))
+        except Exception:
+            log.exception("could not welcome %s", sid)
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        who = self._who.pop(sid, None)
+        self._entered.pop(sid, None)
+        if who is None:
+            return
+        try:
+            await self._send(await self.chat.disconnect(who, sid))
+        except Exception:
+            log.exception("could not record the departure of %s", sid)
+
+    def _handler(self, event: str, handle: Handler) -> Callable[..., Awaitable[Any]]:
+        async def on_event(sid: str, *args: Any) -> Any:
+            wanted = ack_wanted()
+            who = self._who.get(sid)
+            if who is None:
+                return None
+            try:
+                if not self._live:
+                    await self._ready()
+                outcome = await handle(who, sid, args[0] if args else None)
+                await self._apply(sid, outcome)
+            except RtkitError as exc:
+                return await self._fail(sid, event, exc, wanted)
+            except Exception:
+                log.exception("%s from %s failed", event, sid)
+                error = InternalError("the server failed to handle this event")
+                return await self._fail(sid, event, error, wanted)
+            return {"ok": True, **outcome.ack}
+
+        return on_event
+
+    async def _fail(
+        self, sid: str, event: str, exc: RtkitError, ack_wanted: bool
+    ) -> dict[str, Any] | None:
+        if ack_wanted:
+            return socket_error(exc)
+        await self.sio.emit("error", socket_error(exc, event=event), to=sid)
+        return None
+
+    async def _apply(self, sid: str, outcome: Outcome) -> None:
+        # (a late event of a connection that is already gone tracks nothing)
+        entered = self._entered.setdefault(sid, set()) if sid in self._who else set()
+        for room in outcome.leave:
+            entered.discard(room)
+            await self.sio.leave_room(sid, room)
+        for room in outcome.enter:
+            entered.add(room)
+            await self.sio.enter_room(sid, room)
+        await self._send(outcome.emits)
+
+    def _joined(self, sid: str, room_id: str) -> bool:
+        return room_channel(room_id) in self._entered.get(sid, ())
+
+    async def _send(self, emits: list[Emit]) -> None:
+        for emit in emits:
+            # A connection of this instance is reached directly, not through Redis.
+            local = emit.to is not None and emit.to in self._who
+            await self.sio.emit(
+                emit.event, emit.data, to=emit.to, skip_sid=emit.skip_sid, ignore_queue=local
+            )

@@ -1,0 +1,22 @@
+"""Where the chat keeps its state: history, pending notifications, uploads.
+
+Each store is a component on a memory or Redis backend (``from_url``); this
+package needs no server extra.
+"""
+
+from __future__ import annotations
+
+from ._files import LocalFileStore
+from ._messages import MessageStore
+from ._notifications import NotificationStore
+from ._uploads import UploadRegistry
+from .backends.base import FileStore, UploadRecord
+
+__all__ = [
+    "FileStore",
+    "LocalFileStore",
+    "MessageStore",
+    "NotificationStore",
+    "UploadRecord",
+    "UploadRegistry",
+]

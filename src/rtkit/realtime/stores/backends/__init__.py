@@ -1,0 +1,1 @@
+"""The backends of the realtime stores: ``base`` (the protocols), ``memory``, ``redis``."""
