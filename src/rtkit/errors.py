@@ -73,12 +73,6 @@ class RtkitError(Exception):
 
     code: ClassVar[str] = "error"
 
-    # TRANSITION: the old layout passes code=...; deleted once every component has moved.
-    def __init__(self, message: str = "", *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.__dict__["code"] = code
-
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "code" in cls.__dict__:

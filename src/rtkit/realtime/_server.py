@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -25,7 +24,7 @@ from starlette.applications import Starlette
 from .._core.clock import Clock
 from .._core.component import Component, split_options
 from .._core.leases import DEFAULT_TTL
-from .._core.lifecycle import DEFAULT_TIMEOUT, Janitor
+from .._core.lifecycle import DEFAULT_TIMEOUT
 from .._core.redis import make_redis_client
 from .._core.urls import BackendTarget, keywords
 from ..errors import AuthError, ConfigurationError, InternalError, RtkitError
@@ -67,11 +66,6 @@ _PARTS = frozenset(
 )
 _FROM_URL_ONLY = frozenset({"timeout", "upload_dir"})
 
-# TRANSITION: until the new RoomManager (which publishes rooms.left on its bus) is
-# merged, the server renews the room lease itself to announce what it purges.
-# Delete with _room_janitor and the else-branches below once RoomManager takes bus=.
-_ROOMS_PUBLISH = "bus" in inspect.signature(RoomManager.__init__).parameters
-
 
 class _Part(Protocol):
     """A part the server may have made, and then closes."""
@@ -91,11 +85,6 @@ class _CrashAnnouncer:
 
     def __init__(self) -> None:
         self.server: RealtimeServer | None = None
-
-    @property
-    def rooms(self) -> dict[str, Any]:
-        """The options that make a RoomManager publish here."""
-        return {"bus": self} if _ROOMS_PUBLISH else {}
 
     async def publish(self, name: str, data: dict[str, Any], /) -> object:
         server = self.server
@@ -203,7 +192,7 @@ class RealtimeServer(Component):
                     instance_id=presence.instance_id,
                     ttl=presence_ttl,
                     clock=clock,
-                    **self._announcer.rooms,
+                    bus=self._announcer,
                 )
             )
         self._temp_files: TemporaryFileStore | None = None
@@ -230,7 +219,6 @@ class RealtimeServer(Component):
         self._who: dict[str, Identity] = {}
         self._entered: dict[str, set[str]] = {}  # sid -> Socket.IO rooms it entered
         self._tasks: set[asyncio.Task[None]] = set()
-        self._room_janitor = Janitor(self._purge_rooms, rooms.ttl / 3, "realtime-rooms")
         self.sio = self._socketio(client_manager, cors_allowed_origins)
         routes = ChatRoutes(
             chat=self.chat,
@@ -311,7 +299,7 @@ class RealtimeServer(Component):
         announcer = _CrashAnnouncer()
         presence = PresenceStore.from_url(url, **shared, ttl=ttl, clock=clock, bus=announcer)
         rooms = RoomManager.from_url(
-            url, **shared, instance_id=presence.instance_id, ttl=ttl, clock=clock, **announcer.rooms
+            url, **shared, instance_id=presence.instance_id, ttl=ttl, clock=clock, bus=announcer
         )
         manager = None
         if target.kind == "redis":
@@ -355,11 +343,7 @@ class RealtimeServer(Component):
     async def _start(self) -> None:
         """Start presence and room heartbeats and the cross-instance listener."""
         await self.presence.start()
-        if _ROOMS_PUBLISH:
-            await self.rooms.start()
-        else:  # TRANSITION
-            await self._purge_rooms()
-            self._room_janitor.start()
+        await self.rooms.start()
         await self.limiter.start()
         initialize_manager(self.sio)
 
@@ -373,7 +357,6 @@ class RealtimeServer(Component):
                 task.cancel()
             await stop_manager(self.sio, close_redis=self._owns_manager)
             await self.sio.shutdown()
-            await self._room_janitor.stop()
         try:
             for part in self._owned:
                 await part.close()
@@ -418,16 +401,7 @@ class RealtimeServer(Component):
         """
         await self._ready()
         await self.presence.purge_expired()
-        await self._purge_rooms()
-
-    async def _purge_rooms(self) -> None:
-        """Renew the room lease, purge crashed instances, announce who left which room."""
-        departures = await self.rooms.purge_expired()
-        if _ROOMS_PUBLISH:
-            return  # the rooms' bus announced them
-        for gone in departures:  # TRANSITION
-            if gone.left:
-                await self._room_left(gone.room_id, gone.user_id)
+        await self.rooms.purge_expired()  # the rooms' bus announces who left
 
     async def _room_left(self, room_id: str, user_id: str) -> None:
         """Tell room ``room_id`` that ``user_id`` left it with a crashed instance."""
