@@ -14,6 +14,7 @@ import redis.exceptions as redis_errors
 from ..errors import BackendUnavailable, ConfigurationError
 from .lifecycle import DEFAULT_TIMEOUT
 from .urls import BackendTarget, resolve_target
+from .validate import check_seconds
 
 __all__ = [
     "Keyspace",
@@ -127,8 +128,12 @@ class RedisHandle:
 
     @classmethod
     def open(cls, target: BackendTarget, *, timeout: float = DEFAULT_TIMEOUT) -> RedisHandle:
-        """The client for a backend target: the borrowed one, or a new one from its URL."""
-        return cls(target.url, client=target.redis, timeout=timeout)
+        """The client for a backend target: the borrowed one, or a new one from its URL.
+
+        Raises:
+            rtkit.errors.ConfigurationError: ``timeout`` is not a positive number of seconds.
+        """
+        return cls(target.url, client=target.redis, timeout=check_seconds(timeout, "timeout"))
 
     async def close(self) -> None:
         """Close the client if this handle owns it (a borrowed client stays open)."""

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
@@ -20,7 +19,7 @@ from .._core.component import Component, constructor_options, open_part, split_a
 from .._core.urls import BackendTarget
 from .._core.validate import check_int, check_seconds
 from ..errors import ConfigurationError, NotFound, RateLimited, RtkitError
-from ..http import BodyLimitMiddleware, error_response, exception_handlers
+from ..http import BodyLimitMiddleware, error_response, exception_handlers, lifespan
 from ..ratelimit import Limit, RateLimiter
 from ..registry import ServiceRegistry
 from ._cache import CachedResponse, ResponseCache, fresh_enough, request_policy, storable
@@ -182,7 +181,7 @@ class ApiGateway(Component):
             ],
             exception_handlers=exception_handlers(),
             middleware=[Middleware(BodyLimitMiddleware, max_body_size=max_body_size)],
-            lifespan=self._lifespan,
+            lifespan=lifespan(self),
         )
 
     def _own(self, part: Any) -> Any:
@@ -224,14 +223,6 @@ class ApiGateway(Component):
             await self._upstream.close()
         for part in reversed(self._owned):
             await part.close()
-
-    @contextlib.asynccontextmanager
-    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        await self.start()
-        try:
-            yield
-        finally:
-            await self.close()
 
     # -- endpoints ------------------------------------------------------------------------
 

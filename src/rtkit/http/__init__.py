@@ -9,7 +9,7 @@ Starlette parts.
 
 from __future__ import annotations
 
-from ._middleware import BodyLimitMiddleware
+from ._middleware import BodyLimitMiddleware, lifespan
 from ._responses import error_response, exception_handlers, json_error
 from ._status import STATUS, status_for
 
@@ -19,5 +19,6 @@ __all__ = [
     "error_response",
     "exception_handlers",
     "json_error",
+    "lifespan",
     "status_for",
 ]

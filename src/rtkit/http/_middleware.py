@@ -1,12 +1,28 @@
-"""ASGI middleware shared by rtkit's HTTP servers."""
+"""ASGI pieces shared by rtkit's HTTP servers: a body limit and the lifespan."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._core.lifecycle import AsyncResource
 from ..errors import PayloadTooLarge
 
-__all__ = ["BodyLimitMiddleware"]
+__all__ = ["BodyLimitMiddleware", "lifespan"]
+
+
+def lifespan(resource: AsyncResource) -> Callable[[object], AbstractAsyncContextManager[None]]:
+    """A Starlette ``lifespan`` that starts ``resource`` and closes it on shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def run(app: object) -> AsyncIterator[None]:
+        async with resource:
+            yield
+
+    return run
 
 
 class BodyLimitMiddleware:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -23,7 +22,7 @@ from .._core.component import Component, constructor_options, open_part, split_a
 from .._core.urls import BackendTarget
 from .._core.validate import check_name
 from ..errors import ConfigurationError, MalformedJson, ValidationError
-from ..http import BodyLimitMiddleware, exception_handlers
+from ..http import BodyLimitMiddleware, exception_handlers, lifespan
 from ..registry import ServiceRegistry
 
 __all__ = ["DEFAULT_MAX_BODY", "MicroService", "serve"]
@@ -138,7 +137,7 @@ class MicroService(Component):
         self.app = Starlette(
             routes=[Route("/health", self._health, methods=["GET"]), *routes],
             exception_handlers=exception_handlers(),
-            lifespan=self._lifespan,
+            lifespan=lifespan(self),
             middleware=[Middleware(BodyLimitMiddleware, max_body_size=max_body_size)],
         )
 
@@ -238,14 +237,6 @@ class MicroService(Component):
                 await self.registry.close()
             if self._socket is not None:
                 self._socket.close()
-
-    @contextlib.asynccontextmanager
-    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        await self.start()
-        try:
-            yield
-        finally:
-            await self.close()
 
     async def serve(self, *, sockets: list[socket.socket] | None = None) -> None:
         """Run this service with uvicorn on ``host:port`` (or on ``sockets``) until stopped.

@@ -13,13 +13,12 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 import redis.asyncio as aioredis
 import socketio
 from socketio.exceptions import ConnectionRefusedError as SocketRefused
-from starlette.applications import Starlette
 
 from .._core.clock import Clock
 from .._core.component import Component, split_options
@@ -28,6 +27,7 @@ from .._core.lifecycle import DEFAULT_TIMEOUT
 from .._core.redis import make_redis_client
 from .._core.urls import BackendTarget, keywords
 from ..errors import AuthError, ConfigurationError, InternalError, RtkitError
+from ..http import lifespan
 from ..presence import PresenceStore
 from ..ratelimit import RateLimiter
 from ..rooms import RoomManager
@@ -227,7 +227,7 @@ class RealtimeServer(Component):
             issue=self._demo_token if demo else None,
             client_js_url=client_js_url,
         )
-        self.http = routes.app(self._lifespan)
+        self.http = routes.app(lifespan(self))
         self.asgi_app = socketio.ASGIApp(self.sio, other_asgi_app=self.http)
         self._announcer.server = self
 
@@ -365,14 +365,6 @@ class RealtimeServer(Component):
         finally:
             if self._temp_files is not None:
                 self._temp_files.cleanup()
-
-    @contextlib.asynccontextmanager
-    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        await self.start()
-        try:
-            yield
-        finally:
-            await self.close()
 
     def issue_token(self, user_id: str, *, name: str | None = None, ttl: float = 3600.0) -> str:
         """A token for ``user_id`` signed with this server's secret (tests, demos, tools).

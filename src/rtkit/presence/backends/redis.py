@@ -10,7 +10,6 @@ from ..._core.lifecycle import DEFAULT_TIMEOUT
 from ..._core.pages import Page
 from ..._core.redis import Keyspace, RedisHandle, redis_unavailable
 from ..._core.urls import BackendTarget, check_prefix
-from ..._core.validate import check_seconds
 from ...errors import ValidationError
 from .base import OnlineUser, PresenceBackend, PresenceCount, Removed
 
@@ -72,7 +71,7 @@ class RedisPresenceBackend(PresenceBackend):
             target: Where to open.
             timeout: The bound, in seconds, on connecting and on each round trip.
         """
-        handle = RedisHandle.open(target, timeout=check_seconds(timeout, "timeout"))
+        handle = RedisHandle.open(target, timeout=timeout)
         return cls(handle, target.prefix)
 
     async def connect(

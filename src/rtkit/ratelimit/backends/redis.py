@@ -23,7 +23,6 @@ from ..._core.clock import Clock, SystemClock
 from ..._core.lifecycle import DEFAULT_TIMEOUT
 from ..._core.redis import RedisHandle, load_lua, redis_unavailable
 from ..._core.urls import BackendTarget
-from ..._core.validate import check_seconds
 from ...errors import BackendUnavailable, Closed
 from .._algorithms import now_us
 from .._limits import Limit, Outcome
@@ -92,12 +91,11 @@ class RedisRateLimitBackend:
             target: Where to open.
             timeout: Seconds to wait for Redis to connect, and for each round trip.
         """
-        timeout = check_seconds(timeout, "timeout")
         clock = target.clock
         if isinstance(clock, SystemClock):
             clock = None  # the system clock: Redis TIME decides
         handle = RedisHandle.open(target, timeout=timeout)
-        return cls(handle, prefix=target.prefix, clock=clock, timeout=timeout)
+        return cls(handle, prefix=target.prefix, clock=clock, timeout=handle.timeout)
 
     def key(self, key: str, limit: Limit) -> str:
         """The Redis key holding ``key``'s state under ``limit``."""

@@ -21,7 +21,6 @@ from ..._core.clock import Clock
 from ..._core.lifecycle import DEFAULT_TIMEOUT
 from ..._core.redis import Keyspace, RedisHandle, load_lua, redis_unavailable
 from ..._core.urls import BackendTarget
-from ..._core.validate import check_seconds
 from .._models import Record, ServiceInstance, instances_from_json
 from .base import ChangeWaiter
 
@@ -74,7 +73,6 @@ class RedisRegistryBackend:
             target: Where to open.
             timeout: Seconds to wait for Redis to connect or answer.
         """
-        timeout = check_seconds(timeout, "timeout")
         handle = RedisHandle.open(target, timeout=timeout)
         return cls(handle, Keyspace(target.prefix, "registry"), clock=target.clock)
 
