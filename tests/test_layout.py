@@ -112,15 +112,30 @@ def _closure(name: str) -> set[str]:
     return seen
 
 
+def _component_classes() -> set[str]:
+    """Names of the classes deriving from ``Component`` (directly or not), to a fixed point."""
+    bases: dict[str, set[str]] = {}
+    for name in MODULES:
+        for node in ast.parse(MODULES[name].read_text("utf-8")).body:
+            if isinstance(node, ast.ClassDef):
+                found = {ast.unparse(b).split("[")[0].split(".")[-1] for b in node.bases}
+                bases.setdefault(node.name, set()).update(found)
+    known = {"Component"}
+    while True:
+        more = {cls for cls, parents in bases.items() if parents & known} - known
+        if not more:
+            return known
+        known |= more
+
+
+COMPONENT_CLASSES = _component_classes()
+
+
 def _defines_component(name: str) -> bool:
     tree = ast.parse(MODULES[name].read_text("utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef):
-            for base in node.bases:
-                text = ast.unparse(base)
-                if text.split("[")[0].split(".")[-1] in {"Component", "LeasedStore"}:
-                    return True
-    return False
+    return any(
+        isinstance(node, ast.ClassDef) and node.name in COMPONENT_CLASSES for node in tree.body
+    )
 
 
 def _in_backend_folder(name: str) -> bool:
