@@ -21,6 +21,7 @@ import redis
 import redis.asyncio as aioredis
 
 from rtkit_testing import Backend, PrivateRedis, require
+from rtkit_topology import PrivateCluster, PrivateSentinel
 
 REDIS_URL = os.environ.get("RTKIT_REDIS_URL", "redis://127.0.0.1:6379")
 AMQP_URL = os.environ.get("RTKIT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -107,3 +108,24 @@ def private_redis() -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[PrivateCluster]:
+    """A private three-master Redis Cluster with one replica each (killed afterwards)."""
+    require(None if shutil.which("redis-server") else "redis-server is not installed")
+    require(None if shutil.which("redis-cli") else "redis-cli is not installed")
+    cluster = PrivateCluster()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[PrivateSentinel]:
+    """A private master, replica and three sentinels watching service ``rtkit``."""
+    require(None if shutil.which("redis-server") else "redis-server is not installed")
+    setup = PrivateSentinel()
+    setup.start()
+    yield setup
+    setup.stop()
