@@ -25,7 +25,7 @@ async def test_code_under_test_connects_by_url_and_its_messages_are_seen() -> No
         assert message.payload == {"to": "a@example.com"}
         assert broker.message_count("email.send") == 0
         assert await broker.get("email.send") is None
-        with pytest.raises(TimeoutError, match="email.send"):
+        with pytest.raises(TimeoutError, match=r"email\.send"):
             await broker.wait_for_message("email.send", timeout=0.05)
 
 
