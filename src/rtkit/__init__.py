@@ -1,10 +1,12 @@
 """rtkit: realtime, event-bus and messaging components for asyncio.
 
 Each component runs on an in-memory backend (tests, small apps) and on Redis or
-RabbitMQ (several processes); one URL picks the backend::
+RabbitMQ (several processes); one URL picks the backend:
 
-    bus = EventBus()                                    # private, in memory
-    bus = EventBus.from_url("redis://localhost:6379/0") # shared through Redis
+```python
+bus = EventBus()                                    # private, in memory
+bus = EventBus.from_url("redis://localhost:6379/0") # shared through Redis
+```
 
 Every component has the same shape: ``Component(backend=None, **options)``,
 ``Component.from_url(url, *, prefix=None, redis=None, clock=None, **options)``,

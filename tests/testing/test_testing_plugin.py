@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +77,15 @@ def test_a_project_in_strict_asyncio_mode_gets_the_fixtures(pytester: pytest.Pyt
     args = [] if _installed() else ["-p", "rtkit.testing.plugin"]
     result = pytester.runpytest_subprocess(*args, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
+
+
+@pytest.mark.slow
+def test_the_testing_guide_tests_pass(pytester: pytest.Pytester) -> None:
+    """The test functions of docs/guides/testing.md pass when pytest runs them."""
+    guide = Path(__file__).resolve().parents[2] / "docs" / "guides" / "testing.md"
+    blocks = re.findall(r"^```python\n(.*?)^```", guide.read_text("utf-8"), re.S | re.M)
+    pytester.makeini("[pytest]\nasyncio_mode = auto\n")
+    pytester.makepyfile(test_guide="\n\n".join(blocks))
+    args = [] if _installed() else ["-p", "rtkit.testing.plugin"]
+    result = pytester.runpytest_subprocess(*args, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=6)

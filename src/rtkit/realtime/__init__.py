@@ -1,4 +1,4 @@
-"""The seed's Socket.IO chat, secure, typed and multi-instance.
+"""A Socket.IO chat: secure, typed and multi-instance.
 
 [`RealtimeServer`][rtkit.realtime.RealtimeServer] serves the chat protocol over
 python-socketio; [`ChatClient`][rtkit.realtime.ChatClient] speaks it from Python.

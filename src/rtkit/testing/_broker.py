@@ -83,6 +83,9 @@ class TestBroker:
             assert message.payload == {"id": 1}
         ```
 
+    Attributes:
+        url: ``memory://<name>``: what code under test opens to reach this broker.
+
     Args:
         name: The memory name (default: a unique one); the URL is ``memory://<name>``.
         close_timeout: The ``close_timeout`` of the services it makes, so that a

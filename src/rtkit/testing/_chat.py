@@ -80,6 +80,13 @@ class ChatTestConnection:
     raise the same [`rtkit.errors`][rtkit.errors] classes; :meth:`emit` sends
     any event and returns the ack as the wire carries it. What the server sends
     to this connection lands in :attr:`received`.
+
+    Attributes:
+        identity: Who is connected (user id and display name).
+        sid: The connection id, as Socket.IO's.
+        received: What the server sent this connection, in order.
+        rooms: The Socket.IO rooms it is in (its sid, ``user:<id>``, ``room:<id>``).
+        connected: False after :meth:`disconnect`.
     """
 
     def __init__(self, client: ChatTestClient, identity: Identity, sid: str) -> None:
@@ -216,8 +223,7 @@ class ChatTestConnection:
 class ChatTestClient:
     """Drives the chat server's logic without sockets and records what it would send.
 
-    Every connection made with :meth:`connect` gets, in its
-    [`received`][rtkit.testing.ChatTestConnection.received] list, exactly the
+    Every connection made with :meth:`connect` gets, in its ``received`` list, exactly the
     events the [`RealtimeServer`][rtkit.realtime.RealtimeServer] would send it:
     the same [`ChatService`][rtkit.realtime.ChatService] decides, and the
     Socket.IO rooms (``room:<id>``, ``user:<id>``, each sid) are followed the
@@ -240,6 +246,12 @@ class ChatTestClient:
             message = await bob.wait_for("chat:message")
             assert message["username"] == "Ada"
         ```
+
+    Attributes:
+        chat: The [`ChatService`][rtkit.realtime.ChatService] driven.
+        clock: Its clock.
+        emits: Every [`Emit`][rtkit.realtime.Emit] the server would have sent, in order.
+        connections: The connections still connected, by sid.
 
     Args:
         chat: A chat service of your own to drive (it is not closed); by
