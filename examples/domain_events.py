@@ -1,4 +1,4 @@
-"""The seed's domain-event flow on the rtkit EventBus.
+"""A shop's domain events on the rtkit EventBus.
 
     user registered   -> welcome email, profile          -> user.welcome.completed -> analytics
     order created     -> stock, confirmation, payment     -> payment.processed
@@ -15,8 +15,10 @@ it starts runs the services::
 
     python examples/domain_events.py --redis redis://127.0.0.1:6379/0
 
-Either way it prints what happens and exits by itself (status 0 when every
-order ended as expected).
+Either way it prints what happens, one whole line at a time (the services'
+lines come through this process), and exits by itself (status 0 when every
+order ended as expected). On Redis the buses use ``--prefix`` (a new one per
+run by default) and pub/sub only: nothing is stored in Redis.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ class PaymentProcessed(pydantic.BaseModel):
 
 
 def say(who: str, text: str) -> None:
-    print(f"[{who:>8}] {text}", flush=True)
+    """Print one whole line in one write, so that lines never interleave."""
+    sys.stdout.write(f"[{who:>8}] {text}\n")
+    sys.stdout.flush()
 
 
 # --------------------------------------------------------------------------- the shop
@@ -174,7 +178,7 @@ class Services:
 
 async def run_shop(bus: EventBus) -> int:
     shop = Shop(bus)
-    bus.subscribe("*", lambda event: say("monitor", f"event {event.name}"))  # the seed's wildcard
+    bus.subscribe("*", lambda event: say("monitor", f"event {event.name}"))  # every event
     await shop.register_user(1, "user@example.com")
     await shop.create_order(
         1, 1, [Item(product_id=1, quantity=2, price=50), Item(product_id=2, quantity=1, price=30)]
@@ -207,20 +211,33 @@ async def shop_on_redis(url: str, prefix: str) -> int:
     async with EventBus.from_url(url, prefix=prefix) as bus:
         ready = asyncio.Event()
         bus.subscribe("services.ready", lambda event: ready.set())
+        # The services' output comes through a pipe and is printed here line by
+        # line, so the two processes' lines never cut into each other.
         worker = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--redis", url, "--prefix", prefix, "--services"
+            *(sys.executable, __file__, "--redis", url, "--prefix", prefix, "--services"),
+            stdout=asyncio.subprocess.PIPE,
         )
+        assert worker.stdout is not None
+        relay = asyncio.create_task(_relay(worker.stdout))
         try:
             await asyncio.wait_for(ready.wait(), 30)
             say("shop", f"the services run in process {worker.pid}")
             status = await run_shop(bus)
             await bus.publish("shop.closed")
             worker_status = await asyncio.wait_for(worker.wait(), 30)
+            await asyncio.wait_for(relay, 30)
             return status or worker_status
         finally:
             if worker.returncode is None:
                 worker.kill()
                 await worker.wait()
+
+
+async def _relay(lines: asyncio.StreamReader) -> None:
+    """Print the services' lines, each whole, among this process's own."""
+    while line := await lines.readline():
+        sys.stdout.write(line.decode(errors="replace"))
+        sys.stdout.flush()
 
 
 async def services_on_redis(url: str, prefix: str) -> int:

@@ -1,6 +1,6 @@
-"""The seed's order flow on rtkit messaging.
+"""An order flow on rtkit messaging: orders, payments and confirmation e-mails.
 
-Three durable queues with the seed's prefetch values: ``order.created`` (5),
+Three durable queues with their prefetch values: ``order.created`` (5),
 ``payment.processed`` (3) and ``email.send`` (10). Creating an order sends
 ``order.created``; its handler processes the order, charges the payment (which
 sends ``payment.processed``) and asks for a confirmation e-mail
@@ -12,12 +12,17 @@ Run it on the in-memory broker, or on RabbitMQ with a URL::
 
     python examples/order_flow.py
     python examples/order_flow.py amqp://guest:guest@localhost:5672/
+
+Every queue name starts with ``--prefix`` (by default a new one per run, so that
+runs on a shared broker never meet), and the queues, their dead-letter queues
+and their delay tier queues are deleted at the end unless ``--keep`` is given.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -76,7 +81,8 @@ class Shop:
 class OrderFlow:
     """Wires the three queues, their handlers and the order service together.
 
-    ``prefix`` is put in front of every queue name (tests use a unique one).
+    ``prefix`` is put in front of every queue name, so that flows on one broker
+    never share queues.
     """
 
     def __init__(self, service: RabbitMQService, shop: Shop, *, prefix: str = "") -> None:
@@ -169,39 +175,61 @@ class OrderFlow:
         self.shop.outbox.append(email)
 
 
-async def run(url: str = "memory://", *, prefix: str = "", cleanup: bool = False) -> Shop:
-    """Run the flow for two orders and return the resulting shop state."""
+async def run(url: str = "memory://", *, prefix: str = "", cleanup: bool = True) -> Shop:
+    """Run the flow for two orders and return the resulting shop state.
+
+    With ``cleanup`` the queues the flow declared (with their dead-letter and delay
+    tier queues) are deleted at the end, also when the flow fails.
+    """
     shop = Shop()
     async with RabbitMQService.from_url(url) as service:
         flow = OrderFlow(service, shop, prefix=prefix)
-        await flow.start()
-        first = await flow.create_order(1, [Item(product_id=1, quantity=2, price=50)])
-        second = await flow.create_order(2, [Item(product_id=2, quantity=1, price=20)])
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while not (
-            shop.statuses.get(first) == shop.statuses.get(second) == "paid"
-            and len(shop.outbox) == 2
-        ):
-            if loop.time() > deadline:
-                raise TimeoutError("the order flow did not complete")
-            await asyncio.sleep(0.01)
-        await flow.stop()
-        if cleanup:  # each queue with its dead-letter and delay tier queues
-            for queue in flow.queues:
-                await service.delete_queue(queue)
+        try:
+            await flow.start()
+            await _two_orders(flow, shop)
+        finally:
+            await flow.stop()
+            if cleanup:
+                for queue in flow.queues:
+                    await service.delete_queue(queue)
     return shop
 
 
+async def _two_orders(flow: OrderFlow, shop: Shop) -> None:
+    first = await flow.create_order(1, [Item(product_id=1, quantity=2, price=50)])
+    second = await flow.create_order(2, [Item(product_id=2, quantity=1, price=20)])
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while not (
+        shop.statuses.get(first) == shop.statuses.get(second) == "paid" and len(shop.outbox) == 2
+    ):
+        if loop.time() > deadline:
+            raise TimeoutError("the order flow did not complete")
+        await asyncio.sleep(0.01)
+
+
 def main() -> None:
-    """Entry point: ``python examples/order_flow.py [URL]``."""
-    url = sys.argv[1] if len(sys.argv) > 1 else "memory://"
-    shop = asyncio.run(run(url))
+    """Entry point: ``python examples/order_flow.py [URL] [--prefix P] [--keep]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "url", nargs="?", default="memory://", help="the broker (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--prefix",
+        help="start of every queue name (default: a new one per run, order-flow-<hex>.)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the queues afterwards (default: delete them)"
+    )
+    args = parser.parse_args()
+    prefix = args.prefix if args.prefix is not None else f"order-flow-{uuid.uuid4().hex[:8]}."
+    shop = asyncio.run(run(args.url, prefix=prefix, cleanup=not args.keep))
     for order_id, status in sorted(shop.statuses.items()):
         print(f"order {order_id}: {status}")
     print(f"stock: {shop.stock}")
     for email in shop.outbox:
         print(f"email to {email.to}: {email.subject} - {email.body}")
+    print(f"queues {prefix}*: " + ("kept" if args.keep else "deleted"))
 
 
 if __name__ == "__main__":

@@ -53,6 +53,16 @@ def _amqp_problem() -> str | None:
     return _status["amqp"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Load rtkit's pytest plugin (rtkit.testing) when no installed entry point did.
+
+    An installed rtkit registers it as ``rtkit`` (pyproject's ``pytest11``); a source
+    tree on ``PYTHONPATH`` has no entry point.
+    """
+    if not config.pluginmanager.has_plugin("rtkit"):
+        config.pluginmanager.import_plugin("rtkit.testing.plugin")
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """The URL of a Redis server that answers (skip or fail otherwise)."""

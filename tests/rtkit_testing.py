@@ -1,6 +1,8 @@
 """Helpers shared by the test suites (import them: ``from rtkit_testing import ...``).
 
-Fixtures live in ``conftest.py``; nothing here talks to a server.
+Fixtures live in ``conftest.py``; nothing here talks to a server. What users need
+too is packaged in ``rtkit.testing`` (``unique_name`` comes from there); what
+stays here is rtkit's own: private Redis servers, CI rules, ports.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
 from dataclasses import dataclass
 
 import pytest
+
+from rtkit.testing import unique_name
 
 __all__ = ["IN_CI", "Backend", "PrivateRedis", "free_port", "require", "unique_name"]
 
@@ -35,11 +38,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def unique_name(stem: str = "t") -> str:
-    """A name no other test uses: for queues, exchanges, rooms, users."""
-    return f"{stem}-{uuid.uuid4().hex[:12]}"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The seed's microservices demo: an API gateway in front of a user and an order service.
+"""Microservices behind an API gateway: a user and an order service, discovered and proxied.
 
     python examples/gateway/run.py                 # everything in memory
     python examples/gateway/run.py --redis redis://127.0.0.1:6379/0
@@ -9,6 +9,10 @@ gateway's URL and serves until Ctrl-C. Then try::
 
     curl -i http://127.0.0.1:<port>/api/users      # proxied, X-Cache: MISS then HIT
     curl -i http://127.0.0.1:<port>/services       # {"services": {"order-service": 1, ...}}
+
+On Redis every key starts with ``--prefix`` (a new one per run by default); at
+exit the services deregister and the example deletes the rate-limit and cache
+keys it made, unless ``--keep`` is given.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import asyncio
 import contextlib
 import signal
 import socket
+import uuid
 from collections.abc import Iterator
 
 import uvicorn
 from services import OrderService, UserService
 
+import rtkit
 from rtkit.gateway import ApiGateway, Route
 
 
@@ -42,7 +48,21 @@ def bind(port: int = 0) -> socket.socket:
     return sock
 
 
-async def main(redis_url: str | None, port: int, prefix: str) -> None:
+async def delete_keys(redis_url: str, prefix: str) -> int:
+    """Delete what the example left under ``prefix``: its registry, rate-limit and cache keys."""
+    client = rtkit.redis_client(redis_url)
+    deleted = 0
+    try:
+        for part in ("{registry}:", "ratelimit:", "{gateway-cache}:"):
+            keys = [key async for key in client.scan_iter(match=f"{prefix}{part}*", count=500)]
+            if keys:
+                deleted += await client.delete(*keys)
+    finally:
+        await client.aclose()
+    return deleted
+
+
+async def main(redis_url: str | None, port: int, prefix: str, keep: bool = False) -> None:
     # memory://example: a memory name, so the three share one in-process registry
     url = redis_url or "memory://example"
     sockets = [bind(), bind(), bind(port)]
@@ -87,6 +107,8 @@ async def main(redis_url: str | None, port: int, prefix: str) -> None:
     for server in servers[:2]:
         server.should_exit = True
     await asyncio.gather(*services)  # each lifespan closed what it opened
+    if redis_url and not keep:
+        print(f"deleted {await delete_keys(redis_url, prefix)} keys under {prefix}", flush=True)
     print("stopped", flush=True)
 
 
@@ -94,6 +116,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis", metavar="URL", help="use Redis instead of memory")
     parser.add_argument("--port", type=int, default=0, help="gateway port (default: a free one)")
-    parser.add_argument("--prefix", default="rtkit-example:", help="Redis key prefix")
+    parser.add_argument(
+        "--prefix", help="Redis key prefix (default: a new one per run, rtkit-example-<hex>:)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the Redis keys at exit (default: delete them)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.redis, args.port, args.prefix))
+    prefix = args.prefix or f"rtkit-example-{uuid.uuid4().hex[:8]}:"
+    asyncio.run(main(args.redis, args.port, prefix, args.keep))

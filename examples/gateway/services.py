@@ -1,4 +1,4 @@
-"""The seed's user and order services, as rtkit MicroServices.
+"""A user and an order service, as rtkit MicroServices.
 
 Each registers itself in its registry on startup and deregisters on shutdown
 (``UserService.from_url(url)`` opens that registry on ``url``); errors (unknown

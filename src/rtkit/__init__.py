@@ -1,10 +1,12 @@
 """rtkit: realtime, event-bus and messaging components for asyncio.
 
 Each component runs on an in-memory backend (tests, small apps) and on Redis or
-RabbitMQ (several processes); one URL picks the backend::
+RabbitMQ (several processes); one URL picks the backend:
 
-    bus = EventBus()                                    # private, in memory
-    bus = EventBus.from_url("redis://localhost:6379/0") # shared through Redis
+```python
+bus = EventBus()                                    # private, in memory
+bus = EventBus.from_url("redis://localhost:6379/0") # shared through Redis
+```
 
 Every component has the same shape: ``Component(backend=None, **options)``,
 ``Component.from_url(url, *, prefix=None, redis=None, clock=None, **options)``,
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ._core.clock import Clock, ManualClock, SystemClock
 from ._core.pages import Page
 from ._core.redis import make_redis_client as redis_client
+from ._extras import GATEWAY, REALTIME, missing_extra
 from .errors import RtkitError
 from .eventbus import Event, EventBus
 from .messaging import DedupStore, MessageConsumer, MessageProducer, RabbitMQService, RetryPolicy
@@ -28,32 +31,30 @@ from .ratelimit import Decision, Limit, RateLimiter
 from .registry import ServiceInstance, ServiceRegistry
 from .rooms import RoomManager
 
-if TYPE_CHECKING:  # the server extra (Starlette, httpx, python-socketio): imported lazily
+if TYPE_CHECKING:  # the gateway and realtime extras: imported lazily
     from .gateway import ApiGateway, ResponseCache
     from .microservice import MicroService
     from .realtime import ChatClient, RealtimeServer
 
-_SERVER_EXTRA = {
-    "ApiGateway": "gateway",
-    "ResponseCache": "gateway",
-    "MicroService": "microservice",
-    "ChatClient": "realtime",
-    "RealtimeServer": "realtime",
+# name -> (the package it lives in, the extra it needs)
+_LAZY = {
+    "ApiGateway": ("gateway", GATEWAY),
+    "ResponseCache": ("gateway", GATEWAY),
+    "MicroService": ("microservice", GATEWAY),
+    "ChatClient": ("realtime", REALTIME),
+    "RealtimeServer": ("realtime", REALTIME),
 }
 
 
 def __getattr__(name: str) -> Any:
-    """Import the names that need the ``server`` extra on first use."""
-    package = _SERVER_EXTRA.get(name)
-    if package is None:
+    """Import the names that need the ``gateway`` or ``realtime`` extra on first use."""
+    if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    package, extra = _LAZY[name]
     try:
-        module = importlib.import_module(f".{package}", __name__)
+        return getattr(importlib.import_module(f".{package}", __name__), name)
     except ImportError as exc:
-        raise ImportError(
-            f"rtkit.{name} needs the server extra ({exc}): pip install 'rtkit[server]'"
-        ) from exc
-    return getattr(module, name)
+        raise missing_extra(f"rtkit.{name}", extra, exc) from exc
 
 
 __version__ = "0.2.0.dev0"

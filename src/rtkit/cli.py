@@ -1,28 +1,130 @@
-"""The ``rtkit`` command (installed with ``pip install 'rtkit[server]'``).
+"""The ``rtkit`` command: ``rtkit serve`` runs the chat server, ``rtkit token`` signs a token.
 
-``rtkit serve`` runs the Socket.IO chat server, ``rtkit token`` prints a token for
-it (see the realtime guide).
+The parser needs nothing beyond rtkit itself, so ``rtkit --version`` and
+``rtkit --help`` work everywhere; the commands need the ``realtime`` extra
+(``pip install 'rtkit[realtime]'``) and say so when it is missing. See the
+realtime guide.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main"]
+from . import __version__
+from ._core.leases import DEFAULT_TTL
+from ._core.urls import DEFAULT_PREFIX
+
+__all__ = ["LOG_LEVELS", "SECRET_ENV", "build_parser", "main"]
+
+SECRET_ENV = "RTKIT_SECRET"
+"""The environment variable holding the JWT secret (never a command-line argument)."""
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+"""uvicorn's log levels."""
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (1-65535)")
+    return port
+
+
+def _seconds(text: str) -> float:
+    seconds = float(text)
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return seconds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``rtkit`` command."""
+    parser = argparse.ArgumentParser(
+        prog="rtkit",
+        description="rtkit's realtime chat server and its tokens.",
+        epilog=f"The JWT secret comes from ${SECRET_ENV} (at least 32 bytes).",
+    )
+    parser.add_argument("--version", action="version", version=f"rtkit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(commands)
+    token = commands.add_parser(
+        "token",
+        help=f"print a token signed with ${SECRET_ENV}",
+        description=f"Print a JWT for USER_ID, signed with ${SECRET_ENV}.",
+    )
+    token.add_argument("user_id", metavar="USER_ID", help="the user the token is for")
+    token.add_argument("--name", help="display name (default: the user id)")
+    token.add_argument(
+        "--ttl", type=_seconds, default=3600.0, help="lifetime in seconds (default: %(default)s)"
+    )
+    return parser
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the Socket.IO chat server",
+        description="Run the Socket.IO chat server with its web page.",
+    )
+    add = serve.add_argument
+    add("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    add("--port", type=_port, default=8000, help="port to listen on (default: %(default)s)")
+    add(
+        "--redis",
+        metavar="URL",
+        help="share presence, rooms, history and emits through this Redis, so that "
+        "several instances act as one (default: memory, one process)",
+    )
+    add("--prefix", default=DEFAULT_PREFIX, help="Redis key prefix (default: %(default)s)")
+    add(
+        "--presence-ttl",
+        type=_seconds,
+        default=DEFAULT_TTL,
+        metavar="SECONDS",
+        help="instance lease: a crashed instance's users go within 2x this (default: %(default)s)",
+    )
+    add("--demo", action="store_true", help="let anyone log in by name (never in production)")
+    add(
+        "--client-js-url",
+        metavar="URL",
+        help="where the chat page loads the Socket.IO client from "
+        "(default: the server's built-in choice)",
+    )
+    add(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="also accept Socket.IO clients from pages at ORIGIN, repeatable, '*' for any "
+        "(default: the server's own pages only)",
+    )
+    add(
+        "--upload-dir",
+        metavar="DIR",
+        help="folder for uploaded files, the same for every instance "
+        "(default: a temporary folder, removed on exit)",
+    )
+    add(
+        "--log-level",
+        default="info",
+        choices=LOG_LEVELS,
+        help="uvicorn's log level (default: %(default)s)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``rtkit`` command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
     try:
-        from .realtime._cli import main as realtime_main
+        from .realtime._cli import run
     except ImportError as exc:
         sys.stderr.write(
-            f"rtkit: the command needs the server extra ({exc}); "
-            "install it with: pip install 'rtkit[server]'\n"
+            f"rtkit {args.command}: needs the realtime extra ({exc}); install it with: "
+            "pip install 'rtkit[realtime]' (or 'rtkit[server]' for everything)\n"
         )
         return 2
-    return realtime_main(argv)
+    return run(args, secret_env=SECRET_ENV)
 
 
 if __name__ == "__main__":

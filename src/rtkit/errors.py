@@ -3,7 +3,7 @@
 Every error rtkit raises on purpose derives from [`RtkitError`][rtkit.errors.RtkitError]
 and carries a stable, machine-readable ``code``: the same string a Socket.IO client
 reads in an error ack and an HTTP client in ``{"error": {"code": ...}}``. Catch the
-whole family at once, or one precise kind::
+whole family at once, or one precise kind:
 
     RtkitError                     error
     ├── ConfigurationError         configuration_error   a component was set up wrongly

@@ -1,15 +1,26 @@
-"""examples/domain_events.py runs to completion, in memory and across two processes."""
+"""examples/domain_events.py runs to completion, in memory and across two processes.
+
+Its output is whole lines, even from two processes writing at once unbuffered,
+and it leaves nothing in Redis.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import pytest
+import redis
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "domain_events.py"
+
+
+TAG = r"\[ *(?:shop|email|payments|monitor)\] "
+LINE = re.compile(rf"^{TAG}(?!.*{TAG}).+$")  # one tag, at the start: no line cut into another
 
 
 def run(*args: str) -> str:
@@ -19,8 +30,11 @@ def run(*args: str) -> str:
         text=True,
         timeout=90,
         check=False,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # the case where lines used to mix
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    broken = [line for line in done.stdout.splitlines() if not LINE.match(line)]
+    assert broken == [], broken
     return done.stdout
 
 
@@ -45,6 +59,13 @@ def test_the_example_runs_in_memory() -> None:
 @pytest.mark.redis
 @pytest.mark.slow
 def test_the_example_crosses_processes_on_redis(redis_url: str) -> None:
-    output = run("--redis", redis_url, "--prefix", f"rtkit-test-{uuid.uuid4().hex[:12]}:")
+    prefix = f"rtkit-test-{uuid.uuid4().hex[:12]}:"
+    output = run("--redis", redis_url, "--prefix", prefix)
     check_flow(output)
     assert "the services run in process" in output
+    assert "[   email] welcome email to user@example.com" in output  # from the other process
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert list(client.scan_iter(match=prefix + "*")) == []
+    finally:
+        client.close()

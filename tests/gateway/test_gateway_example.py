@@ -1,4 +1,4 @@
-"""examples/gateway/run.py: the seed's gateway, user and order services, over real HTTP."""
+"""examples/gateway/run.py: the gateway, user and order services, over real HTTP; cleanup."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from rtkit_testing import Backend
 
@@ -55,3 +56,10 @@ async def test_example(backend: Backend) -> None:
         out = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0
     assert b"stopped" in out[0]
+    if backend.kind == "redis":  # the rate-limit and cache keys it made are gone too
+        assert b"keys under " + backend.prefix.encode() in out[0]
+        client = redis.Redis.from_url(backend.url)
+        try:
+            assert list(client.scan_iter(match=backend.prefix + "*")) == []
+        finally:
+            client.close()

@@ -40,10 +40,12 @@ class SystemClock:
 class ManualClock:
     """A clock that moves only when told to: for tests.
 
-    >>> clock = ManualClock(start=1000.0)
-    >>> clock.advance(2.5)
-    >>> clock.time()
-    1002.5
+    Example:
+        ```python
+        clock = ManualClock(start=1000.0)
+        clock.advance(2.5)
+        assert clock.time() == 1002.5
+        ```
     """
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:

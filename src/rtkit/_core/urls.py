@@ -1,7 +1,5 @@
 """One scheme registry for every component: which backend a URL names.
 
-::
-
     memory://                  in-process, private to the object
     memory://NAME              in-process, shared by every object of the same
                                component opened with that name (and prefix)

@@ -72,7 +72,7 @@ class Subscription:
 
     Returned by [`EventBus.subscribe`][rtkit.eventbus.EventBus.subscribe].
     Calling it, or calling [`unsubscribe`][rtkit.eventbus.Subscription.unsubscribe],
-    removes the handler (like the function the seed's ``subscribe`` returns);
+    removes the handler (like the function a Node.js-style ``subscribe`` returns);
     doing so twice, or after the bus closed, is harmless.
     """
 

@@ -72,7 +72,7 @@ class EventBusStats:
     Attributes:
         backend: ``"memory"`` or ``"redis"``.
         listeners: Number of active subscriptions per pattern (patterns with none
-            are left out), like the seed's ``getStats()``.
+            are left out).
         published: Events this bus published.
         received: Events this bus received for dispatch (also those other buses
             on the same ``memory://NAME`` or Redis published).
@@ -113,7 +113,7 @@ def check_event_name(name: Any) -> str:
 def compile_pattern(text: Any) -> TopicPattern:
     """Check a subscription pattern and compile it to the one topic matcher.
 
-    * ``"*"`` alone matches every event (the seed's wildcard): it compiles as ``#``.
+    * ``"*"`` alone matches every event (a wildcard subscription): it compiles as ``#``.
     * Otherwise the pattern is dot-separated segments, AMQP topic style: a
       literal segment matches itself, ``*`` exactly one segment and ``#`` zero
       or more segments.

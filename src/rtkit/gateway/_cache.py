@@ -70,8 +70,7 @@ class CachedResponse(BaseModel):
 def parse_cache_control(values: Iterable[str]) -> dict[str, str | None]:
     """Parse ``Cache-Control`` header values into ``{directive: argument or None}``.
 
-    >>> parse_cache_control(['max-age="60", no-store'])
-    {'max-age': '60', 'no-store': None}
+    ``['max-age="60", no-store']`` gives ``{"max-age": "60", "no-store": None}``.
     """
     out: dict[str, str | None] = {}
     for value in values:

@@ -36,8 +36,10 @@ class RetryPolicy(pydantic.BaseModel):
     ``jitter`` (a fraction), capped at ``max_delay``.
 
     Example:
-        >>> RetryPolicy(max_attempts=5, initial_delay=0.5, max_delay=30)
-        RetryPolicy(max_attempts=5, initial_delay=0.5, multiplier=2.0, max_delay=30.0, jitter=0.1)
+        ```python
+        policy = RetryPolicy(max_attempts=5, initial_delay=0.5, max_delay=30)
+        # retries after about 0.5, 1, 2 and 4 s (plus or minus 10 %), then a dead letter
+        ```
     """
 
     model_config = pydantic.ConfigDict(frozen=True)

@@ -1,10 +1,10 @@
-"""The seed's Socket.IO chat, secure, typed and multi-instance.
+"""A Socket.IO chat: secure, typed and multi-instance.
 
 [`RealtimeServer`][rtkit.realtime.RealtimeServer] serves the chat protocol over
 python-socketio; [`ChatClient`][rtkit.realtime.ChatClient] speaks it from Python.
 The logic lives in [`ChatService`][rtkit.realtime.ChatService], testable without
 a socket. The server, the client, the chat logic and the tokens need the
-``server`` extra (``pip install 'rtkit[server]'``) and are imported on first
+``realtime`` extra (``pip install 'rtkit[realtime]'``) and are imported on first
 use; the stores and the wire models need only rtkit itself.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .._extras import REALTIME, missing_extra
 from ._protocol import (
     ChatMessage,
     ErrorInfo,
@@ -37,7 +38,7 @@ from .stores import (
     UploadRegistry,
 )
 
-if TYPE_CHECKING:  # the server extra (python-socketio, Starlette, httpx, PyJWT): imported lazily
+if TYPE_CHECKING:  # the realtime extra (python-socketio, Starlette, httpx, PyJWT): imported lazily
     from ._auth import Identity, JWTVerifier, TokenVerifier, issue_token
     from ._chat import ChatLimits, ChatService, Emit, Outcome
     from ._client import ChatClient
@@ -58,16 +59,14 @@ _SERVER_EXTRA = {
 
 
 def __getattr__(name: str) -> Any:
-    """Import the names that need the ``server`` extra on first use."""
+    """Import the names that need the ``realtime`` extra on first use."""
     module = _SERVER_EXTRA.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
         found = getattr(importlib.import_module(module, __name__), name)
     except ImportError as exc:
-        raise ImportError(
-            f"rtkit.realtime.{name} needs the server extra ({exc}): pip install 'rtkit[server]'"
-        ) from exc
+        raise missing_extra(f"rtkit.realtime.{name}", REALTIME, exc) from exc
     globals()[name] = found
     return found
 

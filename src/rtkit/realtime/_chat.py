@@ -166,7 +166,7 @@ def _json_size(value: Any, what: str) -> int:
 
 
 class ChatService:
-    """The seed's chat behaviour on shared presence, rooms and stores.
+    """The chat's behaviour on shared presence, rooms and stores.
 
     Args:
         presence: who is online.

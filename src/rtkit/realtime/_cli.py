@@ -1,4 +1,4 @@
-"""``rtkit serve`` and ``rtkit token``.
+"""What ``rtkit serve`` and ``rtkit token`` do (the parser is ``rtkit.cli``'s).
 
 ```sh
 export RTKIT_SECRET=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')
@@ -18,59 +18,15 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from typing import Any
 
-from .._core.leases import DEFAULT_TTL
-from .._core.urls import DEFAULT_PREFIX
 from ..errors import RtkitError
 from ._auth import MIN_SECRET_BYTES, issue_token
-from ._server import DEFAULT_CLIENT_JS_URL, RealtimeServer
+from ._server import RealtimeServer
 
-__all__ = ["build_parser", "main"]
+__all__ = ["run"]
 
 log = logging.getLogger("rtkit.cli")
-
-SECRET_ENV = "RTKIT_SECRET"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``rtkit`` command."""
-    parser = argparse.ArgumentParser(prog="rtkit", description="rtkit's realtime chat server")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the Socket.IO chat server")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
-    serve.add_argument(
-        "--redis", metavar="URL", help="share presence, rooms and emits through this Redis"
-    )
-    serve.add_argument("--prefix", default=DEFAULT_PREFIX, help="Redis key prefix")
-    serve.add_argument(
-        "--presence-ttl",
-        type=float,
-        default=DEFAULT_TTL,
-        help="instance lease in seconds: a crashed instance's users go within 2x this",
-    )
-    serve.add_argument(
-        "--demo", action="store_true", help="let anyone log in by name (never in production)"
-    )
-    serve.add_argument(
-        "--client-js-url",
-        default=DEFAULT_CLIENT_JS_URL,
-        help="where the chat page loads the Socket.IO client from",
-    )
-    serve.add_argument(
-        "--cors-origin",
-        action="append",
-        metavar="ORIGIN",
-        help="also accept Socket.IO clients from pages at ORIGIN (repeatable; '*' for any)",
-    )
-    serve.add_argument("--upload-dir", help="folder for uploaded files (default: a temporary one)")
-    serve.add_argument("--log-level", default="info", help="uvicorn's log level")
-    token = commands.add_parser("token", help=f"print a token signed with ${SECRET_ENV}")
-    token.add_argument("user_id", metavar="USER_ID")
-    token.add_argument("--name", help="display name (default: the user id)")
-    token.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds")
-    return parser
 
 
 def _origins(given: list[str] | None) -> str | list[str] | None:
@@ -79,24 +35,27 @@ def _origins(given: list[str] | None) -> str | list[str] | None:
     return "*" if "*" in given else given
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, secret_env: str) -> int:
     import uvicorn
 
-    secret = os.environ.get(SECRET_ENV) or None
+    secret = os.environ.get(secret_env) or None
     if secret is None and args.demo:
         log.warning(
             "!!! %s is not set: DEMO MODE uses a random secret; tokens die with this process !!!",
-            SECRET_ENV,
+            secret_env,
         )
     elif secret is None:
         log.error(
             "set %s to a secret of at least %d bytes, e.g. "
             "export %s=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
-            SECRET_ENV,
+            secret_env,
             MIN_SECRET_BYTES,
-            SECRET_ENV,
+            secret_env,
         )
         return 2
+    options: dict[str, Any] = {}
+    if args.client_js_url is not None:
+        options["client_js_url"] = args.client_js_url
     server = RealtimeServer.from_url(
         args.redis or "memory://",
         secret=secret,
@@ -104,8 +63,8 @@ def _serve(args: argparse.Namespace) -> int:
         presence_ttl=args.presence_ttl,
         upload_dir=args.upload_dir,
         demo=args.demo,
-        client_js_url=args.client_js_url,
         cors_allowed_origins=_origins(args.cors_origin),
+        **options,
     )
     if args.redis and not args.upload_dir:
         log.warning(
@@ -122,21 +81,24 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _token(args: argparse.Namespace) -> int:
-    secret = os.environ.get(SECRET_ENV)
+def _token(args: argparse.Namespace, secret_env: str) -> int:
+    secret = os.environ.get(secret_env)
     if not secret:
-        log.error("set %s to the secret the server uses", SECRET_ENV)
+        log.error("set %s to the secret the server uses", secret_env)
         return 2
     sys.stdout.write(issue_token(secret, args.user_id, name=args.name, ttl=args.ttl) + "\n")
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``rtkit serve`` or ``rtkit token``; returns the exit status."""
+def run(args: argparse.Namespace, *, secret_env: str) -> int:
+    """Run the parsed ``rtkit serve`` or ``rtkit token``; returns the exit status.
+
+    ``secret_env`` names the environment variable that holds the JWT secret.
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
     try:
-        return _serve(args) if args.command == "serve" else _token(args)
+        command = _serve if args.command == "serve" else _token
+        return command(args, secret_env)
     except RtkitError as exc:
         log.error("%s", exc)
         return 2

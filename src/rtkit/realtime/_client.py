@@ -1,4 +1,4 @@
-"""The seed's browser ``ChatClient`` in Python, on python-socketio's ``AsyncClient``.
+"""``ChatClient``: the chat's client in Python, on python-socketio's ``AsyncClient``.
 
 ```python
 async with ChatClient() as client:
@@ -73,7 +73,7 @@ _EVENT_MODELS: dict[str, Any] = {
 
 
 class ChatClient(AsyncResource):
-    """A chat client with the seed's methods, typed callbacks and automatic room rejoin.
+    """A chat client: the browser client's methods, typed callbacks and automatic room rejoin.
 
     :meth:`close` (or leaving ``async with``) disconnects for good: afterwards
     every operation raises [`Closed`][rtkit.errors.Closed].

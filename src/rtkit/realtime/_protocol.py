@@ -1,7 +1,7 @@
 """The Socket.IO protocol: the payloads both ways as pydantic models, and errors on the wire.
 
 Field names are snake_case in Python and camelCase on the wire (``roomId``,
-``userId``, ``joinTime`` ...), exactly as the seed's browser client sends and
+``userId``, ``joinTime`` ...), exactly as the browser client sends and
 expects them. Dump a model for the wire with :func:`wire`; turn an error into
 its error ack or ``error`` event with :func:`socket_error`.
 
@@ -95,7 +95,7 @@ class _Inbound(_Wire):
 
 
 class RoomIn(_Inbound):
-    """``room:join`` / ``room:leave``: the seed sends a bare room id string, or ``{roomId}``."""
+    """``room:join`` / ``room:leave``: a bare room id string, or ``{roomId}``."""
 
     room_id: str
 

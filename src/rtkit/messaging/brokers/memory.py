@@ -12,10 +12,12 @@ is tested against.
 ``memory://`` gives a service a broker of its own; ``memory://NAME`` one broker
 shared by every service opened with that name in the process. A test that
 needs the broker itself (to :meth:`~MemoryBroker.restart` it, or to count
-messages) makes one and connects services to it::
+messages) makes one and connects services to it:
 
-    broker = MemoryBroker()
-    service = RabbitMQService(broker.backend())
+```python
+broker = MemoryBroker()
+service = RabbitMQService(broker.backend())
+```
 """
 
 from __future__ import annotations

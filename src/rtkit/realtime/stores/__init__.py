@@ -1,7 +1,7 @@
 """Where the chat keeps its state: history, pending notifications, uploads.
 
 Each store is a component on a memory or Redis backend (``from_url``); this
-package needs no server extra.
+package needs no extra.
 """
 
 from __future__ import annotations
