@@ -161,7 +161,8 @@ async def raw_request(
     if not any(b(k).lower() == b"host" for k, _ in given):
         lines.append(b"host: 127.0.0.1:%d" % port)
     lines += [b(k) + b": " + b(v) for k, v in given]
-    if body and not any(b(k).lower() == b"content-length" for k, _ in given):
+    framed = any(b(k).lower() in (b"content-length", b"transfer-encoding") for k, _ in given)
+    if body and not framed:
         lines.append(b"content-length: %d" % len(body))
     lines.append(b"connection: close")
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -172,6 +173,8 @@ async def raw_request(
     finally:
         writer.close()
     head, _, rest = data.partition(b"\r\n\r\n")
+    while head.startswith(b"HTTP/1.1 1"):  # interim responses (100 Continue)
+        head, _, rest = rest.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     pairs = [line.split(":", 1) for line in header_lines]
     parsed = [(k.strip().lower(), v.strip()) for k, v in pairs]

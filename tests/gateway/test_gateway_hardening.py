@@ -125,7 +125,7 @@ async def test_a_route_caches_per_credential_only_when_keyed_on_it(backend: Back
 
 
 def test_route_vary_and_credential_headers_are_checked() -> None:
-    with pytest.raises(ConfigurationError, match="Route.vary"):
+    with pytest.raises(ConfigurationError, match=r"Route\.vary"):
         ApiGateway(routes={"/a": Route("svc", vary=("bad name",))})
     with pytest.raises(ConfigurationError, match="string"):
         ApiGateway(routes={"/a": Route("svc", vary="Cookie")})  # type: ignore[arg-type]

@@ -15,8 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from .._core.validate import check_name
-from ..errors import ConfigurationError, MalformedRequest, RemoteError, UpstreamTimeout
+from .._core.validate import check_host, check_name
+from ..errors import (
+    ConfigurationError,
+    MalformedRequest,
+    RemoteError,
+    UpstreamTimeout,
+    ValidationError,
+)
 from ..registry import ServiceInstance, ServiceRegistry, Strategy
 from ._paths import normalize_path, within
 
@@ -240,6 +246,19 @@ class AnyMethod:
         await response(scope, receive, send)
 
 
+def _instance_url(instance: ServiceInstance, target: str) -> httpx.URL:
+    """The URL of ``target`` on ``instance``, built from parts, never parsed from text.
+
+    A registry refuses hosts that are not a hostname or an IP literal; a record
+    written some other way is checked again here, so an instance's address can never
+    bring userinfo (and with it an ``Authorization`` of its own) or another path.
+    """
+    check_host(instance.host)
+    return httpx.URL(
+        scheme="http", host=instance.host, port=instance.port, raw_path=target.encode()
+    )
+
+
 class _TooLarge(Exception):
     """An upstream response exceeded ``max_response_size``."""
 
@@ -305,12 +324,8 @@ class Upstream:
                 break
             tried.add(instance.instance_id)
             try:
-                # Built from parts, never parsed from text: an instance's host cannot
-                # bring userinfo (and so an Authorization) or another path.
-                url = httpx.URL(
-                    scheme="http", host=instance.host, port=instance.port, raw_path=target.encode()
-                )
-            except httpx.InvalidURL as exc:
+                url = _instance_url(instance, target)
+            except (ValidationError, httpx.InvalidURL) as exc:
                 log.warning("instance %s has an unusable address: %s", instance.instance_id, exc)
                 continue
             upstream = self.client.build_request(request.method, url, headers=headers, content=body)
