@@ -278,9 +278,7 @@ class ApiGateway(Component):
         if not self._live:
             await self._ready()
         try:
-            check_header_bytes(request.scope["headers"])
-            path = normalize_path(_raw_path(request.scope))
-            query = encode_query(request.scope.get("query_string", b""))
+            path, query = _checked_target(request.scope)
         except MalformedRequest as exc:
             log.warning("refused %s request: %s", request.method, exc)
             return error_response(exc)
@@ -290,29 +288,14 @@ class ApiGateway(Component):
         route, upstream_path = matched
         url = f"{path}?{query}" if query else path  # the cache's name for it
 
-        limit_headers: dict[str, str] = {}
-        if self.limiter is not None and self.rate_limits:
-            decision = await self.limiter.hit(self.client_key(request), *self.rate_limits)
-            limit_headers = decision.headers()
-            if not decision.allowed:
-                denied = RateLimited("too many requests", retry_after=decision.retry_after)
-                return error_response(denied, headers=limit_headers)
-
+        limit_headers, denied = await self._rate_limit(request)
+        if denied is not None:
+            return denied
         sent = forward_headers(request)
-        may_store, may_answer = (
-            request_policy(
-                request.method,
-                request.headers,
-                keyed=route.vary,
-                credentials=self.credential_headers,
-            )
-            if self.cache
-            else (False, False)
-        )
-        if may_answer and self.cache is not None:
-            keyed = [name for name in self.credential_headers if name in request.headers]
-            hit = await self.cache.lookup("GET", url, sent, keyed=keyed)
-            if hit is not None and fresh_enough(request.headers, self._age(hit)):
+        may_store, may_answer = self._cache_policy(request, route)
+        if may_answer:
+            hit = await self._lookup(request, url, sent)
+            if hit is not None:
                 return self._replay(hit, limit_headers)
 
         assert self._upstream is not None
@@ -324,14 +307,31 @@ class ApiGateway(Component):
         # HEAD: no body here, the upstream's Content-Length tells the size
         dropped = NOT_RETURNED - {"content-length"} if request.method == "HEAD" else NOT_RETURNED
         headers = strip_hop_by_hop(headers, dropped)
-        written = 200 <= status < 400 and unsafe(request.method, request.headers)
-        if written and self.cache is not None:
+        if 200 <= status < 400 and unsafe(request.method, request.headers):
             await self._invalidate(request, path, url, headers)
         if may_store:
             headers = [(k, v) for k, v in headers if k.lower() != "x-cache"]
             headers.append(("x-cache", "MISS"))
             await self._maybe_store(request, route, url, sent, status, headers, body)
         return self._respond(request.method, status, headers, body, limit_headers)
+
+    async def _rate_limit(self, request: Request) -> tuple[dict[str, str], Response | None]:
+        """The ``RateLimit-*`` headers, and the 429 to answer when over the limit."""
+        if self.limiter is None or not self.rate_limits:
+            return {}, None
+        decision = await self.limiter.hit(self.client_key(request), *self.rate_limits)
+        headers = decision.headers()
+        if decision.allowed:
+            return headers, None
+        denied = RateLimited("too many requests", retry_after=decision.retry_after)
+        return headers, error_response(denied, headers=headers)
+
+    def _cache_policy(self, request: Request, route: Route) -> tuple[bool, bool]:
+        if self.cache is None:
+            return False, False
+        return request_policy(
+            request.method, request.headers, keyed=route.vary, credentials=self.credential_headers
+        )
 
     # -- responses and caching ------------------------------------------------------------
 
@@ -364,6 +364,16 @@ class ApiGateway(Component):
         headers += [("x-cache", "HIT"), ("age", str(age))]
         return self._respond("GET", hit.status, headers, hit.body, limit_headers)
 
+    async def _lookup(self, request: Request, url: str, sent: Headers) -> CachedResponse | None:
+        """A stored response fresh enough for ``request``, keyed on every credential it
+        carries (``_cache_policy`` let it through only if its route keys on them)."""
+        assert self.cache is not None
+        keyed = [name for name in self.credential_headers if name in request.headers]
+        hit = await self.cache.lookup("GET", url, sent, keyed=keyed)
+        if hit is None or not fresh_enough(request.headers, self._age(hit)):
+            return None
+        return hit
+
     async def _maybe_store(
         self,
         request: Request,
@@ -392,7 +402,8 @@ class ApiGateway(Component):
 
     async def _invalidate(self, request: Request, path: str, url: str, headers: Headers) -> None:
         """RFC 9111 4.4: the target URL and the same-origin URLs the response names."""
-        assert self.cache is not None
+        if self.cache is None:
+            return
         origin = (request.url.scheme, request.headers.get("host", "").lower())
         urls = {url}
         for name, value in headers:
@@ -402,6 +413,17 @@ class ApiGateway(Component):
                     urls.add(named)
         for each in sorted(urls):
             await self.cache.invalidate(each)
+
+
+def _checked_target(scope: Scope) -> tuple[str, str]:
+    """The request's normalised path and its query as forwarded.
+
+    Raises:
+        rtkit.errors.MalformedRequest: A header that is not printable ASCII, or a
+            path that cannot be normalised safely.
+    """
+    check_header_bytes(scope["headers"])
+    return normalize_path(_raw_path(scope)), encode_query(scope.get("query_string", b""))
 
 
 def _raw_path(scope: Scope) -> bytes:
