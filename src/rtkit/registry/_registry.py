@@ -183,7 +183,8 @@ class ServiceRegistry(Component):
         Args:
             name: The service name (a *name* in rtkit's validation rules:
                 ``user-service``, ``billing/v2``).
-            host: Host or address where the instance listens.
+            host: Where the instance listens: a hostname, an IPv4 or an IPv6
+                literal (no brackets), nothing else (no userinfo, port or path).
             port: Its TCP port.
             meta: JSON metadata (at most 4 KiB), returned by `discover()`.
             ttl: Seconds the instance lives after each heartbeat (more than 0.2,
