@@ -11,7 +11,7 @@ from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
 from ..errors import MalformedRequest
 
-__all__ = ["encode_query", "normalize_path", "same_origin_target", "within"]
+__all__ = ["encode_query", "has_dot_segments", "normalize_path", "same_origin_target", "within"]
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 # pchar (RFC 3986 3.3) besides unreserved characters and percent-encodings
@@ -89,6 +89,11 @@ def normalize_path(raw: bytes) -> str:
         if last:  # /a/b/.. is /a/: the directory, not the file
             out.append("")
     return "/" + "/".join(out)
+
+
+def has_dot_segments(raw: bytes) -> bool:
+    """Whether ``raw`` holds a ``.`` or ``..`` segment, percent-encoded or not."""
+    return any(_canonical_segment(segment) in _DOTS for segment in raw.split(b"/"))
 
 
 def encode_query(raw: bytes) -> str:

@@ -24,7 +24,7 @@ from ..errors import (
     ValidationError,
 )
 from ..registry import ServiceInstance, ServiceRegistry, Strategy
-from ._paths import normalize_path, within
+from ._paths import has_dot_segments, normalize_path, within
 
 __all__ = [
     "CLIENT_FORWARDING",
@@ -142,7 +142,7 @@ def check_header_bytes(raw: Iterable[tuple[bytes, bytes]]) -> None:
     for name, value in raw:
         if _NOT_PRINTABLE.search(name) or _NOT_PRINTABLE.search(value):
             shown = name.decode("ascii", "replace")[:80]
-            raise MalformedRequest(f"the value of header {shown!r} is not printable ASCII")
+            raise MalformedRequest(f"header {shown!r} is not printable ASCII")
 
 
 def _connection_listed(headers: Sequence[tuple[str, str]]) -> set[str]:
@@ -186,12 +186,11 @@ def forward_headers(request: Request) -> Headers:
 def _canonical(path: str, what: str) -> str:
     """A configured prefix or path in the normal form requests are matched in."""
     try:
-        canonical = normalize_path(path.encode("utf-8"))
+        if has_dot_segments(path.encode("utf-8")):
+            raise ConfigurationError(f"{what} {path!r} must not hold . or .. segments")
+        return normalize_path(path.encode("utf-8"))
     except MalformedRequest as exc:
         raise ConfigurationError(f"{what} {path!r}: {exc}") from None
-    if any(segment in (".", "..") for segment in path.split("/")):
-        raise ConfigurationError(f"{what} {path!r} must not hold . or .. segments")
-    return canonical
 
 
 def check_routes(routes: Mapping[str, str | Route]) -> list[tuple[str, Route]]:
