@@ -12,6 +12,7 @@ whole family at once, or one precise kind:
     │   └── UpstreamTimeout        gateway_timeout       a proxied service did not answer in time
     ├── ValidationError            invalid_payload       bad input; nothing changed
     │   ├── MalformedJson          malformed_json        a body is not JSON at all
+    │   ├── MalformedRequest       malformed_request     an HTTP request a server cannot use safely
     │   └── PayloadTooLarge        payload_too_large     bigger than the configured bound
     ├── AuthError                  unauthorized          no, a bad or a forged token
     │   └── TokenExpired           token_expired         the token's time is up
@@ -43,6 +44,7 @@ __all__ = [
     "Forbidden",
     "InternalError",
     "MalformedJson",
+    "MalformedRequest",
     "NotFound",
     "NotMember",
     "PayloadTooLarge",
@@ -128,6 +130,13 @@ class MalformedJson(ValidationError):
     """A body that should be JSON is not JSON at all."""
 
     code = "malformed_json"
+
+
+class MalformedRequest(ValidationError):
+    """An HTTP request that cannot be handled safely: a path that cannot be normalised,
+    a header that is not ASCII, ..."""
+
+    code = "malformed_request"
 
 
 class PayloadTooLarge(ValidationError):

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import uvicorn
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from rtkit.microservice import MicroService
 from rtkit.registry import ServiceRegistry
@@ -123,3 +127,138 @@ class EchoService(MicroService):
 
     async def status(self, request: Request) -> Response:
         return JSONResponse({"n": next(self.hits)}, status_code=request.path_params["code"])
+
+
+class RawResponse:
+    """A response read off the wire: status, headers (lower-case names), body."""
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k == name), None)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def raw_request(
+    port: int,
+    method: bytes | str,
+    target: bytes | str,
+    headers: list[tuple[bytes | str, bytes | str]] | None = None,
+    body: bytes = b"",
+) -> RawResponse:
+    """Send one request exactly as given (no URL normalisation), read the response."""
+
+    def b(text: bytes | str) -> bytes:
+        return text if isinstance(text, bytes) else text.encode("latin-1")
+
+    lines = [b(method) + b" " + b(target) + b" HTTP/1.1"]
+    given = headers or []
+    if not any(b(k).lower() == b"host" for k, _ in given):
+        lines.append(b"host: 127.0.0.1:%d" % port)
+    lines += [b(k) + b": " + b(v) for k, v in given]
+    framed = any(b(k).lower() in (b"content-length", b"transfer-encoding") for k, _ in given)
+    if body and not framed:
+        lines.append(b"content-length: %d" % len(body))
+    lines.append(b"connection: close")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 20)
+    finally:
+        writer.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    while head.startswith(b"HTTP/1.1 1"):  # interim responses (100 Continue)
+        head, _, rest = rest.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    pairs = [line.split(":", 1) for line in header_lines]
+    parsed = [(k.strip().lower(), v.strip()) for k, v in pairs]
+    length = next((int(v) for k, v in parsed if k == "content-length"), len(rest))
+    return RawResponse(int(status_line.split()[1]), parsed, rest[:length])
+
+
+class _AnyMethod:
+    """An ASGI endpoint object: Starlette routes any method to it."""
+
+    def __init__(self, handler: Any) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+class RecordingService(MicroService):
+    """A test upstream that answers every path and method, and records each path served.
+
+    The answer names the service, a counter and what the request carried that a
+    response could depend on (cookie, authorization, forwarded host...), with
+    ``Cache-Control: max-age=60`` so the gateway caches it. ``?status=N`` answers N,
+    ``?location=URL`` adds a ``Location``.
+    """
+
+    def __init__(self, registry: ServiceRegistry, sock: socket.socket, name: str) -> None:
+        super().__init__(name, registry=registry, port=sock.getsockname()[1])
+        self.hits = itertools.count(1)
+        self.served: list[tuple[str, bytes]] = []  # (method, raw path)
+        self.app.router.routes.append(Route("/{rest:path}", _AnyMethod(self.answer)))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":  # every path, /health included
+            self.served.append((scope["method"], scope["raw_path"]))
+        await super().__call__(scope, receive, send)
+
+    async def answer(self, request: Request) -> Response:
+        seen = {name: request.headers.getlist(name) for name in SEEN_HEADERS}
+        query = request.query_params
+        headers = {"Cache-Control": "max-age=60"}
+        for name in ("location", "content-location"):
+            if name in query:
+                headers[name] = query[name]
+        return JSONResponse(
+            {
+                "service": self.name,
+                "n": next(self.hits),
+                "method": request.method,
+                "path": request.url.path,
+                "body": (await request.body()).decode("utf-8", "replace"),
+                "seen": seen,
+            },
+            status_code=int(query.get("status", "200")),
+            headers=headers,
+        )
+
+
+SEEN_HEADERS = (
+    "cookie",
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-for",
+    "x-real-ip",
+    "forwarded",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+)
+
+
+def lenient(raw_path: bytes) -> str:
+    """The path a lenient upstream could make of ``raw_path``: percent-decoded once,
+    ``\\`` read as ``/``, dot-segments removed."""
+    path = unquote_to_bytes(raw_path).decode("latin-1").replace("\\", "/")
+    out: list[str] = []
+    for segment in path.split("/")[1:]:
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    return "/" + "/".join(out)

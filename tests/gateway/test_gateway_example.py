@@ -43,6 +43,9 @@ async def test_example(backend: Backend) -> None:
 
             r = await http.post("/api/users", json={"name": "Carol", "email": "c@example.com"})
             assert (r.status_code, r.json()["id"]) == (201, 3)
+            r = await http.get("/api/users")  # the write invalidated the cached list
+            assert r.headers["x-cache"] == "MISS"
+            assert [u["name"] for u in r.json()] == ["Alice", "Bob", "Carol"]
             r = await http.post("/api/users", json={"name": "Dan", "email": "nope"})
             assert r.status_code == 422
 

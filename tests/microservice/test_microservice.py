@@ -150,6 +150,46 @@ async def test_request_validation() -> None:
         assert (r.status_code, r.json()["error"]["code"]) == (405, "method_not_allowed")
 
 
+class Anything(BaseModel):
+    value: object = None
+    amount: float = 0.0
+
+
+async def test_hostile_json_is_a_400_never_a_500(caplog: pytest.LogCaptureFixture) -> None:
+    """Nesting past the parser's stack, NaN and infinities: 400 malformed_json, no traceback."""
+    service = MicroService("hostile")
+
+    @service.route("/any", methods=["POST"])
+    async def accept(request: Request) -> Response:
+        return JSONResponse((await service.parse(request, Anything)).model_dump())
+
+    sock = free_socket()
+    service.port = sock.getsockname()[1]
+    bodies = [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"value": ' * 5000 + b"1" + b"}" * 5000,
+        b'{"amount": NaN}',
+        b'{"amount": Infinity}',
+        b'{"amount": -Infinity}',
+        b'{"amount": 1e999}',
+    ]
+    async with running(service, sock) as server, httpx.AsyncClient(base_url=server.url) as http:
+        for body in bodies:
+            r = await http.post("/any", content=body)
+            assert (r.status_code, r.json()["error"]["code"]) == (400, "malformed_json")
+        r = await http.post("/any", json={"value": [[[1]]], "amount": 2.5})
+        assert (r.status_code, r.json()) == (200, {"value": [[[1]]], "amount": 2.5})
+    assert not [rec for rec in caplog.records if rec.exc_info]
+
+
+def test_advertise_host_is_a_host() -> None:
+    for bad in ("u@host", "host/x", "host:80", "[::1]", "two words"):
+        with pytest.raises(ConfigurationError, match="advertise_host"):
+            MicroService("svc", advertise_host=bad)
+    assert MicroService("svc", host="0.0.0.0").advertise_host == "127.0.0.1"
+    assert MicroService("svc", advertise_host="::1").advertise_host == "::1"
+
+
 async def test_parse_raises_typed_errors() -> None:
     async def receive_body(body: bytes) -> Request:
         async def receive() -> dict[str, object]:

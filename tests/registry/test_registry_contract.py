@@ -145,6 +145,15 @@ async def test_p2c_uses_reported_load(make_registry: MakeRegistry) -> None:
     assert picks == {2}
 
 
+def deep(leaf: dict[str, object] | list[object], depth: int) -> dict[str, object]:
+    """A JSON object nested ``depth`` levels."""
+    value: object = leaf
+    for _ in range(depth):
+        value = {"x": [value]} if isinstance(value, list) else {"x": value}
+    assert isinstance(value, dict)
+    return value
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
@@ -155,6 +164,25 @@ async def test_p2c_uses_reported_load(make_registry: MakeRegistry) -> None:
         ({"host": "a\nb"}, ValidationError),
         ({"host": "h" * 300}, PayloadTooLarge),
         ({"host": ""}, ValidationError),
+        # a host is a hostname, an IPv4 or an IPv6 literal, nothing a URL reads otherwise
+        ({"host": "u@host"}, ValidationError),
+        ({"host": "user:pw@10.0.0.5"}, ValidationError),
+        ({"host": "host/#"}, ValidationError),
+        ({"host": "host/path"}, ValidationError),
+        ({"host": "host#frag"}, ValidationError),
+        ({"host": "host?q"}, ValidationError),
+        ({"host": "two words"}, ValidationError),
+        ({"host": "host:8080"}, ValidationError),
+        ({"host": "[::1]"}, ValidationError),
+        ({"host": "fe80::1%eth0"}, ValidationError),
+        ({"host": "http://host"}, ValidationError),
+        ({"host": "-host"}, ValidationError),
+        ({"host": "a..b"}, ValidationError),
+        ({"host": "10.0.0"}, ValidationError),
+        ({"host": "010.0.0.1"}, ValidationError),
+        ({"host": "300.0.0.1"}, ValidationError),
+        ({"host": "h\u00f4te"}, ValidationError),
+        ({"host": "x" * 64}, ValidationError),  # a label: at most 63 characters
         ({"port": 0}, ValidationError),
         ({"port": "80"}, ValidationError),
         ({"port": 65536}, ValidationError),
@@ -162,6 +190,8 @@ async def test_p2c_uses_reported_load(make_registry: MakeRegistry) -> None:
         ({"meta": {"x": object()}}, ValidationError),
         ({"meta": {"x": "y" * 5000}}, PayloadTooLarge),
         ({"meta": ["not", "a", "dict"]}, ValidationError),
+        ({"meta": deep({}, 5000)}, ValidationError),  # not RecursionError
+        ({"meta": {"x": deep([], 5000)}}, ValidationError),
         ({"ttl": 0}, ValidationError),
         ({"ttl": True}, ValidationError),
         ({"ttl": 0.2}, ValidationError),
@@ -179,6 +209,17 @@ async def test_bad_registrations_change_nothing(
     with pytest.raises(error):
         await registry.register(name, **args)  # type: ignore[arg-type]
     assert await registry.services() == {}
+
+
+@pytest.mark.parametrize(
+    "host", ["h", "user-service", "user_service", "svc.internal.", "10.0.0.5", "::1", "2001:db8::7"]
+)
+async def test_good_hosts(make_registry: MakeRegistry, host: str) -> None:
+    registry = make_registry()
+    await registry.register("svc", host=host, port=80, heartbeat=False)
+    (instance,) = await registry.discover("svc")
+    assert instance.host == host
+    assert instance.url == (f"http://[{host}]:80" if ":" in host else f"http://{host}:80")
 
 
 async def test_bad_lookups(make_registry: MakeRegistry) -> None:

@@ -9,6 +9,8 @@ The rules (documented once, in ``docs/guides/validation.md``):
 * a **name** chosen by the application (service, queue, exchange, instance)
   is 1-:data:`MAX_NAME_LENGTH` letters, digits and ``_.:-/``, starting with a
   letter or digit;
+* a **host** is a hostname (dot-separated labels of letters, digits, ``-`` and
+  ``_``), an IPv4 literal or an IPv6 literal (unbracketed), nothing else;
 * a **duration** is a finite number of seconds in a stated range;
 * **metadata** is a JSON object of at most :data:`MAX_META_BYTES` and
   :data:`MAX_JSON_DEPTH` levels;
@@ -21,6 +23,7 @@ and changes nothing; a bad setting given to a constructor raises
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import re
@@ -37,6 +40,7 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "MAX_PAGE",
     "check_cursor",
+    "check_host",
     "check_id",
     "check_int",
     "check_json_depth",
@@ -71,6 +75,8 @@ DEFAULT_PAGE = 100
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-/]*")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_LABEL_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+MAX_HOSTNAME_LENGTH = 253
 
 ErrorClass = type[RtkitError]
 
@@ -128,6 +134,34 @@ def check_name(
             "starting with a letter or digit"
         )
     return value
+
+
+def check_host(value: Any, what: str = "host") -> str:
+    """Return ``value`` if it is a hostname, an IPv4 or an IPv6 literal, else raise.
+
+    Anything else (userinfo ``u@host``, a port, a path, ``#``, spaces, brackets,
+    an IPv6 zone, ``1.2.3`` or ``01.2.3.4``) is refused with ``ValidationError``, so a
+    host can never change the meaning of a URL built from it.
+    """
+    host = check_id(value, what)
+    if ":" in host:
+        if "%" not in host:
+            try:
+                ipaddress.IPv6Address(host)
+                return host
+            except ValueError:
+                pass
+        raise ValidationError(f"{what} {host!r:.80} is not an IPv6 address (no brackets, no zone)")
+    name = host[:-1] if host.endswith(".") else host
+    labels = name.split(".")
+    if len(name) > MAX_HOSTNAME_LENGTH or not all(_LABEL_RE.fullmatch(label) for label in labels):
+        raise ValidationError(f"{what} {host!r:.80} is not a hostname or an IP address")
+    if labels[-1].isdigit():  # numeric: an IPv4 literal or nothing (1.2.3 is ambiguous)
+        try:
+            ipaddress.IPv4Address(name)
+        except ValueError:
+            raise ValidationError(f"{what} {host!r:.80} is not an IPv4 address") from None
+    return host
 
 
 def check_seconds(

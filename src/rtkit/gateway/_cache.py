@@ -3,7 +3,14 @@
 The storage is a [`CacheBackend`][rtkit.backends.CacheBackend] (bytes under a
 key, with a time-to-live); the HTTP rules live here, once: the gateway asks
 ``request_policy`` whether a request may use the cache, ``fresh_enough`` whether a
-hit may answer it, and ``storable`` whether a response may be kept.
+hit may answer it, ``storable`` whether a response may be kept and ``unsafe``
+whether a request invalidates what is stored for its URL.
+
+Keys: ``index:<sha256(method url)>`` holds the names the entries of that URL are
+keyed on (the response's ``Vary`` and what the gateway adds) and a generation;
+``response:<sha256(url, generation, values)>`` holds one entry. Invalidating a URL
+deletes its index: every entry of the old generation is unreachable at once,
+whatever it was keyed on.
 """
 
 from __future__ import annotations
@@ -11,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import secrets
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -24,13 +32,16 @@ from .cache.base import CacheBackend
 from .cache.memory import MemoryCacheBackend
 
 __all__ = [
+    "CREDENTIAL_HEADERS",
     "DEFAULT_MAX_ENTRY_BYTES",
+    "METHOD_OVERRIDES",
     "CachedResponse",
     "ResponseCache",
     "fresh_enough",
     "parse_cache_control",
     "request_policy",
     "storable",
+    "unsafe",
 ]
 
 log = logging.getLogger("rtkit.gateway")
@@ -38,7 +49,20 @@ log = logging.getLogger("rtkit.gateway")
 DEFAULT_MAX_ENTRY_BYTES = 1024 * 1024
 """Responses larger than this (1 MiB, as stored) are not cached."""
 
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+"""Request headers that carry credentials: a request with one uses the cache only when
+its route names that header in ``Route.vary``."""
+
+METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+"""Headers some frameworks read as the real method: a request with one is unsafe."""
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
 HeaderPairs = Sequence[tuple[str, str]]
+KeyHeaders = Mapping[str, str] | HeaderPairs
+"""Request headers a cache key is made of: a mapping (looked up case-insensitively,
+repeated headers included when it is a Starlette ``Headers``) or ``(name, value)``
+pairs."""
 
 
 class RequestHeaders(Protocol):
@@ -87,18 +111,42 @@ def seconds(directives: Mapping[str, str | None], name: str) -> int | None:
     return int(arg) if arg is not None and arg.isdigit() else None
 
 
-def request_policy(method: str, headers: RequestHeaders) -> tuple[bool, bool]:
+def _has_body(headers: RequestHeaders) -> bool:
+    lengths = headers.getlist("content-length")
+    return "transfer-encoding" in headers or any(v.strip().lstrip("0") for v in lengths)
+
+
+def request_policy(
+    method: str,
+    headers: RequestHeaders,
+    *,
+    keyed: Collection[str] = (),
+    credentials: Collection[str] = CREDENTIAL_HEADERS,
+) -> tuple[bool, bool]:
     """For a request: (may its response be stored, may the cache answer it).
 
-    Only GET requests without ``Authorization`` take part; ``Cache-Control:
-    no-store`` keeps the cache out, ``no-cache`` or ``max-age=0`` skip the lookup.
+    Only GET requests take part, and only without a body, without a method override
+    (``METHOD_OVERRIDES``) and without credentials (a header in ``credentials``)
+    unless each credential header it carries is ``keyed`` (in the key of every entry);
+    ``Cache-Control: no-store`` keeps the cache out, ``no-cache`` or ``max-age=0``
+    skip the lookup.
     """
-    if method != "GET" or "authorization" in headers:
+    if method != "GET" or _has_body(headers):
+        return False, False
+    if any(name in headers for name in METHOD_OVERRIDES):
+        return False, False
+    if any(name in headers for name in credentials if name not in keyed):
         return False, False
     cc = parse_cache_control(headers.getlist("cache-control"))
     if "no-store" in cc:
         return True, False
     return True, "no-cache" not in cc and seconds(cc, "max-age") != 0
+
+
+def unsafe(method: str, headers: RequestHeaders) -> bool:
+    """Whether a request may change what its URL answers (RFC 9111 4.4): any method
+    but GET, HEAD, OPTIONS and TRACE, or one carrying a method override."""
+    return method not in SAFE_METHODS or any(name in headers for name in METHOD_OVERRIDES)
 
 
 def fresh_enough(headers: RequestHeaders, age: float) -> bool:
@@ -119,20 +167,34 @@ def storable(
     Only status 200, never for a request saying ``no-store``, nor a response
     saying ``no-store``, ``no-cache`` or ``private``, setting a cookie or
     varying on ``*``. The TTL is ``s-maxage``, else ``max-age``, else ``None``
-    (the gateway's ``cache_ttl`` applies).
+    (the gateway's ``cache_ttl`` applies). A response with a ``Content-Encoding``
+    varies on ``Accept-Encoding`` whether it says so or not.
     """
     if status != 200 or "no-store" in parse_cache_control(request.getlist("cache-control")):
         return None
     cc = parse_cache_control(_getlist(response, "cache-control"))
     if {"no-store", "no-cache", "private"} & cc.keys() or _getlist(response, "set-cookie"):
         return None
-    vary = sorted(
-        {v.strip().lower() for value in _getlist(response, "vary") for v in value.split(",")} - {""}
-    )
+    vary = {v.strip().lower() for value in _getlist(response, "vary") for v in value.split(",")}
     if "*" in vary:
         return None
+    if _getlist(response, "content-encoding"):
+        vary.add("accept-encoding")
+    vary.discard("")
     ttl = seconds(cc, "s-maxage")
-    return vary, seconds(cc, "max-age") if ttl is None else ttl
+    return sorted(vary), seconds(cc, "max-age") if ttl is None else ttl
+
+
+def _values(headers: KeyHeaders, name: str) -> list[str]:
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return [value for key, value in pairs if key.lower() == name]
+
+
+class _Index(BaseModel):
+    """What ``index:<url>`` holds: the header names of the key and the generation."""
+
+    vary: list[str]
+    generation: str
 
 
 class ResponseCache(Component):
@@ -175,37 +237,48 @@ class ResponseCache(Component):
         await self._backend.close()
 
     @staticmethod
-    def _primary(method: str, url: str) -> str:
-        return hashlib.sha256(f"{method} {url}".encode()).hexdigest()
+    def _index_key(method: str, url: str) -> str:
+        return "index:" + hashlib.sha256(f"{method} {url}".encode()).hexdigest()
 
     @staticmethod
-    def _variant(primary: str, vary: list[str], headers: Mapping[str, str]) -> str:
-        parts = [primary, *(f"{name}:{headers.get(name, '')}" for name in vary)]
-        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    def _entry_key(index_key: str, index: _Index, headers: KeyHeaders) -> str:
+        values = [[name, _values(headers, name)] for name in index.vary]
+        key = json.dumps([index_key, index.generation, values], separators=(",", ":"))
+        return "response:" + hashlib.sha256(key.encode()).hexdigest()
+
+    async def _index(self, key: str) -> _Index | None:
+        raw = await self._backend.get(key)
+        if raw is None:
+            return None
+        try:
+            return _Index.model_validate_json(raw)
+        except ValueError:  # not ours (an older layout): as good as absent
+            return None
 
     async def lookup(
-        self, method: str, url: str, headers: Mapping[str, str]
+        self, method: str, url: str, headers: KeyHeaders, *, keyed: Collection[str] = ()
     ) -> CachedResponse | None:
         """The cached response for a request, or ``None``.
 
         Args:
             method: The request method.
             url: The path with its query.
-            headers: The request headers (a case-insensitive mapping); the
-                values of the stored response's ``Vary`` names select the variant.
+            headers: The request headers (see ``KeyHeaders``); the values of the
+                names the entries are keyed on (``vary`` when stored) select one.
+            keyed: Header names (lower case) the entry must be keyed on to be
+                used, such as the credentials the request carries.
 
         Raises:
             rtkit.errors.Closed: The cache was closed.
         """
         if not self._live:
             await self._ready()
-        primary = self._primary(method, url)
+        index_key = self._index_key(method, url)
         try:
-            raw_vary = await self._backend.get("vary:" + primary)
-            if raw_vary is None:
+            index = await self._index(index_key)
+            if index is None or not set(keyed) <= set(index.vary):
                 return None
-            vary: list[str] = json.loads(raw_vary)
-            raw = await self._backend.get("entry:" + self._variant(primary, vary, headers))
+            raw = await self._backend.get(self._entry_key(index_key, index, headers))
         except BackendUnavailable as exc:
             log.warning("response cache lookup failed: %s", exc)
             return None
@@ -215,7 +288,7 @@ class ResponseCache(Component):
         self,
         method: str,
         url: str,
-        headers: Mapping[str, str],
+        headers: KeyHeaders,
         response: CachedResponse,
         vary: list[str],
         ttl: float,
@@ -225,9 +298,10 @@ class ResponseCache(Component):
         Args:
             method: The request method.
             url: The path with its query.
-            headers: The request headers.
+            headers: The request headers (see ``KeyHeaders``).
             response: What to store.
-            vary: The response's ``Vary`` header names (lower case): the entry is
+            vary: The header names (lower case) the entry is keyed on: the
+                response's ``Vary`` and whatever else the caller adds; it is
                 found again only by requests with the same values of them.
             ttl: Seconds to keep it (nothing is stored for 0 or less).
 
@@ -239,11 +313,37 @@ class ResponseCache(Component):
         value = response.model_dump_json().encode()
         if len(value) > self.max_entry_bytes or ttl <= 0:
             return False
-        primary = self._primary(method, url)
+        vary = sorted({name.lower() for name in vary})
+        index_key = self._index_key(method, url)
         try:
-            await self._backend.set("vary:" + primary, json.dumps(vary).encode(), ttl)
-            await self._backend.set("entry:" + self._variant(primary, vary, headers), value, ttl)
+            current = await self._index(index_key)
+            index = current
+            if index is None or index.vary != vary:
+                index = _Index(vary=vary, generation=secrets.token_hex(16))
+            await self._backend.set(self._entry_key(index_key, index, headers), value, ttl)
+            # An existing index is never written again: a store racing an
+            # invalidation cannot bring the old generation back.
+            if index is not current:
+                await self._backend.set(index_key, index.model_dump_json().encode(), ttl)
         except BackendUnavailable as exc:
             log.warning("response cache store failed: %s", exc)
             return False
         return True
+
+    async def invalidate(self, url: str) -> None:
+        """Forget every response stored for ``url`` (GET and HEAD, every variant).
+
+        What the gateway does after a successful unsafe request to ``url`` and to
+        the same-origin ``Location`` / ``Content-Location`` it answered with
+        (RFC 9111 4.4). A storage failure is logged.
+
+        Raises:
+            rtkit.errors.Closed: The cache was closed.
+        """
+        if not self._live:
+            await self._ready()
+        try:
+            for method in ("GET", "HEAD"):
+                await self._backend.delete(self._index_key(method, url))
+        except BackendUnavailable as exc:
+            log.warning("response cache invalidation failed: %s", exc)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -18,18 +19,31 @@ from .._core.clock import Clock, SystemClock
 from .._core.component import Component, constructor_options, open_part, split_among_parts
 from .._core.urls import BackendTarget
 from .._core.validate import check_int, check_seconds
-from ..errors import ConfigurationError, NotFound, RateLimited, RtkitError
+from ..errors import ConfigurationError, MalformedRequest, NotFound, RateLimited, RtkitError
 from ..http import BodyLimitMiddleware, error_response, exception_handlers, lifespan
 from ..ratelimit import Limit, RateLimiter
 from ..registry import ServiceRegistry
-from ._cache import CachedResponse, ResponseCache, fresh_enough, request_policy, storable
+from ._cache import (
+    CREDENTIAL_HEADERS,
+    CachedResponse,
+    ResponseCache,
+    fresh_enough,
+    request_policy,
+    storable,
+    unsafe,
+)
+from ._paths import encode_query, normalize_path, same_origin_target
 from ._proxy import (
     NOT_RETURNED,
     AnyMethod,
+    Headers,
     Route,
     Upstream,
+    check_header_bytes,
     check_routes,
     client_ip,
+    forward_headers,
+    header_names,
     match_route,
     strip_hop_by_hop,
 )
@@ -39,6 +53,10 @@ __all__ = ["ApiGateway"]
 log = logging.getLogger("rtkit.gateway")
 
 Limits = str | Limit | Sequence[str | Limit]
+
+# Set by the gateway from the connection, so always part of the cache key: an
+# upstream building links from them cannot poison the cache for other hosts.
+_ALWAYS_KEYED = ("x-forwarded-host", "x-forwarded-proto")
 
 
 def _limits(rate_limit: Limits | None) -> list[str | Limit]:
@@ -56,28 +74,43 @@ class ApiGateway(Component):
 
     Services are found in a [`ServiceRegistry`][rtkit.registry.ServiceRegistry].
 
-    Every request whose path starts with a route prefix is proxied (any method,
-    body, query) to an instance of the route's service, over a pooled
-    ``httpx.AsyncClient``:
+    The request path is normalised first (RFC 3986: percent-encodings, then
+    dot-segments), and a path that cannot be normalised safely (an encoded ``/``,
+    ``\\`` or NUL, a stray ``%``, ``..;``) is refused with 400 ``malformed_request``,
+    as is a request with a header that is not printable ASCII (logged in one line).
+    Every request whose normalised path starts with a route prefix is proxied (any
+    method, body, query) to an instance of the route's service, over a pooled
+    ``httpx.AsyncClient``; the upstream path never leaves the route's path:
 
     - hop-by-hop headers (and those named in ``Connection``) are dropped both
-      ways; ``X-Forwarded-For`` gets the client address appended,
-      ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` are set;
+      ways; so are the client's ``X-Forwarded-*``, ``Forwarded``, ``X-Real-IP``,
+      ``X-Original-URL`` and the like (``CLIENT_FORWARDING``); ``X-Forwarded-For``
+      gets the client address appended, ``X-Forwarded-Proto``,
+      ``X-Forwarded-Host`` and ``X-Real-IP`` are set;
     - no live instance: 503; every tried instance refusing the connection: 502;
       the upstream answering too slowly (``upstream_timeout`` for the whole
       exchange): 504;
     - per-client rate limit (``rate_limit``, keyed by ``client_key``): each
       proxied response carries ``RateLimit-Limit``, ``RateLimit-Remaining``,
       ``RateLimit-Reset``; over the limit: 429 with ``Retry-After``;
-    - GET responses with status 200 are cached (``cache``) keyed by method, path
-      with query and the values of the response's ``Vary`` headers, for the
-      response's ``s-maxage``/``max-age`` or ``cache_ttl`` seconds; never when
-      the response says ``no-store``, ``no-cache`` or ``private``, sets a cookie,
-      or has ``Vary: *``. A request with ``Cache-Control: no-store`` bypasses the
-      cache, ``no-cache`` or ``max-age=0`` skips the lookup, ``max-age=N`` accepts
-      only entries at most N seconds old. Requests with ``Authorization`` are
-      never cached. Cache-eligible responses carry ``X-Cache: HIT`` or ``MISS``
-      (hits also ``Age``).
+    - GET responses with status 200 are cached (``cache``) keyed by method,
+      normalised path with query, ``X-Forwarded-Host`` and ``X-Forwarded-Proto``
+      as sent upstream, the route's ``Route.vary`` headers and the values of the
+      response's ``Vary`` headers (and ``Accept-Encoding`` when it has a
+      ``Content-Encoding``), for the response's ``s-maxage``/``max-age`` or
+      ``cache_ttl`` seconds; never when the response says ``no-store``,
+      ``no-cache`` or ``private``, sets a cookie, or has ``Vary: *``. A request
+      with ``Cache-Control: no-store`` bypasses the cache, ``no-cache`` or
+      ``max-age=0`` skips the lookup, ``max-age=N`` accepts only entries at most N
+      seconds old. A request with a body or a method override
+      (``X-HTTP-Method-Override``...) never uses the cache, nor does one with
+      credentials (``Authorization``, ``Cookie``, ``Proxy-Authorization``,
+      ``credential_headers``) unless its route names each of them in
+      ``Route.vary``. Cache-eligible responses carry ``X-Cache: HIT`` or ``MISS``
+      (hits also ``Age``). A successful (2xx, 3xx) unsafe request (any method but
+      GET, HEAD, OPTIONS, TRACE, or a method override) invalidates what is stored
+      for its URL and for the same-origin ``Location`` and ``Content-Location``
+      it is answered with (RFC 9111 4.4).
 
     ``GET /health`` answers ``{"status": "ok"}``; ``GET /services`` lists every
     service with its live instance count. Other paths: 404. Errors are JSON
@@ -114,6 +147,9 @@ class ApiGateway(Component):
             disables rate limiting.
         client_key: Maps a request to its rate-limit key (default: the peer IP;
             behind a trusted proxy, read ``X-Forwarded-For`` yourself).
+        credential_headers: More request headers that carry credentials
+            (``X-Api-Key``...), treated like ``Authorization`` and ``Cookie`` by the
+            cache.
         cache_ttl: Seconds to cache a response that gives no ``max-age``.
         upstream_timeout: Seconds for a whole upstream exchange (504 beyond).
         max_body_size: Larger request bodies: 413.
@@ -145,6 +181,7 @@ class ApiGateway(Component):
         cache: ResponseCache | None = None,
         rate_limit: Limits | None = "100/minute",
         client_key: Callable[[Request], str] = client_ip,
+        credential_headers: Iterable[str] = (),
         cache_ttl: float = 60.0,
         upstream_timeout: float = 10.0,
         max_body_size: int = 10 * 1024 * 1024,
@@ -164,6 +201,9 @@ class ApiGateway(Component):
         self.limiter = limiter
         self.cache = cache
         self.client_key = client_key
+        self.credential_headers = CREDENTIAL_HEADERS | header_names(
+            credential_headers, "credential_headers"
+        )
         self.cache_ttl = cache_ttl
         self._upstream_options: dict[str, Any] = {
             "timeout": check_seconds(upstream_timeout, "upstream_timeout"),
@@ -237,44 +277,61 @@ class ApiGateway(Component):
     async def _proxy(self, request: Request) -> Response:
         if not self._live:
             await self._ready()
-        raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
-        raw_path = raw_path.partition("?")[0]
-        matched = match_route(self.routes, raw_path)
+        try:
+            path, query = _checked_target(request.scope)
+        except MalformedRequest as exc:
+            log.warning("refused %s request: %s", request.method, exc)
+            return error_response(exc)
+        matched = match_route(self.routes, path)
         if matched is None:
-            raise NotFound(f"no route for {request.url.path}")
+            raise NotFound(f"no route for {path}")
         route, upstream_path = matched
-        query = request.scope.get("query_string", b"").decode("latin-1")
-        upstream_path += f"?{query}" if query else ""
+        url = f"{path}?{query}" if query else path  # the cache's name for it
 
-        limit_headers: dict[str, str] = {}
-        if self.limiter is not None and self.rate_limits:
-            decision = await self.limiter.hit(self.client_key(request), *self.rate_limits)
-            limit_headers = decision.headers()
-            if not decision.allowed:
-                denied = RateLimited("too many requests", retry_after=decision.retry_after)
-                return error_response(denied, headers=limit_headers)
-
-        cache_url = f"{raw_path}?{query}" if query else raw_path
-        may_store, may_answer = (
-            request_policy(request.method, request.headers) if self.cache else (False, False)
-        )
-        if may_answer and self.cache is not None:
-            hit = await self.cache.lookup("GET", cache_url, request.headers)
-            if hit is not None and fresh_enough(request.headers, self._age(hit)):
+        limit_headers, denied = await self._rate_limit(request)
+        if denied is not None:
+            return denied
+        sent = forward_headers(request)
+        may_store, may_answer = self._cache_policy(request, route)
+        if may_answer:
+            hit = await self._lookup(request, url, sent)
+            if hit is not None:
                 return self._replay(hit, limit_headers)
 
         assert self._upstream is not None
+        target = f"{upstream_path}?{query}" if query else upstream_path
         try:
-            status, headers, body = await self._upstream.send(request, route, upstream_path)
+            status, headers, body = await self._upstream.send(request, route, target, sent)
         except RtkitError as exc:  # ServiceNotFound 503, RemoteError 502, UpstreamTimeout 504
             return error_response(exc, headers=limit_headers)
         # HEAD: no body here, the upstream's Content-Length tells the size
         dropped = NOT_RETURNED - {"content-length"} if request.method == "HEAD" else NOT_RETURNED
         headers = strip_hop_by_hop(headers, dropped)
+        if 200 <= status < 400 and unsafe(request.method, request.headers):
+            await self._invalidate(request, path, url, headers)
         if may_store:
+            headers = [(k, v) for k, v in headers if k.lower() != "x-cache"]
             headers.append(("x-cache", "MISS"))
-            await self._maybe_store(request, cache_url, status, headers, body)
+            await self._maybe_store(request, route, url, sent, status, headers, body)
         return self._respond(request.method, status, headers, body, limit_headers)
+
+    async def _rate_limit(self, request: Request) -> tuple[dict[str, str], Response | None]:
+        """The ``RateLimit-*`` headers, and the 429 to answer when over the limit."""
+        if self.limiter is None or not self.rate_limits:
+            return {}, None
+        decision = await self.limiter.hit(self.client_key(request), *self.rate_limits)
+        headers = decision.headers()
+        if decision.allowed:
+            return headers, None
+        denied = RateLimited("too many requests", retry_after=decision.retry_after)
+        return headers, error_response(denied, headers=headers)
+
+    def _cache_policy(self, request: Request, route: Route) -> tuple[bool, bool]:
+        if self.cache is None:
+            return False, False
+        return request_policy(
+            request.method, request.headers, keyed=route.vary, credentials=self.credential_headers
+        )
 
     # -- responses and caching ------------------------------------------------------------
 
@@ -307,8 +364,25 @@ class ApiGateway(Component):
         headers += [("x-cache", "HIT"), ("age", str(age))]
         return self._respond("GET", hit.status, headers, hit.body, limit_headers)
 
+    async def _lookup(self, request: Request, url: str, sent: Headers) -> CachedResponse | None:
+        """A stored response fresh enough for ``request``, keyed on every credential it
+        carries (``_cache_policy`` let it through only if its route keys on them)."""
+        assert self.cache is not None
+        keyed = [name for name in self.credential_headers if name in request.headers]
+        hit = await self.cache.lookup("GET", url, sent, keyed=keyed)
+        if hit is None or not fresh_enough(request.headers, self._age(hit)):
+            return None
+        return hit
+
     async def _maybe_store(
-        self, request: Request, url: str, status: int, headers: list[tuple[str, str]], body: bytes
+        self,
+        request: Request,
+        route: Route,
+        url: str,
+        sent: Headers,
+        status: int,
+        headers: Headers,
+        body: bytes,
     ) -> None:
         assert self.cache is not None
         rules = storable(status, request.headers, headers)
@@ -321,9 +395,43 @@ class ApiGateway(Component):
             body=body,
             stored_at=self._clock.time(),
         )
+        keyed = sorted({*vary, *route.vary, *_ALWAYS_KEYED})
         await self.cache.store(
-            "GET", url, request.headers, stored, vary, self.cache_ttl if ttl is None else ttl
+            "GET", url, sent, stored, keyed, self.cache_ttl if ttl is None else ttl
         )
+
+    async def _invalidate(self, request: Request, path: str, url: str, headers: Headers) -> None:
+        """RFC 9111 4.4: the target URL and the same-origin URLs the response names."""
+        if self.cache is None:
+            return
+        origin = (request.url.scheme, request.headers.get("host", "").lower())
+        urls = {url}
+        for name, value in headers:
+            if name.lower() in ("location", "content-location"):
+                named = same_origin_target(value, path, origin)
+                if named is not None:
+                    urls.add(named)
+        for each in sorted(urls):
+            await self.cache.invalidate(each)
+
+
+def _checked_target(scope: Scope) -> tuple[str, str]:
+    """The request's normalised path and its query as forwarded.
+
+    Raises:
+        rtkit.errors.MalformedRequest: A header that is not printable ASCII, or a
+            path that cannot be normalised safely.
+    """
+    check_header_bytes(scope["headers"])
+    return normalize_path(_raw_path(scope)), encode_query(scope.get("query_string", b""))
+
+
+def _raw_path(scope: Scope) -> bytes:
+    """The request path as the client sent it (still percent-encoded)."""
+    raw = scope.get("raw_path")
+    if raw is None:  # a server without raw_path: re-encode the decoded path
+        return quote(scope["path"], safe="/!$&'()*+,;=:@~").encode("ascii")
+    return bytes(raw).partition(b"?")[0]
 
 
 def _private_registry(clock: Clock | None) -> ServiceRegistry:

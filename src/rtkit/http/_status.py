@@ -13,6 +13,7 @@ from ..errors import (
     Forbidden,
     InternalError,
     MalformedJson,
+    MalformedRequest,
     NotFound,
     PayloadTooLarge,
     QuotaExceeded,
@@ -30,6 +31,7 @@ STATUS = MappingProxyType(
     {
         ValidationError: 422,
         MalformedJson: 400,
+        MalformedRequest: 400,
         PayloadTooLarge: 413,
         AuthError: 401,
         Forbidden: 403,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -20,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from .._core.component import Component, constructor_options, open_part, split_among_parts
 from .._core.urls import BackendTarget
-from .._core.validate import check_name
+from .._core.validate import check_host, check_name
 from ..errors import ConfigurationError, MalformedJson, ValidationError
 from ..http import BodyLimitMiddleware, exception_handlers, lifespan
 from ..registry import ServiceRegistry
@@ -42,6 +43,17 @@ _WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 def kebab(name: str) -> str:
     """``UserService`` -> ``user-service``, ``HTTPProbe`` -> ``http-probe``."""
     return _WORD_START.sub("-", name).lower()
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is not a finite number")
+    return value
 
 
 def _bind(host: str) -> socket.socket:
@@ -97,14 +109,15 @@ class MicroService(Component):
         host: The interface it listens on (used by
             [`serve`][rtkit.microservice.MicroService.serve]).
         advertise_host: The address others reach it at (default: ``host``, or
-            ``127.0.0.1`` when ``host`` is a wildcard address).
+            ``127.0.0.1`` when ``host`` is a wildcard address): a hostname, an
+            IPv4 or an IPv6 literal.
         meta: Metadata to register (JSON, at most 4 KiB).
         ttl: Registration time-to-live in seconds (heartbeat every ``ttl / 3``).
         routes: Extra Starlette routes.
         max_body_size: Larger request bodies are answered with 413.
 
     Raises:
-        rtkit.errors.ConfigurationError: A bad service name.
+        rtkit.errors.ConfigurationError: A bad service name or ``advertise_host``.
     """
 
     name: str
@@ -130,6 +143,10 @@ class MicroService(Component):
         self.host = host
         self.port = port
         self.advertise_host = advertise_host or ("127.0.0.1" if host in _WILDCARDS else host)
+        try:  # what the registry would refuse at start(), refused now
+            check_host(self.advertise_host, "advertise_host")
+        except ValidationError as exc:
+            raise ConfigurationError(str(exc)) from None
         self.meta = dict(meta or {})
         self.ttl = ttl
         self.instance_id: str | None = None
@@ -177,14 +194,18 @@ class MicroService(Component):
         """Read the request's JSON body into ``model``.
 
         Raises:
-            rtkit.errors.MalformedJson: The body is not JSON (400).
+            rtkit.errors.MalformedJson: The body is not JSON (400): not JSON at all,
+                ``NaN`` or an infinite number, or nested deeper than the parser's
+                stack allows.
             rtkit.errors.ValidationError: It does not fit ``model`` (422).
         """
         body = await request.body()
         try:
-            data = json.loads(body)
+            data = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
         except ValueError as exc:
             raise MalformedJson(f"the body is not JSON: {exc}") from exc
+        except RecursionError:  # a hostile body: never a 500
+            raise MalformedJson("the body is not JSON: it nests too deeply") from None
         try:
             return model.model_validate(data)
         except pydantic.ValidationError as exc:

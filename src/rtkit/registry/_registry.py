@@ -19,7 +19,7 @@ from .._core.component import Component
 from .._core.ids import new_id
 from .._core.lifecycle import Janitor
 from .._core.validate import (
-    check_id,
+    check_host,
     check_int,
     check_key,
     check_meta,
@@ -59,7 +59,7 @@ def _check_strategy(strategy: Any) -> None:
 
 def _make_record(name: Any, host: Any, port: Any, meta: Any) -> Record:
     name = _service_name(name)
-    check_id(host, "host")
+    check_host(host)
     check_int(port, "port", maximum=65535, error=ValidationError)
     meta_json = check_meta({} if meta is None else meta)
     return Record(f"{name}:{new_id()}", name, host, port, meta_json)
@@ -183,7 +183,8 @@ class ServiceRegistry(Component):
         Args:
             name: The service name (a *name* in rtkit's validation rules:
                 ``user-service``, ``billing/v2``).
-            host: Host or address where the instance listens.
+            host: Where the instance listens: a hostname, an IPv4 or an IPv6
+                literal (no brackets), nothing else (no userinfo, port or path).
             port: Its TCP port.
             meta: JSON metadata (at most 4 KiB), returned by `discover()`.
             ttl: Seconds the instance lives after each heartbeat (more than 0.2,

@@ -35,6 +35,14 @@ class CacheBackend(Protocol):
         """
         ...
 
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` (nothing happens if it is absent).
+
+        Raises:
+            rtkit.errors.BackendUnavailable: The storage did not answer in time.
+        """
+        ...
+
     async def close(self) -> None:
         """Release what the backend created (a borrowed Redis client stays open)."""
         ...

@@ -104,5 +104,10 @@ class MemoryCacheBackend(CacheBackend):
         """Store ``value`` for ``ttl`` seconds; evict the least recently used beyond the bounds."""
         self._lru.put(key, value, self._clock.monotonic() + ttl)
 
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` if it is there."""
+        if key in self._lru.entries:
+            self._lru.drop(key)
+
     async def close(self) -> None:
         """Nothing to release: the entries go with the last cache that holds them."""

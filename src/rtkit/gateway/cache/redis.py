@@ -47,6 +47,11 @@ class RedisCacheBackend(CacheBackend):
                 self._keys.key(key), value.decode(), px=max(1, int(ttl * 1000))
             )
 
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` (``DEL``)."""
+        with redis_unavailable("invalidating the response cache"):
+            await self._handle.client.delete(self._keys.key(key))
+
     async def close(self) -> None:
         """Close the Redis client if this backend made it (a borrowed one stays open)."""
         await self._handle.close()
