@@ -11,6 +11,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from ..errors import BackendUnavailable, ConfigurationError
 from .lifecycle import DEFAULT_TIMEOUT
@@ -108,7 +110,9 @@ def make_redis_client(
 
     ``timeout`` bounds connecting, each round trip and the wait for a free
     connection: at most ``max_connections`` are open at once, and a burst of
-    commands queues for them instead of failing. Pass the client as ``redis=``
+    commands queues for them instead of failing. A command whose pooled
+    connection turns out dead (Redis restarted) is sent once more on a new
+    connection; a time-out is never retried. Pass the client as ``redis=``
     to several components to share one connection pool; rtkit never closes a
     client it was given.
 
@@ -125,6 +129,7 @@ def make_redis_client(
         health_check_interval=kwargs.pop("health_check_interval", 30),
         max_connections=check_int(max_connections, "max_connections"),
         timeout=timeout,
+        retry=kwargs.pop("retry", Retry(NoBackoff(), 1, (redis_errors.ConnectionError,))),
         **kwargs,
     )
     client: aioredis.Redis = aioredis.Redis.from_pool(pool)
