@@ -227,3 +227,22 @@ async def test_concurrent_joins_never_pass_the_limit(nodes: list[Node]) -> None:
     assert len(refused) == 20
     assert len(await a.rooms.rooms_of("ada")) == 100
     assert await a.rooms.count() == 100
+
+
+async def test_a_departure_wins_over_an_arrival_of_the_same_sid_still_in_flight(
+    nodes: list[Node],
+) -> None:
+    # a late room:join (or a connect) of a connection that is going away: the
+    # departure starts while the arrival's script is still on its way
+    a, b = nodes
+    join = asyncio.create_task(a.rooms.join("lobby", "ada", "a1"))
+    connect = asyncio.create_task(a.presence.connect("ada", "a1"))
+    await asyncio.sleep(0)  # both are in flight (on Redis: sent, not answered)
+    await a.rooms.leave_all("a1")
+    await a.presence.disconnect("a1")
+    await asyncio.gather(join, connect)
+    for node in nodes:  # heartbeats: nothing of a1 is held, so nothing comes back
+        await node.presence.purge_expired()
+        await node.rooms.purge_expired()
+    assert await b.rooms.rooms_of("ada") == []
+    assert not await b.presence.is_online("ada")

@@ -97,6 +97,7 @@ class LeasedStore(Component, Generic[R, D, H, V]):
         self._digest = Digest()  # of everything in _held
         self._busy: dict[str, int] = {}  # sid -> calls in flight for it
         self._suspects: dict[str, int] = {}  # sid -> mark of its last unknown outcome
+        self._departed: set[str] = set()  # busy sids that departed while others were in flight
         self._marks = 0
         self._gate: asyncio.Event | None = None  # set while digests are compared
         self._log = logging.getLogger(f"rtkit.{self._component}")
@@ -199,6 +200,25 @@ class LeasedStore(Component, Generic[R, D, H, V]):
                 self._busy[sid] = left
             else:
                 del self._busy[sid]
+                self._departed.discard(sid)
+
+    def _depart(self, sid: str) -> None:
+        """In a departure's transition: ``sid`` is gone, whatever else is in flight for it.
+
+        A join or connect of ``sid`` that is still in flight (a late event of a
+        connection that just went away) then records nothing when it completes;
+        the heartbeat removes whatever it did on the backend.
+        """
+        self._hold(sid, None)
+        if self._busy.get(sid, 0) > 1:
+            self._departed.add(sid)
+
+    def _arrived(self, sid: str) -> bool:
+        """Whether an arrival of ``sid`` that succeeded may be recorded (see ``_depart``)."""
+        if sid in self._departed:
+            self._suspect(sid)
+            return False
+        return True
 
     def _suspect(self, sid: str) -> None:
         self._marks += 1

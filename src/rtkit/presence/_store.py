@@ -199,7 +199,8 @@ class PresenceStore(LeasedStore[Removed, Departure, _Held, str]):
             online, at = await self._backend.connect(
                 self.instance_id, user_id, sid, username, meta_json, self._now(), self.ttl
             )
-            self._keep(sid, user_id, username, meta_json)
+            if self._arrived(sid):
+                self._keep(sid, user_id, username, meta_json)
         if online:
             await self._publish_event(
                 "presence.online",
@@ -225,7 +226,7 @@ class PresenceStore(LeasedStore[Removed, Departure, _Held, str]):
         check_id(sid, "sid")
         try:
             async with self._transition(sid):
-                self._hold(sid, None)
+                self._depart(sid)
                 removed = await self._backend.disconnect(self.instance_id, sid, self._now())
         except BackendUnavailable as exc:
             self._pending(sid, exc)

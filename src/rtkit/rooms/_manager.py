@@ -167,7 +167,8 @@ class RoomManager(LeasedStore[RoomDeparture, RoomDeparture, Membership, Membersh
             new = await self._backend.join(
                 self.instance_id, room_id, user_id, sid, self._now(), self.ttl, max_rooms
             )
-            self._enter(sid, user_id, room_id)
+            if self._arrived(sid):
+                self._enter(sid, user_id, room_id)
         return new
 
     async def leave(self, room_id: str, sid: str) -> bool:
@@ -208,7 +209,7 @@ class RoomManager(LeasedStore[RoomDeparture, RoomDeparture, Membership, Membersh
         check_id(sid, "sid")
         try:
             async with self._transition(sid):
-                self._hold(sid, None)
+                self._depart(sid)
                 return await self._backend.leave_all(self.instance_id, sid)
         except BackendUnavailable as exc:
             self._pending(sid, exc)
