@@ -100,6 +100,7 @@ class LeasedStore(Component, Generic[R, D, H, V]):
         self._departed: set[str] = set()  # busy sids that departed while others were in flight
         self._marks = 0
         self._gate: asyncio.Event | None = None  # set while digests are compared
+        self._passes = asyncio.Lock()  # one purge pass at a time (janitor, purge_expired)
         self._log = logging.getLogger(f"rtkit.{self._component}")
 
     def _now(self) -> float | None:
@@ -237,6 +238,10 @@ class LeasedStore(Component, Generic[R, D, H, V]):
 
     async def _purge_pass(self) -> list[R]:
         """Renew this instance's lease, remove expired instances, reconcile this instance."""
+        async with self._passes:
+            return await self._one_pass()
+
+    async def _one_pass(self) -> list[R]:
         found, missing = await self._backend.purge(self.instance_id, self._now(), self.ttl, None)
         if missing and self._leased:
             self._log.warning(
