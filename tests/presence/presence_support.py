@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
+
 from rtkit.presence import PresenceStore
 from rtkit.rooms import RoomManager
+from rtkit_testing import Backend
 
 
 class RecordingBus:
@@ -46,3 +49,22 @@ async def stop_heartbeat(store: PresenceStore | RoomManager) -> None:
     its connections and its lease behind, without closing it.
     """
     await store._janitor.stop()
+
+
+def lose_data(backend: Backend, *stores: PresenceStore | RoomManager) -> None:
+    """What a Redis restart without persistence does: every key under the prefix is gone.
+
+    On memory, the stores' shared state starts afresh (in place, so every store
+    sharing it sees the loss).
+    """
+    if backend.kind == "memory":
+        for store in stores:
+            store._backend._s.__init__()  # type: ignore[attr-defined,misc]
+        return
+    client = redis.Redis.from_url(backend.url)
+    try:
+        keys = list(client.scan_iter(match=backend.prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

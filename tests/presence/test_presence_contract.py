@@ -300,7 +300,7 @@ async def test_configuration_errors() -> None:
     assert PresenceStore(instance_id="node-1.eu_west").instance_id == "node-1.eu_west"
 
 
-async def test_an_instance_that_was_taken_for_dead_says_so(
+async def test_an_instance_that_was_taken_for_dead_says_so_and_puts_its_connections_back(
     stores: Stores, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     paused = stores.make(instance_id="node-a")
@@ -312,6 +312,8 @@ async def test_an_instance_that_was_taken_for_dead_says_so(
     with caplog.at_level("WARNING", logger="rtkit.presence"):
         assert await paused.purge_expired() == []
     assert "node-a found its lease gone" in caplog.text
+    # the instance is alive and still holds ada's connection: it put it back
+    assert await other.connections("ada") == ["a1"]
 
 
 # -- the shared shape: memory names, life cycle, options ------------------------------------

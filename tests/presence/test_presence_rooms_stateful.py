@@ -1,10 +1,12 @@
 """Memory is the specification: random steps on memory and on Redis must look the same.
 
 A hypothesis state machine drives server instances on both backends with the
-same connect / disconnect / join / leave / leave_all / crash / close / purge /
-time-advance steps (one ManualClock for both) and, after every step, requires
-equal observations: every return value, every page of every listing, every
-published presence event.
+same connect / disconnect / join (with and without a room limit) / leave /
+leave_all / crash / close / purge / time-advance steps (one ManualClock for
+both), plus the faults the heartbeat repairs: a transition that reached the
+backend but not the store (a lost reply), and a backend that lost all its data.
+After every step it requires equal observations: every return value, every page
+of every listing, every published presence and rooms event.
 
 Each store starts with its first operation, and its janitor then beats every
 ``ttl / 3`` seconds of real time: the lease is an hour long so that no janitor
@@ -26,9 +28,10 @@ import redis
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from presence_support import RecordingBus
+from presence_support import RecordingBus, lose_data
 
 from rtkit import ManualClock, PresenceStore, RoomManager
+from rtkit_testing import Backend
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -94,7 +97,7 @@ class PresenceAndRooms(RuleBasedStateMachine):
             }
             side.alive[iid] = Instance(
                 PresenceStore.from_url(side.url, bus=side.bus, **common),
-                RoomManager.from_url(side.url, **common),
+                RoomManager.from_url(side.url, bus=side.bus, **common),
             )
 
     def _both(self, index: int, step: Callable[[Instance], Awaitable[Any]]) -> Any:
@@ -127,9 +130,44 @@ class PresenceAndRooms(RuleBasedStateMachine):
         room=st.sampled_from(ROOMS),
         user=st.sampled_from(USERS),
         sid=st.sampled_from(SIDS),
+        most=st.sampled_from([None, 0, 1, 2]),
     )
-    def join(self, i: int, room: str, user: str, sid: str) -> None:
-        self._both(i, lambda inst: inst.rooms.join(room, user, sid))
+    def join(self, i: int, room: str, user: str, sid: str, most: int | None) -> None:
+        self._both(i, lambda inst: inst.rooms.join(room, user, sid, max_rooms=most))
+
+    @rule(i=st.integers(0, 2), user=st.sampled_from(USERS), sid=st.sampled_from(SIDS))
+    def lost_connect_reply(self, i: int, user: str, sid: str) -> None:
+        """A connect that ran on the backend but whose reply never reached the store."""
+
+        async def step(inst: Instance) -> Any:
+            p = inst.presence
+            now = self.clock.time()
+            return await p._backend.connect(p.instance_id, user, sid, None, None, now, TTL)
+
+        self._both(i, step)
+
+    @rule(
+        i=st.integers(0, 2),
+        room=st.sampled_from(ROOMS),
+        user=st.sampled_from(USERS),
+        sid=st.sampled_from(SIDS),
+    )
+    def lost_join_reply(self, i: int, room: str, user: str, sid: str) -> None:
+        """A join that ran on the backend but whose reply never reached the store."""
+
+        async def step(inst: Instance) -> Any:
+            r = inst.rooms
+            return await r._backend.join(r.instance_id, room, user, sid, self.clock.time(), TTL)
+
+        self._both(i, step)
+
+    @rule()
+    def lose_everything(self) -> None:
+        """The backend restarts without its data (Redis without persistence)."""
+        for side in self.sides:
+            inst = side.alive[self.order[0]]
+            kind = "redis" if side.client is not None else "memory"
+            lose_data(Backend(kind, side.url, side.prefix), inst.presence, inst.rooms)
 
     @rule(i=st.integers(0, 2), room=st.sampled_from(ROOMS), sid=st.sampled_from(SIDS))
     def leave(self, i: int, room: str, sid: str) -> None:

@@ -267,7 +267,7 @@ async def test_configuration_errors() -> None:
         RoomManager.from_url("memory://", prefix="bad prefix")
 
 
-async def test_an_instance_that_was_taken_for_dead_says_so(
+async def test_an_instance_that_was_taken_for_dead_says_so_and_puts_its_memberships_back(
     make_rooms: MakeRooms, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     paused, other = make_rooms(instance_id="node-a"), make_rooms(instance_id="node-b")
@@ -278,6 +278,8 @@ async def test_an_instance_that_was_taken_for_dead_says_so(
     with caplog.at_level("WARNING", logger="rtkit.rooms"):
         assert await paused.purge_expired() == []
     assert "node-a found its lease gone" in caplog.text
+    # the instance is alive and still holds ada's membership: it put it back
+    assert (await other.members("lobby")).items == ["ada"]
 
 
 # -- the shared shape: memory names, life cycle, options ------------------------------------

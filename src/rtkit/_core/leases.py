@@ -6,6 +6,12 @@ next purge pass of any surviving instance (also every ``ttl / 3`` seconds)
 removes everything the dead instance held. A crashed instance is therefore
 purged at most ``ttl + ttl / 3 < 2 * ttl`` seconds after its last heartbeat.
 
+Each instance is also the authority on its own entries: the store keeps them
+locally, and every backend keeps a ``Digest`` of each
+instance's entries, updated by every transition in the same atomic step. A
+heartbeat compares the two digests (one round trip) and, when they differ,
+reconciles the backend with the instance (see ``leased.py``).
+
 The store base class is in ``leased.py``; the helpers here are what backends
 use, and ``LeaseBackend``, what the base class needs of every leased backend
 (here, not in ``leased.py``, so that a backend protocol can extend it without
@@ -14,6 +20,7 @@ importing a component).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any, Protocol, TypeVar
 
@@ -24,7 +31,9 @@ from .validate import check_name
 
 __all__ = [
     "DEFAULT_TTL",
+    "ITEM_SEPARATOR",
     "LEASE_LUA",
+    "Digest",
     "LeaseBackend",
     "LeaseScript",
     "check_instance_id",
@@ -33,6 +42,7 @@ __all__ = [
 ]
 
 R = TypeVar("R")
+V = TypeVar("V")
 
 DEFAULT_TTL = 30.0
 """Seconds an instance's lease lives without a heartbeat."""
@@ -60,8 +70,59 @@ def check_instance_id(instance_id: Any) -> str:
     return name
 
 
-class LeaseBackend(Protocol[R]):
-    """What a leased store needs of its backend; ``R`` is what a purge reports per entry."""
+ITEM_SEPARATOR = "\x1f"
+"""Joins the parts of a digest item (ids never contain control characters)."""
+
+_DIGEST_MODULUS = 1 << 48
+
+
+def _item_hash(item: str) -> int:
+    digest = hashlib.sha1(item.encode("utf-8"), usedforsecurity=False).hexdigest()
+    return int(digest[:12], 16)
+
+
+class Digest:
+    """An order-independent fingerprint of a set of strings (an instance's entries).
+
+    Its ``text`` is ``"<count>:<sum>"``: how many items, and the sum modulo
+    2**48 of the first 48 bits of each item's SHA-1. Adding and removing an
+    item are O(1), so every transition keeps the digest up to date; the Lua
+    prelude (``lease.lua``) computes exactly the same text on Redis. Two sets
+    that differ have different digests except with a chance of about 2**-48.
+    """
+
+    __slots__ = ("count", "total")
+
+    def __init__(self, count: int = 0, total: int = 0) -> None:
+        self.count = count
+        self.total = total
+
+    def add(self, item: str) -> None:
+        """Count ``item`` in."""
+        self.count += 1
+        self.total = (self.total + _item_hash(item)) % _DIGEST_MODULUS
+
+    def discard(self, item: str) -> None:
+        """Count ``item`` out (it must have been added)."""
+        self.count -= 1
+        self.total = (self.total - _item_hash(item)) % _DIGEST_MODULUS
+
+    def copy(self) -> Digest:
+        """An independent copy."""
+        return Digest(self.count, self.total)
+
+    @property
+    def text(self) -> str:
+        """The form backends store and compare."""
+        return f"{self.count}:{self.total}"
+
+
+class LeaseBackend(Protocol[R, V]):
+    """What a leased store needs of its backend.
+
+    ``R`` is what a purge reports per entry removed, ``V`` what ``held`` lists
+    per connection (sid) of an instance.
+    """
 
     async def purge(
         self, instance_id: str | None, now: float | None, ttl: float, force: str | None
@@ -69,6 +130,22 @@ class LeaseBackend(Protocol[R]):
         """Renew ``instance_id``'s lease and remove expired instances (or ``force``'s entries).
 
         Also says whether ``instance_id``'s lease was missing before the renewal.
+        """
+        ...
+
+    async def check(self, instance_id: str, digest: str, exclude: list[str]) -> bool:
+        """Whether the digest of ``instance_id``'s entries is ``digest``.
+
+        The entries of the sids in ``exclude`` are left out of the comparison
+        (one round trip; it changes nothing).
+        """
+        ...
+
+    async def held(self, instance_id: str, cursor: int) -> tuple[dict[str, V], int | None]:
+        """What the backend holds for ``instance_id``'s sids: one chunk, and the next cursor.
+
+        Start with cursor 0; ``None`` as the next cursor means the listing is
+        complete. A sid may come in two chunks (the last one wins).
         """
         ...
 

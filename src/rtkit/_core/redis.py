@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.resources
 from collections.abc import Iterator
@@ -10,15 +11,19 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from ..errors import BackendUnavailable, ConfigurationError
 from .lifecycle import DEFAULT_TIMEOUT
 from .urls import BackendTarget, resolve_target
-from .validate import check_seconds
+from .validate import check_int, check_seconds
 
 __all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
     "Keyspace",
     "RedisHandle",
+    "WaitingPool",
     "load_lua",
     "make_redis_client",
     "redis_unavailable",
@@ -70,23 +75,64 @@ def redis_unavailable(doing: str) -> Iterator[None]:
         raise BackendUnavailable(f"Redis is unavailable while {doing}: {exc}") from exc
 
 
+DEFAULT_MAX_CONNECTIONS = 100
+"""Connections a client made by rtkit opens to Redis at most; more callers wait for one."""
+
+
+class WaitingPool(aioredis.BlockingConnectionPool):
+    """A connection pool that makes a burst wait for a free connection instead of failing.
+
+    At most ``max_connections`` are open; a caller finding them all busy waits up
+    to ``timeout`` seconds for one (a burst of commands, a reconnect storm after
+    a Redis restart), and only then fails with a ``ConnectionError`` that says so.
+    """
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except redis_errors.ConnectionError as exc:
+            if not isinstance(exc.__cause__, asyncio.TimeoutError):
+                raise
+            raise redis_errors.ConnectionError(
+                f"no Redis connection became free within {self.timeout:g} s "
+                f"(all {self.max_connections} of this client's connections were busy)"
+            ) from exc
+
+
 def make_redis_client(
-    url: str, *, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any
+    url: str,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    **kwargs: Any,
 ) -> aioredis.Redis:
     """A ``redis.asyncio.Redis`` for rtkit: decoded responses, bounded time-outs.
 
-    Pass it as ``redis=`` to several components to share one connection pool;
-    rtkit never closes a client it was given.
+    ``timeout`` bounds connecting, each round trip and the wait for a free
+    connection: at most ``max_connections`` are open at once, and a burst of
+    commands queues for them instead of failing. A command whose pooled
+    connection turns out dead (Redis restarted) is sent once more on a new
+    connection; a time-out is never retried. Pass the client as ``redis=``
+    to several components to share one connection pool; rtkit never closes a
+    client it was given.
+
+    Raises:
+        rtkit.errors.ConfigurationError: A bad URL, ``timeout`` or ``max_connections``.
     """
     resolve_target("Redis", url, kinds=("redis",))
-    client: aioredis.Redis = aioredis.Redis.from_url(
+    timeout = check_seconds(timeout, "timeout")
+    pool = WaitingPool.from_url(
         url,
         decode_responses=True,
         socket_timeout=kwargs.pop("socket_timeout", timeout),
         socket_connect_timeout=kwargs.pop("socket_connect_timeout", timeout),
         health_check_interval=kwargs.pop("health_check_interval", 30),
+        max_connections=check_int(max_connections, "max_connections"),
+        timeout=timeout,
+        retry=kwargs.pop("retry", Retry(NoBackoff(), 1, (redis_errors.ConnectionError,))),
         **kwargs,
     )
+    client: aioredis.Redis = aioredis.Redis.from_pool(pool)
     return client
 
 

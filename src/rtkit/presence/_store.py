@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,10 +12,11 @@ from pydantic import BaseModel, ConfigDict
 
 from .._core.clock import Clock
 from .._core.leased import EventPublisher, LeasedStore
-from .._core.leases import DEFAULT_TTL
+from .._core.leases import DEFAULT_TTL, ITEM_SEPARATOR
 from .._core.pages import Page
 from .._core.validate import check_cursor, check_id, check_limit, check_meta
-from .backends.base import OnlineUser, PresenceBackend, PresenceCount, Removed
+from ..errors import BackendUnavailable
+from .backends.base import Holding, OnlineUser, PresenceBackend, PresenceCount, Removed
 from .backends.memory import MemoryPresenceBackend
 
 __all__ = ["Departure", "EventPublisher", "PresenceEvent", "PresenceStore"]
@@ -50,6 +52,14 @@ class PresenceEvent(BaseModel):
     time: float
 
 
+@dataclass(frozen=True)
+class _Held:
+    """What this instance holds for one of its connections."""
+
+    user_id: str
+    meta: str | None  # compact JSON
+
+
 def settle_departures(removed: list[Removed]) -> list[Removed]:
     """Order removals of one pass by (user, sid) and report ``offline`` on the user's last.
 
@@ -72,7 +82,7 @@ def settle_departures(removed: list[Removed]) -> list[Removed]:
     ]
 
 
-class PresenceStore(LeasedStore[Removed, Departure]):
+class PresenceStore(LeasedStore[Removed, Departure, _Held, str]):
     """Who is online: several connections per user, shared by every server instance.
 
     A user comes online with their first connection and goes offline with the
@@ -89,6 +99,12 @@ class PresenceStore(LeasedStore[Removed, Departure]):
     ``close()`` removes this instance's connections at once; afterwards every
     operation raises [`Closed`][rtkit.errors.Closed] (``instance_id`` and
     ``ttl`` stay readable).
+
+    The instance is the authority on its own connections: the store keeps them
+    locally too, and its heartbeat puts the backend right when they disagree
+    (a connect that timed out but ran after all, a disconnect that never
+    arrived, a backend that lost its data, a purge while this instance was
+    paused), at most ``ttl / 3`` seconds after the backend answers again.
 
     Args:
         backend: Where the data lives; ``None`` for a private memory backend.
@@ -142,6 +158,8 @@ class PresenceStore(LeasedStore[Removed, Departure]):
             clock=clock,
             bus=bus,
         )
+        self._names: dict[str, str] = {}  # user id -> latest username given here
+        self._local_users: dict[str, int] = {}  # user id -> connections held here
 
     async def connect(
         self,
@@ -165,6 +183,9 @@ class PresenceStore(LeasedStore[Removed, Departure]):
             rtkit.errors.ValidationError: A bad id, username or meta, or ``sid``
                 is already connected as another user (nothing changes).
             rtkit.errors.PayloadTooLarge: An id or ``meta`` is too large.
+            rtkit.errors.BackendUnavailable: The backend did not answer in time:
+                the connection is not held, and whatever reached the backend is
+                undone by the heartbeat.
             rtkit.errors.Closed: The store was closed.
         """
         if not self._live:
@@ -174,9 +195,12 @@ class PresenceStore(LeasedStore[Removed, Departure]):
         if username is not None:
             check_id(username, "username")
         meta_json = None if meta is None else check_meta(meta)
-        online, at = await self._backend.connect(
-            self.instance_id, user_id, sid, username, meta_json, self._now(), self.ttl
-        )
+        async with self._transition(sid):
+            online, at = await self._backend.connect(
+                self.instance_id, user_id, sid, username, meta_json, self._now(), self.ttl
+            )
+            if self._arrived(sid):
+                self._keep(sid, user_id, username, meta_json)
         if online:
             await self._publish_event(
                 "presence.online",
@@ -189,14 +213,24 @@ class PresenceStore(LeasedStore[Removed, Departure]):
     async def disconnect(self, sid: str) -> Departure | None:
         """Remove the connection ``sid`` of this instance.
 
+        The instance stops holding it at once. When the backend does not answer
+        in time this logs a warning and returns None: the heartbeat removes it
+        there (publishing ``presence.offline`` if its user went offline).
+
         Returns:
-            What was removed, or None for a sid this instance does not hold.
+            What was removed, or None for a sid this instance does not hold (or
+            when the backend could not be told yet).
         """
         if not self._live:
             await self._ready()
-        removed = await self._backend.disconnect(
-            self.instance_id, check_id(sid, "sid"), self._now()
-        )
+        check_id(sid, "sid")
+        try:
+            async with self._transition(sid):
+                self._depart(sid)
+                removed = await self._backend.disconnect(self.instance_id, sid, self._now())
+        except BackendUnavailable as exc:
+            self._pending(sid, exc)
+            return None
         if removed is None:
             return None
         await self._announce_offline([removed])
@@ -252,11 +286,61 @@ class PresenceStore(LeasedStore[Removed, Departure]):
         """
         return await super().purge_expired()
 
+    # -- what this instance holds (see LeasedStore)
+
+    def _keep(self, sid: str, user_id: str, username: str | None, meta: str | None) -> None:
+        """A connect succeeded: hold ``sid`` (``meta`` None keeps the meta held, "{}" drops it)."""
+        old = self._held.get(sid)
+        if meta is None:
+            meta = None if old is None or old.user_id != user_id else old.meta
+        elif meta == "{}":
+            meta = None
+        self._hold(sid, _Held(user_id, meta))
+        if username is not None:
+            self._names[user_id] = username
+
+    def _hold(self, sid: str, held: _Held | None) -> None:
+        old = self._held.get(sid)
+        super()._hold(sid, held)
+        if old is not None:
+            left = self._local_users[old.user_id] - 1
+            if left:
+                self._local_users[old.user_id] = left
+            else:
+                del self._local_users[old.user_id]
+                self._names.pop(old.user_id, None)
+        if held is not None:
+            self._local_users[held.user_id] = self._local_users.get(held.user_id, 0) + 1
+
+    def _items(self, sid: str, held: _Held) -> Iterable[str]:
+        return (sid + ITEM_SEPARATOR + held.user_id,)
+
+    def _matches(self, view: str, held: _Held) -> bool:
+        return view == held.user_id
+
+    async def _restore(self, entries: list[tuple[str, _Held | None]]) -> list[Removed]:
+        holdings = [
+            (sid, None if h is None else Holding(h.user_id, self._names.get(h.user_id), h.meta))
+            for sid, h in entries
+        ]
+        removed, online, at = await self._backend.repair(
+            self.instance_id, self._now(), self.ttl, holdings
+        )
+        for user_id in online:
+            event = PresenceEvent(
+                user_id=user_id,
+                username=self._names.get(user_id),
+                instance_id=self.instance_id,
+                time=at,
+            )
+            await self._publish_event("presence.online", event)
+        return removed
+
     async def _beat(self) -> list[Departure]:
         removed = settle_departures(await self._purge_pass())
         if removed:
             logger.info(
-                "presence: purged %d connection(s) of expired instance(s) %s",
+                "presence: removed %d connection(s) of instance(s) %s (expired, or not held)",
                 len(removed),
                 sorted({r.instance_id for r in removed}),
             )

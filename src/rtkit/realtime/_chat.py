@@ -31,7 +31,6 @@ from ..errors import (
     NotMember,
     PayloadTooLarge,
     RateLimited,
-    TooManyRooms,
     ValidationError,
 )
 from ..presence import PresenceStore
@@ -309,10 +308,10 @@ class ChatService:
         if isinstance(data, str):
             data = {"roomId": data}
         room_id = self._room_id(_parse(RoomIn, data, "room:join").room_id)
-        mine = await self.rooms.rooms_of(who.user_id)
-        if room_id not in mine and len(mine) >= self.limits.max_rooms_per_user:
-            raise TooManyRooms(f"you are in {len(mine)} rooms already, the most allowed")
-        new = await self.rooms.join(room_id, who.user_id, sid)
+        # the room limit is checked in the same atomic step as the join (TooManyRooms)
+        new = await self.rooms.join(
+            room_id, who.user_id, sid, max_rooms=self.limits.max_rooms_per_user
+        )
         users = await self._members(room_id)
         joined = RoomJoined(room_id=room_id, users=users)
         outcome = Outcome(ack=wire(joined), enter=[room_channel(room_id)])

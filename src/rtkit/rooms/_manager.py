@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict
 
 from .._core.clock import Clock
 from .._core.leased import EventPublisher, LeasedStore
-from .._core.leases import DEFAULT_TTL
+from .._core.leases import DEFAULT_TTL, ITEM_SEPARATOR
 from .._core.pages import Page
-from .._core.validate import check_cursor, check_id, check_limit
-from .backends.base import RoomDeparture, RoomInfo, RoomsBackend
+from .._core.validate import check_cursor, check_id, check_int, check_limit
+from ..errors import BackendUnavailable, ValidationError
+from .backends.base import Membership, RoomDeparture, RoomInfo, RoomsBackend
 from .backends.memory import MemoryRoomsBackend
 
 __all__ = ["RoomEvent", "RoomManager"]
@@ -52,7 +54,11 @@ class RoomEvent(BaseModel):
     user_id: str
 
 
-class RoomManager(LeasedStore[RoomDeparture, RoomDeparture]):
+def _item(sid: str, user_id: str, room_id: str) -> str:
+    return ITEM_SEPARATOR.join((sid, user_id, room_id))
+
+
+class RoomManager(LeasedStore[RoomDeparture, RoomDeparture, Membership, Membership]):
     """Room membership shared by every server instance.
 
     Membership is per connection (sid) and reported per user: a user with two
@@ -66,6 +72,12 @@ class RoomManager(LeasedStore[RoomDeparture, RoomDeparture]):
     (less than ``2 * ttl``) seconds after its last heartbeat. ``close()`` removes this
     instance's memberships at once; afterwards every operation raises
     [`Closed`][rtkit.errors.Closed] (``instance_id`` and ``ttl`` stay readable).
+
+    The instance is the authority on its own connections' memberships: the
+    manager keeps them locally too, and its heartbeat puts the backend right
+    when they disagree (a call that timed out but ran after all, a leave that
+    never arrived, a backend that lost its data), at most ``ttl / 3`` seconds
+    after the backend answers again.
 
     Args:
         backend: Where the data lives; ``None`` for a private memory backend.
@@ -121,17 +133,27 @@ class RoomManager(LeasedStore[RoomDeparture, RoomDeparture]):
             bus=bus,
         )
 
-    async def join(self, room_id: str, user_id: str, sid: str) -> bool:
+    async def join(
+        self, room_id: str, user_id: str, sid: str, *, max_rooms: int | None = None
+    ) -> bool:
         """Put connection ``sid`` of ``user_id`` in ``room_id`` (created if new).
 
-        Joining again with the same sid is a no-op.
+        Joining again with the same sid is a no-op. With ``max_rooms``, a user
+        already in that many rooms (through any connection, on any instance)
+        cannot join another one: the check and the join are one atomic step,
+        so concurrent joins never go past the limit.
 
         Returns:
             True iff the user is new to the room (announce ``room:user:joined``).
 
         Raises:
-            rtkit.errors.ValidationError: A bad id, or ``sid`` is in rooms as
-                another user (nothing changes).
+            rtkit.errors.ValidationError: A bad id or ``max_rooms``, or ``sid``
+                is in rooms as another user (nothing changes).
+            rtkit.errors.TooManyRooms: The user is in ``max_rooms`` rooms
+                already and not in ``room_id`` (nothing changes).
+            rtkit.errors.BackendUnavailable: The backend did not answer in time:
+                the membership is not held, and whatever reached the backend is
+                undone by the heartbeat.
             rtkit.errors.Closed: The manager was closed.
         """
         if not self._live:
@@ -139,12 +161,22 @@ class RoomManager(LeasedStore[RoomDeparture, RoomDeparture]):
         check_id(room_id, "room_id")
         check_id(user_id, "user_id")
         check_id(sid, "sid")
-        return await self._backend.join(
-            self.instance_id, room_id, user_id, sid, self._now(), self.ttl
-        )
+        if max_rooms is not None:
+            check_int(max_rooms, "max_rooms", minimum=0, error=ValidationError)
+        async with self._transition(sid):
+            new = await self._backend.join(
+                self.instance_id, room_id, user_id, sid, self._now(), self.ttl, max_rooms
+            )
+            if self._arrived(sid):
+                self._enter(sid, user_id, room_id)
+        return new
 
     async def leave(self, room_id: str, sid: str) -> bool:
         """Take connection ``sid`` (of this instance) out of ``room_id``.
+
+        The instance stops holding the membership at once. When the backend
+        does not answer in time this logs a warning and returns False: the
+        heartbeat removes it there (publishing ``rooms.left``).
 
         Returns:
             True iff its user left the room completely (it was their last
@@ -153,17 +185,35 @@ class RoomManager(LeasedStore[RoomDeparture, RoomDeparture]):
         if not self._live:
             await self._ready()
         check_id(room_id, "room_id")
-        return await self._backend.leave(self.instance_id, room_id, check_id(sid, "sid"))
+        check_id(sid, "sid")
+        try:
+            async with self._transition(sid):
+                self._exit(sid, room_id)
+                return await self._backend.leave(self.instance_id, room_id, sid)
+        except BackendUnavailable as exc:
+            self._pending(sid, exc)
+            return False
 
     async def leave_all(self, sid: str) -> list[str]:
         """Take connection ``sid`` (of this instance) out of every room: call on disconnect.
+
+        The instance stops holding its memberships at once. When the backend
+        does not answer in time this logs a warning and returns ``[]``: the
+        heartbeat removes them there (publishing ``rooms.left``).
 
         Returns:
             The ids of the rooms its user left completely, sorted.
         """
         if not self._live:
             await self._ready()
-        return await self._backend.leave_all(self.instance_id, check_id(sid, "sid"))
+        check_id(sid, "sid")
+        try:
+            async with self._transition(sid):
+                self._depart(sid)
+                return await self._backend.leave_all(self.instance_id, sid)
+        except BackendUnavailable as exc:
+            self._pending(sid, exc)
+            return []
 
     async def members(self, room_id: str, cursor: str | None = None, limit: int = 100) -> Page[str]:
         """One page of the user ids in ``room_id``, sorted (an empty page for no such room).
@@ -215,10 +265,42 @@ class RoomManager(LeasedStore[RoomDeparture, RoomDeparture]):
         """
         return await super().purge_expired()
 
+    # -- what this instance holds (see LeasedStore)
+
+    def _enter(self, sid: str, user_id: str, room_id: str) -> None:
+        """A join succeeded: hold the membership (the digest changes by one item)."""
+        held = self._held.get(sid)
+        if held is None or held.user_id != user_id:
+            self._hold(sid, Membership(user_id, frozenset((room_id,))))
+        elif room_id not in held.rooms:
+            self._held[sid] = Membership(user_id, held.rooms | {room_id})
+            self._digest.add(_item(sid, user_id, room_id))
+
+    def _exit(self, sid: str, room_id: str) -> None:
+        held = self._held.get(sid)
+        if held is None or room_id not in held.rooms:
+            return
+        if len(held.rooms) == 1:
+            self._hold(sid, None)
+            return
+        self._held[sid] = Membership(held.user_id, held.rooms - {room_id})
+        self._digest.discard(_item(sid, held.user_id, room_id))
+
+    def _items(self, sid: str, held: Membership) -> Iterable[str]:
+        return (_item(sid, held.user_id, room) for room in held.rooms)
+
+    def _matches(self, view: Membership, held: Membership) -> bool:
+        return view == held
+
+    async def _restore(self, entries: list[tuple[str, Membership | None]]) -> list[RoomDeparture]:
+        return await self._backend.repair(self.instance_id, self._now(), self.ttl, entries)
+
     async def _beat(self) -> list[RoomDeparture]:
         removed = settle_room_departures(await self._purge_pass())
         if removed:
-            logger.info("rooms: purged %d membership(s) of expired instances", len(removed))
+            logger.info(
+                "rooms: removed %d membership(s) of expired instances or not held", len(removed)
+            )
         for gone in removed:
             if gone.left:
                 event = RoomEvent(room_id=gone.room_id, user_id=gone.user_id)

@@ -15,7 +15,7 @@ from typing import Protocol
 from ..._core.leases import LeaseBackend
 from ..._core.pages import Page
 
-__all__ = ["OnlineUser", "PresenceBackend", "PresenceCount", "Removed"]
+__all__ = ["Holding", "OnlineUser", "PresenceBackend", "PresenceCount", "Removed"]
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,29 @@ class Removed:
     time: float
 
 
-class PresenceBackend(LeaseBackend[Removed], Protocol):
+@dataclass(frozen=True)
+class Holding:
+    """What an instance holds for one of its connections, as ``repair`` puts it back.
+
+    ``username`` is the latest the instance was given for the user (set only
+    if the user has none); ``meta`` is compact JSON or ``None``.
+    """
+
+    user_id: str
+    username: str | None
+    meta: str | None
+
+
+class PresenceBackend(LeaseBackend[Removed, str], Protocol):
     """Where a [`PresenceStore`][rtkit.presence.PresenceStore] keeps its data.
 
     ``purge(instance_id, now, ttl, force)`` renews ``instance_id``'s lease (when
     given) and removes every connection of every expired instance (or of
     ``force`` only), reporting each as a ``Removed``; it also says whether
-    ``instance_id``'s lease was missing before the renewal.
+    ``instance_id``'s lease was missing before the renewal. Every transition
+    also keeps the instance's digest (items ``<sid>\x1f<user id>``), which
+    ``check`` compares; ``held`` lists an instance's connections as sid ->
+    user id.
     """
 
     async def connect(
@@ -81,6 +97,24 @@ class PresenceBackend(LeaseBackend[Removed], Protocol):
 
     async def disconnect(self, instance_id: str, sid: str, now: float | None) -> Removed | None:
         """Remove one connection of ``instance_id`` (``None`` if it has no such sid)."""
+        ...
+
+    async def repair(
+        self,
+        instance_id: str,
+        now: float | None,
+        ttl: float,
+        entries: list[tuple[str, Holding | None]],
+    ) -> tuple[list[Removed], list[str], float]:
+        """Make the backend hold exactly ``holding`` for each ``(sid, holding)`` of the instance.
+
+        In order: a sid held for another user is removed first; ``None``
+        removes the sid; a holding adds the sid when it is missing (not when
+        another instance holds it for that user), sets the username when the
+        user has none, and sets (or drops) the meta. Renews the lease.
+        Returns what was removed, the users who came online (in order), and
+        the time.
+        """
         ...
 
     async def is_online(self, user_id: str) -> bool:

@@ -6,12 +6,12 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Self
 
-from ..._core.leases import expired_instances, system_now
+from ..._core.leases import ITEM_SEPARATOR, Digest, expired_instances, system_now
 from ..._core.memory import shared_state
 from ..._core.pages import Page, page_of_sorted
 from ..._core.urls import BackendTarget
 from ...errors import ValidationError
-from .base import OnlineUser, PresenceBackend, PresenceCount, Removed
+from .base import Holding, OnlineUser, PresenceBackend, PresenceCount, Removed
 
 __all__ = ["MemoryPresenceBackend"]
 
@@ -33,6 +33,11 @@ class _State:
         self.users: dict[str, _User] = {}
         self.order: list[str] = []  # online user ids, sorted
         self.connections = 0
+        self.digests: dict[str, Digest] = {}  # instance id -> digest of its connections
+
+
+def _item(sid: str, user_id: str) -> str:
+    return sid + ITEM_SEPARATOR + user_id
 
 
 class MemoryPresenceBackend(PresenceBackend):
@@ -74,22 +79,39 @@ class MemoryPresenceBackend(PresenceBackend):
         s.leases[instance_id] = at + ttl
         online = False
         if owner is None:
-            if user is None:
-                user = s.users[user_id] = _User(username, at)
-                bisect.insort(s.order, user_id)
-                online = True
-            user.sids.add(sid)
-            s.instances.setdefault(instance_id, {})[sid] = user_id
-            s.connections += 1
-        assert user is not None
+            online = self._add(instance_id, user_id, sid, username, at)
+        else:
+            self._name(user_id, username)
+        self._set_meta(instance_id, sid, meta)
+        return online, at
+
+    def _add(
+        self, instance_id: str, user_id: str, sid: str, username: str | None, at: float
+    ) -> bool:
+        """Add a new connection; whether its user came online. Sets the username when given."""
+        s = self._s
+        user = s.users.get(user_id)
+        online = user is None
+        if user is None:
+            user = s.users[user_id] = _User(username, at)
+            bisect.insort(s.order, user_id)
+        user.sids.add(sid)
+        s.instances.setdefault(instance_id, {})[sid] = user_id
+        s.digests.setdefault(instance_id, Digest()).add(_item(sid, user_id))
+        s.connections += 1
+        self._name(user_id, username)
+        return online
+
+    def _name(self, user_id: str, username: str | None) -> None:
         if username is not None:
-            user.username = username
+            self._s.users[user_id].username = username
+
+    def _set_meta(self, instance_id: str, sid: str, meta: str | None) -> None:
         if meta is not None:
             if meta == "{}":
                 self._drop_meta(instance_id, sid)
             else:
-                s.meta.setdefault(instance_id, {})[sid] = meta
-        return online, at
+                self._s.meta.setdefault(instance_id, {})[sid] = meta
 
     def _drop_meta(self, instance_id: str, sid: str) -> None:
         metas = self._s.meta.get(instance_id)
@@ -106,6 +128,9 @@ class MemoryPresenceBackend(PresenceBackend):
         user_id = conns.pop(sid)
         if not conns:
             del s.instances[instance_id]
+        digest = s.digests.get(instance_id)
+        if digest is not None:
+            digest.discard(_item(sid, user_id))
         self._drop_meta(instance_id, sid)
         user = s.users[user_id]
         user.sids.discard(sid)
@@ -132,7 +157,52 @@ class MemoryPresenceBackend(PresenceBackend):
                 assert gone is not None
                 removed.append(gone)
             s.leases.pop(iid, None)
+            s.digests.pop(iid, None)
         return removed, missing
+
+    async def check(self, instance_id: str, digest: str, exclude: list[str]) -> bool:
+        mine = self._s.digests.get(instance_id, Digest()).copy()
+        conns = self._s.instances.get(instance_id, {})
+        for sid in exclude:
+            if sid in conns:
+                mine.discard(_item(sid, conns[sid]))
+        return mine.text == digest
+
+    async def held(self, instance_id: str, cursor: int) -> tuple[dict[str, str], int | None]:
+        return dict(self._s.instances.get(instance_id, {})), None
+
+    async def repair(
+        self,
+        instance_id: str,
+        now: float | None,
+        ttl: float,
+        entries: list[tuple[str, Holding | None]],
+    ) -> tuple[list[Removed], list[str], float]:
+        s = self._s
+        at = system_now(now)
+        s.leases[instance_id] = at + ttl
+        removed: list[Removed] = []
+        online: list[str] = []
+        for sid, holding in entries:
+            owner = s.instances.get(instance_id, {}).get(sid)
+            if owner is not None and (holding is None or owner != holding.user_id):
+                gone = self._remove(instance_id, sid, at)
+                assert gone is not None
+                removed.append(gone)
+                owner = None
+            if holding is None:
+                continue
+            user = s.users.get(holding.user_id)
+            if owner is None and (user is None or sid not in user.sids):
+                if self._add(instance_id, holding.user_id, sid, None, at):
+                    online.append(holding.user_id)
+                owner = holding.user_id
+            if owner is not None:
+                if s.users[owner].username is None:
+                    self._name(owner, holding.username)
+                self._drop_meta(instance_id, sid)
+                self._set_meta(instance_id, sid, holding.meta)
+        return removed, online, at
 
     async def is_online(self, user_id: str) -> bool:
         return user_id in self._s.users

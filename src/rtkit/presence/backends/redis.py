@@ -11,7 +11,7 @@ from ..._core.pages import Page
 from ..._core.redis import Keyspace, RedisHandle, redis_unavailable
 from ..._core.urls import BackendTarget, check_prefix
 from ...errors import ValidationError
-from .base import OnlineUser, PresenceBackend, PresenceCount, Removed
+from .base import Holding, OnlineUser, PresenceBackend, PresenceCount, Removed
 
 __all__ = ["RedisPresenceBackend"]
 
@@ -22,6 +22,9 @@ BUCKETS = 1024
 #: Buckets emptied per script call when purging an instance (bounds how long one
 #: call blocks Redis).
 BUCKETS_PER_PURGE = 32
+
+#: Buckets listed per script call when reconciling an instance (8 calls in all).
+BUCKETS_PER_LISTING = 128
 
 _META = "\x1f"  # field names starting with it are not sids (ids have no control characters)
 
@@ -109,6 +112,36 @@ class RedisPresenceBackend(PresenceBackend):
         if not reply:
             return None
         return _removed(reply[:6], float(reply[6]))[0]
+
+    async def check(self, instance_id: str, digest: str, exclude: list[str]) -> bool:
+        left_out = [part for sid in exclude for part in (sid, _bucket(sid))]
+        return bool(await self._run("check", None, instance_id, digest, *left_out))
+
+    async def held(self, instance_id: str, cursor: int) -> tuple[dict[str, str], int | None]:
+        stop = min(cursor + BUCKETS_PER_LISTING, BUCKETS)
+        flat = await self._run("held", None, instance_id, cursor, stop)
+        chunk = {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return chunk, (None if stop >= BUCKETS else stop)
+
+    async def repair(
+        self,
+        instance_id: str,
+        now: float | None,
+        ttl: float,
+        entries: list[tuple[str, Holding | None]],
+    ) -> tuple[list[Removed], list[str], float]:
+        args: list[Any] = []
+        for sid, h in entries:
+            if h is None:
+                args += [sid, _bucket(sid), "", "0", "", "del", ""]
+            else:
+                named = h.username is not None
+                meta = ("set", h.meta) if h.meta is not None else ("del", "")
+                args += [sid, _bucket(sid), h.user_id, "1" if named else "0", h.username or ""]
+                args += meta
+        reply = await self._run("repair", now, instance_id, repr(ttl), *args)
+        at = float(reply[0])
+        return _removed(reply[1], at), [str(u) for u in reply[2]], at
 
     async def purge(
         self, instance_id: str | None, now: float | None, ttl: float, force: str | None

@@ -15,7 +15,7 @@ from typing import Protocol
 from ..._core.leases import LeaseBackend
 from ..._core.pages import Page
 
-__all__ = ["RoomDeparture", "RoomInfo", "RoomsBackend"]
+__all__ = ["Membership", "RoomDeparture", "RoomInfo", "RoomsBackend"]
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,24 @@ class RoomDeparture:
     left: bool
 
 
-class RoomsBackend(LeaseBackend[RoomDeparture], Protocol):
+@dataclass(frozen=True)
+class Membership:
+    """The rooms one connection (sid) of an instance is in, and its user."""
+
+    user_id: str
+    rooms: frozenset[str]
+
+
+class RoomsBackend(LeaseBackend[RoomDeparture, Membership], Protocol):
     """Where a [`RoomManager`][rtkit.rooms.RoomManager] keeps its data.
 
     ``purge(instance_id, now, ttl, force)`` renews ``instance_id``'s lease (when
     given) and removes every membership of every expired instance (or of
     ``force`` only), reporting each as a ``RoomDeparture``; it also says
-    whether ``instance_id``'s lease was missing before the renewal.
+    whether ``instance_id``'s lease was missing before the renewal. Every
+    transition also keeps the instance's digest (items
+    ``<sid>\x1f<user id>\x1f<room id>``), which ``check`` compares; ``held``
+    lists an instance's connections as sid -> ``Membership``.
     """
 
     async def join(
@@ -58,11 +69,14 @@ class RoomsBackend(LeaseBackend[RoomDeparture], Protocol):
         sid: str,
         now: float | None,
         ttl: float,
+        max_rooms: int | None = None,
     ) -> bool:
         """Put a connection in a room and renew the lease; whether the user is new to it.
 
-        Raises ``ValidationError`` when ``sid`` is in rooms as another user
-        (nothing changes).
+        Raises ``ValidationError`` when ``sid`` is in rooms as another user, and
+        ``TooManyRooms`` when the user is not in ``room_id`` yet and already in
+        ``max_rooms`` rooms (through any connection, on any instance); either way
+        nothing changes. The check and the join are one atomic step.
         """
         ...
 
@@ -72,6 +86,22 @@ class RoomsBackend(LeaseBackend[RoomDeparture], Protocol):
 
     async def leave_all(self, instance_id: str, sid: str) -> list[str]:
         """Take a connection out of every room; the rooms its user left, sorted."""
+        ...
+
+    async def repair(
+        self,
+        instance_id: str,
+        now: float | None,
+        ttl: float,
+        entries: list[tuple[str, Membership | None]],
+    ) -> list[RoomDeparture]:
+        """Make each ``(sid, membership)`` of the instance be in exactly those rooms.
+
+        In order: a sid held for another user leaves all its rooms first;
+        ``None`` takes the sid out of every room; a membership takes it out of
+        the rooms not listed and puts it in those it misses (no room limit).
+        Renews the lease. Returns the memberships removed.
+        """
         ...
 
     async def members(self, room_id: str, cursor: str | None, limit: int) -> Page[str]:

@@ -6,12 +6,12 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Self
 
-from ..._core.leases import expired_instances, system_now
+from ..._core.leases import ITEM_SEPARATOR, Digest, expired_instances, system_now
 from ..._core.memory import shared_state
 from ..._core.pages import Page, page_of_sorted
 from ..._core.urls import BackendTarget
-from ...errors import ValidationError
-from .base import RoomDeparture, RoomInfo, RoomsBackend
+from ...errors import TooManyRooms, ValidationError
+from .base import Membership, RoomDeparture, RoomInfo, RoomsBackend
 
 __all__ = ["MemoryRoomsBackend"]
 
@@ -38,6 +38,11 @@ class _State:
         self.order: list[str] = []  # room ids, sorted
         self.users: dict[str, dict[str, int]] = {}  # user id -> room id -> connections
         self.sids: dict[str, dict[str, _Sid]] = {}  # instance id -> sid -> memberships
+        self.digests: dict[str, Digest] = {}  # instance id -> digest of its memberships
+
+
+def _item(sid: str, user_id: str, room_id: str) -> str:
+    return ITEM_SEPARATOR.join((sid, user_id, room_id))
 
 
 class MemoryRoomsBackend(RoomsBackend):
@@ -66,18 +71,29 @@ class MemoryRoomsBackend(RoomsBackend):
         sid: str,
         now: float | None,
         ttl: float,
+        max_rooms: int | None = None,
     ) -> bool:
         s = self._s
         at = system_now(now)
         conn = s.sids.get(instance_id, {}).get(sid)
         if conn is not None and conn.user_id != user_id:
             raise ValidationError(f"sid {sid!r} is in rooms as another user")
+        mine = s.users.get(user_id, {})
+        if max_rooms is not None and room_id not in mine and len(mine) >= max_rooms:
+            raise TooManyRooms(f"you are in {len(mine)} rooms already, the most allowed")
         s.leases[instance_id] = at + ttl
+        return self._enter(instance_id, room_id, user_id, sid, at)
+
+    def _enter(self, instance_id: str, room_id: str, user_id: str, sid: str, at: float) -> bool:
+        """Put a sid (not in rooms as another user) in a room; whether its user is new to it."""
+        s = self._s
+        conn = s.sids.get(instance_id, {}).get(sid)
         if conn is None:
             conn = s.sids.setdefault(instance_id, {})[sid] = _Sid(user_id)
         if room_id in conn.rooms:
             return False
         conn.rooms.add(room_id)
+        s.digests.setdefault(instance_id, Digest()).add(_item(sid, user_id, room_id))
         mine = s.users.setdefault(user_id, {})
         mine[room_id] = mine.get(room_id, 0) + 1
         if mine[room_id] > 1:
@@ -114,21 +130,73 @@ class MemoryRoomsBackend(RoomsBackend):
         if not conns:
             del self._s.sids[instance_id]
 
+    def _untrack(self, instance_id: str, sid: str, user_id: str, room_id: str) -> None:
+        self._s.digests[instance_id].discard(_item(sid, user_id, room_id))
+
     async def leave(self, instance_id: str, room_id: str, sid: str) -> bool:
         conn = self._s.sids.get(instance_id, {}).get(sid)
         if conn is None or room_id not in conn.rooms:
             return False
-        conn.rooms.discard(room_id)
+        return self._leave_some(instance_id, sid, conn, {room_id})[0].left
+
+    def _leave_some(
+        self, instance_id: str, sid: str, conn: _Sid, rooms: set[str]
+    ) -> list[RoomDeparture]:
+        gone = []
+        for room in sorted(rooms):
+            conn.rooms.discard(room)
+            self._untrack(instance_id, sid, conn.user_id, room)
+            gone.append(RoomDeparture(room, conn.user_id, sid, self._drop(room, conn.user_id)))
         if not conn.rooms:
             self._forget_sid(instance_id, sid)
-        return self._drop(room_id, conn.user_id)
+        return gone
 
-    async def leave_all(self, instance_id: str, sid: str) -> list[str]:
+    def _leave_all(self, instance_id: str, sid: str) -> list[RoomDeparture]:
         conn = self._s.sids.get(instance_id, {}).get(sid)
         if conn is None:
             return []
-        self._forget_sid(instance_id, sid)
-        return sorted(room for room in conn.rooms if self._drop(room, conn.user_id))
+        return self._leave_some(instance_id, sid, conn, set(conn.rooms))
+
+    async def leave_all(self, instance_id: str, sid: str) -> list[str]:
+        return [d.room_id for d in self._leave_all(instance_id, sid) if d.left]
+
+    async def check(self, instance_id: str, digest: str, exclude: list[str]) -> bool:
+        mine = self._s.digests.get(instance_id, Digest()).copy()
+        conns = self._s.sids.get(instance_id, {})
+        for sid in exclude:
+            conn = conns.get(sid)
+            if conn is not None:
+                for room in conn.rooms:
+                    mine.discard(_item(sid, conn.user_id, room))
+        return mine.text == digest
+
+    async def held(self, instance_id: str, cursor: int) -> tuple[dict[str, Membership], int | None]:
+        conns = self._s.sids.get(instance_id, {})
+        return {sid: Membership(c.user_id, frozenset(c.rooms)) for sid, c in conns.items()}, None
+
+    async def repair(
+        self,
+        instance_id: str,
+        now: float | None,
+        ttl: float,
+        entries: list[tuple[str, Membership | None]],
+    ) -> list[RoomDeparture]:
+        s = self._s
+        at = system_now(now)
+        s.leases[instance_id] = at + ttl
+        removed: list[RoomDeparture] = []
+        for sid, want in entries:
+            conn = s.sids.get(instance_id, {}).get(sid)
+            if conn is not None and (want is None or conn.user_id != want.user_id):
+                removed += self._leave_all(instance_id, sid)
+                conn = None
+            if want is None:
+                continue
+            if conn is not None:
+                removed += self._leave_some(instance_id, sid, conn, conn.rooms - want.rooms)
+            for room in sorted(want.rooms):
+                self._enter(instance_id, room, want.user_id, sid, at)
+        return removed
 
     async def purge(
         self, instance_id: str | None, now: float | None, ttl: float, force: str | None
@@ -144,6 +212,7 @@ class MemoryRoomsBackend(RoomsBackend):
                         RoomDeparture(room, conn.user_id, sid, self._drop(room, conn.user_id))
                     )
             s.leases.pop(iid, None)
+            s.digests.pop(iid, None)
         return removed, missing
 
     async def count(self) -> int:

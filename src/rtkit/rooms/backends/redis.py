@@ -9,13 +9,18 @@ from ..._core.lifecycle import DEFAULT_TIMEOUT
 from ..._core.pages import Page
 from ..._core.redis import Keyspace, RedisHandle, redis_unavailable
 from ..._core.urls import BackendTarget, check_prefix
-from ...errors import ValidationError
-from .base import RoomDeparture, RoomInfo, RoomsBackend
+from ...errors import TooManyRooms, ValidationError
+from .base import Membership, RoomDeparture, RoomInfo, RoomsBackend
 
 __all__ = ["RedisRoomsBackend"]
 
 #: Connections taken out of their rooms per script call when purging an instance.
 PURGE_BATCH = 200
+
+#: Connections listed per script call (``HSCAN`` count) when reconciling an instance.
+LISTING_BATCH = 500
+
+_SEP = "\x1f"
 
 
 def _departures(flat: list[Any]) -> list[RoomDeparture]:
@@ -23,6 +28,10 @@ def _departures(flat: list[Any]) -> list[RoomDeparture]:
         RoomDeparture(flat[i], flat[i + 1], flat[i + 2], bool(flat[i + 3]))
         for i in range(0, len(flat), 4)
     ]
+
+
+def _rooms(joined: str) -> frozenset[str]:
+    return frozenset(room for room in joined.split(_SEP) if room)
 
 
 def _page_start(cursor: str | None) -> str:
@@ -61,10 +70,14 @@ class RedisRoomsBackend(RoomsBackend):
         sid: str,
         now: float | None,
         ttl: float,
+        max_rooms: int | None = None,
     ) -> bool:
-        reply = await self._run("join", now, instance_id, room_id, user_id, sid, repr(ttl))
+        limit = "" if max_rooms is None else max_rooms
+        reply = await self._run("join", now, instance_id, room_id, user_id, sid, repr(ttl), limit)
         if reply == -1:
             raise ValidationError(f"sid {sid!r} is in rooms as another user")
+        if isinstance(reply, list):  # {'too_many', rooms the user is in}
+            raise TooManyRooms(f"you are in {reply[1]} rooms already, the most allowed")
         return bool(reply)
 
     async def leave(self, instance_id: str, room_id: str, sid: str) -> bool:
@@ -73,6 +86,33 @@ class RedisRoomsBackend(RoomsBackend):
     async def leave_all(self, instance_id: str, sid: str) -> list[str]:
         reply = await self._run("leave_all", None, instance_id, sid)
         return sorted(d.room_id for d in _departures(reply) if d.left)
+
+    async def check(self, instance_id: str, digest: str, exclude: list[str]) -> bool:
+        return bool(await self._run("check", None, instance_id, digest, *exclude))
+
+    async def held(self, instance_id: str, cursor: int) -> tuple[dict[str, Membership], int | None]:
+        flat = await self._run("held", None, instance_id, cursor, LISTING_BATCH)
+        chunk = {
+            str(flat[i]): Membership(str(flat[i + 1]), _rooms(str(flat[i + 2])))
+            for i in range(1, len(flat), 3)
+        }
+        following = int(flat[0])
+        return chunk, (None if following == 0 else following)
+
+    async def repair(
+        self,
+        instance_id: str,
+        now: float | None,
+        ttl: float,
+        entries: list[tuple[str, Membership | None]],
+    ) -> list[RoomDeparture]:
+        args: list[str] = []
+        for sid, want in entries:
+            if want is None:
+                args += [sid, "", ""]
+            else:
+                args += [sid, want.user_id, _SEP.join(sorted(want.rooms))]
+        return _departures(await self._run("repair", now, instance_id, repr(ttl), *args))
 
     async def purge(
         self, instance_id: str | None, now: float | None, ttl: float, force: str | None
