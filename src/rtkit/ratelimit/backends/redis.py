@@ -24,18 +24,13 @@ from ..._core.deadline import Deadline
 from ..._core.lifecycle import DEFAULT_TIMEOUT
 from ..._core.redis import RedisHandle, load_lua, redis_unavailable
 from ..._core.urls import BackendTarget
+from ..._core.wire import PUSH, Wire, bare_streams, new_connection, reply_error
 from ...errors import BackendUnavailable, Closed
 from .._algorithms import now_us
 from .._limits import Limit, Outcome
 
-try:
-    import hiredis
-except ImportError:  # the rtkit[hiredis] extra is optional
-    hiredis = None  # type: ignore[assignment]
-
 __all__ = ["RedisRateLimitBackend"]
 
-_PUSH: Any = getattr(hiredis, "PushNotification", ())  # RESP3 push messages
 
 _SCRIPT = load_lua("rtkit.ratelimit", "ratelimit.lua")
 _SHA = hashlib.sha1(_SCRIPT.encode("utf-8")).hexdigest()
@@ -43,7 +38,6 @@ _MAX_BATCH = 512
 _MAX_CACHED = 1024
 
 _Call = tuple[bytes, "asyncio.Future[list[int]]"]
-_Wire = tuple[asyncio.StreamReader, asyncio.StreamWriter, Any]
 
 
 def _bulk(value: bytes) -> bytes:
@@ -86,7 +80,7 @@ class RedisRateLimitBackend:
         self._drainer: asyncio.Task[None] | None = None
         self._conn: AbstractConnection | None = None
         self._aborting: asyncio.Task[None] | None = None
-        self._wire: _Wire | None = None
+        self._wire: Wire | None = None
         self._tails: dict[tuple[Any, int, bool], bytes] = {}
         self._deadline = Deadline(timeout, "deciding a rate limit", self._abort)
         self.round_trips = 0
@@ -217,7 +211,7 @@ class RedisRateLimitBackend:
             writer.write(command)  # a lone command: nothing to drain
             self.round_trips += 1
             reply = parser.gets()
-            while reply is False or isinstance(reply, _PUSH):  # RESP3 pushes are not replies
+            while reply is False or isinstance(reply, PUSH):  # RESP3 pushes are not replies
                 if reply is False:
                     data = await reader.read(65536)
                     if not data:
@@ -233,12 +227,11 @@ class RedisRateLimitBackend:
                 raise
             raise error from exc
         deadline.end()
-        if isinstance(reply, hiredis.ReplyError):
-            if str(reply).startswith("NOSCRIPT"):  # the script was flushed: the queue reloads it
-                self._hand_over()
-                return await self._queued(command)
+        if isinstance(reply, Exception):
             self._hand_over()
-            raise redis_errors.ResponseError(str(reply))
+            if isinstance(reply_error(reply), redis_errors.NoScriptError):
+                return await self._queued(command)  # the script was flushed: the queue reloads it
+            raise reply_error(reply)
         self._hand_over()
         return reply  # type: ignore[no-any-return]
 
@@ -283,7 +276,7 @@ class RedisRateLimitBackend:
                 async with asyncio.timeout(self._timeout):
                     if not conn.is_connected:
                         await conn.connect()  # type: ignore[no-untyped-call]
-                        self._wire = _bare_streams(conn)
+                        self._wire = bare_streams(conn)
                     await conn.send_packed_command([c for c, _ in batch])
                     self.round_trips += 1
                     missing: list[_Call] = []
@@ -313,9 +306,7 @@ class RedisRateLimitBackend:
         send); each round trip as a whole is bounded by ``timeout`` instead.
         """
         if self._conn is None:
-            pool = self._handle.client.connection_pool
-            kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-            self._conn = pool.connection_class(**kwargs)
+            self._conn = new_connection(self._handle.client)
         return self._conn
 
     async def _release(self) -> None:
@@ -335,25 +326,6 @@ class RedisRateLimitBackend:
     def _fail(batch: list[_Call], exc: BaseException) -> None:
         for _, future in batch:
             _settle(future, exc=exc)
-
-
-def _bare_streams(conn: AbstractConnection) -> _Wire | None:
-    """The connection's streams and a hiredis reader, for the lone caller's round trips.
-
-    redis-py made the connection (TLS, AUTH, SELECT, RESP version); a lone
-    EVALSHA then needs none of its per-command layers. Only with hiredis, RESP2
-    or RESP3, and a redis-py that keeps its streams where this expects them; otherwise the
-    lone caller goes through redis-py's ``read_response``.
-    """
-    reader, writer = getattr(conn, "_reader", None), getattr(conn, "_writer", None)
-    if (
-        hiredis is None
-        or str(getattr(conn, "protocol", 2) or 2) not in ("2", "3")
-        or not isinstance(reader, asyncio.StreamReader)
-        or not isinstance(writer, asyncio.StreamWriter)
-    ):
-        return None
-    return reader, writer, hiredis.Reader()
 
 
 def _numbers(limit: Limit) -> tuple[int, int, int, int]:
