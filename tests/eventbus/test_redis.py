@@ -168,3 +168,50 @@ async def test_a_borrowed_client_stays_open_when_the_bus_never_started(
     bus = EventBus.from_url("redis://", prefix=redis_prefix, redis=redis_client)
     await bus.close()
     assert await redis_client.ping()
+
+
+async def _subscribers(client: aioredis.Redis, channel: str) -> int:
+    ((_, count),) = await client.pubsub_numsub(channel)
+    return int(count)
+
+
+async def test_a_bus_subscribes_only_while_it_has_subscriptions(
+    redis_url: str, redis_prefix: str, redis_client: aioredis.Redis
+) -> None:
+    """A bus that only publishes never reads its own events back from Redis."""
+    channel = f"{redis_prefix}eventbus:events"
+    async with EventBus.from_url(redis_url, prefix=redis_prefix, ping_interval=0.2) as bus:
+        await bus.publish("nobody.listens")
+        assert await _subscribers(redis_client, channel) == 0
+        received = Recorder()
+        subscription = bus.subscribe("news", received)
+        await bus.publish("news", 1)  # waits for the subscription: received
+        await received.wait(1)
+        assert await _subscribers(redis_client, channel) == 1
+        subscription()
+        await wait_until(lambda: bus._backend._reader is None or bus._backend._reader.done())
+        assert await _subscribers(redis_client, channel) == 0
+        bus.subscribe("news", received)  # and again
+        await bus.start()
+        await redis_client.publish(channel, '{"id": "x", "name": "news", "ts": 1, "data": 2}')
+        await received.wait(2)
+        assert received.data == [1, 2]
+
+
+async def test_events_nobody_subscribes_to_are_dropped_before_validation(
+    redis_url: str, redis_prefix: str, redis_client: aioredis.Redis
+) -> None:
+    failures: list[DeliveryFailure] = []
+    channel = f"{redis_prefix}eventbus:events"
+    async with EventBus.from_url(redis_url, prefix=redis_prefix, on_error=failures.append) as bus:
+        received = Recorder()
+        bus.subscribe("wanted", received)
+        await bus.start()
+        await redis_client.publish(channel, '{"name": "unwanted", "ts": "no id"}')
+        await redis_client.publish(channel, '{"name": "wanted", "ts": "no id"}')
+        await bus.publish("wanted", 1)
+        await received.wait(1)
+        await settle(bus)
+        assert len(failures) == 1  # the wanted one; the unwanted one was dropped unread
+        assert failures[0].event is None and isinstance(failures[0].error, ValidationError)
+        assert bus.stats().received == 2  # "wanted" and the barrier
