@@ -94,7 +94,7 @@ async def calibrate(batch: Batch, seconds: float) -> int:
         n *= 4 if elapsed < seconds / 40 else 2
 
 
-def _order(names: Sequence[str], round_: int) -> list[str]:
+def order(names: Sequence[str], round_: int) -> list[str]:
     """The contenders' order in one round: rotated, and reversed every other round."""
     k = round_ % len(names)
     order = list(names[k:]) + list(names[:k])
@@ -121,7 +121,7 @@ async def alternate(
             await after(name)
     rates: dict[str, list[float]] = {name: [] for name in batches}
     for round_ in range(rounds):
-        for name in _order(list(batches), round_):
+        for name in order(list(batches), round_):
             n = sizes[name]
             started = time.perf_counter()
             await batches[name](n)
@@ -137,7 +137,7 @@ async def alternate_rounds(
     """Each contender's figure per round, when a whole round is the unit (interleaved)."""
     figures: dict[str, list[float]] = {name: [] for name in measures}
     for round_ in range(rounds):
-        for name in _order(list(measures), round_):
+        for name in order(list(measures), round_):
             gc.collect()
             figures[name].append(await measures[name]())
     return figures
@@ -429,11 +429,20 @@ class Run:
         when = self.started.strftime("%Y-%m-%d")
         lines += [
             "",
-            f"Produced by `{self.command}` on {when} ({_commit()}). {self.machine()}."
+            f"Produced by `{self.command}` on {when}, rtkit at {_commit()}. "
+            f"{self.machine().replace('machine: ', 'Machine: ', 1)}."
             + (f" Servers: {servers}." if servers else ""),
-            f"{load}. {self.method()}",
+            "",
+            f"During the run: {load}. The machine is shared with other work running at "
+            "the same time: read the ratios; absolute rates move with the load.",
+            "",
+            "Method: the contenders run interleaved, in alternating order (short slices, or "
+            "whole rounds where a round is the unit); each round gives a ratio rtkit ÷ peer; "
+            "the table shows the median of those ratios and their min-max, and the median "
+            "rate with its min-max. No best-of.",
         ]
-        lines += [f"{note}" for note in self.notes]
+        for note in self.notes:
+            lines += ["", note]
         return "\n".join(lines)
 
 
@@ -445,7 +454,9 @@ def write_block(path: Path, name: str, body: str) -> None:
     )
     if not pattern.search(text):
         raise SystemExit(f"{path}: no <!-- bench:{name} --> ... <!-- /bench:{name} --> markers")
-    path.write_text(pattern.sub(lambda m: m.group(1) + body + m.group(2), text, count=1), "utf-8")
+    # Blank lines around the body: Markdown ends an HTML block (the marker) at a blank line.
+    new = pattern.sub(lambda m: m.group(1) + "\n" + body + "\n" + m.group(2), text, count=1)
+    path.write_text(new, "utf-8")
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:
