@@ -106,7 +106,8 @@ class Subscription:
             None if model is None else pydantic.TypeAdapter(model)
         )
         self._is_coroutine = inspect.iscoroutinefunction(handler)
-        # The common case, handled by the fast path of EventBus._deliver.
+        # The common case, handled by the fast path of EventBus._deliver (and never
+        # true once the subscription is removed, so that one check does for both).
         self._plain = self._is_coroutine and not once and model is None
         self._active = True
 
@@ -209,7 +210,6 @@ class EventBus(Component):
         self._time = time.time if type(self._clock) is SystemClock else self._clock.time
         # Alone on its memory channel, a bus dispatches inside publish (see publish).
         self._receiver = self._deliver  # the one bound method the backend holds
-        self._alone = (self._receiver,)
         memory = self._backend
         self._hub = memory.hub if isinstance(memory, MemoryEventBusBackend) else None
         self._backend_started = False
@@ -362,7 +362,7 @@ class EventBus(Component):
         return subscription
 
     def _remove(self, subscription: Subscription) -> None:
-        subscription._active = False
+        subscription._active = subscription._plain = False
         try:
             self._subscriptions.remove(subscription)
         except ValueError:
@@ -413,7 +413,7 @@ class EventBus(Component):
         timestamp = self._time()
         self._published += 1
         hub = self._hub
-        if hub is None or hub.receivers != self._alone:
+        if hub is None or hub.solo is not self._receiver:
             await self._backend.send(event_name, event_id, timestamp, raw)
             return event_id
         # Alone on its memory channel (EventBus(), memory://): the backend would hand
@@ -425,7 +425,7 @@ class EventBus(Component):
             self._received += 1
             event = Event(event_name, _from_json(raw), event_id, timestamp)
             for subscription in subscriptions:
-                if subscription._plain and subscription._active:
+                if subscription._plain:  # active, a coroutine function, no model, not once
                     try:
                         await subscription.handler(event)  # type: ignore[misc]
                     except Exception as exc:

@@ -19,6 +19,12 @@ class _Hub:
 
     def __init__(self) -> None:
         self.receivers: tuple[Deliver, ...] = ()
+        self.solo: Deliver | None = None
+        """The one receiver, when there is exactly one (the bus's fast path reads it)."""
+
+    def set(self, receivers: tuple[Deliver, ...]) -> None:
+        self.receivers = receivers
+        self.solo = receivers[0] if len(receivers) == 1 else None
 
 
 class MemoryEventBusBackend:
@@ -65,9 +71,9 @@ class MemoryEventBusBackend:
             return
         joined = deliver in hub.receivers
         if on and not joined:
-            hub.receivers = (*hub.receivers, deliver)
+            hub.set((*hub.receivers, deliver))
         elif not on and joined:
-            hub.receivers = tuple(d for d in hub.receivers if d is not deliver)
+            hub.set(tuple(d for d in hub.receivers if d is not deliver))
 
     async def subscribed(self) -> None:
         """Nothing to wait for: joining the channel takes effect at once."""
