@@ -73,12 +73,19 @@ class NaivePresence:
 
 
 async def keys_bytes(client: aioredis.Redis, prefix: str) -> tuple[int, int]:
-    """(number of keys, sum of MEMORY USAGE) under ``prefix``."""
+    """(number of keys, sum of MEMORY USAGE) under ``prefix`` (pipelined per SCAN batch)."""
     total = count = 0
-    async for key in client.scan_iter(match=prefix + "*", count=5000):
-        total += await client.memory_usage(key, samples=0) or 0
-        count += 1
-    return count, total
+    cursor = 0
+    while True:
+        cursor, keys = await client.scan(cursor, match=prefix + "*", count=5000)
+        if keys:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.memory_usage(key, samples=0)
+            total += sum(size or 0 for size in await pipe.execute())
+            count += len(keys)
+        if cursor == 0:
+            return count, total
 
 
 async def drop(client: aioredis.Redis, prefix: str) -> None:
