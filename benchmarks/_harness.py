@@ -279,17 +279,25 @@ def _version(package: str) -> str:
 
 
 def _commit() -> str:
+    """HEAD's short id, with ``+changes`` when the code (not the docs a run writes) differs."""
     try:
-        out = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
             check=False,
             timeout=10,
-        )
-        return out.stdout.strip() or "?"
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src", "benchmarks"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "?"
+    return (head or "?") + ("+changes" if changed else "")
 
 
 def command_line() -> str:
