@@ -70,9 +70,12 @@ pytest: install services testdeps
 
 test: lint typecheck docs pytest
 
-bench: install
+# rtkit against its peers (the bench extra: blinker, pyee, limits, faststream), each
+# benchmark an interleaved run with ratios per round; never part of `make test`.
+# BENCH_ARGS=--quick for a short run; --write-docs writes the guides' tables.
+bench: install services testdeps
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .site .pytest_cache .mypy_cache .ruff_cache

@@ -1,65 +1,73 @@
-"""EventBus throughput against its peers, in one run.
+"""EventBus against its peers: blinker and pyee in process, raw redis-py pub/sub on Redis.
 
-In-process: publish N events to 1 and to 10 async handlers, timed until every
-handler ran, with rtkit's memory EventBus, blinker (``Signal.send_async``) and
-pyee (``AsyncIOEventEmitter``).
+Cases (each an interleaved series of short slices, see ``_harness.py``):
 
-Redis: publish N events with the subscriber in another process, with rtkit's
-Redis EventBus and with raw redis-py pub/sub: awaited one by one (throughput
-and p50 latency), and from 100 concurrent tasks (raw: pipelines of 100).
-Each Redis figure is the publishing side's rate; the table also says whether
-the subscriber process got every message.
+* in process, 1 and 10 async handlers: rtkit ``EventBus()`` ``await publish`` against
+  blinker ``await Signal.send_async`` (timed until every handler ran) and pyee
+  ``AsyncIOEventEmitter.emit`` (timed until every scheduled handler ran);
+* Redis, awaited one by one: rtkit ``EventBus.from_url(redis)`` (the default bus, with
+  no subscription in the publishing process) ``await publish`` against raw redis-py
+  ``await client.publish(channel, json.dumps(data))``;
+* Redis, 100 concurrent publishers: 100 tasks each awaiting rtkit's ``publish``, against
+  raw redis-py sending pipelines of 100 ``PUBLISH`` (the fastest way raw redis-py has).
 
-    python benchmarks/eventbus.py [--events N] [--redis URL] [--no-redis]
+On Redis each side has a subscriber in another process (rtkit: an ``EventBus`` with a
+``"*"`` handler; raw: redis-py ``pubsub.listen()`` decoding the JSON); after every slice
+the harness waits, outside the timed window, until that subscriber got every message,
+so neither side leaves a backlog for the other's slice, and checks that nothing was lost.
 
-Needs the ``bench`` extra (pyee, blinker). Never part of the test suite.
+    python benchmarks/eventbus.py [--quick] [--rounds N] [--slice-ms MS] [--redis URL]
+        [--no-redis] [--write-docs]
+
+Needs the ``bench`` extra (pyee, blinker).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import statistics
 import sys
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import _harness as h
 import blinker
 import pyee.asyncio
 import redis.asyncio as aioredis
 
 from rtkit import Event, EventBus
 
-REPEATS = 5
-
 # --------------------------------------------------------------------------- in process
 
 
-async def bench_rtkit(events: int, handlers: int) -> float:
+async def rtkit_batch(handlers: int) -> tuple[EventBus, h.Batch]:
+    bus = EventBus()
     count = 0
 
-    async with EventBus() as bus:
-        for _ in range(handlers):
+    for _ in range(handlers):
 
-            async def handler(event: Event[Any]) -> None:
-                nonlocal count
-                count += 1
+        async def handler(event: Event[Any]) -> None:
+            nonlocal count
+            count += 1
 
-            bus.subscribe("bench.event", handler)
-        started = time.perf_counter()
-        for i in range(events):
-            await bus.publish("bench.event", {"i": i})
-        elapsed = time.perf_counter() - started
-    assert count == events * handlers
-    return events / elapsed
+        bus.subscribe("bench.event", handler)
+    await bus.start()
+
+    async def batch(n: int) -> None:
+        nonlocal count
+        count = 0
+        publish = bus.publish
+        for i in range(n):
+            await publish("bench.event", {"i": i})
+        assert count == n * handlers
+
+    return bus, batch
 
 
-async def bench_blinker(events: int, handlers: int) -> float:
-    count = 0
+def blinker_batch(handlers: int) -> tuple[list[Any], h.Batch]:
     signal = blinker.Signal()
+    count = 0
     receivers = []
     for _ in range(handlers):
 
@@ -69,258 +77,262 @@ async def bench_blinker(events: int, handlers: int) -> float:
 
         receivers.append(handler)  # blinker holds receivers weakly
         signal.connect(handler)
-    started = time.perf_counter()
-    for i in range(events):
-        await signal.send_async("bench", data={"i": i})
-    elapsed = time.perf_counter() - started
-    assert count == events * handlers
-    return events / elapsed
+
+    async def batch(n: int) -> None:
+        nonlocal count
+        count = 0
+        send = signal.send_async
+        for i in range(n):
+            await send("bench", data={"i": i})
+        assert count == n * handlers
+
+    return receivers, batch
 
 
-async def bench_pyee(events: int, handlers: int) -> float:
-    count = 0
-    expected = events * handlers
-    done = asyncio.Event()
+def pyee_batch(handlers: int) -> h.Batch:
     emitter = pyee.asyncio.AsyncIOEventEmitter()
+    state = {"count": 0, "expected": 0}
+    done = asyncio.Event()
 
     for _ in range(handlers):  # pyee keeps one copy of a function: one closure each
 
         async def handler(data: Any) -> None:
-            nonlocal count
-            count += 1
-            if count == expected:
+            state["count"] += 1
+            if state["count"] == state["expected"]:
                 done.set()
 
         emitter.add_listener("bench.event", handler)
-    started = time.perf_counter()
-    for i in range(events):
-        emitter.emit("bench.event", {"i": i})
-    await done.wait()
-    elapsed = time.perf_counter() - started
-    return events / elapsed
+
+    async def batch(n: int) -> None:
+        state["count"], state["expected"] = 0, n * handlers
+        done.clear()
+        emit = emitter.emit
+        for i in range(n):
+            emit("bench.event", {"i": i})
+        await done.wait()
+
+    return batch
 
 
-async def best_of(runs: dict[str, Callable[[], Awaitable[float]]]) -> dict[str, float]:
-    """Each run REPEATS times, interleaved (the machine's load drifts), keeping the best."""
-    rates = dict.fromkeys(runs, 0.0)
-    for _ in range(REPEATS):
-        for name, run in runs.items():
-            rates[name] = max(rates[name], await run())
-    return rates
+async def in_process(run: h.Run, rounds: int, slice_ms: float) -> None:
+    for handlers in (1, 10):
+        bus, ours = await rtkit_batch(handlers)
+        keep, blink = blinker_batch(handlers)
+        figures = await h.alternate(
+            {"rtkit": ours, "blinker": blink, "pyee": pyee_batch(handlers)},
+            rounds=rounds,
+            slice_ms=slice_ms,
+        )
+        await bus.close()
+        del keep
+        case = f"in process, {handlers} async handler{'s' if handlers > 1 else ''}"
+        run.add(
+            h.compare(
+                case,
+                figures,
+                "rtkit",
+                ["blinker", "pyee"],
+                unit="events/s",
+                goals={"blinker": "≥ 1.1x"} if handlers == 1 else None,
+                labels={
+                    "rtkit": "rtkit EventBus() (memory)",
+                    "blinker": "blinker send_async",
+                    "pyee": "pyee AsyncIOEventEmitter",
+                },
+            )
+        )
 
 
 # --------------------------------------------------------------------------- Redis
 
 
 SUBSCRIBER = """
-import asyncio, sys
+import asyncio, json, sys
 import redis.asyncio as aioredis
 from rtkit import EventBus
 
-async def main(kind, url, name, expected):
+async def main(kind, url, name):
     count = 0
-    done = asyncio.Event()
     def seen(*args):
         nonlocal count
         count += 1
-        if count >= expected:
-            done.set()
-    async def wait_and_report(ready):
-        print(ready, flush=True)
-        try:
-            await asyncio.wait_for(done.wait(), 120)
-        except TimeoutError:
-            pass
-        print(count, flush=True)
+    async def serve():
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        print("ready", flush=True)
+        while line := await reader.readline():
+            expected = int(line)
+            for _ in range(3000):  # up to 30 s
+                if count >= expected:
+                    break
+                await asyncio.sleep(0.01)
+            print(count, flush=True)
     if kind == "raw":
         client = aioredis.Redis.from_url(url)
-        pubsub = client.pubsub()
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(name)
         async def read():
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
-                if message is not None:
-                    seen()
-        reader = asyncio.create_task(read())
-        await wait_and_report("ready")
-        reader.cancel()
+            async for message in pubsub.listen():
+                json.loads(message["data"])
+                seen()
+        task = asyncio.create_task(read())
+        await serve()
+        task.cancel()
     else:
         async with EventBus.from_url(url, prefix=name) as bus:
             bus.subscribe("*", seen)
-            await wait_and_report("ready")
+            await serve()
 
-asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
 """
 
 
 class Subscriber:
     """A subscriber in another process that counts what it receives."""
 
-    def __init__(self, kind: str, url: str, name: str, expected: int) -> None:
-        self.args = (kind, url, name, str(expected))
+    def __init__(self, kind: str, url: str, name: str) -> None:
+        self.args = (kind, url, name)
         self.process: asyncio.subprocess.Process | None = None
+        self.sent = 0
+        self.lost = 0
 
-    async def __aenter__(self) -> Subscriber:
+    async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", SUBSCRIBER, *self.args, stdout=asyncio.subprocess.PIPE
+            sys.executable,
+            "-c",
+            SUBSCRIBER,
+            *self.args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
         )
         assert self.process.stdout is not None
         line = await asyncio.wait_for(self.process.stdout.readline(), 30)
         assert line.strip() == b"ready", line
-        return self
+        await asyncio.sleep(0.2)  # the subscription is confirmed before "ready"; be generous
 
-    async def received(self) -> int:
-        assert self.process is not None and self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), 150)
-        return int(line)
+    async def caught_up(self) -> None:
+        """Wait until the subscriber received everything sent so far (outside the timing)."""
+        assert self.process is not None and self.process.stdin and self.process.stdout
+        self.process.stdin.write(b"%d\n" % self.sent)
+        await self.process.stdin.drain()
+        got = int(await asyncio.wait_for(self.process.stdout.readline(), 60))
+        self.lost = self.sent - got
 
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.process is not None
-        if self.process.returncode is None:
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
             self.process.kill()
-        await self.process.wait()
+            await self.process.wait()
 
 
-async def raw_sequential(client: aioredis.Redis, channel: str, events: int) -> list[float]:
-    latencies = []
-    for i in range(events):
-        started = time.perf_counter()
-        await client.publish(channel, json.dumps({"i": i}))
-        latencies.append(time.perf_counter() - started)
-    return latencies
+async def redis_cases(run: h.Run, url: str, rounds: int, slice_ms: float) -> None:
+    tag = uuid.uuid4().hex[:8]
+    channel = f"rtkit-bench-{tag}:raw"
+    prefix = f"rtkit-bench-{tag}:"
+    client = aioredis.Redis.from_url(url)
+    run.server("Redis", (await client.info("server"))["redis_version"])
+    bus = EventBus.from_url(url, prefix=prefix)
+    await bus.start()
+    subs = {"raw": Subscriber("raw", url, channel), "rtkit": Subscriber("bus", url, prefix)}
+    for sub in subs.values():
+        await sub.start()
 
+    def counted(name: str, batch: Callable[[int], Awaitable[None]]) -> h.Batch:
+        async def wrapped(n: int) -> None:
+            subs[name].sent += n
+            await batch(n)
 
-async def raw_pipelined(client: aioredis.Redis, channel: str, events: int) -> None:
-    for start in range(0, events, 100):
-        pipe = client.pipeline(transaction=False)
-        for i in range(start, min(start + 100, events)):
-            pipe.publish(channel, json.dumps({"i": i}))
-        await pipe.execute()
+        return wrapped
 
+    async def raw_sequential(n: int) -> None:
+        publish = client.publish
+        for i in range(n):
+            await publish(channel, json.dumps({"i": i}))
 
-async def bus_sequential(bus: EventBus, events: int) -> list[float]:
-    latencies = []
-    for i in range(events):
-        started = time.perf_counter()
-        await bus.publish("bench.event", {"i": i})
-        latencies.append(time.perf_counter() - started)
-    return latencies
+    async def rtkit_sequential(n: int) -> None:
+        publish = bus.publish
+        for i in range(n):
+            await publish("bench.event", {"i": i})
 
+    async def raw_pipelined(n: int) -> None:
+        for start in range(0, n, 100):
+            pipe = client.pipeline(transaction=False)
+            for i in range(start, min(start + 100, n)):
+                pipe.publish(channel, json.dumps({"i": i}))
+            await pipe.execute()
 
-async def bus_concurrent(bus: EventBus, events: int) -> None:
-    async def task(n: int) -> None:
-        for i in range(n, events, 100):
-            await bus.publish("bench.event", {"i": i})
+    async def rtkit_concurrent(n: int) -> None:
+        async def task(k: int) -> None:
+            for i in range(k, n, 100):
+                await bus.publish("bench.event", {"i": i})
 
-    await asyncio.gather(*(task(n) for n in range(100)))
+        await asyncio.gather(*(task(k) for k in range(min(n, 100))))
 
+    async def after(name: str) -> None:
+        await subs[name].caught_up()
 
-async def run_raw(
-    client: aioredis.Redis, url: str, mode: str, events: int
-) -> tuple[float, float, bool]:
-    channel = f"rtkit-bench-{uuid.uuid4().hex[:8]}:raw"
-    p50 = 0.0
-    async with Subscriber("raw", url, channel, events) as sub:
-        started = time.perf_counter()
-        if mode == "sequential":
-            p50 = statistics.median(await raw_sequential(client, channel, events)) * 1e6
-        else:
-            await raw_pipelined(client, channel, events)
-        rate = events / (time.perf_counter() - started)
-        return rate, p50, await sub.received() == events
-
-
-async def run_bus(
-    url: str, mode: str, events: int, publish_only: bool
-) -> tuple[float, float, bool]:
-    prefix = f"rtkit-bench-{uuid.uuid4().hex[:8]}:"
-    p50 = 0.0
-    async with (
-        Subscriber("bus", url, prefix, events) as sub,
-        EventBus.from_url(url, prefix=prefix, publish_only=publish_only) as bus,
-    ):
-        started = time.perf_counter()
-        if mode == "sequential":
-            p50 = statistics.median(await bus_sequential(bus, events)) * 1e6
-        else:
-            await bus_concurrent(bus, events)
-        rate = events / (time.perf_counter() - started)
-        return rate, p50, await sub.received() == events
-
-
-async def redis_rows(url: str, events: int) -> list[tuple[str, float, float, str, bool]]:
-    rows = []
-    client = aioredis.Redis.from_url(url, decode_responses=True)
+    labels = {
+        "rtkit": "rtkit EventBus (Redis, default)",
+        "raw": "raw redis-py publish",
+    }
     try:
-        for mode in ("sequential", "concurrent"):
-            runs = {
-                "raw": lambda m=mode: run_raw(client, url, m, events),
-                "bus": lambda m=mode: run_bus(url, m, events, False),
-                "bus, publish_only": lambda m=mode: run_bus(url, m, events, True),
-            }
-            best: dict[str, tuple[float, float]] = {}
-            all_received = dict.fromkeys(runs, True)
-            for _ in range(REPEATS):  # interleaved: the machine's load drifts
-                for name, run in runs.items():
-                    rate, p50, ok = await run()
-                    all_received[name] = all_received[name] and ok
-                    if name not in best or rate > best[name][0]:
-                        best[name] = (rate, p50)
-            label = "awaited one by one" if mode == "sequential" else "100 concurrent publishers"
-            raw_rate = best["raw"][0]
-            for name, (rate, p50) in best.items():
-                if name == "raw":
-                    who = "raw redis-py" + ("" if mode == "sequential" else " pipelined x100")
-                    ratio = ""
-                else:
-                    who = "rtkit EventBus" + name[3:]
-                    ratio = f"{rate / raw_rate:.2f}x raw"
-                rows.append((f"{label}: {who}", rate, p50, ratio, all_received[name]))
+        for case, ours, theirs, goal, peer in (
+            (
+                "Redis, awaited one by one",
+                rtkit_sequential,
+                raw_sequential,
+                "≥ 0.95x",
+                "raw redis-py publish",
+            ),
+            (
+                "Redis, 100 concurrent publishers",
+                rtkit_concurrent,
+                raw_pipelined,
+                "≥ 0.8x",
+                "raw redis-py, pipelines of 100",
+            ),
+        ):
+            figures = await h.alternate(
+                {"rtkit": counted("rtkit", ours), "raw": counted("raw", theirs)},
+                rounds=rounds,
+                slice_ms=slice_ms,
+                after=after,
+            )
+            run.add(
+                h.compare(
+                    case,
+                    figures,
+                    "rtkit",
+                    ["raw"],
+                    unit="events/s",
+                    goals={"raw": goal},
+                    labels={**labels, "raw": peer},
+                )
+            )
+        for name, sub in subs.items():
+            run.note(
+                f"{labels[name] if name == 'rtkit' else 'raw redis-py'}: its subscriber process "
+                f"received {sub.sent - sub.lost:,} of {sub.sent:,} events"
+            )
     finally:
+        for sub in subs.values():
+            await sub.stop()
+        await bus.close()
         await client.aclose()
-    return rows
-
-
-# --------------------------------------------------------------------------- main
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=20_000)
+    parser = h.arguments(__doc__, rounds=30)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--no-redis", action="store_true")
     args = parser.parse_args()
-    events = args.events
-
-    print(f"In-process publish, {events} events, best of {REPEATS}, timed until all handlers ran")
-    print(f"{'handlers':>8}  {'library':<28}{'events/s':>12}  ratio")
-    for handlers in (1, 10):
-        rates = await best_of(
-            {
-                "rtkit": lambda h=handlers: bench_rtkit(events, h),
-                "blinker": lambda h=handlers: bench_blinker(events, h),
-                "pyee": lambda h=handlers: bench_pyee(events, h),
-            }
-        )
-        rtkit_rate, blinker_rate, pyee_rate = rates["rtkit"], rates["blinker"], rates["pyee"]
-        print(f"{handlers:>8}  {'blinker send_async':<28}{blinker_rate:>12,.0f}")
-        print(f"{handlers:>8}  {'pyee AsyncIOEventEmitter':<28}{pyee_rate:>12,.0f}")
-        print(
-            f"{handlers:>8}  {'rtkit EventBus (memory)':<28}{rtkit_rate:>12,.0f}  "
-            f"{rtkit_rate / blinker_rate:.2f}x blinker, {rtkit_rate / pyee_rate:.2f}x pyee"
-        )
-
-    if args.no_redis:
-        return
-    redis_events = max(events // 4, 1000)
-    print(
-        f"\nRedis publish, {redis_events} events, subscriber in another process, best of {REPEATS}"
-    )
-    print(f"{'':<62}{'events/s':>10}{'p50 µs':>9}  {'ratio':<10} all received")
-    for label, rate, p50, ratio, ok in await redis_rows(args.redis, redis_events):
-        p50_text = f"{p50:.0f}" if p50 else "-"
-        print(f"{label:<62}{rate:>10,.0f}{p50_text:>9}  {ratio:<10} {ok}")
+    rounds = h.rounds_of(args)
+    run = h.Run("eventbus", args, ["blinker", "pyee"])
+    await in_process(run, rounds, args.slice_ms)
+    if not args.no_redis:
+        await redis_cases(run, args.redis, rounds, args.slice_ms)
+    run.finish("eventbus.md")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    h.run(main)

@@ -1,16 +1,30 @@
-"""Messaging throughput: rtkit against raw aio-pika and FastStream's RabbitBroker, in one run.
+"""Messaging on RabbitMQ: rtkit against aio-pika (and FastStream), configured as their users do.
 
-Three figures per library, in messages per second, on RabbitMQ:
+Every side uses a robust connection (``aio_pika.connect_robust``, what rtkit uses),
+persistent messages with a message id, a timestamp and a content type, and waits for
+the broker's publisher confirm of each message (``mandatory`` too). Cases, each a
+series of whole rounds (a round is the unit here: N messages), interleaved:
 
-* ``publish seq``: confirmed, persistent publishes one after another;
-* ``publish conc``: confirmed, persistent publishes with bounded concurrency (100 in flight
-  for every library; rtkit also with its default window of 1,000);
-* ``consume``: a prefilled queue consumed with prefetch 100, each message acked.
+* confirmed publish, one after another: ``await producer.send(queue, payload)``
+  against aio-pika ``await exchange.publish(message, routing_key)`` on a confirm
+  channel, and FastStream ``await broker.publish(payload, queue=..., persist=True)``;
+* confirmed publish, 100 in flight: rtkit ``MessageProducer(max_in_flight=100)
+  .send_many(queue, payloads)`` against 100 concurrent aio-pika / FastStream publishes
+  (an ``asyncio.Semaphore(100)``);
+* consume with prefetch 100, one ack per message after the handler: rtkit's
+  ``MessageConsumer.consume`` against an aio-pika ``queue.consume`` callback that
+  decodes the JSON and awaits ``message.ack()``. On the wire rtkit coalesces the acks
+  of handlers that finish in the same event-loop iteration into one ``basic.ack``
+  with ``multiple=True``; aio-pika sends one ``basic.ack`` per message. Both start
+  consuming inside the timed window (one round trip each) from a queue filled
+  beforehand.
 
-Run: ``python benchmarks/messaging.py [AMQP_URL] [--quick]``. The best of two rounds is kept
-(the second runs the libraries in reverse order).
-Wall-clock rates swing with other load on the machine; the client CPU time per message
-(``time.process_time``) is the steadier comparison.
+Besides the rate, each round records the client's CPU per message (this process)
+and the broker's (the ``beam.smp`` process, read from ``/proc`` when RabbitMQ runs
+on this machine), and how busy the broker was (CPU seconds per wall second; on
+this 2-core machine 2.0 is every core).
+
+    python benchmarks/messaging.py [--quick] [--rounds N] [--amqp URL] [--write-docs]
 """
 
 from __future__ import annotations
@@ -18,33 +32,45 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import Any
 
+import _harness as h
 import aio_pika
 
 from rtkit.messaging import MessageConsumer, MessageProducer, RabbitMQService
 
-URL = next((a for a in sys.argv[1:] if "://" in a), None) or os.environ.get(
-    "RTKIT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"
-)
-QUICK = "--quick" in sys.argv
-N_SEQ = 500 if QUICK else 2000
-N_CONC = 2000 if QUICK else 20000
-N_CONSUME = 2000 if QUICK else 20000
 WINDOW = 100
-ROUNDS = 1 if QUICK else 2
 
 
-def qname(lib: str) -> str:
-    return f"rtkit-bench-{lib}-{uuid.uuid4().hex[:8]}"
+def body(i: int) -> dict[str, Any]:
+    return {"i": i, "payload": "x" * 64}
 
 
-def body(i: int) -> bytes:
-    return json.dumps({"i": i, "payload": "x" * 64}).encode()
+def broker_pid() -> int | None:
+    """The RabbitMQ server's process on this machine (``beam.smp``), if any."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "beam.smp":
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
+def cpu_of(pid: int | None) -> float:
+    """CPU seconds (user + system) the process ``pid`` used so far; 0 if unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def bounded(n: int, window: int, send: Callable[[int], Awaitable[Any]]) -> None:
@@ -57,56 +83,9 @@ async def bounded(n: int, window: int, send: Callable[[int], Awaitable[Any]]) ->
     await asyncio.gather(*(one(i) for i in range(n)))
 
 
-class Figure(NamedTuple):
-    """Messages per second (wall clock) and client CPU microseconds per message."""
-
-    rate: float
-    cpu_us: float
-
-
-async def timed(n: int, run: Callable[[], Awaitable[Any]]) -> Figure:
-    started, cpu = time.perf_counter(), time.process_time()
-    await run()
-    return Figure(n / (time.perf_counter() - started), 1e6 * (time.process_time() - cpu) / n)
-
-
-class Admin:
-    """Declares, prefills and deletes the benchmark queues with raw aio-pika."""
-
-    async def start(self) -> None:
-        self.conn = await aio_pika.connect(URL)
-        self.ch = await self.conn.channel(publisher_confirms=True)
-
-    async def queue(self, lib: str) -> str:
-        name = qname(lib)
-        await self.ch.declare_queue(name, durable=True)
-        return name
-
-    async def prefill(self, queue: str, n: int) -> None:
-        ex = self.ch.default_exchange
-
-        async def send(i: int) -> None:
-            await ex.publish(
-                aio_pika.Message(body(i), delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                routing_key=queue,
-            )
-
-        await bounded(n, 500, send)
-
-    async def delete(self, queue: str) -> None:
-        await self.ch.queue_delete(queue)
-
-    async def close(self) -> None:
-        await self.conn.close()
-
-
 class Tally:
-    """Counts handled messages; ``done`` is set at ``n``."""
-
     def __init__(self, n: int) -> None:
-        self.n = n
-        self.count = 0
-        self.done = asyncio.Event()
+        self.n, self.count, self.done = n, 0, asyncio.Event()
 
     def add(self) -> None:
         self.count += 1
@@ -114,176 +93,236 @@ class Tally:
             self.done.set()
 
 
-# --------------------------------------------------------------------------- aio-pika
+class Meter:
+    """Runs one round and records its rate, the client's and the broker's CPU."""
+
+    def __init__(self, broker: int | None) -> None:
+        self.broker = broker
+        self.client_us: dict[str, list[float]] = {}
+        self.broker_us: dict[str, list[float]] = {}
+        self.broker_busy: dict[str, list[float]] = {}
+
+    def wrap(self, name: str, n: int, run: Callable[[], Awaitable[Any]]) -> h.Measure:
+        async def measure() -> float:
+            wall, cpu, broker = time.perf_counter(), time.process_time(), cpu_of(self.broker)
+            await run()
+            wall = time.perf_counter() - wall
+            cpu = time.process_time() - cpu
+            broker = cpu_of(self.broker) - broker
+            self.client_us.setdefault(name, []).append(1e6 * cpu / n)
+            self.broker_us.setdefault(name, []).append(1e6 * broker / n)
+            self.broker_busy.setdefault(name, []).append(broker / wall)
+            return n / wall
+
+        return measure
 
 
-async def bench_aio_pika(admin: Admin) -> dict[str, Figure]:
-    conn = await aio_pika.connect(URL)
-    ch = await conn.channel(publisher_confirms=True)
-    ex = ch.default_exchange
-    queue = await admin.queue("aiopika")
+async def main() -> None:
+    parser = h.arguments(__doc__, rounds=10)
+    parser.add_argument(
+        "--amqp", default=os.environ.get("RTKIT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    )
+    args = parser.parse_args()
+    rounds = h.rounds_of(args, quick=2)
+    n_seq, n_conc, n_consume = (300, 2000, 2000) if args.quick else (500, 4000, 4000)
+    run = h.Run("messaging", args, ["aio-pika", "aiormq", "faststream"])
+    url = args.amqp
+    meter = Meter(broker_pid())
+    if meter.broker is None:
+        run.note("RabbitMQ does not run on this machine: its CPU is not measured.")
 
-    async def send(i: int) -> None:
-        await ex.publish(
+    from faststream.rabbit import RabbitBroker
+
+    admin = await aio_pika.connect_robust(url)
+    admin_ch = await admin.channel(publisher_confirms=True)
+    run.server("RabbitMQ", str(admin.transport.connection.server_properties.get("version", "?")))
+    queues, declared = {}, []
+    for lib in ("rtkit", "aiopika", "faststream"):
+        queues[lib] = f"rtkit-bench-{lib}-{uuid.uuid4().hex[:8]}"
+        declared.append(await admin_ch.declare_queue(queues[lib], durable=True))
+
+    service = RabbitMQService.from_url(url, connection_name="rtkit-bench")
+    await service.start()
+    seq_producer = MessageProducer(service)
+    window_producer = MessageProducer(service, max_in_flight=WINDOW)
+    peer = await aio_pika.connect_robust(url)
+    peer_ch = await peer.channel(publisher_confirms=True)
+    exchange = peer_ch.default_exchange
+    stream = RabbitBroker(url, logger=None)
+    await stream.connect()
+
+    async def aio_send(i: int) -> None:
+        await exchange.publish(
             aio_pika.Message(
-                body(i),
+                json.dumps(body(i)).encode(),
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=uuid.uuid4().hex,
                 timestamp=time.time(),
                 content_type="application/json",
             ),
-            routing_key=queue,
+            routing_key=queues["aiopika"],
         )
 
-    async def seq() -> None:
-        for i in range(N_SEQ):
-            await send(i)
+    async def stream_send(i: int) -> None:
+        await stream.publish(body(i), queue=queues["faststream"], persist=True)
 
-    out = {"publish seq": await timed(N_SEQ, seq)}
-    out["publish conc"] = await timed(N_CONC, lambda: bounded(N_CONC, WINDOW, send))
-    await admin.delete(queue)
+    async def rtkit_seq() -> None:
+        for i in range(n_seq):
+            await seq_producer.send(queues["rtkit"], body(i))
 
-    queue = await admin.queue("aiopika")
-    await admin.prefill(queue, N_CONSUME)
-    cch = await conn.channel()
-    await cch.set_qos(prefetch_count=100)
-    q = await cch.declare_queue(queue, passive=True)
-    tally = Tally(N_CONSUME)
+    async def aio_seq() -> None:
+        for i in range(n_seq):
+            await aio_send(i)
 
-    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        json.loads(message.body)
-        await message.ack()
-        tally.add()
+    async def stream_seq() -> None:
+        for i in range(n_seq):
+            await stream_send(i)
 
-    async def consume() -> None:
-        await q.consume(on_message)
-        await tally.done.wait()
+    payloads = [body(i) for i in range(n_conc)]
 
-    out["consume"] = await timed(N_CONSUME, consume)
-    await conn.close()
-    await admin.delete(queue)
-    return out
+    async def purge() -> None:
+        for queue in declared:
+            await queue.purge()
 
-
-# --------------------------------------------------------------------------- FastStream
-
-
-async def bench_faststream(admin: Admin) -> dict[str, Figure]:
-    from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
-
-    broker = RabbitBroker(URL, logger=None)
-    await broker.connect()
-    queue = await admin.queue("faststream")
-
-    async def send(i: int) -> None:
-        await broker.publish({"i": i, "payload": "x" * 64}, queue=queue, persist=True)
-
-    async def seq() -> None:
-        for i in range(N_SEQ):
-            await send(i)
-
-    out = {"publish seq": await timed(N_SEQ, seq)}
-    out["publish conc"] = await timed(N_CONC, lambda: bounded(N_CONC, WINDOW, send))
-    await broker.stop()
-    await admin.delete(queue)
-
-    queue = await admin.queue("faststream")
-    await admin.prefill(queue, N_CONSUME)
-    consumer = RabbitBroker(URL, logger=None)
-    tally = Tally(N_CONSUME)
-
-    @consumer.subscriber(RabbitQueue(queue, durable=True), channel=Channel(prefetch_count=100))
-    async def handle(payload: dict[str, Any]) -> None:
-        tally.add()
-
-    async def consume() -> None:
-        await consumer.start()
-        await tally.done.wait()
-
-    out["consume"] = await timed(N_CONSUME, consume)
-    await consumer.stop()
-    await admin.delete(queue)
-    return out
-
-
-# --------------------------------------------------------------------------- rtkit
-
-
-async def bench_rtkit(admin: Admin) -> dict[str, Figure]:
-    service = RabbitMQService.from_url(URL, connection_name="rtkit-bench")
-    await service.start()
-    queue = await admin.queue("rtkit")
-    payload = {"payload": "x" * 64}
-    seq_producer = MessageProducer(service)
-
-    async def seq() -> None:
-        for i in range(N_SEQ):
-            await seq_producer.send(queue, {"i": i, **payload})
-
-    out = {"publish seq": await timed(N_SEQ, seq)}
-    p100 = MessageProducer(service, max_in_flight=WINDOW)
-    messages = [{"i": i, **payload} for i in range(N_CONC)]
-    out["publish conc"] = await timed(N_CONC, lambda: p100.send_many(queue, messages))
-    wide = MessageProducer(service)  # the default confirm window (1,000)
-    out["publish conc (window 1000)"] = await timed(N_CONC, lambda: wide.send_many(queue, messages))
-    await admin.delete(queue)
-
-    queue = await admin.queue("rtkit")
-    await admin.prefill(queue, N_CONSUME)
-    tally = Tally(N_CONSUME)
-
-    async def handle(payload: dict[str, Any]) -> None:
-        tally.add()
-
-    async def consume() -> None:
-        await MessageConsumer(service).consume(queue, handle, prefetch=100)
-        await tally.done.wait()
-
-    out["consume"] = await timed(N_CONSUME, consume)
-    await service.close()
-    await admin.delete(queue)
-    return out
-
-
-async def main() -> None:
-    admin = Admin()
-    await admin.start()
-    results: dict[str, dict[str, Figure]] = {}
-    benches = {"aio-pika": bench_aio_pika, "FastStream": bench_faststream, "rtkit": bench_rtkit}
+    labels = {
+        "rtkit": "rtkit MessageProducer",
+        "aio-pika": "aio-pika exchange.publish",
+        "faststream": "FastStream broker.publish",
+    }
     try:
-        for round_ in range(ROUNDS):
-            order = list(benches.items())
-            for lib, bench in order if round_ % 2 == 0 else reversed(order):
-                figures = await bench(admin)
-                best = results.setdefault(lib, {})
-                for key, value in figures.items():
-                    old = best.get(key, Figure(0.0, float("inf")))
-                    best[key] = Figure(max(old.rate, value.rate), min(old.cpu_us, value.cpu_us))
-    finally:
-        await admin.close()
+        for case, n, measures, goal in (
+            (
+                "RabbitMQ confirmed publish, sequential",
+                n_seq,
+                {"rtkit": rtkit_seq, "aio-pika": aio_seq, "faststream": stream_seq},
+                None,
+            ),
+            (
+                f"RabbitMQ confirmed publish, {WINDOW} in flight",
+                n_conc,
+                {
+                    "rtkit": lambda: window_producer.send_many(queues["rtkit"], payloads),
+                    "aio-pika": lambda: bounded(n_conc, WINDOW, aio_send),
+                    "faststream": lambda: bounded(n_conc, WINDOW, stream_send),
+                },
+                "≥ 1.3x",
+            ),
+        ):
+            wrapped = {name: meter.wrap(f"{case}/{name}", n, m) for name, m in measures.items()}
+            figures: dict[str, list[float]] = {name: [] for name in wrapped}
+            for round_ in range(rounds):
+                for name in h.order(list(wrapped), round_):
+                    figures[name].append(await wrapped[name]())
+                    await purge()
+            run.add(
+                h.compare(
+                    case,
+                    figures,
+                    "rtkit",
+                    ["aio-pika", "faststream"],
+                    unit="msg/s",
+                    goals={"aio-pika": goal} if goal else None,
+                    labels=labels,
+                )
+            )
+            cpu_rows(run, meter, case, list(wrapped), labels)
 
-    rows = ["publish seq", "publish conc", "publish conc (window 1000)", "consume"]
-    print(f"best of {ROUNDS} round(s); ratios against raw aio-pika (higher is better)")
-    for title, metric, higher_is_better in (
-        ("messages/s", "rate", True),
-        ("client CPU us/message", "cpu_us", False),
-    ):
-        print(f"\n{title:<28}{'aio-pika':>10}{'FastStream':>18}{'rtkit':>18}")
-        for row in rows:
-            base = results["aio-pika"]
-            ref = getattr(base[row if row in base else "publish conc"], metric)
-            cells = [f"{getattr(base[row], metric):>10.0f}" if row in base else f"{'-':>10}"]
-            for lib in ("FastStream", "rtkit"):
-                figure = results[lib].get(row)
-                if figure is None:
-                    cells.append(f"{'-':>18}")
-                else:
-                    value = getattr(figure, metric)
-                    ratio = value / ref if higher_is_better else ref / value
-                    cells.append(f"{value:>9.0f} ({ratio:4.2f}x)")
-            print(f"{row:<28}{''.join(cells)}")
-    print("\n(rtkit's 'window 1000' row is compared with aio-pika's 100-in-flight figure)")
+        # --- consume -------------------------------------------------------------
+        consumer = MessageConsumer(service)
+        aio_queue = await peer_ch.declare_queue(queues["aiopika"], passive=True)
+        consume_ch = await peer.channel()
+        await consume_ch.set_qos(prefetch_count=WINDOW)
+        aio_consume_queue = await consume_ch.declare_queue(queues["aiopika"], passive=True)
+        del aio_queue
+
+        async def prefill(queue: str) -> None:
+            ex = admin_ch.default_exchange
+
+            async def send(i: int) -> None:
+                await ex.publish(
+                    aio_pika.Message(
+                        json.dumps(body(i)).encode(),
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        content_type="application/json",
+                        message_id=uuid.uuid4().hex,
+                    ),
+                    routing_key=queue,
+                )
+
+            await bounded(n_consume, 500, send)
+
+        async def rtkit_consume() -> None:
+            tally = Tally(n_consume)
+
+            async def handle(payload: dict[str, Any]) -> None:
+                tally.add()
+
+            handle_ = await consumer.consume(queues["rtkit"], handle, prefetch=WINDOW)
+            await tally.done.wait()
+            await handle_.stop()
+
+        async def aio_consume() -> None:
+            tally = Tally(n_consume)
+
+            async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                json.loads(message.body)
+                await message.ack()
+                tally.add()
+
+            tag = await aio_consume_queue.consume(on_message)
+            await tally.done.wait()
+            await aio_consume_queue.cancel(tag)
+
+        consume_case = f"RabbitMQ consume, prefetch {WINDOW}, ack each"
+        measures = {
+            "rtkit": meter.wrap(f"{consume_case}/rtkit", n_consume, rtkit_consume),
+            "aio-pika": meter.wrap(f"{consume_case}/aio-pika", n_consume, aio_consume),
+        }
+        figures = {name: [] for name in measures}
+        for round_ in range(rounds):
+            for name in h.order(list(measures), round_):
+                await prefill(queues["rtkit" if name == "rtkit" else "aiopika"])
+                figures[name].append(await measures[name]())
+                await purge()
+        consume_labels = {"rtkit": "rtkit MessageConsumer", "aio-pika": "aio-pika queue.consume"}
+        run.add(
+            h.compare(
+                consume_case, figures, "rtkit", ["aio-pika"], unit="msg/s", labels=consume_labels
+            )
+        )
+        cpu_rows(run, meter, consume_case, list(measures), consume_labels)
+        run.note(
+            "Acks: both sides ack each message after its handler returned; rtkit sends the "
+            "acks of handlers that finished in the same event-loop iteration as one "
+            "`basic.ack` with `multiple=True`, aio-pika one `basic.ack` per message."
+        )
+        run.note(
+            "Client CPU = this process's CPU time per message; broker CPU = the RabbitMQ "
+            "server's (`beam.smp`) per message, and its CPU seconds per wall second (2.0 "
+            "is both cores of this machine). When the broker is that busy, it is the bound."
+        )
+    finally:
+        for queue in declared:
+            await queue.delete(if_unused=False, if_empty=False)
+        await stream.stop()
+        await peer.close()
+        await service.close()
+        await admin.close()
+    run.finish("messaging.md")
+
+
+def cpu_rows(run: h.Run, meter: Meter, case: str, names: list[str], labels: dict[str, str]) -> None:
+    """Per contender: client CPU and broker CPU per message, and how busy the broker was."""
+    for name in names:
+        key = f"{case}/{name}"
+        run.add(
+            [
+                h.Row(case, f"{labels[name]}: client CPU", meter.client_us[key], "µs/msg"),
+                h.Row(case, f"{labels[name]}: broker CPU", meter.broker_us[key], "µs/msg"),
+                h.Row(case, f"{labels[name]}: broker busy", meter.broker_busy[key], "CPU-s/s"),
+            ]
+        )
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    h.run(main)

@@ -1,29 +1,30 @@
-"""PresenceStore on Redis: throughput, paging latency, memory and round trips per connection.
+"""PresenceStore on Redis against the obvious hand-written Redis presence.
 
-Compares rtkit's PresenceStore (one Lua script per transition) with
+``naive``: a set of sids per user, a hash of user records and a set of online users,
+one command per step (what most ports of in-process presence maps look like), without crash
+purging. Figures: connect+disconnect pairs per second, round trips per connect, Redis
+bytes per online connection (``MEMORY USAGE`` of every key) and ``online_users`` pages
+per second with ``--users`` (default 100,000) users online, and ``close()`` time. Ids
+are realistic: UUID user ids, usernames like ``grace.lopez42``, 20-character sids.
 
-* ``naive``: the obvious hand-written Redis presence, a set of sids per user, a
-  hash of user records and a set of online users, one command per step (what
-  most ports of the seed's ``Map`` look like), without crash purging;
-* rtkit's memory backend (one process only), as the ceiling.
+    python benchmarks/presence.py [--quick] [--rounds N] [--redis URL] [--users 100000]
+        [--write-docs]
 
-Figures printed: connect+disconnect pairs per second, ``online_users`` page
-latency with ``--users`` (default 100,000) users online, Redis bytes per online
-connection (``MEMORY USAGE`` of every key, and the ``INFO memory`` delta), and
-round trips per connect. Never part of pass/fail.
-
-    python benchmarks/presence.py [--redis redis://127.0.0.1:6379] [--users 100000]
+Connect/disconnect and page latency are interleaved slices; the memory figures come
+from filling both stores in turn (twice, or once with ``--quick``, which also caps the
+users at 10,000).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import statistics
+import base64
+import random
 import time
 import uuid
 from typing import Any
 
+import _harness as h
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 
@@ -46,12 +47,13 @@ class NaivePresence:
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self.r, self.p = client, prefix
 
-    async def connect(self, user_id: str, sid: str) -> bool:
+    async def connect(self, user_id: str, sid: str, username: str) -> bool:
         await self.r.hset(self.p + "sids", sid, user_id)
         added = await self.r.sadd(self.p + "user:" + user_id, sid)
         first = added and await self.r.scard(self.p + "user:" + user_id) == 1
         if first:
-            await self.r.hset(self.p + "info:" + user_id, mapping={"at": time.time()})
+            info = {"at": time.time(), "username": username}
+            await self.r.hset(self.p + "info:" + user_id, mapping=info)
             await self.r.zadd(self.p + "online", {user_id: 0})
         return bool(first)
 
@@ -71,17 +73,19 @@ class NaivePresence:
 
 
 async def keys_bytes(client: aioredis.Redis, prefix: str) -> tuple[int, int]:
-    """(number of keys, sum of MEMORY USAGE) under ``prefix``."""
+    """(number of keys, sum of MEMORY USAGE) under ``prefix`` (pipelined per SCAN batch)."""
     total = count = 0
-    async for key in client.scan_iter(match=prefix + "*", count=5000):
-        total += await client.memory_usage(key, samples=0) or 0
-        count += 1
-    return count, total
-
-
-async def used_memory(client: aioredis.Redis) -> int:
-    info = await client.info("memory")
-    return int(info["used_memory"])
+    cursor = 0
+    while True:
+        cursor, keys = await client.scan(cursor, match=prefix + "*", count=5000)
+        if keys:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.memory_usage(key, samples=0)
+            total += sum(size or 0 for size in await pipe.execute())
+            count += len(keys)
+        if cursor == 0:
+            return count, total
 
 
 async def drop(client: aioredis.Redis, prefix: str) -> None:
@@ -95,12 +99,21 @@ async def drop(client: aioredis.Redis, prefix: str) -> None:
         await client.unlink(*batch)
 
 
-async def pairs_per_second(connect: Any, disconnect: Any, n: int) -> float:
-    start = time.perf_counter()
-    for i in range(n):
-        await connect(f"bench-user-{i % 500}", f"bench-sid-{i}")
-        await disconnect(f"bench-sid-{i}")
-    return n / (time.perf_counter() - start)
+FIRST = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"]
+LAST = ["smith", "jones", "garcia", "miller", "davis", "lopez", "wilson", "moore", "lee", "clark"]
+
+
+def user(i: int) -> tuple[str, str, str]:
+    """A realistic (user id, username, sid): a UUID, a name with digits, a Socket.IO sid.
+
+    Deterministic in ``i`` (both sides get the same data); a sid is 20 base64url
+    characters, like python-socketio's.
+    """
+    rng = random.Random(i)
+    user_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    username = f"{rng.choice(FIRST)}.{rng.choice(LAST)}{rng.randrange(100)}"
+    sid = base64.urlsafe_b64encode(rng.randbytes(15)).decode()
+    return user_id, username, sid
 
 
 async def fill(connect: Any, users: int, concurrency: int = 64) -> None:
@@ -108,124 +121,154 @@ async def fill(connect: Any, users: int, concurrency: int = 64) -> None:
 
     async def worker() -> None:
         for i in queue:
-            await connect(f"user-{i:07d}", f"sid-{i:07d}-abcdefgh")
+            user_id, username, sid = user(i)
+            await connect(user_id, sid, username)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def page_latency_ms(page: Any, rounds: int = 50) -> float:
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        await page()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+def pairs(connect: Any, disconnect: Any) -> h.Batch:
+    """``n`` connect + disconnect pairs (500 users, a new sid each time)."""
+    state = {"i": 0}
+
+    async def batch(n: int) -> None:
+        i = state["i"]
+        for k in range(i, i + n):
+            user_id, username, _ = user(k % 500)
+            sid = f"{k:020d}"
+            await connect(user_id, sid, username)
+            await disconnect(sid)
+        state["i"] = i + n
+
+    return batch
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = h.arguments(__doc__, rounds=20)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379")
     parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--pairs", type=int, default=3000)
     args = parser.parse_args()
-
+    rounds = h.rounds_of(args)
+    users = min(args.users, 10_000) if args.quick and args.users == 100_000 else args.users
+    fills = 1 if args.quick else 2
+    run = h.Run("presence", args)
     client = redis_client(args.redis, connection_class=CountingConnection, max_connections=128)
-    rows: list[tuple[str, str, str, str]] = []
+    run.server("Redis", (await client.info("server"))["redis_version"])
     try:
-        # --- throughput -------------------------------------------------
+        # --- connect + disconnect, round trips ----------------------------------
         prefix = f"rtb-{uuid.uuid4().hex[:6]}:"
         rt = PresenceStore.from_url(args.redis, prefix=prefix, redis=client)
         naive = NaivePresence(client, prefix + "naive:")
-        mem = PresenceStore()
-        rt_pairs = await pairs_per_second(rt.connect, rt.disconnect, args.pairs)
-        naive_pairs = await pairs_per_second(naive.connect, naive.disconnect, args.pairs)
-        mem_pairs = await pairs_per_second(mem.connect, mem.disconnect, args.pairs)
 
-        # --- round trips per connect ----------------------------------
-        before = CountingConnection.sent
-        for i in range(100):
-            await rt.connect(f"rt-{i}", f"rt-sid-{i}")
-        rt_trips = (CountingConnection.sent - before) / 100
-        before = CountingConnection.sent
-        for i in range(100):
-            await naive.connect(f"rt-{i}", f"rt-sid-{i}")
-        naive_trips = (CountingConnection.sent - before) / 100
+        async def rt_connect(user_id: str, sid: str, username: str) -> None:
+            await rt.connect(user_id, sid, username=username)
+
+        figures = await h.alternate(
+            {
+                "rtkit": pairs(rt_connect, rt.disconnect),
+                "naive": pairs(naive.connect, naive.disconnect),
+            },
+            rounds=rounds,
+            slice_ms=max(args.slice_ms, 100.0),
+        )
+        labels = {"rtkit": "rtkit PresenceStore (Redis)", "naive": "naive Redis presence"}
+        run.add(
+            h.compare(
+                "connect + disconnect", figures, "rtkit", ["naive"], unit="pairs/s", labels=labels
+            )
+        )
+        trips = {}
+        for name, connect in (("rtkit", rt_connect), ("naive", naive.connect)):
+            before = CountingConnection.sent
+            for i in range(100):
+                user_id, username, sid = user(10_000_000 + i)
+                await connect(user_id, sid, username)
+            trips[name] = (CountingConnection.sent - before) / 100
+        run.note(
+            f"Round trips per connect: rtkit {trips['rtkit']:.2f}, naive {trips['naive']:.2f} "
+            "(commands counted on the connection)."
+        )
         await rt.close()
         await drop(client, prefix)
 
-        # --- 100k users: memory and page latency -------------------------
-        rt_prefix = f"rtb-{uuid.uuid4().hex[:6]}:"
-        naive_prefix = f"rtb-{uuid.uuid4().hex[:6]}:"
-        rt = PresenceStore.from_url(args.redis, prefix=rt_prefix, redis=client)
-        naive = NaivePresence(client, naive_prefix)
-        base_mem = await used_memory(client)
-        await fill(rt.connect, args.users)
-        rt_info = (await used_memory(client) - base_mem) / args.users
-        _, rt_bytes = await keys_bytes(client, rt_prefix)
-        base_mem = await used_memory(client)
-        await fill(naive.connect, args.users)
-        naive_info = (await used_memory(client) - base_mem) / args.users
-        _, naive_bytes = await keys_bytes(client, naive_prefix)
-        await fill(mem.connect, args.users)
+        # --- N users online: bytes per connection, page latency -------------------
+        byte_figures: dict[str, list[float]] = {"rtkit": [], "naive": []}
+        page_figures: dict[str, list[float]] = {"rtkit": [], "naive": []}
+        closing: list[float] = []
+        for round_ in range(fills):
+            rt_prefix = f"rtb-{uuid.uuid4().hex[:6]}:"
+            naive_prefix = f"rtb-{uuid.uuid4().hex[:6]}:"
+            rt = PresenceStore.from_url(args.redis, prefix=rt_prefix, redis=client)
+            naive = NaivePresence(client, naive_prefix)
 
-        rt_page = await page_latency_ms(lambda: rt.online_users(limit=100))
-        rt_mid = await page_latency_ms(
-            lambda: rt.online_users(cursor=f"user-{args.users // 2:07d}", limit=100)
+            async def rt_fill(user_id: str, sid: str, username: str, rt: Any = rt) -> None:
+                await rt.connect(user_id, sid, username=username)
+
+            for name in h.order(["rtkit", "naive"], round_):
+                if name == "rtkit":
+                    await fill(rt_fill, users)
+                    byte_figures[name].append((await keys_bytes(client, rt_prefix))[1] / users)
+                else:
+                    await fill(naive.connect, users)
+                    byte_figures[name].append((await keys_bytes(client, naive_prefix))[1] / users)
+            assert (await rt.count()).users == users
+
+            async def rt_page(n: int, rt: Any = rt) -> None:
+                for _ in range(n):
+                    await rt.online_users(limit=100)
+
+            async def naive_page(n: int, naive: Any = naive) -> None:
+                for _ in range(n):
+                    await naive.page(100)
+
+            pages = await h.alternate(
+                {"rtkit": rt_page, "naive": naive_page},
+                rounds=max(3, rounds // 2),
+                slice_ms=max(args.slice_ms, 100.0),
+            )
+            for name in pages:
+                page_figures[name] += pages[name]
+            started = time.perf_counter()
+            await rt.close()  # clean shutdown: removes all of this instance's connections
+            closing.append(time.perf_counter() - started)
+            await drop(client, rt_prefix)
+            await drop(client, naive_prefix)
+
+        case = f"{users:,} users online, one connection each"
+        run.add(
+            [
+                h.Row(
+                    case,
+                    "rtkit: Redis bytes per connection",
+                    byte_figures["rtkit"],
+                    "B",
+                    goal="≤ 250 B",
+                ),
+                h.Row(case, "naive: Redis bytes per connection", byte_figures["naive"], "B"),
+            ]
         )
-        naive_page = await page_latency_ms(lambda: naive.page(100))
-        mem_page = await page_latency_ms(lambda: mem.online_users(limit=100))
-        assert (await rt.count()).users == args.users
-
-        start = time.perf_counter()
-        await rt.close()  # clean shutdown: removes all of this instance's connections
-        close_s = time.perf_counter() - start
-        await drop(client, rt_prefix)
-        await drop(client, naive_prefix)
-        await mem.close()
-
-        rows = [
-            (
-                "connect+disconnect pairs/s",
-                f"{rt_pairs:,.0f}",
-                f"{naive_pairs:,.0f}",
-                f"{mem_pairs:,.0f}",
-            ),
-            ("round trips per connect", f"{rt_trips:.2f}", f"{naive_trips:.2f}", "0"),
-            (
-                f"online_users page (100) at {args.users:,} users, ms",
-                f"{rt_page:.2f}",
-                f"{naive_page:.2f}",
-                f"{mem_page:.3f}",
-            ),
-            ("  page from the middle (cursor), ms", f"{rt_mid:.2f}", "-", "-"),
-            (
-                "bytes/connection (MEMORY USAGE)",
-                f"{rt_bytes / args.users:.0f}",
-                f"{naive_bytes / args.users:.0f}",
-                "-",
-            ),
-            (
-                "bytes/connection (INFO delta; shared server, noisy)",
-                f"{rt_info:.0f}",
-                f"{naive_info:.0f}",
-                "-",
-            ),
-            (f"close(): remove {args.users:,} connections, s", f"{close_s:.2f}", "-", "-"),
-        ]
+        run.add(
+            h.compare(
+                f"online_users page of 100 at {users:,} users",
+                page_figures,
+                "rtkit",
+                ["naive"],
+                unit="pages/s",
+                labels=labels,
+            )
+        )
+        run.add([h.Row(case, f"rtkit: close() removing {users:,} connections", closing, "s")])
+        run.note(
+            "Bytes per connection: the sum of `MEMORY USAGE` of every key of the store, "
+            "divided by the users; ids are UUIDs, usernames like `grace.lopez42`, sids 20 "
+            "base64url characters. The naive baseline is the obvious port of in-process presence maps to Redis: "
+            "a sid hash, a set and a hash per user and an online set, one command per step, "
+            "no crash handling. Presence code is not changed by this benchmark's run."
+        )
     finally:
         await client.aclose()
-
-    width = max(len(r[0]) for r in rows)
-    print(f"{'':<{width}}  {'rtkit redis':>12}  {'naive redis':>12}  {'rtkit memory':>12}")
-    for name, a, b, c in rows:
-        print(f"{name:<{width}}  {a:>12}  {b:>12}  {c:>12}")
-    print(
-        f"\nratios: rtkit/naive throughput {rt_pairs / naive_pairs:.2f}x, "
-        f"page latency {rt_page / naive_page:.2f}x, "
-        f"bytes/connection {rt_bytes / naive_bytes:.2f}x; "
-        f"memory/rtkit-redis throughput {mem_pairs / rt_pairs:.1f}x"
-    )
+    run.finish("presence.md")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    h.run(main)

@@ -1,156 +1,237 @@
-"""RateLimiter.hit() throughput: rtkit vs the ``limits`` library, memory and Redis.
+"""RateLimiter.hit() against the ``limits`` library and the bare EVALSHA round trip.
 
-Measured in one run, each for ``--seconds`` seconds:
+Cases (each an interleaved series of short slices, see ``_harness.py``), limit
+1000 hits per second per key (a hot key is then mostly denied, 10,000 keys mostly
+allowed):
 
-- one hot key, and 10,000 keys hit round-robin;
-- memory (sequential), Redis sequential, and Redis with 32 concurrent callers;
-- rtkit GCRA (the default), exact sliding window and sliding window counter;
-- ``limits`` (async API) moving window and sliding window counter, on its
-  ``MemoryStorage`` and its ``RedisStorage`` (with its default client, coredis;
-  ``--limits-client redispy`` for redis-py, the client rtkit uses);
-- the floor: a bare ``EVALSHA`` of a script that returns 1, through redis-py
-  (sequential: one round trip per call; concurrent: 32 callers on its pool).
+* memory, sequential, one hot key and 10,000 keys round-robin: rtkit's default
+  (GCRA) ``await limiter.hit(key, limit)`` against ``limits``' async API on its
+  ``MemoryStorage`` with the fixed window, the moving window and the sliding window
+  counter strategies;
+* Redis, sequential, hot key and 10,000 keys: rtkit against ``limits`` on redis-py
+  (``implementation="redispy"``: its common client, not its default coredis) with the
+  same three strategies, and against the **EVALSHA floor**: rtkit's own script with
+  the very same keys and arguments (so the server does the same work), sent
+  pre-packed on a raw asyncio connection (the least client work there is: write the
+  bytes, parse the reply with hiredis) and through redis-py's ``evalsha``;
+* Redis, 32 concurrent callers, hot key: rtkit against ``limits`` (redis-py) and
+  redis-py ``evalsha`` on its connection pool.
 
-The limit is 1000 hits per second per key, so a hot key is mostly denied and
-10,000 keys are mostly allowed. Each figure is the median of ``--rounds``
-rounds of ``--seconds``, the contenders taking turns within each round (the
-machine may be shared). Ratios are rtkit's default (GCRA) divided by the named
-peer in the same scenario.
-
-Run: ``.venv/bin/python benchmarks/ratelimit.py [--seconds 0.4] [--rounds 5] [--redis URL]``.
+    python benchmarks/ratelimit.py [--quick] [--rounds N] [--slice-ms MS] [--redis URL]
+        [--write-docs]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import statistics
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from typing import Any
 
+import _harness as h
+import hiredis
 import redis.asyncio as aioredis
 from limits import RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage
-from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+from limits.aio.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
 
 from rtkit.ratelimit import Limit, RateLimiter
+from rtkit.ratelimit.backends.redis import _SCRIPT, RedisRateLimitBackend
 
 AMOUNT, PERIOD = 1000, 1.0
 CONCURRENCY = 32
-Hit = Callable[[str], Awaitable[object]]
+HOT = ["ip:203.0.113.9"]
+MANY = [f"ip:10.{i // 256 % 256}.{i % 256}.{i // 65536}" for i in range(10_000)]
+LIMITS_STRATEGIES = {
+    "limits fixed window": FixedWindowRateLimiter,
+    "limits moving window": MovingWindowRateLimiter,
+    "limits window counter": SlidingWindowCounterRateLimiter,
+}
 
 
-async def measure(hit: Hit, keys: list[str], seconds: float, callers: int) -> float:
-    """Hits per second of ``callers`` tasks calling ``hit`` over ``keys`` for ``seconds``."""
-    done = 0
-    stop = time.perf_counter() + seconds
+def sequential(hit: Any, keys: list[str]) -> h.Batch:
+    """``n`` awaited hits, one after another, over ``keys`` round-robin."""
+    state = {"i": 0}
+    size = len(keys)
 
-    async def caller(offset: int) -> None:
-        nonlocal done
-        i = offset
-        n = len(keys)
-        while time.perf_counter() < stop:
-            for _ in range(50):
-                await hit(keys[i % n])
-                i += 1
-            done += 50
+    async def batch(n: int) -> None:
+        i = state["i"]
+        for _ in range(n):
+            await hit(keys[i % size])
+            i += 1
+        state["i"] = i
 
-    start = time.perf_counter()
-    await asyncio.gather(*(caller(c * 7919) for c in range(callers)))
-    return done / (time.perf_counter() - start)
+    return batch
+
+
+def concurrent(hit: Any, keys: list[str], callers: int) -> h.Batch:
+    """``n`` hits shared by ``callers`` concurrent tasks."""
+    size = len(keys)
+
+    async def batch(n: int) -> None:
+        async def caller(c: int) -> None:
+            for i in range(c, n, callers):
+                await hit(keys[i % size])
+
+        await asyncio.gather(*(caller(c) for c in range(callers)))
+
+    return batch
+
+
+class RawConnection:
+    """A bare asyncio Redis connection: write pre-packed bytes, parse the reply with hiredis."""
+
+    async def open(self, host: str, port: int) -> None:
+        self.reader, self.writer = await asyncio.open_connection(host, port)
+        self.parser = hiredis.Reader()
+
+    async def call(self, command: bytes) -> Any:
+        self.writer.write(command)
+        parser = self.parser
+        reply = parser.gets()
+        while reply is False:
+            parser.feed(await self.reader.read(65536))
+            reply = parser.gets()
+        return reply
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+async def memory_cases(run: h.Run, rounds: int, slice_ms: float) -> None:
+    item = RateLimitItemPerSecond(AMOUNT)
+    limit = Limit(AMOUNT, PERIOD)
+    for label, keys in (("hot key", HOT), ("10,000 keys", MANY)):
+        limiter = RateLimiter()
+        batches = {"rtkit": sequential(lambda key, lim=limiter: lim.hit(key, limit), keys)}
+        for name, strategy in LIMITS_STRATEGIES.items():
+            hit = strategy(MemoryStorage()).hit  # a storage each: their keys would collide
+            batches[name] = sequential(lambda key, hit=hit: hit(item, key), keys)
+        figures = await h.alternate(batches, rounds=rounds, slice_ms=slice_ms)
+        await limiter.close()
+        run.add(
+            h.compare(
+                f"memory, {label}",
+                figures,
+                "rtkit",
+                list(LIMITS_STRATEGIES),
+                unit="hits/s",
+                goals={"limits fixed window": "≥ 2x", "limits moving window": "≥ 2x"}
+                if label == "hot key"
+                else None,
+                labels={"rtkit": "rtkit RateLimiter() GCRA"},
+            )
+        )
+
+
+async def redis_cases(run: h.Run, url: str, rounds: int, slice_ms: float) -> None:
+    tag = uuid.uuid4().hex[:8]
+    prefix = f"rtkit-bench-{tag}:"
+    admin = aioredis.Redis.from_url(url, decode_responses=True)
+    run.server("Redis", (await admin.info("server"))["redis_version"])
+    sha = await admin.script_load(_SCRIPT)
+    limiter = RateLimiter.from_url(url, prefix=prefix, failure_policy="closed")
+    await limiter.start()
+    backend = limiter._backend
+    assert isinstance(backend, RedisRateLimitBackend)
+    limit = Limit(AMOUNT, PERIOD)
+    item = RateLimitItemPerSecond(AMOUNT)
+    strategies = {  # a storage (key prefix) each: their keys would collide
+        name: strategy(
+            RedisStorage(
+                url.replace("redis://", "async+redis://", 1),
+                implementation="redispy",
+                key_prefix=f"rtkit-bench-limits-{tag}-{i}",
+            )
+        )
+        for i, (name, strategy) in enumerate(LIMITS_STRATEGIES.items())
+    }
+    raw = RawConnection()
+    connection = admin.connection_pool.connection_kwargs
+    await raw.open(connection.get("host", "127.0.0.1"), connection.get("port", 6379))
+    py = aioredis.Redis.from_url(url)  # redis-py as its users make it
+    tail = ("", "1", "1", "g", AMOUNT, limit.period_us, limit.capacity, limit.emission_us)
+
+    def floors(keys: list[str]) -> dict[str, h.Batch]:
+        packed = {key: backend._pack(key, [limit], 1, True) for key in keys}
+        names = {key: backend.key(key, limit) for key in keys}
+        return {
+            "EVALSHA, raw connection": sequential(lambda key: raw.call(packed[key]), keys),
+            "EVALSHA, redis-py": sequential(
+                lambda key: py.evalsha(sha, 1, names[key], *tail), keys
+            ),
+        }
+
+    try:
+        for label, keys in (("hot key", HOT), ("10,000 keys", MANY)):
+            batches = {"rtkit": sequential(lambda key: limiter.hit(key, limit), keys)}
+            batches |= floors(keys)
+            for name, strategy in strategies.items():
+                batches[name] = sequential(lambda key, s=strategy: s.hit(item, key), keys)
+            figures = await h.alternate(batches, rounds=rounds, slice_ms=slice_ms)
+            run.add(
+                h.compare(
+                    f"Redis sequential, {label}",
+                    figures,
+                    "rtkit",
+                    [n for n in batches if n != "rtkit"],
+                    unit="hits/s",
+                    goals={"EVALSHA, raw connection": "≥ 0.95x"},
+                    labels={"rtkit": "rtkit RateLimiter (Redis) GCRA"},
+                )
+            )
+        names = {HOT[0]: backend.key(HOT[0], limit)}
+        batches = {
+            "rtkit": concurrent(lambda key: limiter.hit(key, limit), HOT, CONCURRENCY),
+            "EVALSHA, redis-py pool": concurrent(
+                lambda key: py.evalsha(sha, 1, names[key], *tail), HOT, CONCURRENCY
+            ),
+        }
+        for name, strategy in strategies.items():
+            batches[name] = concurrent(lambda key, s=strategy: s.hit(item, key), HOT, CONCURRENCY)
+        figures = await h.alternate(batches, rounds=rounds, slice_ms=slice_ms)
+        run.add(
+            h.compare(
+                f"Redis, {CONCURRENCY} concurrent callers, hot key",
+                figures,
+                "rtkit",
+                [n for n in batches if n != "rtkit"],
+                unit="hits/s",
+                labels={"rtkit": "rtkit RateLimiter (Redis) GCRA"},
+            )
+        )
+        run.note(
+            "The EVALSHA floor runs rtkit's own Lua script with the same keys and arguments "
+            "(the same work in Redis): the raw connection writes pre-packed bytes and parses "
+            "the reply with hiredis, the least client work possible; redis-py's `evalsha` is "
+            "the same call as a redis-py user would write it."
+        )
+    finally:
+        await limiter.close()
+        await raw.close()
+        await py.aclose()
+        keys_left = [k async for k in admin.scan_iter(match=f"rtkit-bench-*{tag}*", count=1000)]
+        for start in range(0, len(keys_left), 500):
+            await admin.delete(*keys_left[start : start + 500])
+        await admin.aclose()
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=0.4, help="per round")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument(
-        "--limits-client",
-        choices=["coredis", "redispy"],
-        default="coredis",
-        help="the Redis client limits uses (coredis is its default)",
-    )
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379")
+    parser = h.arguments(__doc__, rounds=30)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--no-redis", action="store_true")
     args = parser.parse_args()
-
-    run = uuid.uuid4().hex[:8]
-    rtkit_prefix = f"rtkit-bench-{run}:"
-    limits_prefix = f"rtkit-bench-limits-{run}"
-    item = RateLimitItemPerSecond(AMOUNT)
-    rtkit_limits = {
-        "rtkit gcra": Limit(AMOUNT, PERIOD),
-        "rtkit sliding window": Limit(AMOUNT, PERIOD, "sliding_window"),
-        "rtkit window counter": Limit(AMOUNT, PERIOD, "sliding_window_counter"),
-    }
-    admin = aioredis.Redis.from_url(args.redis, decode_responses=True)
-    sha = await admin.script_load("return 1")
-
-    rtkit_memory = RateLimiter()
-    rtkit_redis = RateLimiter.from_url(args.redis, prefix=rtkit_prefix, failure_policy="closed")
-    await rtkit_redis.start()
-    limits_memory = MemoryStorage()
-    limits_redis = RedisStorage(
-        args.redis.replace("redis://", "async+redis://", 1),
-        implementation=args.limits_client,
-        key_prefix=limits_prefix,
-    )
-
-    def contenders(backend: str) -> dict[str, Hit]:
-        rtkit = rtkit_memory if backend == "memory" else rtkit_redis
-        storage = limits_memory if backend == "memory" else limits_redis
-        found: dict[str, Hit] = {}
-        for name, limit in rtkit_limits.items():
-            found[name] = lambda key, limit=limit: rtkit.hit(key, limit)
-        moving = MovingWindowRateLimiter(storage)
-        counter = SlidingWindowCounterRateLimiter(storage)
-        found["limits moving window"] = lambda key: moving.hit(item, key)
-        found["limits window counter"] = lambda key: counter.hit(item, key)
-        if backend == "redis":
-            found["bare EVALSHA floor"] = lambda key: admin.evalsha(sha, 1, key)
-        return found
-
-    scenarios = [
-        ("memory", "hot key", 1),
-        ("memory", "10,000 keys", 1),
-        ("redis", "hot key", 1),
-        ("redis", "10,000 keys", 1),
-        ("redis", "hot key", CONCURRENCY),
-        ("redis", "10,000 keys", CONCURRENCY),
-    ]
-    results: dict[tuple[str, str, int], dict[str, float]] = {}
-    for backend, keyset, callers in scenarios:
-        keys = ["hot"] if keyset == "hot key" else [f"ip:{i}" for i in range(10_000)]
-        hits = contenders(backend)
-        rounds: dict[str, list[float]] = {name: [] for name in hits}
-        for _ in range(args.rounds):  # interleaved, so a busy moment hurts everyone
-            for name, hit in hits.items():
-                rounds[name].append(await measure(hit, keys, args.seconds, callers))
-        row = results.setdefault((backend, keyset, callers), {})
-        for name, rates in rounds.items():
-            row[name] = statistics.median(rates)
-            print(f"  {backend:6} {keyset:12} x{callers:<2} {name:22} {row[name]:>10,.0f}/s")
-
-    print()
-    print(f"hit()/s, limit {AMOUNT}/{PERIOD:g}s per key; ratio = rtkit gcra / peer")
-    header = f"{'scenario':32} {'contender':22} {'hits/s':>10} {'ratio':>7}"
-    print(header)
-    print("-" * len(header))
-    for (backend, keyset, callers), row in results.items():
-        label = f"{backend} {keyset}" + (f" x{callers} callers" if callers > 1 else " sequential")
-        ours = row["rtkit gcra"]
-        for name, rate in row.items():
-            ratio = "" if name.startswith("rtkit") else f"{ours / rate:6.2f}x"
-            print(f"{label:32} {name:22} {rate:>10,.0f} {ratio:>7}")
-            label = ""
-
-    await rtkit_memory.close()
-    await rtkit_redis.close()
-    keys_left = [k async for k in admin.scan_iter(match=f"rtkit-bench-*{run}*", count=1000)]
-    for start in range(0, len(keys_left), 500):
-        await admin.delete(*keys_left[start : start + 500])
-    await admin.aclose()
+    rounds = h.rounds_of(args)
+    run = h.Run("ratelimit", args, ["limits"])
+    await memory_cases(run, rounds, args.slice_ms)
+    if not args.no_redis:
+        await redis_cases(run, args.redis, rounds, args.slice_ms)
+    run.finish("ratelimit.md")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    h.run(main)

@@ -14,7 +14,7 @@ deliveries per second of the server process's own CPU time (read from ``/proc``;
 hardly depends on other load on the machine; for rtkit on Redis it leaves out the Redis
 server's CPU).
 
-The servers do the same broadcast (the seed's ``chat:message`` to the whole room and
+The servers do the same broadcast (the protocol's ``chat:message`` to the whole room and
 ``chat:message:sent`` back to the sender):
 
 - ``rtkit``: ``RealtimeServer`` on memory backends with JWT auth, payload validation,
@@ -27,8 +27,14 @@ The servers do the same broadcast (the seed's ``chat:message`` to the whole room
 - ``node socket.io``: the official Node.js server (``benchmarks/node/fanout_server.mjs``),
   installed from the npm registry into ``tests/node/node_modules`` (``make testdeps``).
 
-Run: ``.venv/bin/python benchmarks/realtime_fanout.py [--rounds 3] [--seconds 3]
-[--clients 50] [--servers rtkit,rtkit-redis,bare,node]``.
+- ``python-socketio on Redis``: the same bare server with python-socketio's
+  ``AsyncRedisManager``: the peer of rtkit on Redis.
+
+Rounds are interleaved (each round runs every server once, in rotated order) and the
+ratios are taken per round (see ``_harness.py``).
+
+Run: ``python benchmarks/realtime_fanout.py [--quick] [--rounds 5] [--seconds 2]
+[--clients 50] [--servers rtkit,rtkit-redis,bare,bare-redis,node] [--write-docs]``.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _harness as h
+
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "tests" / "node"
 NODE_SERVER = ROOT / "benchmarks" / "node" / "fanout_server.mjs"
@@ -57,6 +65,7 @@ LABELS = {
     "rtkit": "rtkit RealtimeServer",
     "rtkit-redis": "rtkit on Redis",
     "bare": "bare python-socketio",
+    "bare-redis": "bare python-socketio on Redis",
     "node": "node socket.io",
 }
 REDIS_URL = os.environ.get("RTKIT_REDIS_URL", "redis://127.0.0.1:6379")
@@ -112,14 +121,21 @@ def rtkit_app(url: str, prefix: str) -> Any:
     return RealtimeServer.from_url(url, secret=SECRET, prefix=prefix, limits=limits)
 
 
-def bare_app() -> Any:
-    """Bare python-socketio doing the seed's broadcast: no auth check, no validation."""
+def bare_app(redis_url: str | None = None, prefix: str = "") -> Any:
+    """Bare python-socketio doing the same broadcast: no auth check, no validation.
+
+    With ``redis_url``, emits go through python-socketio's ``AsyncRedisManager`` (as
+    when several instances run): the peer of rtkit on Redis.
+    """
     import socketio
 
     from rtkit._core.ids import new_id
     from rtkit.realtime._protocol import iso_time
 
-    sio = socketio.AsyncServer(async_mode="asgi")
+    manager = None
+    if redis_url is not None:
+        manager = socketio.AsyncRedisManager(redis_url, channel=f"{prefix}bare-socketio")
+    sio = socketio.AsyncServer(async_mode="asgi", client_manager=manager)
     users: dict[str, str] = {}
 
     @sio.event  # type: ignore[misc]
@@ -165,6 +181,8 @@ def serve(kind: str, port: int, prefix: str) -> None:
         app = rtkit_app("memory://", "rtkit:")
     elif kind == "rtkit-redis":
         app = rtkit_app(REDIS_URL, prefix)
+    elif kind == "bare-redis":
+        app = bare_app(REDIS_URL, prefix)
     else:
         app = bare_app()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
@@ -492,91 +510,121 @@ def delete_redis_keys(prefix: str) -> None:
 
 
 def main() -> None:
-    """Benchmark each server in turn and print the table with ratios."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="measured time per round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per server")
+    """Benchmark each server in interleaved rounds; ratios per round, median (min-max)."""
+    parser = h.arguments(__doc__, rounds=5)
+    parser.add_argument("--seconds", type=float, default=2.0, help="measured time per round")
     parser.add_argument("--clients", type=int, default=50, help="members of the room")
     parser.add_argument(
-        "--servers", default="rtkit,rtkit-redis,bare,node", help="which servers, comma-separated"
+        "--servers",
+        default="rtkit,rtkit-redis,bare,bare-redis,node",
+        help="which servers, comma-separated",
     )
-    parser.add_argument("--serve", choices=["rtkit", "rtkit-redis", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", choices=["rtkit", "rtkit-redis", "bare", "bare-redis"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default=REDIS_PREFIX, help=argparse.SUPPRESS)
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
-    args, _ = parser.parse_known_args()
+    args = parser.parse_args()
     if args.loadgen:
         loadgen_main()
         return
     if args.serve:
         serve(args.serve, args.port, args.prefix)
         return
+    rounds = h.rounds_of(args, quick=2)
+    seconds = min(args.seconds, 1.0) if args.quick else args.seconds
+    run = h.Run("realtime_fanout", args, ["python-socketio", "python-engineio", "uvicorn"])
 
     wanted = set(args.servers.split(","))
-    kinds = [(k, label) for k, label in LABELS.items() if k in wanted]
-    if ("node", LABELS["node"]) in kinds and not ensure_node_deps():
-        kinds.remove(("node", LABELS["node"]))
-        print("node socket.io: skipped (node/npm or the npm package is missing)")
-    if ("rtkit-redis", LABELS["rtkit-redis"]) in kinds and not redis_answers():
-        kinds.remove(("rtkit-redis", LABELS["rtkit-redis"]))
-        print(f"rtkit on Redis: skipped (no Redis at {REDIS_URL})")
-    print(
-        f"fan-out to a room of {args.clients} clients, paced; {args.rounds} rounds of "
-        f"{args.seconds:g} s per server, interleaved, medians shown; cores: {os.cpu_count()}, "
-        f"servers on core {SERVER_CORE}, load generator on core {LOADGEN_CORE}"
-    )
-    ports = {kind: free_port() for kind, _ in kinds}
-    procs = {kind: start_server(kind, ports[kind]) for kind, _ in kinds}
-    rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind, _ in kinds}
+    kinds = [k for k in LABELS if k in wanted]
+    if "node" in kinds:
+        if ensure_node_deps():
+            node = subprocess.run(["node", "--version"], capture_output=True, text=True)
+            run.server("Node.js", node.stdout.strip())
+        else:
+            kinds.remove("node")
+            run.note("node socket.io: skipped (node/npm or the npm package is missing)")
+    if any(k.endswith("redis") for k in kinds):
+        if redis_answers():
+            run.server("Redis", redis_version())
+        else:
+            kinds = [k for k in kinds if not k.endswith("redis")]
+            run.note(f"the Redis servers were skipped (no Redis at {REDIS_URL})")
+    ports = {kind: free_port() for kind in kinds}
+    procs = {kind: start_server(kind, ports[kind]) for kind in kinds}
+    results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     try:
-        for _ in range(args.rounds):  # interleaved: other load on the machine hits all alike
-            for kind, label in kinds:
-                try:
-                    figures = run_load(
-                        kind, ports[kind], procs[kind].pid, args.clients, args.seconds
-                    )
-                    rounds[kind].append(figures)
-                except Exception as exc:
-                    print(f"{label}: failed: {exc}")
+        for round_ in range(rounds):  # interleaved: other load on the machine hits all alike
+            for kind in h.order(kinds, round_):
+                figures = run_load(kind, ports[kind], procs[kind].pid, args.clients, seconds)
+                results[kind].append(figures)
     finally:
         for proc in procs.values():
             proc.terminate()
             proc.wait(timeout=10)
-        if "rtkit-redis" in procs:
+        if any(k.endswith("redis") for k in procs):
             delete_redis_keys(REDIS_PREFIX)
-    results = {
-        kind: {
-            key: statistics.median(r[key] for r in runs)
-            for key in ("per_second", "per_cpu_second", "p50_ms", "p99_ms")
-        }
-        | {"errors": sum(r["errors"] for r in runs)}
-        for kind, runs in rounds.items()
-        if runs
-    }
-    header = (
-        f"{'server':<21} {'deliveries/s':>12} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
-        f" {'vs py-sio':>9} {'vs node':>7} | {'per CPU-s':>10} {'vs py-sio':>9} {'vs node':>7}"
-    )
-    print(header)
-    print("-" * len(header))
-    for kind, label in kinds:
-        row = results.get(kind)
-        if row is None:
-            continue
-        ratios = []
-        for key in ("per_second", "per_cpu_second"):
-            for peer in ("bare", "node"):
-                base = results.get(peer, {}).get(key)
-                ratios.append(f"{row[key] / base:.2f}x" if base else "-")
-        print(
-            f"{label:<21} {row['per_second']:>12,.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f}"
-            f" {row['errors']:>6} {ratios[0]:>9} {ratios[1]:>7} |"
-            f" {row['per_cpu_second']:>10,.0f} {ratios[2]:>9} {ratios[3]:>7}"
+    report(run, results, args.clients)
+    run.finish("realtime.md")
+
+
+def report(run: h.Run, results: dict[str, list[dict[str, Any]]], clients: int) -> None:
+    """The rows: wall-clock and per-CPU-second deliveries, with the issue's pairings."""
+    wall = {k: [r["per_second"] for r in rs] for k, rs in results.items()}
+    cpu = {k: [r["per_cpu_second"] for r in rs] for k, rs in results.items()}
+    for kind, rs in results.items():
+        p50 = [r["p50_ms"] for r in rs]
+        run.add(
+            [
+                h.Row("fan-out, wall clock", LABELS[kind], wall[kind], "deliveries/s"),
+                h.Row(
+                    "fan-out, per CPU-second of the server",
+                    LABELS[kind],
+                    cpu[kind],
+                    "deliveries/CPU-s",
+                    note=f"p50 {statistics.median(p50):.2f} ms",
+                ),
+            ]
         )
-    print(
-        "deliveries/s: wall clock, paced; per CPU-s: deliveries per second of the server's "
-        "own CPU time (less sensitive to other load on the machine)"
+    for ours, peer, figure, goal in (
+        ("rtkit", "bare", wall, None),
+        ("rtkit-redis", "bare-redis", wall, "≥ 1.0x"),
+        ("rtkit", "bare", cpu, None),
+        ("rtkit-redis", "bare-redis", cpu, None),
+        ("rtkit", "node", cpu, "≥ 0.4x (moonshot 0.5x)"),
+        ("rtkit-redis", "node", cpu, None),
+    ):
+        if ours in figure and peer in figure:
+            case = "fan-out, wall clock" if figure is wall else "fan-out, per CPU-second"
+            run.add(
+                [
+                    h.Row(
+                        f"{case}: ratio",
+                        LABELS[ours],
+                        figure[ours],
+                        "deliveries/s" if figure is wall else "deliveries/CPU-s",
+                        ratio_to=LABELS[peer],
+                        ratio=h.ratios(figure[ours], figure[peer]),
+                        goal=goal or "",
+                    )
+                ]
+            )
+    micro = {k: [1e6 / v for v in vs if v] for k, vs in cpu.items()}
+    run.note(
+        f"A room of {clients} clients; one message at a time (the next when all members got "
+        "it). Server CPU per delivery, µs, median: "
+        + ", ".join(f"{LABELS[k]} {statistics.median(v):.1f}" for k, v in micro.items() if v)
+        + ". The servers run pinned to core 0, the load generator to core 1; Redis and other "
+        "work share the machine."
     )
+
+
+def redis_version() -> str:
+    import redis
+
+    with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
+        return str(client.info("server")["redis_version"])
 
 
 if __name__ == "__main__":

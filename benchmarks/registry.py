@@ -1,30 +1,30 @@
-"""discover() with 1,000 live instances of one service: latency and Redis round trips.
+"""discover() with 1,000 live instances of one service: rtkit against the KEYS-based Redis model.
 
-Compares rtkit's ServiceRegistry (memory; Redis: one Lua script) with the seed's
-Redis model (``KEYS service:<name>:*`` then one ``GET`` per key) and a pipelined
-variant of it (``KEYS`` then one ``MGET``), in one run on the same Redis.
+Compares rtkit's ServiceRegistry on Redis (one Lua script per ``discover``) with the
+the KEYS-based model (``KEYS service:<name>:*`` then one ``GET`` per key) and its pipelined
+variant (``KEYS`` then one ``MGET``), on the same Redis, as interleaved slices of
+sequential ``discover`` calls (see ``_harness.py``); rtkit's memory registry is shown
+as the ceiling. Round trips per call are counted on the client.
 
-    python benchmarks/registry.py [--redis URL] [--instances 1000]
+    python benchmarks/registry.py [--quick] [--rounds N] [--redis URL] [--instances 1000]
+        [--write-docs]
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
-import statistics
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import _harness as h
 import redis.asyncio as aioredis
 
 from rtkit.registry import ServiceRegistry
 
 
 class Counting:
-    """Counts the commands (round trips, none of these calls are pipelined) a client sends."""
+    """Counts the commands (round trips: none of these calls are pipelined) a client sends."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.calls = 0
@@ -37,44 +37,37 @@ class Counting:
         client.execute_command = counted  # type: ignore[method-assign]
 
 
-async def measure(
-    label: str, call: Callable[[], Awaitable[int]], rounds: int, counter: Counting | None
-) -> dict[str, Any]:
-    for _ in range(3):
-        await call()  # warm up (script load, connections)
-    before = counter.calls if counter else 0
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        found = await call()
-        times.append(time.perf_counter() - start)
-    trips = (counter.calls - before) / rounds if counter else 0
-    times.sort()
-    return {
-        "label": label,
-        "found": found,
-        "p50": statistics.median(times) * 1000,
-        "p99": times[min(len(times) - 1, int(len(times) * 0.99))] * 1000,
-        "trips": trips,
-    }
+def repeat(call: Callable[[], Awaitable[int]], expected: int) -> h.Batch:
+    async def batch(n: int) -> None:
+        for _ in range(n):
+            assert await call() == expected
+
+    return batch
 
 
-async def main(url: str, instances: int) -> None:
+async def main() -> None:
+    parser = h.arguments(__doc__, rounds=20)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--instances", type=int, default=1000)
+    args = parser.parse_args()
+    rounds = h.rounds_of(args)
+    instances = args.instances
+    run = h.Run("registry", args)
     prefix = f"rtkit-bench-{uuid.uuid4().hex[:8]}:"
-    client = aioredis.Redis.from_url(url, decode_responses=True)
+    client = aioredis.Redis.from_url(args.redis, decode_responses=True)
+    run.server("Redis", (await client.info("server"))["redis_version"])
     counter = Counting(client)
     memory = ServiceRegistry()
-    shared = ServiceRegistry.from_url(url, prefix=prefix, redis=client)
-    rows = []
+    shared = ServiceRegistry.from_url(args.redis, prefix=prefix, redis=client)
     try:
         for registry in (memory, shared):
             for port in range(instances):
                 await registry.register(
                     "bench", host="10.0.0.1", port=1000 + port, ttl=600, heartbeat=False
                 )
-        seed_keys = [f"{prefix}seed:service:bench:{uuid.uuid4()}" for _ in range(instances)]
+        keys_model = [f"{prefix}keysmodel:service:bench:{uuid.uuid4()}" for _ in range(instances)]
         pipe = client.pipeline(transaction=False)
-        for port, key in enumerate(seed_keys):
+        for port, key in enumerate(keys_model):
             pipe.set(key, json.dumps({"host": "10.0.0.1", "port": 1000 + port}), ex=600)
         await pipe.execute()
 
@@ -84,42 +77,54 @@ async def main(url: str, instances: int) -> None:
         async def rtkit_redis() -> int:
             return len(await shared.discover("bench"))
 
-        async def seed_get_each() -> int:
-            keys = await client.keys(f"{prefix}seed:service:bench:*")
+        async def keys_get_each() -> int:
+            keys = await client.keys(f"{prefix}keysmodel:service:bench:*")
             return len([json.loads(v) for k in keys if (v := await client.get(k))])
 
-        async def seed_mget() -> int:
-            keys = await client.keys(f"{prefix}seed:service:bench:*")
+        async def keys_mget() -> int:
+            keys = await client.keys(f"{prefix}keysmodel:service:bench:*")
             return len([json.loads(v) for v in await client.mget(keys) if v])
 
-        rows.append(await measure("rtkit memory", rtkit_memory, 200, None))
-        rows.append(await measure("rtkit Redis (1 Lua script)", rtkit_redis, 200, counter))
-        rows.append(await measure("seed: KEYS + GET each", seed_get_each, 10, counter))
-        rows.append(await measure("seed pipelined: KEYS + MGET", seed_mget, 100, counter))
+        calls = {
+            "rtkit": rtkit_redis,
+            "KEYS pipelined": keys_mget,
+            "KEYS": keys_get_each,
+            "rtkit memory": rtkit_memory,
+        }
+        trips = {}
+        for name, call in calls.items():
+            before = counter.calls
+            await call()
+            trips[name] = counter.calls - before
+        figures = await h.alternate(
+            {name: repeat(call, instances) for name, call in calls.items()},
+            rounds=rounds,
+            slice_ms=args.slice_ms,
+        )
+        labels = {
+            "rtkit": f"rtkit ServiceRegistry (Redis), {trips['rtkit']} round trip",
+            "KEYS pipelined": f"KEYS registry, pipelined: KEYS + MGET, {trips['KEYS pipelined']} round trips",
+            "KEYS": f"KEYS registry: KEYS + GET each, {trips['KEYS']} round trips",
+            "rtkit memory": "rtkit ServiceRegistry() (memory)",
+        }
+        run.add(
+            h.compare(
+                f"discover() of {instances:,} live instances, sequential",
+                figures,
+                "rtkit",
+                ["KEYS pipelined", "KEYS", "rtkit memory"],
+                unit="calls/s",
+                labels=labels,
+            )
+        )
     finally:
         await shared.close()
         await memory.close()
         async for key in client.scan_iter(match=prefix + "*", count=1000):
             await client.delete(key)
         await client.aclose()
-
-    base = rows[1]["p50"]
-    print(f"discover() of {instances} live instances, sequential calls")
-    print(
-        f"{'implementation':30} {'found':>6} {'p50 ms':>9} {'p99 ms':>9} {'round trips':>12} "
-        f"{'p50 vs rtkit Redis':>19}"
-    )
-    for row in rows:
-        trips = f"{row['trips']:.0f}" if row["trips"] else "-"
-        print(
-            f"{row['label']:30} {row['found']:>6} {row['p50']:>9.2f} {row['p99']:>9.2f} "
-            f"{trips:>12} {row['p50'] / base:>18.2f}x"
-        )
+    run.finish("registry.md")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--instances", type=int, default=1000)
-    args, _ = parser.parse_known_args()
-    asyncio.run(main(args.redis, args.instances))
+    h.run(main)

@@ -31,6 +31,8 @@ async def test_every_bus_on_the_prefix_gets_each_event_once(
         orders.subscribe("order.*", at_orders)
         billing.subscribe("order.*", at_billing)
         elsewhere.subscribe("order.*", at_elsewhere)
+        for bus in (orders, billing, elsewhere):
+            await bus.start()  # started buses' first subscriptions: wait for Redis
 
         await orders.publish("order.created", {"order_id": 1})
         await billing.publish("order.paid", {"order_id": 1})
@@ -43,7 +45,8 @@ async def test_every_bus_on_the_prefix_gets_each_event_once(
         assert at_orders.names == at_billing.names == ["order.created", "order.paid"]
         assert at_orders.events[0].id == at_billing.events[0].id
         assert at_elsewhere.events == []
-        assert billing.stats().received == 4  # two events and the two barriers before
+        # the two events and its own barrier (not orders' barrier: it matched nothing here)
+        assert billing.stats().received == 3
 
 
 async def test_the_wire_format(
@@ -124,6 +127,7 @@ async def test_a_publish_only_bus_reaches_the_other_processes(
         EventBus.from_url(redis_url, prefix=redis_prefix, publish_only=True) as web,
     ):
         worker.subscribe("job.*", received)
+        await worker.start()  # the started worker's first subscription: wait for Redis
         await web.publish("job.created", {"n": 1})
         await received.wait(1)
         assert received.data == [{"n": 1}]
@@ -164,3 +168,50 @@ async def test_a_borrowed_client_stays_open_when_the_bus_never_started(
     bus = EventBus.from_url("redis://", prefix=redis_prefix, redis=redis_client)
     await bus.close()
     assert await redis_client.ping()
+
+
+async def _subscribers(client: aioredis.Redis, channel: str) -> int:
+    ((_, count),) = await client.pubsub_numsub(channel)
+    return int(count)
+
+
+async def test_a_bus_subscribes_only_while_it_has_subscriptions(
+    redis_url: str, redis_prefix: str, redis_client: aioredis.Redis
+) -> None:
+    """A bus that only publishes never reads its own events back from Redis."""
+    channel = f"{redis_prefix}eventbus:events"
+    async with EventBus.from_url(redis_url, prefix=redis_prefix, ping_interval=0.2) as bus:
+        await bus.publish("nobody.listens")
+        assert await _subscribers(redis_client, channel) == 0
+        received = Recorder()
+        subscription = bus.subscribe("news", received)
+        await bus.publish("news", 1)  # waits for the subscription: received
+        await received.wait(1)
+        assert await _subscribers(redis_client, channel) == 1
+        subscription()
+        await wait_until(lambda: bus._backend._reader is None or bus._backend._reader.done())
+        assert await _subscribers(redis_client, channel) == 0
+        bus.subscribe("news", received)  # and again
+        await bus.start()
+        await redis_client.publish(channel, '{"id": "x", "name": "news", "ts": 1, "data": 2}')
+        await received.wait(2)
+        assert received.data == [1, 2]
+
+
+async def test_events_nobody_subscribes_to_are_dropped_before_validation(
+    redis_url: str, redis_prefix: str, redis_client: aioredis.Redis
+) -> None:
+    failures: list[DeliveryFailure] = []
+    channel = f"{redis_prefix}eventbus:events"
+    async with EventBus.from_url(redis_url, prefix=redis_prefix, on_error=failures.append) as bus:
+        received = Recorder()
+        bus.subscribe("wanted", received)
+        await bus.start()
+        await redis_client.publish(channel, '{"name": "unwanted", "ts": "no id"}')
+        await redis_client.publish(channel, '{"name": "wanted", "ts": "no id"}')
+        await bus.publish("wanted", 1)
+        await received.wait(1)
+        await settle(bus)
+        assert len(failures) == 1  # the wanted one; the unwanted one was dropped unread
+        assert failures[0].event is None and isinstance(failures[0].error, ValidationError)
+        assert bus.stats().received == 2  # "wanted" and the barrier

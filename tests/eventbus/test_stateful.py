@@ -130,6 +130,8 @@ class MemoryAndRedisAgree(RuleBasedStateMachine):
         from_peer=st.booleans(),
     )
     def publish(self, name: str, data: Any, from_peer: bool) -> None:
+        for bus in self.buses.values():  # a first subscription on Redis: wait for it
+            self.run(bus.start())
         for side, bus in self.buses.items():
             publisher = self.peers.get(side, bus) if from_peer else bus
             self.run(publisher.publish(name, data))

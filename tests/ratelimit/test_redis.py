@@ -195,3 +195,28 @@ async def test_many_callers_each_hit_counted_exactly_once(
         assert sum(totals) == 2000
         remaining = [(await limiter.peek(f"k{k}", limit)).remaining for k in range(4)]
         assert sum(limit.amount - r for r in remaining) == 2000
+
+
+def test_the_packed_command_is_what_redis_py_would_send(redis_url: str) -> None:
+    """rtkit packs EVALSHA itself (the hot path): byte for byte redis-py's packing."""
+    from redis.asyncio.connection import Connection
+
+    from rtkit.ratelimit.backends.redis import _SHA, RedisRateLimitBackend
+
+    pack = Connection().pack_command
+    for clock in (None, ManualClock(start=1_800_000_000.5)):
+        limiter = RateLimiter.from_url(redis_url, prefix="p:", clock=clock)
+        backend = limiter._backend
+        assert isinstance(backend, RedisRateLimitBackend)
+        now = "" if clock is None else "1800000000500000"
+        for limits in ([Limit(5, 1)], [Limit(5, 1), Limit(9, 60, "sliding_window")]):
+            for cost, count in ((1, True), (3, False)):
+                args: list[str | int] = []
+                for lim in limits:
+                    code = lim.ident[0]
+                    args += [code, lim.amount, lim.period_us, lim.capacity, lim.emission_us]
+                keys = [backend.key("ip:1", lim) for lim in limits]
+                expected = b"".join(
+                    pack("EVALSHA", _SHA, len(keys), *keys, now, cost, int(count), *args)
+                )
+                assert backend._pack("ip:1", limits, cost, count) == expected

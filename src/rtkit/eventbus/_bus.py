@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, overload
 
 import pydantic
 import pydantic_core
+from uuid_utils import uuid7 as _uuid7
 
 from .._core.clock import Clock, SystemClock
 from .._core.component import Component
-from .._core.ids import new_id
 from .._core.topic import TopicPattern
 from .._core.validate import check_int
 from ..errors import ConfigurationError, PayloadTooLarge, ValidationError
@@ -42,6 +43,8 @@ T = TypeVar("T")
 logger = logging.getLogger("rtkit.eventbus")
 
 _ROUTE_CACHE_SIZE = 4096
+_to_json = pydantic_core.to_json
+_from_json = pydantic_core.from_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,8 @@ class Subscription:
             None if model is None else pydantic.TypeAdapter(model)
         )
         self._is_coroutine = inspect.iscoroutinefunction(handler)
-        # The common case, handled by the fast path of EventBus._deliver.
+        # The common case, handled by the fast path of EventBus._deliver (and never
+        # true once the subscription is removed, so that one check does for both).
         self._plain = self._is_coroutine and not once and model is None
         self._active = True
 
@@ -202,6 +206,14 @@ class EventBus(Component):
         self._on_error = on_error
         self._publish_only = publish_only
         self._clock: Clock = clock or SystemClock()
+        # The system clock's time() is time.time(): call it directly (the hot path).
+        self._time = time.time if type(self._clock) is SystemClock else self._clock.time
+        # Alone on its memory channel, a bus dispatches inside publish (see publish).
+        self._receiver = self._deliver  # the one bound method the backend holds
+        memory = self._backend
+        self._hub = memory.hub if isinstance(memory, MemoryEventBusBackend) else None
+        self._backend_started = False
+        self._listening = False
         self._subscriptions: list[Subscription] = []
         self._routes: dict[str, tuple[Subscription, ...]] = {}
         self._published = 0
@@ -212,10 +224,44 @@ class EventBus(Component):
     # ------------------------------------------------------------------ life cycle
 
     async def _start(self) -> None:
-        """Connect and begin receiving events."""
+        """Connect, and begin receiving events if the bus has subscriptions."""
+        receive = self._wants_events()
         await self._backend.start(
-            self._deliver, self._report_undecodable, receive=not self._publish_only
+            self._receiver, self._report_undecodable, receive=receive, wants=self._wants
         )
+        self._backend_started, self._listening = True, receive
+        self._listen_as_needed()  # subscriptions may have come or gone meanwhile
+
+    async def start(self) -> None:
+        """Connect and begin receiving (idempotent; optional: ``publish`` starts a new bus).
+
+        Also waits until a subscription made since is in effect for events of
+        other processes (on Redis, the first subscription of a started bus takes a
+        round trip): ``bus.subscribe(...)`` then ``await bus.start()`` is sure to
+        receive what other processes publish from then on.
+
+        Raises:
+            rtkit.errors.Closed: The bus was closed.
+            rtkit.errors.BackendUnavailable: The backend did not answer in time.
+        """
+        await super().start()
+        if self._listening:
+            await self._backend.subscribed()
+
+    def _wants_events(self) -> bool:
+        return bool(self._subscriptions) and not self._publish_only
+
+    def _listen_as_needed(self) -> None:
+        """Receive while the bus has subscriptions, and only then (tell the backend)."""
+        want = self._wants_events()
+        if want != self._listening and self._backend_started and not self._closed:
+            self._listening = want
+            self._backend.listen(want)
+
+    def _wants(self, name: str) -> bool:
+        """Whether a subscription matches ``name`` (a backend drops other events early)."""
+        found = self._routes.get(name)
+        return bool(found if found is not None else self._route(name))
 
     async def _close(self) -> None:
         """Stop receiving events and release what the backend created.
@@ -237,8 +283,11 @@ class EventBus(Component):
     def subscribe(self, pattern: str, handler: Handler[Any], *, model: Any = None) -> Subscription:
         """Call ``handler(event)`` for every event whose name matches ``pattern``.
 
-        Takes effect at once (on Redis the bus already listens to every event of
-        its prefix), also before the bus starts.
+        Takes effect at once for events published from this bus (also before the
+        bus starts). On Redis, a bus subscribes to the channel only while it has
+        subscriptions: the first one on a started bus takes a round trip before
+        events of other processes arrive (this bus's next ``publish`` waits for it,
+        and so does ``await bus.start()``).
 
         Args:
             pattern: An event name, ``"*"`` for every event, or a dotted pattern
@@ -309,15 +358,17 @@ class EventBus(Component):
         subscription = Subscription(self, pattern, handler, model, once)
         self._subscriptions.append(subscription)
         self._routes.clear()
+        self._listen_as_needed()
         return subscription
 
     def _remove(self, subscription: Subscription) -> None:
-        subscription._active = False
+        subscription._active = subscription._plain = False
         try:
             self._subscriptions.remove(subscription)
         except ValueError:
             return
         self._routes.clear()
+        self._listen_as_needed()
 
     # ------------------------------------------------------------------ publishing
 
@@ -346,10 +397,11 @@ class EventBus(Component):
         """
         if not self._live:
             await self._ready()
-        if event_name not in self._routes:
+        subscriptions = self._routes.get(event_name)
+        if subscriptions is None:  # a name seen before was valid
             check_event_name(event_name)
         try:
-            raw = pydantic_core.to_json(data)
+            raw = _to_json(data)
         except pydantic_core.PydanticSerializationError as exc:
             raise ValidationError(f"event data for {event_name!r} is not JSON-able: {exc}") from exc
         if len(raw) > self._max_payload_bytes:
@@ -357,9 +409,31 @@ class EventBus(Component):
                 f"event {event_name!r} data is {len(raw)} bytes, "
                 f"more than max_payload_bytes={self._max_payload_bytes}"
             )
-        event_id = new_id()
+        event_id = str(_uuid7())  # new_id(), inlined: the hot path
+        timestamp = self._time()
         self._published += 1
-        await self._backend.send(event_name, event_id, self._clock.time(), raw)
+        hub = self._hub
+        if hub is None or hub.solo is not self._receiver:
+            await self._backend.send(event_name, event_id, timestamp, raw)
+            return event_id
+        # Alone on its memory channel (EventBus(), memory://): the backend would hand
+        # the event straight back to _deliver; its loop runs here instead, a coroutine
+        # layer less. Handlers still get the data decoded from its JSON, as from Redis.
+        if subscriptions is None:
+            subscriptions = self._route(event_name)
+        if subscriptions:
+            self._received += 1
+            event = Event(event_name, _from_json(raw), event_id, timestamp)
+            for subscription in subscriptions:
+                if subscription._plain:  # active, a coroutine function, no model, not once
+                    try:
+                        await subscription.handler(event)  # type: ignore[misc]
+                    except Exception as exc:
+                        await self._report(DeliveryFailure(exc, event, subscription))
+                    else:
+                        self._delivered += 1
+                elif subscription._active:
+                    await self._deliver_one(subscription, event)
         return event_id
 
     # ------------------------------------------------------------------ dispatch
@@ -376,12 +450,12 @@ class EventBus(Component):
 
     async def _deliver(self, name: str, event_id: str, timestamp: float, data: Any) -> None:
         """Run every matching handler of this bus for one received event."""
-        self._received += 1
         subscriptions = self._routes.get(name)
         if subscriptions is None:
             subscriptions = self._route(name)
         if not subscriptions:
             return
+        self._received += 1
         event: Event[Any] = Event(name, data, event_id, timestamp)
         for subscription in subscriptions:
             if not subscription._active:

@@ -74,8 +74,8 @@ class EventBusStats:
         listeners: Number of active subscriptions per pattern (patterns with none
             are left out).
         published: Events this bus published.
-        received: Events this bus received for dispatch (also those other buses
-            on the same ``memory://NAME`` or Redis published).
+        received: Events that matched a subscription of this bus (also those
+            other buses on the same ``memory://NAME`` or Redis published).
         delivered: Handler calls that returned without an error.
         errors: Handler errors, payloads rejected by a subscriber's model and
             undecodable messages; each one also went to the ``on_error`` hook.

@@ -16,7 +16,13 @@ import pydantic_core
 from ..errors import ValidationError
 from ._events import MAX_EVENT_NAME
 
-__all__ = ["EventEnvelope", "decode_envelope", "describe", "encode_envelope"]
+__all__ = [
+    "EventEnvelope",
+    "decode_envelope",
+    "describe",
+    "encode_envelope",
+    "validate_envelope",
+]
 
 
 class EventEnvelope(pydantic.BaseModel):
@@ -55,6 +61,18 @@ def decode_envelope(raw: str | bytes) -> EventEnvelope:
     """
     try:
         return EventEnvelope.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(f"undecodable event message: {describe(exc)}") from None
+
+
+def validate_envelope(parsed: Any) -> EventEnvelope:
+    """Check a message already parsed from JSON (the same rules as :func:`decode_envelope`).
+
+    Raises:
+        rtkit.errors.ValidationError: The message is malformed.
+    """
+    try:
+        return EventEnvelope.model_validate(parsed)
     except pydantic.ValidationError as exc:
         raise ValidationError(f"undecodable event message: {describe(exc)}") from None
 

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 
 from .._core.clock import Clock
-from ._limits import US, Decision, Limit, Outcome
+from ._limits import US, Decision, Limit, Outcome, make_decision
 
 __all__ = [
     "CounterState",
@@ -134,7 +134,7 @@ def most_restrictive(outcomes: Sequence[Outcome]) -> Decision:
     else:
         pick = min(outcomes, key=lambda o: (o[2], -o[3]))  # fewest remaining
     allowed, limit, remaining, reset_us, retry_us = pick
-    return Decision(allowed, limit, remaining, reset_us / US, retry_us / US)
+    return make_decision((allowed, limit, remaining, reset_us / US, retry_us / US))
 
 
 def now_us(clock: Clock) -> int:

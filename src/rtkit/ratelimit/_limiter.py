@@ -55,9 +55,9 @@ class RateLimiter(Component):
             ``from_url`` gives the backend this clock: unless it is the system
             clock, its time is sent with every decision instead of Redis ``TIME``.
         max_keys: At most this many (key, limit) states are kept in memory (by
-            the memory backend, and by the local fallback); the least recently
-            used is evicted beyond that (it starts afresh if it comes back).
-            Expired states are evicted too (checked every 16 hits).
+            the memory backend, and by the local fallback); beyond that the state
+            closest to expiry among the oldest few is dropped (it starts afresh if
+            it comes back). Expired states are dropped too (amortized O(1) per hit).
         failure_policy: What happens while a remote backend is unreachable:
             ``"local"`` (default) decides with an in-process memory limiter,
             ``"open"`` allows every hit, ``"closed"`` denies every hit.
@@ -133,9 +133,27 @@ class RateLimiter(Component):
         """
         if not self._live:
             await self._ready()
+        memory = self._memory
+        if memory is not None and cost == 1 and len(limits) == 1 and type(cost) is int:
+            limit = limits[0]
+            if type(limit) is str:
+                limit = parse(limit, "gcra", None)  # cached
+            if (
+                type(limit) is Limit
+                and limit.algorithm == "gcra"
+                and type(key) is str
+                and 0 < len(key) <= 64
+                and key.isprintable()
+            ):
+                return memory.hit_gcra(key, limit)  # the hot path: one limit, in one frame
         parsed = self._check(key, limits, cost)
-        if self._memory is not None:
-            return most_restrictive(self._memory.decide_now(key, parsed, cost, True))
+        if memory is not None:
+            return most_restrictive(memory.decide_now(key, parsed, cost, True))
+        if self._down_until is None:  # the backend is up: ask it (one frame less)
+            try:
+                return most_restrictive(await self._backend.decide(key, parsed, cost, True))
+            except BackendUnavailable as exc:
+                self._mark_down(exc)
         return await self._decide(key, parsed, cost, count=True)
 
     async def peek(self, key: str, *limits: Limit | str) -> Decision:

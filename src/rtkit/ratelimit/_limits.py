@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 from ..errors import ConfigurationError, RateLimited
 
@@ -21,6 +22,7 @@ __all__ = [
     "Decision",
     "Limit",
     "Outcome",
+    "make_decision",
     "parse",
     "parse_limit",
 ]
@@ -89,6 +91,7 @@ class Limit:
     period_us: int = field(init=False, repr=False, compare=False)
     capacity: int = field(init=False, repr=False, compare=False)
     emission_us: int = field(init=False, repr=False, compare=False)
+    tolerance_us: int = field(init=False, repr=False, compare=False)
     ident: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -127,6 +130,7 @@ class Limit:
         object.__setattr__(self, "period_us", period_us)
         object.__setattr__(self, "capacity", capacity)
         object.__setattr__(self, "emission_us", emission_us)
+        object.__setattr__(self, "tolerance_us", emission_us * capacity)
         object.__setattr__(self, "ident", f"{code}:{self.amount}:{period_us}:{capacity}")
 
     @classmethod
@@ -167,9 +171,8 @@ parse_limit = Limit.parse
 """The same as [`Limit.parse`][rtkit.ratelimit.Limit.parse]."""
 
 
-@dataclass(frozen=True)
-class Decision:
-    """The answer to a hit or a peek.
+class Decision(NamedTuple):
+    """The answer to a hit or a peek (immutable).
 
     Attributes:
         allowed: Whether the hit passed (for ``peek``: whether one would pass now).
@@ -180,6 +183,7 @@ class Decision:
         retry_after: Seconds to wait before the same hit can pass; ``0.0`` when allowed.
     """
 
+    # A named tuple: made on every hit, it costs a fifth of a frozen dataclass.
     allowed: bool
     limit: int
     remaining: int
@@ -205,3 +209,9 @@ class Decision:
         """Raise [`RateLimited`][rtkit.errors.RateLimited] if this hit was denied."""
         if not self.allowed:
             raise RateLimited(retry_after=self.retry_after)
+
+
+make_decision: Callable[[tuple[bool, int, int, float, float]], Decision] = functools.partial(
+    tuple.__new__, Decision
+)
+"""``Decision`` from one tuple of its five values, without the keyword-argument machinery."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-__all__ = ["Deliver", "EventBusBackend", "Report"]
+__all__ = ["Deliver", "EventBusBackend", "Report", "Wants"]
 
 Deliver = Callable[[str, str, float, Any], Awaitable[None]]
 """``deliver(name, event_id, timestamp, data)``: hands a received event to its bus
@@ -19,6 +19,10 @@ Deliver = Callable[[str, str, float, Any], Awaitable[None]]
 
 Report = Callable[[Exception], Awaitable[None]]
 """``report(error)``: hands the bus a message that could not be decoded."""
+
+Wants = Callable[[str], bool]
+"""``wants(name)``: whether the bus has a subscription matching the event name ``name``
+(a backend may drop other events before validating them)."""
 
 
 class EventBusBackend(Protocol):
@@ -39,13 +43,33 @@ class EventBusBackend(Protocol):
     reconnects: int
     """Times the backend re-established its subscription."""
 
-    async def start(self, deliver: Deliver, report: Report, *, receive: bool) -> None:
+    async def start(
+        self, deliver: Deliver, report: Report, *, receive: bool, wants: Wants | None = None
+    ) -> None:
         """Connect; with ``receive``, also begin receiving this bus's events.
 
-        Returns once events published from now on arrive.
+        Returns once events published from now on arrive. ``wants`` tells which
+        event names the bus has subscriptions for.
 
         Raises:
             rtkit.errors.BackendUnavailable: The backend did not answer in time.
+        """
+        ...
+
+    def listen(self, on: bool) -> None:
+        """Begin (``on``) or end receiving: the bus got its first subscription, or lost its last.
+
+        A backend receives only while its bus has subscriptions. Beginning may
+        take a round trip; the bus's own next ``send`` waits for it, so a bus always
+        receives what it publishes after subscribing. Ending may be lazy.
+        """
+        ...
+
+    async def subscribed(self) -> None:
+        """Wait until events published from now on arrive (after ``listen(True)``).
+
+        Raises:
+            rtkit.errors.BackendUnavailable: The backend did not confirm in time.
         """
         ...
 

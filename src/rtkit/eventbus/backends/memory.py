@@ -9,7 +9,7 @@ import pydantic_core
 
 from ..._core.memory import shared_state
 from ..._core.urls import BackendTarget
-from .base import Deliver, Report
+from .base import Deliver, Report, Wants
 
 __all__ = ["MemoryEventBusBackend"]
 
@@ -19,6 +19,12 @@ class _Hub:
 
     def __init__(self) -> None:
         self.receivers: tuple[Deliver, ...] = ()
+        self.solo: Deliver | None = None
+        """The one receiver, when there is exactly one (the bus's fast path reads it)."""
+
+    def set(self, receivers: tuple[Deliver, ...]) -> None:
+        self.receivers = receivers
+        self.solo = receivers[0] if len(receivers) == 1 else None
 
 
 class MemoryEventBusBackend:
@@ -37,7 +43,7 @@ class MemoryEventBusBackend:
 
     def __init__(self) -> None:
         self._hub = _Hub()
-        self._deliver: Deliver | None = None
+        self._receiver: Deliver | None = None
 
     @classmethod
     def open(cls, target: BackendTarget) -> Self:
@@ -46,18 +52,36 @@ class MemoryEventBusBackend:
         backend._hub = shared_state(target, _Hub)
         return backend
 
-    async def start(self, deliver: Deliver, report: Report, *, receive: bool) -> None:
-        """Join the channel (when receiving); nothing to connect."""
-        if receive and self._deliver is None:
-            self._deliver = deliver
-            self._hub.receivers = (*self._hub.receivers, deliver)
+    @property
+    def hub(self) -> _Hub:
+        """The channel: ``hub.receivers`` are the buses on it that receive (have subscriptions)."""
+        return self._hub
+
+    async def start(
+        self, deliver: Deliver, report: Report, *, receive: bool, wants: Wants | None = None
+    ) -> None:
+        """Nothing to connect; with ``receive``, join the channel."""
+        self._receiver = deliver
+        self.listen(receive)
+
+    def listen(self, on: bool) -> None:
+        """Join the channel (``on``) or leave it; at once, nothing to wait for."""
+        hub, deliver = self._hub, self._receiver
+        if deliver is None:
+            return
+        joined = deliver in hub.receivers
+        if on and not joined:
+            hub.set((*hub.receivers, deliver))
+        elif not on and joined:
+            hub.set(tuple(d for d in hub.receivers if d is not deliver))
+
+    async def subscribed(self) -> None:
+        """Nothing to wait for: joining the channel takes effect at once."""
 
     async def close(self) -> None:
         """Leave the channel."""
-        if self._deliver is not None:
-            hub = self._hub
-            hub.receivers = tuple(d for d in hub.receivers if d is not self._deliver)
-            self._deliver = None
+        self.listen(False)
+        self._receiver = None
 
     def send(self, name: str, event_id: str, timestamp: float, data: bytes) -> Awaitable[None]:
         """Run every receiving bus's matching handlers (returns the coroutine that does it)."""

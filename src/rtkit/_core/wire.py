@@ -1,0 +1,199 @@
+"""A Redis connection of a backend's own, for its hot path: one round trip, few layers.
+
+redis-py makes the connection (TLS, AUTH, SELECT, the RESP version) outside the
+client's pool; after that, with hiredis installed, commands go out as pre-packed
+bytes on the connection's streams and replies are parsed by a hiredis reader of
+our own: none of redis-py's per-command layers, no task per read, and one
+:class:`~rtkit._core.deadline.Deadline` instead of a timer per round trip.
+Without hiredis (or on a redis-py that keeps its streams elsewhere) the same
+calls go through redis-py's ``send_packed_command`` / ``read_response``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
+from redis.asyncio.connection import AbstractConnection
+
+from .deadline import Deadline
+
+try:
+    import hiredis
+except ImportError:  # the rtkit[hiredis] extra is optional
+    hiredis = None  # type: ignore[assignment]
+
+__all__ = ["DedicatedConnection", "Wire", "bare_streams", "bulk"]
+
+Wire = tuple[asyncio.StreamReader, asyncio.StreamWriter, Any]
+"""A connection's streams and a hiredis reader."""
+
+PUSH: Any = getattr(hiredis, "PushNotification", ())
+"""The type of RESP3 push messages (pub/sub messages on a RESP3 connection)."""
+
+
+def bulk(value: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def bare_streams(conn: AbstractConnection) -> Wire | None:
+    """The connection's streams and a fresh hiredis reader, or ``None`` to use redis-py's layers.
+
+    Only with hiredis, RESP2 or RESP3, and a redis-py that keeps its streams where
+    this expects them (``_reader``, ``_writer``).
+    """
+    reader, writer = getattr(conn, "_reader", None), getattr(conn, "_writer", None)
+    if (
+        hiredis is None
+        or str(getattr(conn, "protocol", 2) or 2) not in ("2", "3")
+        or not isinstance(reader, asyncio.StreamReader)
+        or not isinstance(writer, asyncio.StreamWriter)
+    ):
+        return None
+    return reader, writer, hiredis.Reader()
+
+
+def reply_error(reply: Any) -> redis_errors.ResponseError:
+    """A hiredis error reply as redis-py's exception (``NoScriptError`` for NOSCRIPT)."""
+    text = str(reply)
+    if text.startswith("NOSCRIPT"):
+        return redis_errors.NoScriptError(text)
+    return redis_errors.ResponseError(text)
+
+
+def new_connection(client: aioredis.Redis) -> AbstractConnection:
+    """A connection like the client's, outside its pool: RESP2, no per-read socket timeout.
+
+    RESP2 whatever the client speaks: these connections only publish, subscribe
+    and run scripts, and in RESP2 a subscription's messages are plain replies.
+    """
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "socket_timeout": None, "protocol": 2}
+    return pool.connection_class(**kwargs)
+
+
+class DedicatedConnection:
+    """One connection of a backend's own; each round trip bounded by ``timeout``.
+
+    Args:
+        client: The client whose settings the connection copies.
+        timeout: Seconds a connect, or a round trip, may take.
+        doing: What the round trips do, for error messages ("publishing an event").
+    """
+
+    def __init__(self, client: aioredis.Redis, *, timeout: float, doing: str) -> None:
+        self._client = client
+        self._timeout = timeout
+        self._doing = doing
+        self._conn: AbstractConnection | None = None
+        self._wire: Wire | None = None
+        self._deadline = Deadline(timeout, doing, self._abort)
+        self._closing: set[asyncio.Task[None]] = set()
+        self.round_trips = 0
+        """How many round trips were made."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is open (a failed round trip closes it)."""
+        return self._conn is not None
+
+    async def open(self) -> None:
+        """Connect, within ``timeout``.
+
+        Raises:
+            rtkit.errors.BackendUnavailable: Redis did not answer in time.
+        """
+        if self._conn is not None:
+            return
+        conn = new_connection(self._client)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await conn.connect()  # type: ignore[no-untyped-call]
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+            error = self._deadline.error(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        self._conn, self._wire = conn, bare_streams(conn)
+
+    async def call(self, command: bytes, replies: int = 1) -> list[Any]:
+        """Send ``command`` (pre-packed, ``replies`` commands) and read their replies.
+
+        An error reply comes back as a ``redis.exceptions.ResponseError`` in the
+        list, not raised: each command of a pipeline has its own fate.
+
+        Raises:
+            rtkit.errors.BackendUnavailable: The connection failed, or Redis did not
+                answer within ``timeout`` (the connection is closed then).
+        """
+        if self._conn is None:
+            await self.open()
+        deadline = self._deadline
+        deadline.begin()
+        try:
+            out = await self._exchange(command, replies)
+        except BaseException as exc:
+            deadline.end()
+            await self.close()
+            error = deadline.error(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        deadline.end()
+        self.round_trips += 1
+        return out
+
+    async def _exchange(self, command: bytes, replies: int) -> list[Any]:
+        wire = self._wire
+        if wire is None:
+            conn = self._conn
+            assert conn is not None
+            await conn.send_packed_command(command, check_health=False)
+            out: list[Any] = []
+            for _ in range(replies):
+                try:
+                    out.append(await conn.read_response())
+                except redis_errors.ResponseError as exc:
+                    out.append(exc)
+            return out
+        reader, writer, parser = wire
+        writer.write(command)  # replies are awaited next: nothing to drain
+        out = []
+        while len(out) < replies:
+            reply = parser.gets()
+            if reply is False:
+                data = await reader.read(65536)
+                if not data:
+                    raise ConnectionError("Redis closed the connection")
+                parser.feed(data)
+            elif isinstance(reply, hiredis.ReplyError):
+                out.append(reply_error(reply))
+            elif not isinstance(reply, PUSH):  # a RESP3 push is not a reply
+                out.append(reply)
+        return out
+
+    def _abort(self) -> None:
+        """A round trip overran: close the connection so that its read fails now."""
+        conn, self._conn, self._wire = self._conn, None, None
+        if conn is not None:
+            task = asyncio.create_task(conn.disconnect(nowait=True))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """Close the connection (the next call opens a new one)."""
+        conn, self._conn, self._wire = self._conn, None, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+
+    async def shut(self) -> None:
+        """Close for good: the connection and the deadline's timer."""
+        self._deadline.cancel()
+        await self.close()
