@@ -259,6 +259,8 @@ class Hostile:
 
 _STAND_INS: dict[str, Any] = {
     "headers": {"x": 1},
+    "content_type": "x",
+    "message_id": "x",
     "timestamp": datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC),
 }
 
