@@ -137,7 +137,10 @@ def _wire_size(name: str, value: Any, nested: bool) -> int:
 def _table_size(headers: Mapping[str, Any], nested: bool) -> int:
     total = 4
     for name, value in headers.items():
-        total += _name_size(name) + _wire_size(name, value, nested)
+        size = _scalar_size(name, value, nested)  # the common case, without a walk
+        if size is None:
+            size = _wire_size(name, value, nested)
+        total += _name_size(name) + size
     if total > MAX_HEADERS_BYTES:
         raise PayloadTooLarge(f"the headers are larger than {MAX_HEADERS_BYTES} bytes as AMQP")
     return total

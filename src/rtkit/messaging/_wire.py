@@ -13,7 +13,7 @@ from typing import Any
 import pydantic
 import pydantic_core
 
-from .._core.validate import MAX_JSON_DEPTH, check_json_depth, check_name, utf8_size
+from .._core.validate import MAX_JSON_DEPTH, check_name, utf8_size
 from ..errors import PayloadTooLarge, ValidationError
 from ._headers import safe_headers, safe_text
 from .brokers.base import JSON_CONTENT_TYPE
@@ -90,8 +90,7 @@ def encode(message: Any, max_bytes: int) -> bytes:
         if isinstance(message, pydantic.BaseModel):
             body = message.model_dump_json().encode()
         else:
-            check_json_depth(message, "message")
-            body = pydantic_core.to_json(message)
+            body = pydantic_core.to_json(message)  # bounds its own recursion
     except (pydantic_core.PydanticSerializationError, TypeError, ValueError) as exc:
         raise ValidationError(f"message is not JSON-serializable: {exc}") from exc
     if len(body) > max_bytes:

@@ -1,13 +1,16 @@
 """The in-memory broker: RabbitMQ's semantics in one process.
 
 Not a stub: exchanges (direct, topic with ``*``/``#``, fanout) and bindings, the
-default exchange, durable flags checked on re-declaration, per-consumer
-prefetch windows with round-robin dispatch, ack/nack/reject with and without
-requeue (a requeued message goes back to its original position and is flagged
-``redelivered``), dead-lettering with ``x-death``, per-queue message TTL (so
-delay tiers work), basic.get, publisher confirms with ``mandatory`` returns,
-and direct reply-to. It is the executable specification the RabbitMQ backend
-is tested against.
+default exchange, re-declarations compared as RabbitMQ compares them (the same
+``ConfigurationError``, see ``_conflicts.py``) and passive declarations,
+per-consumer prefetch windows with round-robin dispatch, ack/nack/reject with
+and without requeue (a requeued message goes back to its original position and
+is flagged ``redelivered``), dead-lettering with ``x-death`` through the default
+or a named exchange, per-queue message TTL (so delay tiers work), basic.get,
+publisher confirms with ``mandatory`` returns, the header checks RabbitMQ makes
+on publish, and direct reply-to. It is the executable specification the
+RabbitMQ backend is tested against. ``MemoryBroker.publish`` (the broker itself,
+not a connection) takes any message, as a foreign client's would arrive.
 
 ``memory://`` gives a service a broker of its own; ``memory://NAME`` one broker
 shared by every service opened with that name in the process. A test that
