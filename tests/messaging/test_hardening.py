@@ -16,8 +16,9 @@ import pydantic
 import pytest
 
 from rtkit.errors import PayloadTooLarge, ValidationError
-from rtkit.messaging import Envelope, MessageConsumer, MessageProducer, RetryPolicy
+from rtkit.messaging import DedupStore, Envelope, MessageConsumer, MessageProducer, RetryPolicy
 from rtkit.messaging.brokers.base import OutgoingMessage
+from rtkit_testing import PrivateRedis
 
 from ._helpers import MQ, Hostile, drain, eventually, nested_table
 
@@ -175,6 +176,54 @@ async def test_an_unexpected_failure_dead_letters_with_a_reason(
     await eventually(
         lambda: (handle.internal_errors, handle.dead_lettered) == (1, 1)
     )  # counted once confirmed
+
+
+async def test_a_handler_that_raises_cancelled_error_itself_fails_like_any_other(mq: MQ) -> None:
+    service = await mq.service()
+    queue = mq.queue()
+    await service.declare_queue(queue)
+    seen = Seen()
+
+    async def confused(payload: Any, envelope: Envelope) -> None:
+        if payload == "cancel":
+            raise asyncio.CancelledError("not really cancelled")
+        await seen(payload, envelope)
+
+    handle = await MessageConsumer(service).consume(
+        queue, confused, prefetch=1, retry=RetryPolicy.never()
+    )
+    producer = MessageProducer(service)
+    await producer.send(queue, "cancel", message_id="confused")
+    await producer.send(queue, "next", message_id="next")
+    await eventually(lambda: seen.ids() == ["next"])
+    [dead] = await drain(service, f"{queue}.dlq", expect=1)
+    assert (dead.message_id, dead.reason, dead.error_type) == (
+        "confused",
+        "handler_failed",
+        "RuntimeError",
+    )
+    await eventually(lambda: handle.dead_lettered == 1)
+
+
+@pytest.mark.redis
+async def test_a_dedup_store_outage_requeues_instead_of_stalling(
+    mq: MQ, private_redis: PrivateRedis
+) -> None:
+    """A claim that fails (Redis down) used to escape: the delivery stayed unacknowledged."""
+    service = await mq.service()
+    queue = mq.queue()
+    await service.declare_queue(queue)
+    seen = Seen()
+    async with DedupStore.from_url(private_redis.url, timeout=0.5) as dedup:
+        handle = await MessageConsumer(service, dedup=dedup).consume(queue, seen, prefetch=1)
+        private_redis.stop()
+        await MessageProducer(service).send(queue, "during the outage", message_id="order-1")
+        await asyncio.sleep(1.5)  # claims fail; the message goes back to the queue meanwhile
+        assert seen.items == []
+        private_redis.start()  # an empty Redis on the same port
+        await eventually(lambda: seen.ids() == ["order-1"])
+        await eventually(lambda: handle.handled == 1)
+        assert (handle.dead_lettered, handle.internal_errors) == (0, 0)
 
 
 # -- 17: bad headers -------------------------------------------------------------

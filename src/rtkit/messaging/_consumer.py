@@ -240,20 +240,36 @@ class ConsumerHandle:
             return
         try:
             result = await self._call(payload, delivery, attempt)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and not task.cancelling():
+                # The handler raised it without being cancelled: a failure like any other.
+                failure = RuntimeError(f"the handler raised CancelledError({exc})")
+                await self._handler_failed(delivery, failure, attempt, dedup, key)
+                return
             if dedup is not None and key is not None:
                 with contextlib.suppress(Exception):
                     await dedup.release(key)
             raise
         except Exception as exc:
-            if dedup is not None and key is not None:
-                try:
-                    await dedup.release(key)
-                except RtkitError as release_error:
-                    log.warning("could not release %r: %s", key, release_error)
-            await self._failed(delivery, exc, attempt)
+            await self._handler_failed(delivery, exc, attempt, dedup, key)
             return
         await self._succeeded(delivery, result, dedup, key)
+
+    async def _handler_failed(
+        self,
+        delivery: Delivery,
+        exc: Exception,
+        attempt: int,
+        dedup: DedupStore | None,
+        key: str | None,
+    ) -> None:
+        if dedup is not None and key is not None:
+            try:
+                await dedup.release(key)
+            except RtkitError as release_error:
+                log.warning("could not release %r: %s", key, release_error)
+        await self._failed(delivery, exc, attempt)
 
     async def _claim(self, delivery: Delivery, dedup: DedupStore, key: str) -> bool:
         """Whether to run the handler; otherwise the delivery is settled here."""
