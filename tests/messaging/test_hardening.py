@@ -138,7 +138,9 @@ async def test_infinite_and_nan_retry_counts_on_the_memory_broker() -> None:
         await MessageConsumer(service).consume(queue, seen, prefetch=2)
         other = mq.queue()
         await service.declare_queue(other)
-        handle = await MessageConsumer(service).consume(other, failing, prefetch=2)
+        handle = await MessageConsumer(service).consume(
+            other, failing, prefetch=2, retry=RetryPolicy.never()
+        )
         async with Hostile(mq) as hostile:
             for value in (math.inf, -math.inf, math.nan):
                 for target in (queue, other):
