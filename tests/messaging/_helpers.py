@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import functools
+import struct
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from rtkit.messaging import RabbitMQService, ReceivedMessage
+from rtkit.messaging.brokers.base import OutgoingMessage
+from rtkit.messaging.brokers.memory import MemoryBrokerBackend
 from rtkit_testing import unique_name
 
 
@@ -36,6 +41,11 @@ class MQ:
         name = unique_name(f"rtkit-test-{stem}")
         self.exchanges.append(name)
         return name
+
+    def also_delete(self, *, queues: tuple[str, ...] = (), exchanges: tuple[str, ...] = ()) -> None:
+        """Delete these too after the test (names derived from a unique one)."""
+        self.queues.extend(queues)
+        self.exchanges.extend(exchanges)
 
     async def service(self, **options: Any) -> RabbitMQService:
         """A started service on this broker (``from_url`` options); closed after the test.
@@ -171,3 +181,115 @@ class TcpProxy:
             writer.close()
         if self._server is not None:
             self._server.close()
+
+
+class Hostile:
+    """A producer that sends what rtkit's own never would, as a foreign client could.
+
+    On RabbitMQ it publishes through a connection of its own with raw aio-pika
+    (pamqp encodes the headers) and can replace encoded properties by raw bytes
+    (``raw={"headers": b"..."}``), as a client in another language may send
+    them; on the memory broker it hands the message to the broker itself,
+    past the client-side checks of ``MemoryBrokerBackend.publish``.
+    """
+
+    def __init__(self, mq: MQ) -> None:
+        self.mq = mq
+        self._connection: Any = None
+        self._channel: Any = None
+
+    async def __aenter__(self) -> Hostile:
+        if self.mq.kind == "amqp":
+            import aio_pika
+
+            self._connection = await aio_pika.connect(
+                self.mq.url, client_properties={"connection_name": f"{self.mq.test_id}-hostile"}
+            )
+            channel = await self._connection.channel(publisher_confirms=True)
+            self._channel = await channel.get_underlay_channel()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+
+    async def publish(
+        self,
+        service: RabbitMQService,
+        routing_key: str,
+        body: bytes,
+        *,
+        exchange: str = "",
+        headers: dict[str, Any] | None = None,
+        content_type: str | None = "application/json",
+        message_id: str = "hostile",
+        reply_to: str | None = None,
+        raw: dict[str, bytes] | None = None,
+    ) -> None:
+        """Publish ``body`` with these properties (``raw``: RabbitMQ only)."""
+        if self.mq.kind == "memory":
+            assert isinstance(service.backend, MemoryBrokerBackend) and not raw
+            message = OutgoingMessage(
+                body=body,
+                message_id=message_id,
+                timestamp=0,
+                headers=dict(headers or {}),
+                content_type=content_type,
+                reply_to=reply_to,
+            )
+            service.backend.broker.publish(exchange, routing_key, message, mandatory=False)
+            return
+        props = _raw_properties_class()(
+            content_type=content_type,
+            headers=headers or None,
+            message_id=message_id,
+            reply_to=reply_to,
+            delivery_mode=2,
+        )
+        raw = dict(raw or {})
+        props.__dict__["raw"] = raw
+        for name in raw:  # a stand-in value, so that the property is sent at all
+            if getattr(props, name) is None:
+                setattr(props, name, _STAND_INS[name])
+        await self._channel.basic_publish(
+            body, exchange=exchange, routing_key=routing_key, properties=props
+        )
+
+
+_STAND_INS: dict[str, Any] = {
+    "headers": {"x": 1},
+    "content_type": "x",
+    "message_id": "x",
+    "timestamp": datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC),
+}
+
+
+@functools.cache
+def _raw_properties_class() -> Any:
+    from pamqp.commands import Basic
+
+    class RawProperties(Basic.Properties):
+        def encode_property(self, name: str, value: Any) -> bytes:
+            raw: dict[str, bytes] = self.__dict__.get("raw", {})
+            if name in raw:
+                return raw[name]
+            encoded: bytes = super().encode_property(name, value)
+            return encoded
+
+    return RawProperties
+
+
+def nested_table(depth: int) -> bytes:
+    """An AMQP header table nested ``depth`` deep (``{"a": {"a": ...}}``), as raw bytes."""
+    inner = struct.pack(">I", 0)
+    for _ in range(depth):
+        entry = b"\x01aF" + inner
+        inner = struct.pack(">I", len(entry)) + entry
+    return inner
+
+
+async def aiter_queue(service: RabbitMQService, queue: str) -> AsyncIterator[ReceivedMessage]:
+    """Every message ready in ``queue`` now (basic.get until empty)."""
+    while (message := await service.get(queue)) is not None:
+        yield message

@@ -19,13 +19,14 @@ from typing import Any
 import pydantic
 
 from .._core.lifecycle import DEFAULT_CLOSE_TIMEOUT
-from .._core.validate import check_id, check_int, check_seconds
+from .._core.validate import MAX_JSON_DEPTH, check_id, check_int, check_seconds
 from ..errors import RtkitError, ValidationError
 from ._client import ServiceClient
-from ._models import DeadLetterReason, Envelope, Handler, int_header
+from ._headers import INVALID_HEADERS, count_header
+from ._models import DeadLetterReason, Envelope, Handler
 from ._retry import RetryPolicy
 from ._service import RabbitMQService
-from ._wire import check_queue, clean_headers, is_json, text
+from ._wire import check_queue, clean_headers, is_json, nests_too_deep, text
 from .brokers.base import BrokerConsumer, Delivery, OutgoingMessage
 from .dedup._store import DedupStore
 
@@ -51,6 +52,32 @@ def _accepts_envelope(handler: Handler) -> bool:
     return len(positional) >= 2 or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
 
 
+class _Settled(Delivery):
+    """A delivery that remembers whether it was settled, so it is settled exactly once."""
+
+    __slots__ = ("done", "inner")
+
+    def __init__(self, inner: Delivery) -> None:
+        super().__init__(
+            inner.message,
+            exchange=inner.exchange,
+            routing_key=inner.routing_key,
+            redelivered=inner.redelivered,
+        )
+        self.inner = inner
+        self.done = False
+
+    async def ack(self) -> None:
+        if not self.done:
+            self.done = True
+            await self.inner.ack()
+
+    async def nack(self, *, requeue: bool) -> None:
+        if not self.done:
+            self.done = True
+            await self.inner.nack(requeue=requeue)
+
+
 def _dedup_key(message_id: str) -> str | None:
     """The id to deduplicate on; ``None`` for one no store can key on (a foreign producer's)."""
     try:
@@ -66,8 +93,13 @@ class ConsumerHandle:
         queue: The queue consumed.
         handled: Messages whose handler returned normally.
         retried: Failed messages sent to a delay tier for another attempt.
-        dead_lettered: Messages sent to the dead-letter queue.
+        dead_lettered: Messages put in the dead-letter queue.
+        dropped: Final failures with no dead-letter queue to go to (none was
+            declared, or it is gone): rejected, so the broker drops them, unless
+            the queue has a dead-letter exchange rtkit was not told about.
         duplicates: Messages skipped because the dedup store had seen their id.
+        internal_errors: Messages rtkit itself failed on (dead-lettered with
+            reason ``internal_error``; a bug, please report it).
     """
 
     def __init__(
@@ -86,7 +118,9 @@ class ConsumerHandle:
         self.handled = 0
         self.retried = 0
         self.dead_lettered = 0
+        self.dropped = 0
         self.duplicates = 0
+        self.internal_errors = 0
         self._service = service
         self._handler = handler
         self._with_envelope = _accepts_envelope(handler)
@@ -166,46 +200,106 @@ class ConsumerHandle:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
+        settled = _Settled(delivery)
         try:
-            await self._process(delivery)
+            await self._process(settled)
+        except Exception as exc:
+            # A bug, or a message nobody foresaw: it must not stay unacknowledged
+            # (a prefetch window full of those stops the consumer for good).
+            await self._internal_error(settled, exc)
         finally:
             if task is not None:
                 self._in_flight.discard(task)
 
+    async def _internal_error(self, delivery: _Settled, exc: Exception) -> None:
+        self.internal_errors += 1
+        log.error(
+            "rtkit failed on message %r from %s",
+            delivery.message.message_id,
+            self.queue,
+            exc_info=exc,
+        )
+        if delivery.done:
+            return
+        try:
+            await self._dead_letter(delivery, "internal_error", type(exc).__qualname__, str(exc), 0)
+        except Exception:
+            log.exception("could not dead-letter %r: rejecting it", delivery.message.message_id)
+            self.dropped += 1
+            await delivery.nack(requeue=False)
+
     async def _process(self, delivery: Delivery) -> None:
         msg = delivery.message
-        attempt = int_header(msg.headers.get("x-retry-count"), 0) + 1
+        attempt = count_header(msg.headers.get("x-retry-count"), 0) + 1
         payload = await self._decode(delivery, attempt)
         if payload is _REJECTED:
             return
         dedup = self._dedup
         key = None if dedup is None else _dedup_key(msg.message_id)
-        if dedup is not None and key is not None:
-            state = await dedup.claim(key)
-            if state == "done":
-                self.duplicates += 1
-                await delivery.ack()
-                return
-            if state == "busy":
-                # Another delivery of this id is being handled right now (e.g. the
-                # old channel's handler after a reconnect): look again shortly.
-                await asyncio.sleep(0.2)
-                await delivery.nack(requeue=True)
-                return
+        if dedup is not None and key is not None and not await self._claim(delivery, dedup, key):
+            return
         try:
             result = await self._call(payload, delivery, attempt)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and not task.cancelling():
+                # The handler raised it without being cancelled: a failure like any other.
+                failure = RuntimeError(f"the handler raised CancelledError({exc})")
+                await self._handler_failed(delivery, failure, attempt, dedup, key)
+                return
             if dedup is not None and key is not None:
                 with contextlib.suppress(Exception):
                     await dedup.release(key)
             raise
         except Exception as exc:
-            if dedup is not None and key is not None:
-                await dedup.release(key)
-            await self._failed(delivery, exc, attempt)
+            await self._handler_failed(delivery, exc, attempt, dedup, key)
             return
+        await self._succeeded(delivery, result, dedup, key)
+
+    async def _handler_failed(
+        self,
+        delivery: Delivery,
+        exc: Exception,
+        attempt: int,
+        dedup: DedupStore | None,
+        key: str | None,
+    ) -> None:
         if dedup is not None and key is not None:
-            await dedup.complete(key)
+            try:
+                await dedup.release(key)
+            except RtkitError as release_error:
+                log.warning("could not release %r: %s", key, release_error)
+        await self._failed(delivery, exc, attempt)
+
+    async def _claim(self, delivery: Delivery, dedup: DedupStore, key: str) -> bool:
+        """Whether to run the handler; otherwise the delivery is settled here."""
+        try:
+            state = await dedup.claim(key)
+        except RtkitError as exc:
+            log.warning("the dedup store failed (%s): requeueing %r", exc, key)
+            state = "busy"
+        if state == "done":
+            self.duplicates += 1
+            await delivery.ack()
+            return False
+        if state == "busy":
+            # Another delivery of this id is being handled right now (e.g. the
+            # old channel's handler after a reconnect): look again shortly.
+            await asyncio.sleep(0.2)
+            await delivery.nack(requeue=True)
+            return False
+        return True
+
+    async def _succeeded(
+        self, delivery: Delivery, result: Any, dedup: DedupStore | None, key: str | None
+    ) -> None:
+        """The handler returned: mark the id done, answer a request, ack (in any case)."""
+        msg = delivery.message
+        if dedup is not None and key is not None:
+            try:
+                await dedup.complete(key)
+            except RtkitError as exc:  # a later duplicate may run again: at least once
+                log.warning("could not mark %r done: %s", key, exc)
         if msg.reply_to:
             await self._reply(msg, result, error=None)
         self.handled += 1
@@ -214,13 +308,9 @@ class ConsumerHandle:
     async def _decode(self, delivery: Delivery, attempt: int) -> Any:
         """The payload, or ``_REJECTED`` after dead-lettering a body that cannot be one."""
         msg = delivery.message
-        if len(msg.body) > self._max_bytes:
-            error = f"body is {len(msg.body)} bytes, more than {self._max_bytes}"
-            await self._dead_letter(delivery, "too_large", "PayloadTooLarge", error, attempt - 1)
-            return _REJECTED
-        if not is_json(msg.content_type):
-            error = f"content type {msg.content_type!r} is not application/json"
-            await self._dead_letter(delivery, "content_type", "ValidationError", error, attempt - 1)
+        problem = self._problem(msg)
+        if problem is not None:
+            await self._dead_letter(delivery, *problem, attempt - 1)
             return _REJECTED
         try:
             if self._adapter is None:
@@ -230,9 +320,25 @@ class ConsumerHandle:
             invalid_json = any(e["type"] == "json_invalid" for e in exc.errors())
             reason: DeadLetterReason = "invalid_json" if invalid_json else "validation_failed"
             await self._dead_letter(delivery, reason, "ValidationError", str(exc), attempt - 1)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             await self._dead_letter(delivery, "invalid_json", "ValidationError", str(exc), 0)
         return _REJECTED
+
+    def _problem(self, msg: OutgoingMessage) -> tuple[DeadLetterReason, str, str] | None:
+        """Why a message cannot be handled before its body is even parsed, if it cannot."""
+        if len(msg.body) > self._max_bytes:
+            error = f"body is {len(msg.body)} bytes, more than {self._max_bytes}"
+            return "too_large", "PayloadTooLarge", error
+        if INVALID_HEADERS in msg.headers:
+            why = text(msg.headers[INVALID_HEADERS])
+            return "invalid_headers", "ValidationError", f"undecodable headers: {why}"
+        if not is_json(msg.content_type):
+            error = f"content type {text(msg.content_type)!r} is not application/json"
+            return "content_type", "ValidationError", error
+        if nests_too_deep(msg.body):
+            error = f"the JSON nests deeper than {MAX_JSON_DEPTH} levels"
+            return "too_deep", "ValidationError", error
+        return None
 
     async def _call(self, payload: Any, delivery: Delivery, attempt: int) -> Any:
         if not self._with_envelope:
@@ -263,9 +369,9 @@ class ConsumerHandle:
             body, headers=headers, persistent=False, correlation_id=msg.correlation_id
         )
         try:
-            await service.backend.publish("", msg.reply_to or "", reply, mandatory=False)
-        except RtkitError as exc:
-            log.warning("could not send the reply to %s: %s", msg.message_id, exc)
+            await service.backend.reply(msg.reply_to or "", reply)
+        except Exception as exc:  # a reply is best effort: the requester times out
+            log.warning("could not send the reply to %r: %r", msg.message_id, exc)
 
     async def _failed(self, delivery: Delivery, exc: Exception, attempt: int) -> None:
         msg = delivery.message
@@ -282,6 +388,8 @@ class ConsumerHandle:
             headers["x-last-error"] = text(f"{type(exc).__name__}: {exc}")
             again = dataclasses.replace(msg, headers=headers)
             await service.backend.publish("", tier, again, mandatory=True)
+        except ValidationError:
+            raise  # the same publish would fail again: dead-lettered as internal_error
         except RtkitError as publish_error:
             log.warning(
                 "could not schedule retry %d of %s (%s); requeueing",
@@ -308,33 +416,40 @@ class ConsumerHandle:
         )
         if msg.reply_to:
             await self._reply(msg, None, error=f"{reason}: {error_type}: {error}")
-        dlq = self._service.dead_letter_queue(self.queue)
+        route = self._service.dead_letter_route(self.queue)
         why = {
             "x-death-reason": reason,
             "x-exception-type": text(error_type),
             "x-exception-message": text(error),
             "x-attempts": attempts,
         }
-        kept = dlq is not None and await self._publish_dead(delivery, dlq, why)
-        self.dead_lettered += 1
-        if kept:
+        if route is not None and await self._publish_dead(delivery, route, why):
+            self.dead_lettered += 1
             await delivery.ack()
-        else:
-            await delivery.nack(requeue=False)
+            return
+        if route is None:
+            log.warning("%s has no dead-letter queue: dropping %r", self.queue, msg.message_id)
+        self.dropped += 1
+        await delivery.nack(requeue=False)
 
-    async def _publish_dead(self, delivery: Delivery, dlq: str, why: dict[str, Any]) -> bool:
-        """Publish the dead letter to ``dlq``; False if there is no such queue."""
+    async def _publish_dead(
+        self, delivery: Delivery, route: tuple[str, str], why: dict[str, Any]
+    ) -> bool:
+        """Publish the dead letter to ``route``; False if it has nowhere to go."""
         msg = delivery.message
         headers = clean_headers(msg.headers)
         headers.update(why)
         headers["x-original-queue"] = self.queue
-        headers["x-original-exchange"] = delivery.exchange
-        headers["x-original-routing-key"] = delivery.routing_key
+        headers["x-original-exchange"] = text(delivery.exchange)
+        headers["x-original-routing-key"] = text(delivery.routing_key)
         dead = dataclasses.replace(msg, headers=headers, correlation_id=None, reply_to=None)
+        exchange, routing_key = route
         try:
-            await self._service.backend.publish("", dlq, dead, mandatory=True)
+            await self._service.backend.publish(exchange, routing_key, dead, mandatory=True)
         except RtkitError as exc:
-            log.warning("no dead-letter queue %r (%s); rejecting %s", dlq, exc, msg.message_id)
+            log.warning(
+                "cannot dead-letter %r to %r (%s): rejecting it", msg.message_id, routing_key, exc
+            )
             return False
         return True
 

@@ -11,33 +11,41 @@ from typing import Any, Literal, TypeAlias
 
 import pydantic
 
+from ._headers import count_header
+
 __all__ = [
     "DeadLetterReason",
     "Envelope",
     "ExchangeKind",
     "Handler",
     "ReceivedMessage",
-    "int_header",
 ]
 
 ExchangeKind: TypeAlias = Literal["direct", "topic", "fanout"]
 """The exchange types rtkit declares."""
 
 DeadLetterReason: TypeAlias = Literal[
-    "handler_failed", "validation_failed", "invalid_json", "content_type", "too_large"
+    "handler_failed",
+    "validation_failed",
+    "invalid_json",
+    "content_type",
+    "too_large",
+    "too_deep",
+    "invalid_headers",
+    "internal_error",
 ]
-"""Why a message went to a dead-letter queue (the ``x-death-reason`` header)."""
+"""Why a message went to a dead-letter queue (the ``x-death-reason`` header).
+
+``handler_failed``: the handler raised on its last attempt; ``validation_failed``:
+the payload does not fit the ``model``; ``invalid_json``: the body is not JSON;
+``content_type``: another content type; ``too_large``: the body is larger than
+``max_message_bytes``; ``too_deep``: the JSON nests deeper than 32 levels;
+``invalid_headers``: the client could not decode the message's headers;
+``internal_error``: rtkit itself failed on this message (a bug: please report it).
+"""
 
 Handler: TypeAlias = Callable[..., Awaitable[Any]]
 """An async handler: ``async def h(payload)`` or ``async def h(payload, envelope)``."""
-
-
-def int_header(value: Any, default: int) -> int:
-    """A header read as a non-negative ``int`` (``default`` if it is not a number)."""
-    try:
-        return max(0, int(value))
-    except (TypeError, ValueError):
-        return default
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,4 +116,4 @@ class ReceivedMessage(pydantic.BaseModel):
     @property
     def attempts(self) -> int:
         """How many times a handler tried the message before it was dead-lettered."""
-        return int_header(self.headers.get("x-attempts"), 0)
+        return count_header(self.headers.get("x-attempts"), 0)

@@ -12,12 +12,12 @@ from .._core.component import Component
 from .._core.ids import new_id
 from .._core.lifecycle import DEFAULT_CLOSE_TIMEOUT
 from .._core.validate import check_id, check_int, check_seconds
-from ..errors import ValidationError
+from ..errors import ConfigurationError, NotFound, ValidationError
+from ._headers import check_headers
 from ._models import ExchangeKind, ReceivedMessage
 from ._retry import delay_tier_ms
 from ._wire import (
     DEFAULT_MAX_MESSAGE_BYTES,
-    check_headers,
     check_queue,
     check_routing_key,
     decode_any,
@@ -33,10 +33,17 @@ _EXCHANGE_KINDS = get_args(ExchangeKind)
 Stopper = Callable[[float], Awaitable[None]]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _QueueInfo:
     durable: bool
-    dead_letter: str | None
+    dead_letter: str | None  # the dead-letter queue, or the routing key through the exchange
+    dead_letter_exchange: str  # "" is the default exchange
+
+
+def _check_flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(f"{what} must be True or False, got {value!r:.40}")
+    return value
 
 
 class RabbitMQService(Component):
@@ -124,49 +131,127 @@ class RabbitMQService(Component):
     # -- topology --------------------------------------------------------------
 
     async def declare_queue(
-        self, name: str, *, durable: bool = True, dead_letter: bool | str = True
+        self,
+        name: str,
+        *,
+        durable: bool = True,
+        dead_letter: bool | str = True,
+        dead_letter_exchange: str = "",
+        declare: bool = True,
     ) -> None:
-        """Declare a queue (and its dead-letter queue).
+        """Declare a queue and where its dead letters go, or adopt one that exists.
+
+        The queue is declared first, so a refused declaration creates nothing;
+        then the dead-letter queue (and exchange). Declaring again with the same
+        settings does nothing, so services may all declare what they use.
 
         Args:
             name: The queue name (see the validation guide; not starting ``amq.``).
-            durable: Survives a broker restart.
+            durable: Survives a broker restart (so do its dead-letter queue and exchange).
             dead_letter: ``True`` makes ``<name>.dlq`` the dead-letter queue, a string
                 names another one, ``False`` means none (final failures are dropped
-                with a warning). Messages rejected or expired by the broker go there too.
+                with a warning). Messages the broker rejects or expires go there too.
+            dead_letter_exchange: Dead letters go through this exchange (declared
+                ``direct``, with the dead-letter queue bound to it under its own name)
+                instead of the default exchange: ``dead_letter_exchange="orders_dlx",
+                dead_letter="orders_dlq"`` is the topology of amqplib's ``<q>_dlx`` /
+                ``<q>_dlq`` services.
+            declare: ``False`` adopts a queue that exists (made by another service):
+                nothing is declared, rtkit checks that the queue exists and takes
+                ``dead_letter`` and ``dead_letter_exchange`` as a description of where
+                its dead letters go (which must exist too).
 
         Raises:
-            rtkit.errors.ValidationError: A bad name.
-            rtkit.errors.ConfigurationError: The queue exists with other settings.
+            rtkit.errors.ValidationError: A bad name or option.
+            rtkit.errors.ConfigurationError: The queue (or its dead-letter queue) exists
+                with other settings; the message names the argument and the options
+                that fit.
+            rtkit.errors.NotFound: ``declare=False`` and the queue, its dead-letter
+                queue or exchange does not exist.
             rtkit.errors.Closed: The service was closed.
         """
         check_queue(name)
-        dlq: str | None
-        if dead_letter is True:
-            dlq = f"{name}.dlq"
-        elif dead_letter is False:
-            dlq = None
-        else:
-            dlq = check_queue(dead_letter, "dead-letter queue name")
+        dlq = self._dead_letter_name(name, dead_letter)
+        if dead_letter_exchange != "":
+            check_queue(dead_letter_exchange, "dead-letter exchange name")
+            if dlq is None:
+                raise ValidationError("dead_letter_exchange needs a dead-letter queue to route to")
+        _check_flag(durable, "durable")
+        _check_flag(declare, "declare")
         if not self._live:
             await self._ready()
+        info = _QueueInfo(durable, dlq, dead_letter_exchange)
+        if declare:
+            await self._declare_queue(name, info)
+        else:
+            await self._adopt_queue(name, info)
+        self._queues[name] = info
+
+    @staticmethod
+    def _dead_letter_name(name: str, dead_letter: Any) -> str | None:
+        if dead_letter is True:
+            return f"{name}.dlq"
+        if dead_letter is False:
+            return None
+        return check_queue(dead_letter, "dead-letter queue name")
+
+    async def _declare_queue(self, name: str, info: _QueueInfo) -> None:
+        backend, dlq, dlx = self._backend, info.dead_letter, info.dead_letter_exchange
         arguments: dict[str, Any] = {}
         if dlq is not None:
-            await self._backend.declare_queue(dlq, durable=durable, arguments={})
-            arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq}
-        await self._backend.declare_queue(name, durable=durable, arguments=arguments)
-        self._queues[name] = _QueueInfo(durable=durable, dead_letter=dlq)
+            arguments = {"x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": dlq}
+        await backend.declare_queue(name, durable=info.durable, arguments=arguments)
+        if dlq is None:
+            return
+        try:
+            if dlx:
+                await backend.declare_exchange(dlx, "direct", durable=info.durable)
+            await backend.declare_queue(dlq, durable=info.durable, arguments={})
+            if dlx:
+                await backend.bind(dlq, dlx, dlq)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"the dead letters of {name!r}: {exc}") from exc
+
+    async def _adopt_queue(self, name: str, info: _QueueInfo) -> None:
+        backend, dlq, dlx = self._backend, info.dead_letter, info.dead_letter_exchange
+        try:
+            await backend.declare_queue(name, durable=info.durable, arguments={}, passive=True)
+        except NotFound as exc:
+            raise NotFound(f"declare=False adopts a queue that exists: {exc}") from exc
+        try:
+            if dlx:
+                await backend.declare_exchange(dlx, "direct", durable=info.durable, passive=True)
+            elif dlq is not None:
+                await backend.declare_queue(dlq, durable=info.durable, arguments={}, passive=True)
+        except NotFound as exc:
+            raise NotFound(
+                f"the dead letters of {name!r} have nowhere to go ({exc}): name an existing "
+                "queue with dead_letter= (and its exchange with dead_letter_exchange=), or "
+                "pass dead_letter=False"
+            ) from exc
 
     async def declare_exchange(
-        self, name: str, kind: ExchangeKind = "direct", *, durable: bool = True
+        self,
+        name: str,
+        kind: ExchangeKind = "direct",
+        *,
+        durable: bool = True,
+        declare: bool = True,
     ) -> None:
-        """Declare an exchange of kind ``direct``, ``topic`` or ``fanout``."""
+        """Declare an exchange of kind ``direct``, ``topic`` or ``fanout``.
+
+        ``declare=False`` only checks that it exists
+        ([`NotFound`][rtkit.errors.NotFound] otherwise); declaring it with other
+        settings raises [`ConfigurationError`][rtkit.errors.ConfigurationError].
+        """
         check_queue(name, "exchange name")
         if kind not in _EXCHANGE_KINDS:
             raise ValidationError(f"exchange kind must be one of {_EXCHANGE_KINDS}, not {kind!r}")
+        _check_flag(durable, "durable")
+        _check_flag(declare, "declare")
         if not self._live:
             await self._ready()
-        await self._backend.declare_exchange(name, kind, durable=durable)
+        await self._backend.declare_exchange(name, kind, durable=durable, passive=not declare)
 
     async def bind(self, queue: str, exchange: str, pattern: str = "") -> None:
         """Route messages published to ``exchange`` with a matching key into ``queue``.
@@ -234,6 +319,18 @@ class RabbitMQService(Component):
         info = self._queues.get(queue)
         return f"{queue}.dlq" if info is None else info.dead_letter
 
+    def dead_letter_route(self, queue: str) -> tuple[str, str] | None:
+        """Where consumers publish the dead letters of ``queue``: (exchange, routing key).
+
+        ``("", "<queue>.dlq")`` unless declared otherwise; ``None`` if it has none.
+        """
+        info = self._queues.get(queue)
+        if info is None:
+            return ("", f"{queue}.dlq")
+        if info.dead_letter is None:
+            return None
+        return (info.dead_letter_exchange, info.dead_letter)
+
     # -- delay tiers -----------------------------------------------------------
 
     @staticmethod
@@ -274,7 +371,8 @@ class RabbitMQService(Component):
         """``message`` (a pydantic model or any JSON-able value) as a JSON body.
 
         Raises:
-            rtkit.errors.ValidationError: It is not JSON-serializable.
+            rtkit.errors.ValidationError: It is not JSON-serializable, or nests deeper
+                than 32 levels (consumers dead-letter such bodies).
             rtkit.errors.PayloadTooLarge: It is larger than ``max_message_bytes``.
         """
         return encode(message, self.max_message_bytes)
@@ -293,7 +391,9 @@ class RabbitMQService(Component):
 
         Args:
             body: The encoded body (see [`encode`][rtkit.messaging.RabbitMQService.encode]).
-            headers: Application headers (str, int, float, bool or None values).
+            headers: Application headers: names of 1-128 bytes; ``str`` (at most 16 KiB),
+                ``int`` (signed 64-bit), finite ``float``, ``bool`` or ``None`` values; at
+                most 64 KiB in all.
             message_id: The caller's unique id; a new UUIDv7 otherwise.
             persistent: Written to disk by the broker (delivery mode 2).
             correlation_id: For request/reply.
@@ -301,6 +401,7 @@ class RabbitMQService(Component):
 
         Raises:
             rtkit.errors.ValidationError: A bad header or message id.
+            rtkit.errors.PayloadTooLarge: A header value or the headers are too large.
         """
         return OutgoingMessage(
             body=body,

@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendUnavailable, ConfigurationError, NotFound
+from ._conflicts import parse_precondition
 from .base import Delivery, OutgoingMessage
 
 if TYPE_CHECKING:
@@ -22,7 +23,6 @@ __all__ = [
     "Settler",
     "amqp_errors",
     "import_aio_pika",
-    "properties",
 ]
 
 log = logging.getLogger("rtkit.messaging")
@@ -52,7 +52,8 @@ def amqp_errors(doing: str) -> Iterator[None]:
     except e.ChannelNotFoundEntity as exc:
         raise NotFound(f"{doing}: {exc}") from exc
     except e.ChannelPreconditionFailed as exc:
-        raise ConfigurationError(f"{doing}: {exc}") from exc
+        conflict = parse_precondition(str(exc.args[0] if exc.args else exc))
+        raise (conflict or ConfigurationError(f"{doing}: {exc}")) from exc
     except e.ChannelAccessRefused as exc:
         raise ConfigurationError(f"{doing}: {exc}") from exc
     except (
@@ -66,23 +67,10 @@ def amqp_errors(doing: str) -> Iterator[None]:
         raise BackendUnavailable(f"RabbitMQ is unavailable while {doing}: {exc!r}") from exc
 
 
-def properties(message: OutgoingMessage) -> Any:
-    """The AMQP basic properties of ``message``."""
-    from pamqp.commands import Basic
-
-    return Basic.Properties(
-        content_type=message.content_type,
-        delivery_mode=2 if message.persistent else 1,
-        message_id=message.message_id,
-        timestamp=datetime.fromtimestamp(message.timestamp, tz=UTC),
-        headers=message.headers or None,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-    )
-
-
 def _timestamp(ts: Any) -> int:
-    return int(ts.timestamp()) if isinstance(ts, datetime) else int(ts or 0)
+    if isinstance(ts, datetime):
+        return int(ts.timestamp())
+    return ts if isinstance(ts, int) else 0
 
 
 def _to_message(incoming: aio_pika.abc.AbstractIncomingMessage) -> OutgoingMessage:

@@ -23,9 +23,12 @@ from ..._core.lifecycle import DEFAULT_TIMEOUT
 from ..._core.urls import BackendTarget, redact
 from ..._core.validate import check_seconds
 from ...errors import BackendUnavailable, Closed, NotFound
+from .._headers import check_wire_headers
 from .._models import ExchangeKind
+from ._amqp_codec import install_lenient_decoding, properties
 from ._amqp_consumer import AmqpConsumer
-from ._amqp_support import NoAckDelivery, amqp_errors, import_aio_pika, properties
+from ._amqp_replies import Replier
+from ._amqp_support import NoAckDelivery, amqp_errors, import_aio_pika
 from .base import REPLY_TO, BrokerConsumer, Delivery, OutgoingMessage
 
 if TYPE_CHECKING:
@@ -73,6 +76,7 @@ class AmqpBrokerBackend:
         self._rpc_channel: aio_pika.abc.AbstractRobustChannel | None = None
         self._rpc_lock = asyncio.Lock()
         self._replies: dict[str, asyncio.Future[Delivery]] = {}
+        self.replier = Replier(url, f"{self.connection_name}-replies", self.timeout)
         self._consumers: set[AmqpConsumer] = set()
         self._verifier: asyncio.Task[Any] | None = None
         self._closed = False
@@ -107,6 +111,7 @@ class AmqpBrokerBackend:
     async def connect(self) -> None:
         """Connect (bounded by ``timeout``)."""
         aio_pika = import_aio_pika()
+        install_lenient_decoding()
         if self._closed:
             raise Closed("this RabbitMQ connection is closed")
         try:
@@ -177,6 +182,7 @@ class AmqpBrokerBackend:
         for future in self._replies.values():
             if not future.done():
                 future.set_exception(BackendUnavailable("the connection was closed"))
+        await self.replier.close()
         if conn is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), self.timeout)
@@ -202,20 +208,40 @@ class AmqpBrokerBackend:
                         # the broker closed it for a failed operation): try again.
                         await asyncio.sleep(0.05)
 
-    async def declare_queue(self, name: str, *, durable: bool, arguments: dict[str, Any]) -> None:
-        """Declare a queue on the robust channel (restored after a reconnect)."""
+    async def declare_queue(
+        self, name: str, *, durable: bool, arguments: dict[str, Any], passive: bool = False
+    ) -> None:
+        """Declare a queue on the robust channel (restored after a reconnect).
+
+        ``passive``: ``queue.declare`` passive on the channel underneath (the robust
+        channel would answer from its own memory), so nothing is declared or restored.
+        """
         ch = self._ch()
+
+        async def check() -> None:
+            underlay = await ch.get_underlay_channel()
+            await underlay.queue_declare(name, passive=True)
+
         await self._topology(
-            f"declaring queue {name!r}",
-            lambda: ch.declare_queue(name, durable=durable, arguments=arguments or None),
+            f"{'looking for' if passive else 'declaring'} queue {name!r}",
+            check
+            if passive
+            else lambda: ch.declare_queue(name, durable=durable, arguments=arguments or None),
         )
 
-    async def declare_exchange(self, name: str, kind: ExchangeKind, *, durable: bool) -> None:
-        """Declare an exchange on the robust channel."""
+    async def declare_exchange(
+        self, name: str, kind: ExchangeKind, *, durable: bool, passive: bool = False
+    ) -> None:
+        """Declare an exchange on the robust channel (``passive``: only check it exists)."""
         ch = self._ch()
+
+        async def check() -> None:
+            underlay = await ch.get_underlay_channel()
+            await underlay.exchange_declare(name, passive=True)
+
         await self._topology(
-            f"declaring exchange {name!r}",
-            lambda: ch.declare_exchange(name, kind, durable=durable),
+            f"{'looking for' if passive else 'declaring'} exchange {name!r}",
+            check if passive else lambda: ch.declare_exchange(name, kind, durable=durable),
         )
 
     async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
@@ -241,7 +267,12 @@ class AmqpBrokerBackend:
     async def publish(
         self, exchange: str, routing_key: str, message: OutgoingMessage, *, mandatory: bool
     ) -> None:
-        """Publish and wait for the confirm, retrying across a reconnect."""
+        """Publish and wait for the confirm, retrying across a reconnect.
+
+        Headers RabbitMQ would refuse raise ``ValidationError`` first: it would
+        close the connection, and every channel and consumer on it.
+        """
+        check_wire_headers(message.headers)
         self._open_connection()
         ch = self._publisher
         if ch is None:
@@ -264,11 +295,11 @@ class AmqpBrokerBackend:
     ) -> None:
         import aiormq.exceptions as e
 
-        props = properties(message)
         task = asyncio.current_task()
         while True:
             try:
                 channel: Any = await ch.get_underlay_channel()
+                props = properties(message, channel.connection.connection_tune.frame_max)
                 watchers = self._watch(channel, task)
                 try:
                     # wait=False: frames are batched by the writer instead of one
@@ -325,6 +356,12 @@ class AmqpBrokerBackend:
             if not task.done():
                 self._interrupted.add(task)
                 task.cancel()
+
+    async def reply(self, routing_key: str, message: OutgoingMessage) -> None:
+        """Send a reply once, on a connection of its own (see ``_amqp_replies``)."""
+        check_wire_headers(message.headers)
+        self._open_connection()
+        await self.replier.reply(routing_key, message)
 
     async def get(self, queue: str) -> Delivery | None:
         """basic.get with auto-ack."""
@@ -383,6 +420,7 @@ class AmqpBrokerBackend:
         """Publish with ``reply_to=amq.rabbitmq.reply-to`` and wait for the reply."""
         import aiormq.exceptions as e
 
+        check_wire_headers(message.headers)
         channel = await self._reply_channel()
         correlation_id = message.correlation_id or message.message_id
         future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
@@ -391,11 +429,12 @@ class AmqpBrokerBackend:
             async with asyncio.timeout(timeout):
                 try:
                     underlay = await channel.get_underlay_channel()
+                    props = properties(message, underlay.connection.connection_tune.frame_max)
                     await underlay.basic_publish(
                         message.body,
                         exchange=exchange,
                         routing_key=routing_key,
-                        properties=properties(message),
+                        properties=props,
                         mandatory=True,
                     )
                 except e.PublishError as exc:

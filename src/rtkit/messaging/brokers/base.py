@@ -101,12 +101,22 @@ class BrokerBackend(Protocol):
         """Close the connection (also when it never connected)."""
         ...
 
-    async def declare_queue(self, name: str, *, durable: bool, arguments: dict[str, Any]) -> None:
-        """Declare a queue (idempotent for equal arguments)."""
+    async def declare_queue(
+        self, name: str, *, durable: bool, arguments: dict[str, Any], passive: bool = False
+    ) -> None:
+        """Declare a queue (idempotent for equal arguments).
+
+        Other settings than the queue's raise ``ConfigurationError`` naming the
+        first argument that differs (see ``brokers/_conflicts.py``), and declare
+        nothing. ``passive=True`` declares nothing: it raises ``NotFound`` unless
+        the queue exists.
+        """
         ...
 
-    async def declare_exchange(self, name: str, kind: ExchangeKind, *, durable: bool) -> None:
-        """Declare an exchange."""
+    async def declare_exchange(
+        self, name: str, kind: ExchangeKind, *, durable: bool, passive: bool = False
+    ) -> None:
+        """Declare an exchange (``passive``: only check that it exists)."""
         ...
 
     async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
@@ -124,7 +134,21 @@ class BrokerBackend(Protocol):
     async def publish(
         self, exchange: str, routing_key: str, message: OutgoingMessage, *, mandatory: bool
     ) -> None:
-        """Publish and wait for the publisher confirm."""
+        """Publish and wait for the publisher confirm.
+
+        Headers the broker cannot carry (``rtkit.messaging._headers.check_wire_headers``)
+        raise ``ValidationError`` and nothing is sent.
+        """
+        ...
+
+    async def reply(self, routing_key: str, message: OutgoingMessage) -> None:
+        """Send the reply to a request, once, through the default exchange.
+
+        ``routing_key`` is the request's ``reply_to``, which its producer chose:
+        a reply must never disrupt this connection's consumers (RabbitMQ 3.x
+        closes the connection that publishes to a forged direct reply-to
+        address), and is never sent again after a reconnect.
+        """
         ...
 
     async def get(self, queue: str) -> Delivery | None:

@@ -1,13 +1,16 @@
 """The in-memory broker: RabbitMQ's semantics in one process.
 
 Not a stub: exchanges (direct, topic with ``*``/``#``, fanout) and bindings, the
-default exchange, durable flags checked on re-declaration, per-consumer
-prefetch windows with round-robin dispatch, ack/nack/reject with and without
-requeue (a requeued message goes back to its original position and is flagged
-``redelivered``), dead-lettering with ``x-death``, per-queue message TTL (so
-delay tiers work), basic.get, publisher confirms with ``mandatory`` returns,
-and direct reply-to. It is the executable specification the RabbitMQ backend
-is tested against.
+default exchange, re-declarations compared as RabbitMQ compares them (the same
+``ConfigurationError``, see ``_conflicts.py``) and passive declarations,
+per-consumer prefetch windows with round-robin dispatch, ack/nack/reject with
+and without requeue (a requeued message goes back to its original position and
+is flagged ``redelivered``), dead-lettering with ``x-death`` through the default
+or a named exchange, per-queue message TTL (so delay tiers work), basic.get,
+publisher confirms with ``mandatory`` returns, the header checks RabbitMQ makes
+on publish, and direct reply-to. It is the executable specification the
+RabbitMQ backend is tested against. ``MemoryBroker.publish`` (the broker itself,
+not a connection) takes any message, as a foreign client's would arrive.
 
 ``memory://`` gives a service a broker of its own; ``memory://NAME`` one broker
 shared by every service opened with that name in the process. A test that
@@ -28,18 +31,18 @@ import dataclasses
 import heapq
 import itertools
 import logging
-import time
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, Self
 
 from ..._core.ids import new_id
 from ..._core.memory import shared_state
 from ..._core.topic import TopicPattern
 from ..._core.urls import BackendTarget
-from ...errors import BackendUnavailable, Closed, ConfigurationError, NotFound, RtkitError
+from ...errors import BackendUnavailable, Closed, NotFound, RtkitError
+from .._headers import check_wire_headers
 from .._models import ExchangeKind
+from ._memory_model import Exchange, Queue, Stored, died, exchange_conflict, queue_conflict
 from .base import REPLY_TO, Delivery, OutgoingMessage
 
 __all__ = ["MemoryBroker", "MemoryBrokerBackend"]
@@ -47,59 +50,11 @@ __all__ = ["MemoryBroker", "MemoryBrokerBackend"]
 log = logging.getLogger("rtkit.messaging")
 
 
-@dataclass(order=True)
-class _Stored:
-    seq: int
-    message: OutgoingMessage = field(compare=False)
-    exchange: str = field(compare=False)
-    routing_key: str = field(compare=False)
-    redelivered: bool = field(default=False, compare=False)
-    expires_at: float | None = field(default=None, compare=False)
-
-
-@dataclass
-class _Exchange:
-    kind: ExchangeKind
-    durable: bool
-    # (queue, binding key) -> the compiled key; insertion-ordered, no duplicates
-    bindings: dict[tuple[str, str], TopicPattern] = field(default_factory=dict)
-
-    def routes(self, routing_key: str) -> list[str]:
-        names: dict[str, None] = {}
-        for (queue, key), pattern in self.bindings.items():
-            if (
-                self.kind == "fanout"
-                or (self.kind == "direct" and key == routing_key)
-                or (self.kind == "topic" and pattern.matches(routing_key))
-            ):
-                names[queue] = None
-        return list(names)
-
-    def unbind_queue(self, queue: str) -> None:
-        self.bindings = {b: p for b, p in self.bindings.items() if b[0] != queue}
-
-
-@dataclass(eq=False)
-class _Queue:
-    name: str
-    durable: bool
-    arguments: dict[str, Any]
-    ready: list[_Stored] = field(default_factory=list)
-    consumers: list[_Consumer] = field(default_factory=list)
-    next_consumer: int = 0
-    deleted: bool = False
-
-    @property
-    def ttl(self) -> float | None:
-        ttl = self.arguments.get("x-message-ttl")
-        return None if ttl is None else float(ttl) / 1000.0
-
-
 class _Consumer:
     def __init__(
         self,
         backend: MemoryBrokerBackend,
-        queue: _Queue,
+        queue: Queue,
         callback: Callable[[Delivery], Awaitable[None]],
         prefetch: int,
     ) -> None:
@@ -108,7 +63,7 @@ class _Consumer:
         self.queue = queue
         self.callback = callback
         self.prefetch = prefetch
-        self.unacked: dict[int, _Stored] = {}
+        self.unacked: dict[int, Stored] = {}
         self.active = True
         self.closed = False
         self.retired = False
@@ -141,7 +96,7 @@ class _Consumer:
             self.broker.requeue(self.queue, stored)
         self.broker.dispatch(self.queue)
 
-    def reattach(self, queue: _Queue) -> None:
+    def reattach(self, queue: Queue) -> None:
         self.queue = queue
         self.active = True
         self.closed = False
@@ -153,7 +108,7 @@ class _Consumer:
 class _MemoryDelivery(Delivery):
     __slots__ = ("_consumer", "_tag")
 
-    def __init__(self, stored: _Stored, consumer: _Consumer | None, tag: int) -> None:
+    def __init__(self, stored: Stored, consumer: _Consumer | None, tag: int) -> None:
         super().__init__(
             stored.message,
             exchange=stored.exchange,
@@ -163,7 +118,7 @@ class _MemoryDelivery(Delivery):
         self._consumer = consumer
         self._tag = tag
 
-    def _settle(self) -> _Stored | None:
+    def _settle(self) -> Stored | None:
         consumer = self._consumer
         if consumer is None or consumer.closed:
             return None  # auto-acked, or the channel is gone: the ack is dropped
@@ -195,9 +150,9 @@ class MemoryBroker:
     """
 
     def __init__(self) -> None:
-        self._exchanges: dict[str, _Exchange] = {"": _Exchange("direct", True)}
-        self._queues: dict[str, _Queue] = {}
-        self._replies: dict[str, asyncio.Future[_Stored]] = {}
+        self._exchanges: dict[str, Exchange] = {"": Exchange("direct", True)}
+        self._queues: dict[str, Queue] = {}
+        self._replies: dict[str, asyncio.Future[Stored]] = {}
         self._seq = itertools.count()
         self._tags = itertools.count(1)
         self._connections: weakref.WeakSet[MemoryBrokerBackend] = weakref.WeakSet()
@@ -243,7 +198,7 @@ class MemoryBroker:
     def register(self, connection: MemoryBrokerBackend) -> None:
         self._connections.add(connection)
 
-    def queue(self, name: str) -> _Queue:
+    def queue(self, name: str) -> Queue:
         q = self._queues.get(name)
         if q is None:
             raise NotFound(f"no queue {name!r}")
@@ -252,28 +207,26 @@ class MemoryBroker:
     def declare_queue(self, name: str, durable: bool, arguments: dict[str, Any]) -> None:
         q = self._queues.get(name)
         if q is None:
-            self._queues[name] = _Queue(name, durable, dict(arguments))
-        elif q.durable != durable or q.arguments != arguments:
-            raise ConfigurationError(
-                f"queue {name!r} exists with other settings (durable={q.durable}, "
-                f"arguments={q.arguments})"
-            )
+            self._queues[name] = Queue(name, durable, dict(arguments))
+        elif (conflict := queue_conflict(q, durable, arguments)) is not None:
+            raise conflict
 
     def declare_exchange(self, name: str, kind: ExchangeKind, durable: bool) -> None:
         ex = self._exchanges.get(name)
         if ex is None:
-            self._exchanges[name] = _Exchange(kind, durable)
-        elif ex.kind != kind or ex.durable != durable:
-            raise ConfigurationError(
-                f"exchange {name!r} exists with other settings (kind={ex.kind}, "
-                f"durable={ex.durable})"
-            )
+            self._exchanges[name] = Exchange(kind, durable)
+        elif (conflict := exchange_conflict(name, ex, kind, durable)) is not None:
+            raise conflict
+
+    def exchange(self, name: str) -> Exchange:
+        ex = self._exchanges.get(name)
+        if ex is None:
+            raise NotFound(f"no exchange {name!r}")
+        return ex
 
     def bind(self, queue: str, exchange: str, routing_key: str) -> None:
         self.queue(queue)
-        ex = self._exchanges.get(exchange)
-        if ex is None:
-            raise NotFound(f"no exchange {exchange!r}")
+        ex = self.exchange(exchange)
         if (queue, routing_key) not in ex.bindings:
             ex.bindings[(queue, routing_key)] = TopicPattern(routing_key)
 
@@ -294,7 +247,7 @@ class MemoryBroker:
 
     # -- routing ---------------------------------------------------------------
 
-    def _route(self, exchange: str, routing_key: str) -> list[_Queue]:
+    def _route(self, exchange: str, routing_key: str) -> list[Queue]:
         ex = self._exchanges.get(exchange)
         if ex is None:
             raise NotFound(f"no exchange {exchange!r}")
@@ -309,15 +262,15 @@ class MemoryBroker:
         if exchange == "" and routing_key.startswith(REPLY_TO + "."):
             future = self._replies.get(routing_key)
             if future is not None and not future.done():
-                future.set_result(_Stored(next(self._seq), message, exchange, routing_key))
+                future.set_result(Stored(next(self._seq), message, exchange, routing_key))
             return
         queues = self._route(exchange, routing_key)
         if not queues and mandatory:
             raise NotFound(f"no queue is bound to {exchange!r} with key {routing_key!r}")
         for q in queues:
-            self._enqueue(q, _Stored(next(self._seq), message, exchange, routing_key))
+            self._enqueue(q, Stored(next(self._seq), message, exchange, routing_key))
 
-    def _enqueue(self, q: _Queue, stored: _Stored) -> None:
+    def _enqueue(self, q: Queue, stored: Stored) -> None:
         ttl = q.ttl
         if ttl is not None:
             loop = asyncio.get_running_loop()
@@ -326,34 +279,34 @@ class MemoryBroker:
         heapq.heappush(q.ready, stored)
         self.dispatch(q)
 
-    def requeue(self, q: _Queue, stored: _Stored) -> None:
+    def requeue(self, q: Queue, stored: Stored) -> None:
         if q.deleted:
             return
         stored.redelivered = True
         heapq.heappush(q.ready, stored)
 
-    def expire(self, q: _Queue) -> None:
+    def expire(self, q: Queue) -> None:
         if q.deleted:
             return
         now = asyncio.get_running_loop().time()
         while q.ready and (q.ready[0].expires_at or now + 1) <= now:
             self.dead_letter(q, heapq.heappop(q.ready), "expired")
 
-    def take(self, q: _Queue) -> _Stored | None:
+    def take(self, q: Queue) -> Stored | None:
         """basic.get: the next ready message, after dead-lettering the expired ones."""
         self.expire(q)
         return heapq.heappop(q.ready) if q.ready else None
 
-    def dead_letter(self, q: _Queue, stored: _Stored, reason: str) -> None:
+    def dead_letter(self, q: Queue, stored: Stored, reason: str) -> None:
         dlx = q.arguments.get("x-dead-letter-exchange")
         if dlx is None or dlx not in self._exchanges:
             return
         routing_key = q.arguments.get("x-dead-letter-routing-key") or stored.routing_key
-        message = dataclasses.replace(stored.message, headers=_died(q.name, stored, reason))
+        message = dataclasses.replace(stored.message, headers=died(q.name, stored, reason))
         for target in self._route(dlx, routing_key):
-            self._enqueue(target, _Stored(next(self._seq), message, dlx, routing_key))
+            self._enqueue(target, Stored(next(self._seq), message, dlx, routing_key))
 
-    def dispatch(self, q: _Queue) -> None:
+    def dispatch(self, q: Queue) -> None:
         if q.deleted:
             return
         loop = asyncio.get_running_loop()
@@ -382,7 +335,7 @@ class MemoryBroker:
         self, exchange: str, routing_key: str, message: OutgoingMessage, timeout: float
     ) -> Delivery:
         reply_to = f"{REPLY_TO}.{new_id()}"
-        future: asyncio.Future[_Stored] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         self._replies[reply_to] = future
         try:
             asked = dataclasses.replace(message, reply_to=reply_to)
@@ -396,37 +349,6 @@ class MemoryBroker:
         finally:
             self._replies.pop(reply_to, None)
         return _MemoryDelivery(stored, None, 0)
-
-
-def _died(queue: str, stored: _Stored, reason: str) -> dict[str, Any]:
-    """The headers of a dead-lettered message: ``x-death`` and its summaries, as RabbitMQ."""
-    headers = dict(stored.message.headers)
-    deaths: list[dict[str, Any]] = [dict(d) for d in headers.get("x-death", [])]
-    for i, death in enumerate(deaths):
-        if death.get("queue") == queue and death.get("reason") == reason:
-            death["count"] = int(death.get("count", 0)) + 1
-            deaths.insert(0, deaths.pop(i))
-            break
-    else:
-        deaths.insert(
-            0,
-            {
-                "count": 1,
-                "reason": reason,
-                "queue": queue,
-                "time": int(time.time()),
-                "exchange": stored.exchange,
-                "routing-keys": [stored.routing_key],
-            },
-        )
-    headers["x-death"] = deaths
-    headers.setdefault("x-first-death-queue", queue)
-    headers.setdefault("x-first-death-reason", reason)
-    headers.setdefault("x-first-death-exchange", stored.exchange)
-    headers["x-last-death-queue"] = queue
-    headers["x-last-death-reason"] = reason
-    headers["x-last-death-exchange"] = stored.exchange
-    return headers
 
 
 async def _call(callback: Callable[[Delivery], Awaitable[None]], delivery: Delivery) -> None:
@@ -517,14 +439,26 @@ class MemoryBrokerBackend:
             with contextlib.suppress(NotFound):
                 consumer.reattach(broker.queue(consumer.queue.name))
 
-    async def declare_queue(self, name: str, *, durable: bool, arguments: dict[str, Any]) -> None:
-        """Declare a queue."""
-        self._check().declare_queue(name, durable, arguments)
+    async def declare_queue(
+        self, name: str, *, durable: bool, arguments: dict[str, Any], passive: bool = False
+    ) -> None:
+        """Declare a queue (``passive``: only check that it exists)."""
+        broker = self._check()
+        if passive:
+            broker.queue(name)
+            return
+        broker.declare_queue(name, durable, arguments)
         self._queues[name] = (durable, dict(arguments))
 
-    async def declare_exchange(self, name: str, kind: ExchangeKind, *, durable: bool) -> None:
-        """Declare an exchange."""
-        self._check().declare_exchange(name, kind, durable)
+    async def declare_exchange(
+        self, name: str, kind: ExchangeKind, *, durable: bool, passive: bool = False
+    ) -> None:
+        """Declare an exchange (``passive``: only check that it exists)."""
+        broker = self._check()
+        if passive:
+            broker.exchange(name)
+            return
+        broker.declare_exchange(name, kind, durable)
         self._exchanges[name] = (kind, durable)
 
     async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
@@ -548,8 +482,14 @@ class MemoryBrokerBackend:
     async def publish(
         self, exchange: str, routing_key: str, message: OutgoingMessage, *, mandatory: bool
     ) -> None:
-        """Publish (confirmed at once)."""
-        self._check().publish(exchange, routing_key, message, mandatory=mandatory)
+        """Publish (confirmed at once); headers RabbitMQ would refuse raise ``ValidationError``."""
+        broker = self._check()
+        check_wire_headers(message.headers)
+        broker.publish(exchange, routing_key, message, mandatory=mandatory)
+
+    async def reply(self, routing_key: str, message: OutgoingMessage) -> None:
+        """Send a reply once (to a queue, or a direct reply-to address)."""
+        await self.publish("", routing_key, message, mandatory=False)
 
     async def get(self, queue: str) -> Delivery | None:
         """basic.get with auto-ack."""
