@@ -45,9 +45,9 @@ systemdeps:
 		fi; \
 	fi
 
-$(NODE_DEPS): tests/node/package.json | systemdeps
+$(NODE_DEPS): tests/node/package.json tests/node/package-lock.json | systemdeps
 	@if command -v npm >/dev/null 2>&1; then \
-		npm install --prefix tests/node --no-audit --no-fund --loglevel=error && \
+		npm ci --prefix tests/node --no-audit --no-fund --loglevel=error && \
 		touch $(NODE_DEPS); \
 	else \
 		echo "testdeps: npm is missing: the Node.js tests will skip" >&2; \

@@ -261,7 +261,8 @@ async def main() -> None:
         run.note(
             "Bytes per connection: the sum of `MEMORY USAGE` of every key of the store, "
             "divided by the users; ids are UUIDs, usernames like `grace.lopez42`, sids 20 "
-            "base64url characters. The naive baseline is the obvious port of in-process presence maps to Redis: "
+            "base64url characters. The naive baseline is the obvious port of in-process "
+            "presence maps to Redis: "
             "a sid hash, a set and a hash per user and an online set, one command per step, "
             "no crash handling. Presence code is not changed by this benchmark's run."
         )

@@ -103,7 +103,9 @@ async def main() -> None:
         )
         labels = {
             "rtkit": f"rtkit ServiceRegistry (Redis), {trips['rtkit']} round trip",
-            "KEYS pipelined": f"KEYS registry, pipelined: KEYS + MGET, {trips['KEYS pipelined']} round trips",
+            "KEYS pipelined": (
+                f"KEYS registry, pipelined: KEYS + MGET, {trips['KEYS pipelined']} round trips"
+            ),
             "KEYS": f"KEYS registry: KEYS + GET each, {trips['KEYS']} round trips",
             "rtkit memory": "rtkit ServiceRegistry() (memory)",
         }
