@@ -6,7 +6,8 @@ when a release changes one of them):
 
 * ``AsyncServer._handle_event_internal(server, sid, eio_sid, data, namespace, id)``,
   the coroutine that runs a handler and sends its ack: overridden so that a
-  handler can tell whether the client asked for an ack (``id`` is not ``None``);
+  handler can tell whether the client asked for an ack (``id`` is not ``None``)
+  and can have something done once its ack is sent (:func:`after_ack`);
 * ``AsyncServer.manager_initialized`` and ``manager.initialize()``: the
   manager is initialized on ``start()`` instead of on the first connection, so
   an instance hears the others' emits before any client connects;
@@ -21,13 +22,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
 
-__all__ = ["AckAwareServer", "ack_wanted", "initialize_manager", "is_connected", "stop_manager"]
+__all__ = [
+    "AckAwareServer",
+    "ack_wanted",
+    "after_ack",
+    "initialize_manager",
+    "is_connected",
+    "stop_manager",
+]
+
+Action = Callable[[], Awaitable[None]]
 
 _ACK_WANTED: contextvars.ContextVar[bool] = contextvars.ContextVar("rtkit_ack", default=False)
+_AFTER_ACK: contextvars.ContextVar[list[Action] | None] = contextvars.ContextVar(
+    "rtkit_after_ack", default=None
+)
 _CANCEL_ATTEMPTS = 50  # 0.1 s apart
 
 
@@ -36,17 +50,31 @@ def ack_wanted() -> bool:
     return _ACK_WANTED.get()
 
 
+def after_ack(action: Action) -> None:
+    """Run ``action`` once the ack of the event being handled now is sent (or not wanted)."""
+    actions = _AFTER_ACK.get()
+    if actions is None:
+        raise RuntimeError("after_ack() is for event handlers")
+    actions.append(action)
+
+
 class AckAwareServer(socketio.AsyncServer):  # type: ignore[misc]
-    """An ``AsyncServer`` whose handlers can tell (:func:`ack_wanted`) whether an ack is wanted."""
+    """An ``AsyncServer`` whose handlers can tell (:func:`ack_wanted`) whether an ack is
+    wanted, and act after it is sent (:func:`after_ack`)."""
 
     async def _handle_event_internal(
         self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: Any
     ) -> None:
-        token = _ACK_WANTED.set(id is not None)
+        actions: list[Action] = []
+        wanted = _ACK_WANTED.set(id is not None)
+        after = _AFTER_ACK.set(actions)
         try:
             await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
         finally:
-            _ACK_WANTED.reset(token)
+            _AFTER_ACK.reset(after)
+            _ACK_WANTED.reset(wanted)
+        for action in actions:
+            await action()
 
 
 def initialize_manager(sio: socketio.AsyncServer) -> None:
