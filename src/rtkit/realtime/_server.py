@@ -35,7 +35,14 @@ from ._auth import Identity, TokenVerifier, issue_token
 from ._chat import AuthorizeJoin, ChatLimits, ChatService, Emit, Outcome, room_channel
 from ._protocol import RoomUserEvent, UserPresence, iso_time, socket_error, wire
 from ._routes import ChatRoutes
-from ._sessions import ExpiryWatch, choose_verifier, download_links, socketio_channel
+from ._sessions import (
+    STORE_OPTIONS,
+    ExpiryWatch,
+    choose_verifier,
+    download_links,
+    socketio_channel,
+    store_options,
+)
 from ._socketio_compat import (
     AckAwareServer,
     ack_wanted,
@@ -71,7 +78,7 @@ _P = TypeVar("_P", bound="_Part")
 _PARTS = frozenset(
     {"presence", "rooms", "messages", "notifications", "uploads", "limiter", "client_manager"}
 )
-_FROM_URL_ONLY = frozenset({"timeout", "upload_dir"})
+_FROM_URL_ONLY = frozenset({"timeout", "upload_dir"}) | STORE_OPTIONS
 
 
 class _Part(Protocol):
@@ -121,8 +128,10 @@ class RealtimeServer(Component):
     python-socketio's ``AsyncRedisManager`` (channel ``<prefix>socketio:db<N>``,
     so that deployments on different databases of one Redis stay apart).
     ``from_url`` takes the constructor's options except the parts it opens, plus
-    ``upload_dir`` (a [`LocalFileStore`][rtkit.realtime.LocalFileStore] folder)
-    and ``timeout`` (of the Redis client it makes).
+    ``upload_dir`` (a [`LocalFileStore`][rtkit.realtime.LocalFileStore] folder),
+    ``timeout`` (of the Redis client it makes) and the stores' retention:
+    ``max_per_room`` and ``max_age`` (history), ``max_per_user`` (notifications),
+    ``pending_ttl``, ``complete_ttl`` and ``max_records`` (uploads).
 
     The server is an ASGI application (also ``asgi_app``): run it with uvicorn,
     or mount it. Socket.IO is served at ``/socket.io/``. It closes what it made
@@ -301,6 +310,7 @@ class RealtimeServer(Component):
         mine, own = split_options(
             cls.__name__, options, _FROM_URL_ONLY, keywords(cls.__init__) - _PARTS - {"clock"}
         )
+        kept = store_options(mine)
         if mine.get("upload_dir") is not None:
             if own.get("files") is not None:
                 raise ConfigurationError("RealtimeServer.from_url: give upload_dir or files")
@@ -322,9 +332,11 @@ class RealtimeServer(Component):
         server = cls(
             presence=presence,
             rooms=rooms,
-            messages=MessageStore.from_url(url, **shared, clock=clock),
-            notifications=NotificationStore.from_url(url, **shared, clock=clock),
-            uploads=UploadRegistry.from_url(url, **shared, clock=clock),
+            messages=MessageStore.from_url(url, **shared, clock=clock, **kept["messages"]),
+            notifications=NotificationStore.from_url(
+                url, **shared, clock=clock, **kept["notifications"]
+            ),
+            uploads=UploadRegistry.from_url(url, **shared, clock=clock, **kept["uploads"]),
             limiter=RateLimiter.from_url(url, **shared, clock=clock),
             client_manager=manager,
             clock=clock,

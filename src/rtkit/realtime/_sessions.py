@@ -1,4 +1,4 @@
-"""The server's sessions: which verifier and link key, when tokens expire, the channel."""
+"""Parts of the server: its verifier and link key, when tokens expire, its channel, options."""
 
 from __future__ import annotations
 
@@ -14,9 +14,32 @@ from ..errors import ConfigurationError
 from ._auth import MIN_SECRET_BYTES, Identity, JWTVerifier, TokenVerifier
 from ._links import DownloadLinks, derive_key
 
-__all__ = ["ExpiryWatch", "choose_verifier", "download_links", "socketio_channel"]
+__all__ = [
+    "STORE_OPTIONS",
+    "ExpiryWatch",
+    "choose_verifier",
+    "download_links",
+    "socketio_channel",
+    "store_options",
+]
 
 log = logging.getLogger("rtkit.realtime")
+
+# The stores' options RealtimeServer.from_url passes on: the retention of each.
+_BY_STORE = {
+    "messages": frozenset({"max_per_room", "max_age"}),
+    "notifications": frozenset({"max_per_user"}),
+    "uploads": frozenset({"pending_ttl", "complete_ttl", "max_records"}),
+}
+STORE_OPTIONS = frozenset().union(*_BY_STORE.values())
+
+
+def store_options(options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``options`` split by store (``messages``, ``notifications``, ``uploads``)."""
+    return {
+        store: {k: v for k, v in options.items() if k in names}
+        for store, names in _BY_STORE.items()
+    }
 
 
 def choose_verifier(

@@ -1,7 +1,8 @@
 """The Redis EventBus backend: one pub/sub channel per prefix, shared by every process.
 
-Every bus on the same Redis and prefix subscribes to one channel,
-``<prefix>eventbus:events``, and the bus matches event names locally with the
+Every bus on the same Redis, database and prefix subscribes to one channel,
+``<prefix>eventbus:db<N>:events`` (pub/sub ignores the database number, so the
+channel names it), and the bus matches event names locally with the
 same matcher as on memory; so matching cannot differ between backends and
 ``subscribe`` takes effect at once, with no round trip. Each process therefore
 receives every event of its prefix: give unrelated applications different
@@ -65,7 +66,8 @@ class RedisEventBusBackend:
 
     Args:
         handle: The Redis client, owned (closed with the backend) or borrowed.
-        prefix: The key prefix; the channel is ``<prefix>eventbus:events``.
+        prefix: The key prefix; the channel is ``<prefix>eventbus:db<N>:events``
+            (``N``: the database of the client).
         timeout: Bound, in seconds, on each publish round trip and on subscribing.
         ping_interval: Idle seconds before the subscription connection is PINGed.
         ping_timeout: Seconds to wait for the PING's answer before subscribing again.
@@ -89,8 +91,10 @@ class RedisEventBusBackend:
             timeout, ping_interval, ping_timeout
         )
         self._handle = handle
-        self.channel = Keyspace(prefix, "eventbus").channel("events")
-        """The pub/sub channel every bus of this prefix shares."""
+        pool = getattr(handle.client, "connection_pool", None)
+        database = getattr(pool, "connection_kwargs", {}).get("db", 0)
+        self.channel = Keyspace(prefix, "eventbus").channel(f"db{database}", "events")
+        """The pub/sub channel every bus of this database and prefix shares."""
         self.reconnects = 0
         self._deliver: Deliver | None = None
         self._report: Report | None = None
