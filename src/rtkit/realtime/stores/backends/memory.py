@@ -257,12 +257,12 @@ class MemoryUploadRegistryBackend:
         state = self._state
         if record.upload_id in state.records:
             self._forget(record.upload_id)
-        size, count = state.used.get(record.user_id, (0, 0))
-        check_quota(quota, size, count, state.total, record.file_size)
+        check_quota(quota, *state.used.get(record.user_id, (0, 0)), state.total, record.file_size)
         while len(state.records) >= self.max_records and (soonest := self._next()):
             self._forget(soonest[1])
         state.records[record.upload_id] = record
         self._expire_at(record.upload_id, millis(now) + self._pending_ms)
+        size, count = state.used.get(record.user_id, (0, 0))
         state.used[record.user_id] = (size + record.file_size, count + 1)
         state.total += record.file_size
 
