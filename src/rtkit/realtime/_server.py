@@ -463,7 +463,7 @@ class RealtimeServer(Component):
         if sid not in self._who:
             return
         error = TokenExpired("the authentication token expired: connect again with a fresh one")
-        data = socket_error(error, event=event)
+        data = {**error.payload(), "event": event}  # an error event, not an ack
         with contextlib.suppress(Exception):
             await self.sio.emit("error", data, to=sid, ignore_queue=True)
         await self.sio.disconnect(sid)
