@@ -135,6 +135,7 @@ class FuzzRoom:
 
     attacker: User
     observer: User
+    server: RealtimeServer
     acked: set[str] = field(default_factory=set)
 
 

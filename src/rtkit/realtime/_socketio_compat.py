@@ -4,6 +4,17 @@ rtkit relies on these undocumented parts of python-socketio (verified with
 5.12 to 5.18; ``tests/realtime/test_socketio_compat.py`` fails, naming the part,
 when a release changes one of them):
 
+* ``AsyncServer._handle_eio_message(eio_sid, data)``, which decodes every
+  Socket.IO packet: overridden so that a packet that is not Socket.IO at all
+  closes its connection with one line in the log (python-socketio raises, and
+  Engine.IO logs a traceback for every such packet);
+* ``AsyncServer._handle_event(eio_sid, namespace, id, data)``, which receives
+  every event packet: overridden so that a client's packet can never name a
+  reserved event (``connect``, ``disconnect``: python-socketio would run the
+  connection handlers with the client's arguments) or ``*`` (the catch-all
+  handler, with the arguments shifted) nor be malformed (no name, a
+  name that is not a string): such packets go to the catch-all handler as an
+  unknown event named by their ``repr``;
 * ``AsyncServer._handle_event_internal(server, sid, eio_sid, data, namespace, id)``,
   the coroutine that runs a handler and sends its ack: overridden so that a
   handler can tell whether the client asked for an ack (``id`` is not ``None``)
@@ -22,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,11 +50,15 @@ __all__ = [
 
 Action = Callable[[], Awaitable[None]]
 
+log = logging.getLogger("rtkit.realtime")
+
 _ACK_WANTED: contextvars.ContextVar[bool] = contextvars.ContextVar("rtkit_ack", default=False)
 _AFTER_ACK: contextvars.ContextVar[list[Action] | None] = contextvars.ContextVar(
     "rtkit_after_ack", default=None
 )
 _CANCEL_ATTEMPTS = 50  # 0.1 s apart
+# Event names a client may not use: the connection handlers' and the catch-all's own.
+_NOT_FOR_CLIENTS = frozenset({*socketio.AsyncServer.reserved_events, "*"})
 
 
 def ack_wanted() -> bool:
@@ -60,7 +76,22 @@ def after_ack(action: Action) -> None:
 
 class AckAwareServer(socketio.AsyncServer):  # type: ignore[misc]
     """An ``AsyncServer`` whose handlers can tell (:func:`ack_wanted`) whether an ack is
-    wanted, and act after it is sent (:func:`after_ack`)."""
+    wanted, and act after it is sent (:func:`after_ack`); a client's event named like a
+    reserved event, or malformed, reaches the catch-all handler instead."""
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            log.warning("closed a connection that sent a malformed packet (%s)", exc)
+            await self.eio.disconnect(eio_sid)
+
+    async def _handle_event(self, eio_sid: str, namespace: str, id: Any, data: Any) -> None:
+        if not isinstance(data, list) or not data:
+            data = [repr(data)[:80]]
+        elif not isinstance(data[0], str) or data[0] in _NOT_FOR_CLIENTS:
+            data = [repr(data[0])[:80], *data[1:]]
+        await super()._handle_event(eio_sid, namespace, id, data)
 
     async def _handle_event_internal(
         self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: Any
