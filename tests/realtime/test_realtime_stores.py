@@ -22,7 +22,10 @@ from rtkit.realtime import (
     UploadRecord,
     UploadRegistry,
 )
-from rtkit.realtime.stores.backends.memory import MemoryMessageStoreBackend
+from rtkit.realtime.stores.backends.memory import (
+    MemoryMessageStoreBackend,
+    MemoryNotificationStoreBackend,
+)
 from rtkit_testing import unique_name
 
 
@@ -438,3 +441,17 @@ async def test_upload_records_expire_on_every_backend(backend: Any) -> None:
     assert await registry.purge_expired() == [done.upload_id]
     assert (await registry.usage()).bytes == 0
     await registry.close()
+
+
+async def test_memory_stores_are_bounded_in_rooms_and_users() -> None:
+    messages = MessageStore(MemoryMessageStoreBackend(max_rooms=2))
+    for room in ("a", "b", "a", "c"):  # "b" is the least recently written when "c" comes
+        await messages.append(message(room, "hi"))
+    assert [bool(await messages.history(room)) for room in "abc"] == [True, False, True]
+    notes = NotificationStore(MemoryNotificationStoreBackend(max_users=1))
+    await notes.push(note("bob", 1))
+    await notes.push(note("carol", 2))
+    assert await notes.take("bob") == []
+    assert [n.content for n in await notes.take("carol")] == [2]
+    for store in (messages, notes):
+        await store.close()

@@ -32,15 +32,15 @@ async def disconnected(client: ChatClient) -> None:
     await eventually(gone)
 
 
-async def test_a_connection_ends_when_its_token_expires(memory_chat: Chat) -> None:
+async def test_a_connection_ends_when_its_token_expires(chat: Chat) -> None:
     client = ChatClient(reconnection=False)
     seen = Recorder(client)
-    await client.connect(memory_chat.url, token_for("ada", ttl=2))
+    await client.connect(chat.url, token_for("ada", ttl=2))
     await client.join_room("lobby")
     error = await seen.wait_for("error", lambda e: e.code == "token_expired", timeout=10)
     assert "expired" in error.message
     await disconnected(client)
-    async with httpx.AsyncClient(base_url=memory_chat.url) as http:
+    async with httpx.AsyncClient(base_url=chat.url) as http:
 
         async def nobody_online() -> bool:
             return (await http.get("/health")).json()["users"] == 0

@@ -151,9 +151,11 @@ class TemporaryFileStore:
         """See [`LocalFileStore.delete`][rtkit.realtime.LocalFileStore.delete]."""
         await self._store().delete(upload_id)
 
-    def ids(self) -> AsyncIterator[str]:
+    async def ids(self) -> AsyncIterator[str]:
         """See [`LocalFileStore.ids`][rtkit.realtime.LocalFileStore.ids]."""
-        return self._store().ids()
+        if self._local is not None:  # no folder yet: nothing stored
+            async for upload_id in self._local.ids():
+                yield upload_id
 
     def cleanup(self) -> None:
         """Remove the folder and every file in it."""

@@ -3,7 +3,10 @@
 ``memory://`` gives each store a state of its own; ``memory://NAME`` shares one
 state between every store of the same kind opened with that name. Every store
 forgets: history by length and age, notifications after ``ttl``, upload records
-when their time is up (and the soonest to expire beyond ``max_records``).
+when their time is up. Each is bounded in memory too (Redis needs no such bound):
+at most ``max_rooms`` rooms of history and ``max_users`` users' notifications (the
+least recently written go first), ``max_records`` upload records (the soonest to
+expire go first).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ __all__ = [
 ]
 
 _SWEEP_EVERY = 256  # writes between two sweeps of expired rooms / users
+DEFAULT_MAX_ROOMS = 10_000
+DEFAULT_MAX_USERS = 100_000
 
 
 class _Rooms:
@@ -53,13 +58,18 @@ class _Rooms:
 
 class MemoryMessageStoreBackend:
     """Messages in process memory: the latest ``max_per_room`` of each room, none older
-    than ``max_age`` seconds."""
+    than ``max_age`` seconds, in at most ``max_rooms`` rooms."""
 
     def __init__(
-        self, *, max_per_room: int = DEFAULT_MAX_PER_ROOM, max_age: float = DEFAULT_MAX_AGE
+        self,
+        *,
+        max_per_room: int = DEFAULT_MAX_PER_ROOM,
+        max_age: float = DEFAULT_MAX_AGE,
+        max_rooms: int = DEFAULT_MAX_ROOMS,
     ) -> None:
         self.max_per_room = check_int(max_per_room, "max_per_room")
         self.max_age = check_seconds(max_age, "max_age")
+        self.max_rooms = check_int(max_rooms, "max_rooms")
         self._state = _Rooms()
 
     @classmethod
@@ -69,9 +79,10 @@ class MemoryMessageStoreBackend:
         *,
         max_per_room: int = DEFAULT_MAX_PER_ROOM,
         max_age: float = DEFAULT_MAX_AGE,
+        max_rooms: int = DEFAULT_MAX_ROOMS,
     ) -> Self:
         """The backend for ``memory://`` (private) or ``memory://NAME`` (shared)."""
-        backend = cls(max_per_room=max_per_room, max_age=max_age)
+        backend = cls(max_per_room=max_per_room, max_age=max_age, max_rooms=max_rooms)
         backend._state = shared_state(target, _Rooms)
         return backend
 
@@ -82,8 +93,12 @@ class MemoryMessageStoreBackend:
     async def append(self, message: ChatMessage, now: float) -> None:
         """Save ``message`` (the oldest goes when full, and whatever is too old)."""
         state = self._state
-        room = state.by_room.setdefault(message.room_id, deque(maxlen=self.max_per_room))
+        # Re-inserted on every write: the dict's order is the least recently written first.
+        room = state.by_room.pop(message.room_id, None) or deque(maxlen=self.max_per_room)
+        state.by_room[message.room_id] = room
         room.append((millis(now), message))
+        while len(state.by_room) > self.max_rooms:
+            del state.by_room[next(iter(state.by_room))]
         cutoff = self._cutoff(now)
         while room and room[0][0] <= cutoff:
             room.popleft()
@@ -117,13 +132,19 @@ class _Users:
 
 class MemoryNotificationStoreBackend:
     """Pending notifications in process memory, the latest ``max_per_user`` per user,
-    kept ``ttl`` seconds after the last one arrived (as a Redis list's expiry)."""
+    kept ``ttl`` seconds after the last one arrived (as a Redis list's expiry), for at
+    most ``max_users`` users."""
 
     def __init__(
-        self, *, max_per_user: int = DEFAULT_MAX_PER_USER, ttl: float = DEFAULT_NOTIFICATION_TTL
+        self,
+        *,
+        max_per_user: int = DEFAULT_MAX_PER_USER,
+        ttl: float = DEFAULT_NOTIFICATION_TTL,
+        max_users: int = DEFAULT_MAX_USERS,
     ) -> None:
         self.max_per_user = check_int(max_per_user, "max_per_user")
         self.ttl = check_seconds(ttl, "ttl")
+        self.max_users = check_int(max_users, "max_users")
         self._state = _Users()
 
     @classmethod
@@ -133,9 +154,10 @@ class MemoryNotificationStoreBackend:
         *,
         max_per_user: int = DEFAULT_MAX_PER_USER,
         ttl: float = DEFAULT_NOTIFICATION_TTL,
+        max_users: int = DEFAULT_MAX_USERS,
     ) -> Self:
         """The backend for ``memory://`` (private) or ``memory://NAME`` (shared)."""
-        backend = cls(max_per_user=max_per_user, ttl=ttl)
+        backend = cls(max_per_user=max_per_user, ttl=ttl, max_users=max_users)
         backend._state = shared_state(target, _Users)
         return backend
 
@@ -154,7 +176,10 @@ class MemoryNotificationStoreBackend:
         queue = self._live(user_id, now) or deque(maxlen=self.max_per_user)
         queue.append(notification)
         state = self._state
+        state.by_user.pop(user_id, None)  # re-inserted: least recently written first
         state.by_user[user_id] = (millis(now), queue)
+        while len(state.by_user) > self.max_users:
+            del state.by_user[next(iter(state.by_user))]
         state.writes += 1
         if state.writes % _SWEEP_EVERY == 0:
             for user in list(state.by_user):
