@@ -46,11 +46,11 @@ async def test_every_bus_on_the_prefix_gets_each_event_once(
         assert billing.stats().received == 4  # two events and the two barriers before
 
 
-
 def events_channel(prefix: str, client: aioredis.Redis) -> str:
     """The bus's channel: ``<prefix>eventbus:db<N>:events``, N the client's database."""
     database = client.connection_pool.connection_kwargs.get("db", 0)
     return f"{prefix}eventbus:db{database}:events"
+
 
 async def test_the_wire_format(
     redis_url: str, redis_prefix: str, redis_client: aioredis.Redis
