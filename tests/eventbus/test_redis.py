@@ -49,11 +49,17 @@ async def test_every_bus_on_the_prefix_gets_each_event_once(
         assert billing.stats().received == 3
 
 
+def events_channel(prefix: str, client: aioredis.Redis) -> str:
+    """The bus's channel: ``<prefix>eventbus:db<N>:events``, N the client's database."""
+    database = client.connection_pool.connection_kwargs.get("db", 0)
+    return f"{prefix}eventbus:db{database}:events"
+
+
 async def test_the_wire_format(
     redis_url: str, redis_prefix: str, redis_client: aioredis.Redis
 ) -> None:
     pubsub = redis_client.pubsub()
-    channel = f"{redis_prefix}eventbus:events"
+    channel = events_channel(redis_prefix, redis_client)
     await pubsub.subscribe(channel)
     try:
         async with EventBus.from_url(redis_url, prefix=redis_prefix) as bus:
@@ -75,7 +81,7 @@ async def test_garbage_on_the_channel_goes_to_the_error_hook(
     received = Recorder()
     async with EventBus.from_url(redis_url, prefix=redis_prefix, on_error=failures.append) as bus:
         bus.subscribe("#", received)
-        await redis_client.publish(f"{redis_prefix}eventbus:events", "not json")
+        await redis_client.publish(events_channel(redis_prefix, redis_client), "not json")
         await bus.publish("still.working")
         await received.wait(1)
         await wait_until(lambda: len(failures) == 1)
@@ -152,7 +158,7 @@ async def test_from_url_gives_each_option_to_whoever_takes_it(
         backend = bus._backend
         assert isinstance(backend, RedisEventBusBackend)
         assert (backend._timeout, backend._ping_interval, backend._ping_timeout) == (1.5, 0.7, 0.4)
-        assert backend.channel == f"{redis_prefix}eventbus:events"
+        assert backend.channel == events_channel(redis_prefix, backend._handle.client)
         assert (bus._max_payload_bytes, bus._on_error, bus._publish_only) == (
             10,
             failures.append,

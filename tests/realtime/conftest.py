@@ -36,7 +36,11 @@ async def memory_chat() -> AsyncIterator[Chat]:
 @pytest.fixture
 async def fuzz_room(memory_chat: Chat) -> FuzzRoom:
     """An attacker and an observer, both in room ``lobby``."""
-    room = FuzzRoom(await memory_chat.connect("attacker"), await memory_chat.connect("observer"))
+    room = FuzzRoom(
+        await memory_chat.connect("attacker"),
+        await memory_chat.connect("observer"),
+        memory_chat.server,
+    )
     await room.attacker.client.join_room("lobby")
     await room.observer.client.join_room("lobby")
     return room

@@ -135,6 +135,7 @@ class FuzzRoom:
 
     attacker: User
     observer: User
+    server: RealtimeServer
     acked: set[str] = field(default_factory=set)
 
 
@@ -145,7 +146,26 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15) 
             await asyncio.sleep(0.05)
 
 
+RATES = (
+    "message_rate",
+    "notification_rate",
+    "typing_rate",
+    "game_move_rate",
+    "room_rate",
+    "history_rate",
+    "upload_rate",
+    "download_rate",
+    "other_rate",
+)
+
+
+def generous(**limits: Any) -> ChatLimits:
+    """ChatLimits whose rates no test reaches by accident (``limits`` overrides)."""
+    rates = [rate for rate in RATES if rate in ChatLimits.__dataclass_fields__]
+    return ChatLimits(**{**dict.fromkeys(rates, "1000/second"), **limits})
+
+
 def make_server(url: str, prefix: str, **kwargs: Any) -> RealtimeServer:
-    """A RealtimeServer on ``url`` with the tests' secret."""
-    kwargs.setdefault("limits", ChatLimits(message_rate="1000/second"))
+    """A RealtimeServer on ``url`` with the tests' secret (and generous rates)."""
+    kwargs.setdefault("limits", generous())
     return RealtimeServer.from_url(url, secret=SECRET, prefix=prefix, **kwargs)

@@ -8,17 +8,19 @@ registry (``make testdeps``), so nothing leaves the machine. Chromium is Debian'
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.async_api import Browser, Dialog, Locator, Page, async_playwright, expect
 from rtkit_process import CLIENT_JS, rtkit_serve, token_for
 
-from rtkit.realtime import issue_token
+from rtkit.realtime import ChatClient, issue_token
 from rtkit_testing import free_port, require
 from rtkit_testing import unique_name as unique
 
@@ -218,3 +220,34 @@ async def test_the_page_reconnects_and_rejoins_its_room_after_a_server_restart(
         await expect(erin.message_texts()).to_have_text(["back again"])
         for person in (erin, finn):
             assert person.problems == []
+
+
+async def test_a_shared_file_downloads_from_its_link_in_the_page(browser: Browser) -> None:
+    # The page used to link /api/uploads/<id> bare, which answered 401: its link now
+    # carries a short-lived signature for that file and user, never a token.
+    room = unique("files")
+    async with rtkit_serve("--demo", "--client-js-url", CLIENT_JS_URL) as server:
+        bob = await Person.open(browser, server.url)
+        await bob.log_in("Bob")
+        await bob.join(room)
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            login = (await http.post("/api/demo/login", json={"name": "Alice"})).json()
+        alice = ChatClient(reconnection=False)
+        await alice.connect(server.url, login["token"])
+        await alice.join_room(room)
+        await alice.upload(room, "notes.txt", b"shared from python")
+
+        link = bob.page.locator("#messages li.system a")
+        await expect(link).to_have_text("notes.txt")
+        href = await link.get_attribute("href") or ""
+        bob_token = await bob.page.evaluate("sessionStorage.getItem('rtkit.token')")
+        assert "token=" not in href and bob_token not in href and login["token"] not in href
+        assert "signature=" in href
+        async with bob.page.expect_download() as info:
+            await link.click()
+        download = await info.value
+        saved = Path(await download.path())
+        assert await asyncio.to_thread(saved.read_bytes) == b"shared from python"
+        assert download.suggested_filename == "notes.txt"
+        await alice.close()
+        assert bob.problems == []

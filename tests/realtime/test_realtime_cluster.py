@@ -42,7 +42,8 @@ async def cluster(redis_url: str, redis_prefix: str) -> AsyncIterator[Cluster]:
         stack.push_async_callback(probe.aclose)
 
         async def both_listening() -> bool:
-            [(_, listeners)] = await probe.pubsub_numsub(redis_prefix + "socketio")
+            channel = chats[0].server.sio.manager.channel  # <prefix>socketio:db<N>
+            [(_, listeners)] = await probe.pubsub_numsub(channel)
             return int(listeners) >= 2
 
         await eventually(both_listening)

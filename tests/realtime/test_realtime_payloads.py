@@ -90,3 +90,33 @@ async def test_arbitrary_payloads_never_crash_nor_leak(
     received = {m.id for m in observer.seen.of("chat:message") if m.user_id == "attacker"}
     fuzz_room.acked |= acked
     assert received <= fuzz_room.acked
+
+
+RAW_PACKETS = [
+    '2["disconnect"]',  # a client may not run the server's connection handlers
+    '21["disconnect"]',
+    '2["connect",{"HTTP_X":"1"},{"token":"garbage"}]',
+    '2["*",["not","a","sid"],{"roomId":"lobby"}]',  # the catch-all's own name
+    "2",  # no data
+    "2{}",  # not a list
+    "2[]",  # no event name
+    "2[42]",  # a name that is not a string
+    '2[["a"],{"roomId":"lobby"}]',  # an unhashable name
+    '2["chat:message",{"roomId":"lobby","message":"a"},"extra",3]',
+]
+
+
+async def test_raw_packets_cannot_spoof_or_break_a_connection(fuzz_room: FuzzRoom) -> None:
+    attacker, observer = fuzz_room.attacker, fuzz_room.observer
+    for raw in RAW_PACKETS:
+        await attacker.client.sio.eio.send(raw)
+    # Still connected, still online and in the room, still served.
+    ack = await attacker.client.sio.call("chat:message", {"roomId": "lobby", "message": "ok"})
+    assert ack["ok"], ack
+    await observer.seen.wait_for("chat:message", lambda m: m.id == ack["messageId"])
+    count = await fuzz_room.server.presence.count()
+    assert (count.users, count.connections) == (2, 2)
+    assert await fuzz_room.server.rooms.is_member("lobby", "attacker")
+    refused = await attacker.client.sio.call("disconnect")
+    assert refused["error"]["code"] == "invalid_payload"
+    assert "unknown event" in refused["error"]["message"]

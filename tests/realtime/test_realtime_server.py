@@ -206,14 +206,16 @@ async def test_uploads_go_over_http_for_members_only(chat: Chat) -> None:
         assert (await http.put(url, content=data, headers=ada_auth)).status_code == 409
 
         complete = await bob.seen.wait_for("file:upload:complete")
-        assert (complete.upload_id, complete.url, complete.user_id) == (upload_id, url, "ada")
-        got = await http.get(url, headers=bob_auth)
+        assert (complete.upload_id, complete.user_id) == (upload_id, "ada")
+        assert complete.url.startswith(url + "?")  # a link signed for bob
+        got = await http.get(complete.url)
         assert got.status_code == 200 and got.content == data
         assert got.headers["x-content-type-options"] == "nosniff"
         assert got.headers["content-type"] == "application/octet-stream"
         assert "attachment" in got.headers["content-disposition"]
+        assert (await http.get(url, headers=bob_auth)).content == data  # a header works too
         by_query = await http.get(url, params={"token": token_for("bob")})
-        assert by_query.content == data
+        assert by_query.status_code == 401  # never a session token in a URL
         eve_auth = {"Authorization": f"Bearer {token_for('eve')}"}
         assert (await http.get(url, headers=eve_auth)).status_code == 403
     await barrier(eve)
@@ -287,14 +289,14 @@ async def test_invalid_payloads_get_a_clear_error(memory_chat: Chat) -> None:
 
 
 async def test_messages_are_bounded_and_rate_limited(redis_url: str, redis_prefix: str) -> None:
-    limits = ChatLimits(max_message_bytes=100, message_rate="3/minute")
+    limits = ChatLimits(max_message_bytes=100, message_rate="4/minute")
     server = make_server(redis_url, redis_prefix, limits=limits)
     async with serving(server) as url:
         chat = Chat(url, server)
         ada = await chat.connect("ada")
         await ada.client.join_room("lobby")
         with pytest.raises(PayloadTooLarge):
-            await ada.client.send_message("lobby", "é" * 51)  # 102 bytes
+            await ada.client.send_message("lobby", "é" * 51)  # 102 bytes: refused, yet counted
         for i in range(3):
             await ada.client.send_message("lobby", f"ok {i}")
         with pytest.raises(RateLimited) as limited:

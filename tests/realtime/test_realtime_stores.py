@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rtkit import ManualClock
 from rtkit._core.ids import new_id
 from rtkit.errors import Closed, ConfigurationError, NotFound, PayloadTooLarge, ValidationError
 from rtkit.realtime import (
@@ -21,7 +22,10 @@ from rtkit.realtime import (
     UploadRecord,
     UploadRegistry,
 )
-from rtkit.realtime.stores.backends.memory import MemoryMessageStoreBackend
+from rtkit.realtime.stores.backends.memory import (
+    MemoryMessageStoreBackend,
+    MemoryNotificationStoreBackend,
+)
 from rtkit_testing import unique_name
 
 
@@ -326,3 +330,128 @@ async def test_redis_history_matches_memory(
     finally:
         await redis_store.close()
         await memory.close()
+
+
+# -- retention: history by length and age, notifications by age, uploads expire ----------
+
+
+async def test_history_is_kept_by_age(backend: Any) -> None:
+    clock = ManualClock(start=1_700_000_000.0)
+    store = MessageStore.from_url(backend.url, prefix=backend.prefix, clock=clock, max_age=60)
+    first, second = message("lobby", "first"), message("lobby", "second")
+    await store.append(first)
+    clock.advance(30)
+    await store.append(second)
+    assert await store.history("lobby") == [first, second]
+    clock.advance(30)  # first is 60 s old: gone
+    assert await store.history("lobby") == [second]
+    clock.advance(30)
+    assert await store.history("lobby") == []
+    await store.close()
+
+
+@pytest.mark.redis
+async def test_a_redis_room_stream_is_trimmed_by_age_and_expires(
+    redis_url: str, redis_prefix: str, redis_client: Any
+) -> None:
+    clock = ManualClock(start=1_700_000_000.0)
+    store = MessageStore.from_url(redis_url, prefix=redis_prefix, clock=clock, max_age=60)
+    for i in range(350):
+        await store.append(message("lobby", f"old {i}"))
+    clock.advance(61)
+    fresh = message("lobby", "fresh")
+    await store.append(fresh)
+    key = f"{redis_prefix}{{messages}}:room:lobby"
+    assert await redis_client.xlen(key) < 350  # MINID ~ dropped the old nodes
+    assert 0 < await redis_client.pttl(key) <= 60_000  # and the stream expires
+    assert await store.history("lobby", limit=200) == [fresh]
+    await store.close()
+
+
+@pytest.mark.redis
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("append"), st.sampled_from(["a", "b"]), st.integers(0, 3)),
+            st.tuples(st.just("advance"), st.just(""), st.integers(1, 40)),
+            st.tuples(st.just("history"), st.sampled_from(["a", "b"]), st.integers(1, 12)),
+        ),
+        max_size=40,
+    )
+)
+async def test_redis_retention_matches_memory(
+    redis_url: str, redis_prefix: str, ops: list[tuple[str, str, int]]
+) -> None:
+    clock = ManualClock(start=1_700_000_000.0)
+    options = {"clock": clock, "max_age": 60, "max_per_room": 1000}
+    memory = MessageStore.from_url("memory://", **options)
+    redis_store = MessageStore.from_url(redis_url, prefix=f"{redis_prefix}{new_id()}:", **options)
+    try:
+        for op, room, n in ops:
+            if op == "append":
+                m = message(room, f"text {n}")
+                await memory.append(m)
+                await redis_store.append(m)
+            elif op == "advance":
+                clock.advance(n)
+            else:
+                expected = await memory.history(room, limit=n)
+                assert await redis_store.history(room, limit=n) == expected
+    finally:
+        await redis_store.close()
+        await memory.close()
+
+
+async def test_memory_notifications_expire_like_a_redis_list() -> None:
+    clock = ManualClock(start=1_700_000_000.0)
+    store = NotificationStore.from_url("memory://", clock=clock, ttl=60)
+    await store.push(note("bob", 1))
+    clock.advance(50)
+    await store.push(note("bob", 2))  # the list lives 60 s from its last push
+    clock.advance(50)
+    assert [n.content for n in await store.take("bob")] == [1, 2]
+    await store.push(note("carol", 3))
+    clock.advance(60)
+    assert await store.take("carol") == []
+    await store.close()
+
+
+async def test_upload_records_expire_on_every_backend(backend: Any) -> None:
+    clock = ManualClock(start=1_700_000_000.0)
+    registry = UploadRegistry.from_url(
+        backend.url, prefix=backend.prefix, clock=clock, pending_ttl=10, complete_ttl=100
+    )
+    pending, done = upload(), upload()
+    await registry.create(pending)
+    await registry.create(done)
+    assert await registry.claim(done.upload_id) == done
+    await registry.complete(done.upload_id)  # kept 100 s from now
+    assert (await registry.usage("u1")).bytes == 6
+    clock.advance(10)
+    assert await registry.get(pending.upload_id) is None
+    assert await registry.claim(pending.upload_id) is None
+    assert await registry.known([pending.upload_id, done.upload_id]) == {done.upload_id}
+    assert await registry.purge_expired() == [pending.upload_id]
+    assert (await registry.usage("u1")).bytes == 3
+    clock.advance(100)
+    assert await registry.get(done.upload_id) is None
+    assert await registry.purge_expired() == [done.upload_id]
+    assert (await registry.usage()).bytes == 0
+    await registry.close()
+
+
+async def test_memory_stores_are_bounded_in_rooms_and_users() -> None:
+    messages = MessageStore(MemoryMessageStoreBackend(max_rooms=2))
+    for room in ("a", "b", "a", "c"):  # "b" is the least recently written when "c" comes
+        await messages.append(message(room, "hi"))
+    assert [bool(await messages.history(room)) for room in "abc"] == [True, False, True]
+    notes = NotificationStore(MemoryNotificationStoreBackend(max_users=1))
+    await notes.push(note("bob", 1))
+    await notes.push(note("carol", 2))
+    assert await notes.take("bob") == []
+    assert [n.content for n in await notes.take("carol")] == [2]
+    for store in (messages, notes):
+        await store.close()

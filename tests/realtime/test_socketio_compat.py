@@ -49,6 +49,27 @@ def test_handle_event_internal_is_still_there() -> None:
     )
 
 
+def test_handle_event_is_still_there() -> None:
+    handle = getattr(socketio.AsyncServer, "_handle_event", None)
+    assert handle is not None, _changed("AsyncServer._handle_event", "it is gone")
+    params = tuple(inspect.signature(handle).parameters)
+    expected = ("self", "eio_sid", "namespace", "id", "data")
+    assert params == expected, _changed(
+        "AsyncServer._handle_event", f"it takes {params}, not {expected}"
+    )
+    assert socketio.AsyncServer.reserved_events == ["connect", "disconnect"], _changed(
+        "AsyncServer.reserved_events", "its list changed"
+    )
+    source = inspect.getsource(socketio.AsyncServer._handle_eio_message)
+    assert "self._handle_event(" in source, _changed(
+        "AsyncServer._handle_eio_message", "it no longer calls _handle_event"
+    )
+    params = tuple(inspect.signature(socketio.AsyncServer._handle_eio_message).parameters)
+    assert params == ("self", "eio_sid", "data"), _changed(
+        "AsyncServer._handle_eio_message", f"it takes {params}, not (self, eio_sid, data)"
+    )
+
+
 def test_the_manager_flags_and_methods_are_still_there() -> None:
     sio = socketio.AsyncServer(async_mode="asgi")
     assert getattr(sio, "manager_initialized", None) is False, _changed(

@@ -34,17 +34,20 @@ from .stores import (
     LocalFileStore,
     MessageStore,
     NotificationStore,
+    UploadQuota,
     UploadRecord,
     UploadRegistry,
+    UploadUsage,
 )
 
 if TYPE_CHECKING:  # the realtime extra (python-socketio, Starlette, httpx, PyJWT): imported lazily
     from ._auth import Identity, JWTVerifier, TokenVerifier, issue_token
-    from ._chat import ChatLimits, ChatService, Emit, Outcome
-    from ._client import ChatClient
+    from ._chat import AuthorizeJoin, ChatLimits, ChatService, Emit, Outcome
+    from ._client import ChatClient, TokenProvider
     from ._server import RealtimeServer
 
 _SERVER_EXTRA = {
+    "AuthorizeJoin": "._chat",
     "ChatClient": "._client",
     "ChatLimits": "._chat",
     "ChatService": "._chat",
@@ -53,6 +56,7 @@ _SERVER_EXTRA = {
     "JWTVerifier": "._auth",
     "Outcome": "._chat",
     "RealtimeServer": "._server",
+    "TokenProvider": "._client",
     "TokenVerifier": "._auth",
     "issue_token": "._auth",
 }
@@ -72,6 +76,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AuthorizeJoin",
     "ChatClient",
     "ChatLimits",
     "ChatMessage",
@@ -95,10 +100,13 @@ __all__ = [
     "RealtimeServer",
     "RoomJoined",
     "RoomUserEvent",
+    "TokenProvider",
     "TokenVerifier",
     "TypingEvent",
+    "UploadQuota",
     "UploadRecord",
     "UploadRegistry",
+    "UploadUsage",
     "UserPresence",
     "issue_token",
 ]

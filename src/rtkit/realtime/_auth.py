@@ -7,13 +7,13 @@ display name, ``exp`` is required and enforced. Any object with an async
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import jwt
 
 from .._core.clock import Clock, SystemClock
-from .._core.validate import check_id
+from .._core.validate import MAX_ID_BYTES, check_id
 from ..errors import AuthError, ConfigurationError, TokenExpired, ValidationError
 
 __all__ = [
@@ -28,18 +28,26 @@ __all__ = [
 MIN_SECRET_BYTES = 32
 """The shortest HS256 secret accepted."""
 
-MAX_USERNAME_BYTES = 128
-"""The longest display name, in UTF-8 bytes."""
+MAX_USERNAME_BYTES = MAX_ID_BYTES
+"""The longest display name, in UTF-8 bytes: the length of the longest id, since a
+token without a name is named by its user id."""
 
 _MAX_TOKEN_BYTES = 8192
 
 
 @dataclass(frozen=True)
 class Identity:
-    """An authenticated user: a stable ``user_id`` and a display ``username``."""
+    """An authenticated user: a stable ``user_id``, a display ``username``, and when
+    the credential it came from expires.
+
+    ``expires_at`` (Unix seconds, ``None``: never) is when the server ends a
+    connection made with this identity (an ``error`` event with code
+    ``token_expired``, then a disconnect); it takes no part in comparisons.
+    """
 
     user_id: str
     username: str
+    expires_at: float | None = field(default=None, compare=False)
 
 
 @runtime_checkable
@@ -87,6 +95,7 @@ class JWTVerifier:
 
     ``sub`` must be a usable id, ``exp`` must be present and in the future
     (``leeway`` seconds of clock skew are tolerated), ``name`` defaults to ``sub``.
+    The identity expires at ``exp + leeway``.
     """
 
     def __init__(self, secret: str | bytes, *, leeway: float = 0.0) -> None:
@@ -123,4 +132,7 @@ class JWTVerifier:
             username = check_id(name, "the token's name claim", max_bytes=MAX_USERNAME_BYTES)
         except ValidationError as exc:
             raise AuthError(f"the authentication token is invalid: {exc}") from exc
-        return Identity(user_id=user_id, username=username)
+        expires = claims["exp"]
+        if isinstance(expires, bool) or not isinstance(expires, int | float):
+            raise AuthError("the authentication token is invalid: exp is not a number")
+        return Identity(user_id=user_id, username=username, expires_at=expires + self._leeway)

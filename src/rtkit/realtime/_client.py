@@ -13,6 +13,11 @@ sent (for example [`NotMember`][rtkit.errors.NotMember], or
 [`RateLimited`][rtkit.errors.RateLimited] with ``retry_after``). Callbacks
 receive the pydantic wire models ([`ChatMessage`][rtkit.realtime.ChatMessage] ...).
 After a reconnection the client joins its rooms again.
+
+The token may be a *token provider*: a function (sync or async) returning a
+token, called on every connection. When the server ends the session because
+the token expired (an ``error`` event with code ``token_expired``), a client
+with a provider connects again at once with a fresh token and rejoins its rooms.
 """
 
 from __future__ import annotations
@@ -21,14 +26,22 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import httpx
 import pydantic
 import socketio
 
 from .._core.lifecycle import DEFAULT_TIMEOUT, AsyncResource
-from ..errors import AuthError, BackendUnavailable, RemoteError, RtkitError, error_from_payload
+from ..errors import (
+    AuthError,
+    BackendUnavailable,
+    RateLimited,
+    RemoteError,
+    RtkitError,
+    TokenExpired,
+    error_from_payload,
+)
 from ._protocol import (
     ChatMessage,
     ErrorInfo,
@@ -45,12 +58,17 @@ from ._protocol import (
     UserPresence,
 )
 
-__all__ = ["ChatClient"]
+__all__ = ["ChatClient", "TokenProvider"]
 
 log = logging.getLogger("rtkit.realtime.client")
 
 T = TypeVar("T")
 Callback = Callable[[T], Awaitable[None] | None]
+
+TokenProvider: TypeAlias = Callable[[], str | Awaitable[str]]
+"""A function (sync or async) that returns a fresh token, called on every connection."""
+
+_RENEW_ATTEMPTS = 10
 
 _EVENT_MODELS: dict[str, Any] = {
     "user:joined": UserPresence,
@@ -93,7 +111,9 @@ class ChatClient(AsyncResource):
         self.url: str | None = None
         self.rooms: set[str] = set()
         self.current_room: str | None = None
-        self._token: str | None = None
+        self._token: str | TokenProvider | None = None
+        self._last_token: str | None = None
+        self._transports: list[str] = ["websocket"]
         self._typing: set[str] = set()
         self._callbacks: dict[str, list[Callable[[Any], Any]]] = {}
         self._connected_once = False
@@ -104,6 +124,7 @@ class ChatClient(AsyncResource):
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("connect_error", self._on_connect_error)
+        self.on("error", self._on_error)
 
     # ------------------------------------------------------------ connection
 
@@ -118,8 +139,14 @@ class ChatClient(AsyncResource):
         sid: str | None = self.sio.get_sid()
         return sid
 
-    async def connect(self, url: str, token: str, *, transports: list[str] | None = None) -> None:
+    async def connect(
+        self, url: str, token: str | TokenProvider, *, transports: list[str] | None = None
+    ) -> None:
         """Connect to the server at ``url`` with ``token`` (sent as the handshake ``auth.token``).
+
+        ``token`` is a token, or a function (sync or async) returning one: it is
+        called on this and every later connection (reconnections, and the new
+        session after the server ended one whose token expired).
 
         Raises:
             rtkit.errors.AuthError: The server refused the token
@@ -131,19 +158,64 @@ class ChatClient(AsyncResource):
         await self._ready()
         self.url = url.rstrip("/")
         self._token = token
+        self._transports = transports or ["websocket"]
+        await self._open()
+
+    async def _open(self) -> None:
+        assert self.url is not None
         self._connect_error = None
         try:
             await self.sio.connect(
-                url,
-                auth={"token": token},
-                transports=transports or ["websocket"],
+                self.url,
+                auth=self._auth,
+                transports=self._transports,
                 wait_timeout=self.timeout,
             )
         except socketio.exceptions.ConnectionError as exc:
             await self.sio.eio.disconnect(abort=True)  # closes the HTTP session
             if self._connect_error is not None:
                 raise error_from_payload(self._connect_error) from None
-            raise BackendUnavailable(f"could not connect to {url}: {exc}") from exc
+            raise BackendUnavailable(f"could not connect to {self.url}: {exc}") from exc
+
+    async def _auth(self) -> dict[str, str]:
+        """The handshake's ``auth``, asked for on every (re)connection."""
+        return {"token": await self._fresh_token()}
+
+    async def _fresh_token(self) -> str:
+        token = self._token
+        if token is None:
+            raise AuthError("no token: connect first")
+        if callable(token):
+            given = token()
+            token = await given if inspect.isawaitable(given) else given
+        if not isinstance(token, str):
+            raise AuthError(f"the token provider returned {type(token).__name__}, not a str")
+        self._last_token = token
+        return token
+
+    async def _on_error(self, error: ErrorInfo) -> None:
+        if error.code == TokenExpired.code and callable(self._token) and not self.closed:
+            self._spawn(self._renew())  # the server disconnects next
+
+    async def _renew(self) -> None:
+        """Connect again with a fresh token once the server ended an expired session."""
+        async with asyncio.timeout(self.timeout):
+            while self.sio.connected or self.sio.eio.state != "disconnected":  # noqa: ASYNC110 (python-socketio sets no event)
+                await asyncio.sleep(0.01)
+        delay = 0.1
+        for _ in range(_RENEW_ATTEMPTS):
+            if self.closed:
+                return
+            try:
+                await self._open()
+                return
+            except AuthError as exc:
+                log.warning("could not connect again with a fresh token: %s", exc)
+                return
+            except BackendUnavailable as exc:
+                log.info("connecting again with a fresh token failed (%s); retrying", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def disconnect(self) -> None:
         """End the connection (no reconnection follows; :meth:`connect` may connect again)."""
@@ -167,22 +239,30 @@ class ChatClient(AsyncResource):
 
     async def _on_connect(self) -> None:
         if self._connected_once and self.rooms:
-            task = asyncio.create_task(self._rejoin())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._rejoin())
         self._connected_once = True
         await self._fire("connect", None)
 
     async def _rejoin(self) -> None:
         for room_id in sorted(self.rooms):
-            try:
-                await self.join_room(room_id)
-            except RtkitError as exc:
-                log.warning("could not rejoin room %r: %s", room_id, exc)
+            for _ in range(_RENEW_ATTEMPTS):
+                try:
+                    await self.join_room(room_id)
+                    break
+                except RateLimited as exc:  # many rooms: wait as the server says
+                    await asyncio.sleep(max(exc.retry_after, 0.05))
+                except RtkitError as exc:
+                    log.warning("could not rejoin room %r: %s", room_id, exc)
+                    break
 
     async def _on_disconnect(self, reason: Any = None) -> None:
         self._typing.clear()
         await self._fire("disconnect", reason)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _on_connect_error(self, data: Any = None) -> None:
         if isinstance(data, dict):
@@ -276,19 +356,43 @@ class ChatClient(AsyncResource):
         return str(reply["uploadId"])
 
     async def upload(self, room_id: str, file_name: str, data: bytes) -> str:
-        """Announce and send a file to ``room_id``; returns its download URL (members only)."""
+        """Announce and send a file to ``room_id``; returns a download link for this user.
+
+        The link is relative to the server and works for a while without any
+        other credential (:meth:`download_url` makes a new one).
+        """
         upload_id = await self.start_upload(room_id, file_name, len(data))
         if self.url is None or self._token is None:
             raise BackendUnavailable("not connected")
+        token = self._last_token or await self._fresh_token()
         async with httpx.AsyncClient(timeout=self.timeout) as http:
             response = await http.put(
                 f"{self.url}/api/uploads/{upload_id}",
                 content=data,
-                headers={"Authorization": f"Bearer {self._token}"},
+                headers={"Authorization": f"Bearer {token}"},
             )
         if response.status_code != 201:
             raise error_from_payload(_error_of(response))
         return str(response.json()["url"])
+
+    async def download_url(self, upload_id: str) -> str:
+        """A fresh download link (relative to the server) to a complete upload of one of
+        this user's rooms."""
+        reply = await self._call("file:download", {"uploadId": upload_id})
+        return str(reply["url"])
+
+    async def download(self, url_or_upload_id: str) -> bytes:
+        """The bytes of an upload, from a download link or by its upload id."""
+        url = url_or_upload_id
+        if not url.startswith("/") and "://" not in url:
+            url = await self.download_url(url)
+        if self.url is None:
+            raise BackendUnavailable("not connected")
+        async with httpx.AsyncClient(base_url=self.url, timeout=self.timeout) as http:
+            response = await http.get(url)
+        if response.status_code != 200:
+            raise error_from_payload(_error_of(response))
+        return response.content
 
     # ------------------------------------------------------------ callbacks
 

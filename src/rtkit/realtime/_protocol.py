@@ -25,6 +25,7 @@ __all__ = [
     "MAX_HISTORY",
     "ChatMessage",
     "ChatMessageIn",
+    "DownloadIn",
     "ErrorInfo",
     "FileUploadComplete",
     "FileUploadReady",
@@ -128,6 +129,12 @@ class FileUploadStartIn(_Inbound):
     room_id: str
     file_name: str
     file_size: int = Field(ge=0)
+
+
+class DownloadIn(_Inbound):
+    """``file:download`` ``{uploadId}``: a fresh signed link to a complete upload."""
+
+    upload_id: str
 
 
 class GameMoveIn(_Inbound):
@@ -239,7 +246,11 @@ class FileUploadReady(_Wire):
 
 
 class FileUploadComplete(_Wire):
-    """``file:upload:complete`` to the room: the file is stored, members may download it."""
+    """``file:upload:complete`` to each member of the room: the file is stored.
+
+    ``url`` is a download link signed for the member who receives it; it works
+    for ``ChatLimits.download_link_ttl`` seconds (``file:download`` gives a new one).
+    """
 
     upload_id: str
     room_id: str

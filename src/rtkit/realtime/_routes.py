@@ -57,7 +57,7 @@ class ChatRoutes:
 
     Args:
         chat: the chat logic.
-        verifier: checks ``Authorization: Bearer`` (and ``?token=``) tokens.
+        verifier: checks ``Authorization: Bearer`` tokens (never tokens in URLs).
         send: carries out emits (``file:upload:complete``).
         issue: makes a demo token for ``(user_id, name)``; ``None``: no demo logins.
         client_js_url: where the chat page loads the Socket.IO client from.
@@ -143,34 +143,54 @@ class ChatRoutes:
         token = self.issue(user_id, name)
         return JSONResponse({"token": token, "userId": user_id, "username": name})
 
-    async def _identify(self, request: Request, *, query_token: bool) -> Identity:
+    async def _identify(self, request: Request) -> Identity:
+        if "token" in request.query_params:
+            raise AuthError(
+                "tokens are not accepted in URLs (they end up in logs): send "
+                "Authorization: Bearer <token>, or download with a signed link"
+            )
         header = request.headers.get("authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        if not token and query_token:
-            token = request.query_params.get("token", "")
         if not token:
             raise AuthError("authentication token missing: send Authorization: Bearer <token>")
         return await self.verifier.verify(token)
 
+    def _link_holder(self, request: Request) -> Identity | None:
+        """The user a signed download link in the query was made for (``None``: no link)."""
+        query = request.query_params
+        if "signature" not in query:
+            return None
+        user_id = self.chat.links.verify(
+            request.path_params["upload_id"],
+            query.get("user", ""),
+            query.get("expires", ""),
+            query.get("signature", ""),
+        )
+        return Identity(user_id=user_id, username=user_id)
+
     async def put_upload(self, request: Request) -> Response:
         """``PUT /api/uploads/{upload_id}``: the uploader sends exactly the announced bytes."""
-        who = await self._identify(request, query_token=False)
+        who = await self._identify(request)
         length = request.headers.get("content-length")
         if length is not None and not length.isdigit():
             raise ValidationError("bad Content-Length")
-        emits = await self.chat.receive_upload(
+        outcome = await self.chat.receive_upload(
             who,
             request.path_params["upload_id"],
             request.stream(),
             size=None if length is None else int(length),
         )
-        await self.send(emits)
-        done = emits[0].data
-        return JSONResponse({"ok": True, "uploadId": done["uploadId"], "url": done["url"]}, 201)
+        await self.send(outcome.emits)
+        return JSONResponse({"ok": True, **outcome.ack}, 201)
 
     async def get_upload(self, request: Request) -> Response:
-        """``GET /api/uploads/{upload_id}``: the file, for members of its room."""
-        who = await self._identify(request, query_token=True)
+        """``GET /api/uploads/{upload_id}``: the file, for members of its room.
+
+        Authorised by a signed link (``?user=&expires=&signature=``, from
+        ``file:upload:complete`` or ``file:download``) or by ``Authorization:
+        Bearer``; never by a token in the URL.
+        """
+        who = self._link_holder(request) or await self._identify(request)
         record, chunks = await self.chat.download(who, request.path_params["upload_id"])
         return StreamingResponse(
             chunks,

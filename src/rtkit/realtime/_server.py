@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Protocol, Self, TypeVar
 
@@ -23,21 +22,31 @@ from socketio.exceptions import ConnectionRefusedError as SocketRefused
 from .._core.clock import Clock
 from .._core.component import Component, split_options
 from .._core.leases import DEFAULT_TTL
-from .._core.lifecycle import DEFAULT_TIMEOUT
+from .._core.lifecycle import DEFAULT_TIMEOUT, Janitor
 from .._core.redis import make_redis_client
 from .._core.urls import BackendTarget, keywords
-from ..errors import AuthError, ConfigurationError, InternalError, RtkitError
+from .._core.validate import check_seconds
+from ..errors import AuthError, ConfigurationError, InternalError, RtkitError, TokenExpired
 from ..http import lifespan
 from ..presence import PresenceStore
 from ..ratelimit import RateLimiter
 from ..rooms import RoomManager
-from ._auth import MIN_SECRET_BYTES, Identity, JWTVerifier, TokenVerifier, issue_token
-from ._chat import ChatLimits, ChatService, Emit, Outcome, room_channel
+from ._auth import Identity, TokenVerifier, issue_token
+from ._chat import AuthorizeJoin, ChatLimits, ChatService, Emit, Outcome, room_channel
 from ._protocol import RoomUserEvent, UserPresence, iso_time, socket_error, wire
 from ._routes import ChatRoutes
+from ._sessions import (
+    STORE_OPTIONS,
+    ExpiryWatch,
+    choose_verifier,
+    download_links,
+    socketio_channel,
+    store_options,
+)
 from ._socketio_compat import (
     AckAwareServer,
     ack_wanted,
+    after_ack,
     initialize_manager,
     is_connected,
     stop_manager,
@@ -51,9 +60,14 @@ from .stores import (
 )
 from .stores._files import TemporaryFileStore
 
-__all__ = ["DEFAULT_CLIENT_JS_URL", "RealtimeServer"]
+__all__ = ["DEFAULT_CLIENT_JS_URL", "DEFAULT_SWEEP_INTERVAL", "RealtimeServer"]
 
 DEFAULT_CLIENT_JS_URL = "https://cdn.socket.io/4.8.1/socket.io.min.js"
+
+DEFAULT_SWEEP_INTERVAL = 60.0
+"""Seconds between two runs of the upload janitor."""
+
+_EXPIRY_CHECK = 1.0  # seconds between two looks for connections whose token expired
 
 log = logging.getLogger("rtkit.realtime")
 
@@ -64,7 +78,7 @@ _P = TypeVar("_P", bound="_Part")
 _PARTS = frozenset(
     {"presence", "rooms", "messages", "notifications", "uploads", "limiter", "client_manager"}
 )
-_FROM_URL_ONLY = frozenset({"timeout", "upload_dir"})
+_FROM_URL_ONLY = frozenset({"timeout", "upload_dir"}) | STORE_OPTIONS
 
 
 class _Part(Protocol):
@@ -111,10 +125,13 @@ class RealtimeServer(Component):
     opens every store (presence, rooms, history, notifications, uploads, the rate
     limit) on one URL, sharing one Redis client (borrowed when ``redis=`` is
     given), and on Redis carries every emit to the other instances through
-    python-socketio's ``AsyncRedisManager`` (channel ``<prefix>socketio``).
+    python-socketio's ``AsyncRedisManager`` (channel ``<prefix>socketio:db<N>``,
+    so that deployments on different databases of one Redis stay apart).
     ``from_url`` takes the constructor's options except the parts it opens, plus
-    ``upload_dir`` (a [`LocalFileStore`][rtkit.realtime.LocalFileStore] folder)
-    and ``timeout`` (of the Redis client it makes).
+    ``upload_dir`` (a [`LocalFileStore`][rtkit.realtime.LocalFileStore] folder),
+    ``timeout`` (of the Redis client it makes) and the stores' retention:
+    ``max_per_room`` and ``max_age`` (history), ``max_per_user`` (notifications),
+    ``pending_ttl``, ``complete_ttl`` and ``max_records`` (uploads).
 
     The server is an ASGI application (also ``asgi_app``): run it with uvicorn,
     or mount it. Socket.IO is served at ``/socket.io/``. It closes what it made
@@ -123,7 +140,8 @@ class RealtimeServer(Component):
     With neither ``secret`` nor ``verifier``, tokens are signed with a random
     secret of this process (a warning says so):
     [`issue_token`][rtkit.realtime.RealtimeServer.issue_token] makes them, for
-    tests and demos.
+    tests and demos. A connection ends when its token expires: the server
+    sends an ``error`` event with code ``token_expired`` and disconnects it.
 
     Args:
         presence: the [`PresenceStore`][rtkit.PresenceStore] (default: a private one).
@@ -133,12 +151,13 @@ class RealtimeServer(Component):
         notifications: notifications for offline users (default: private, in memory).
         uploads: upload records (default: private, in memory).
         files: uploaded bytes (default: a temporary folder, removed on close).
-        limiter: the [`RateLimiter`][rtkit.RateLimiter] of ``limits.message_rate``
-            and ``notification_rate`` (default: a private one).
+        limiter: the [`RateLimiter`][rtkit.RateLimiter] of the rates in ``limits``
+            (default: a private one).
         verifier: checks handshake and HTTP tokens (default: a
             [`JWTVerifier`][rtkit.realtime.JWTVerifier] on ``secret``).
-        secret: the HS256 secret of the default verifier and of demo logins.
-        limits: sizes and rates.
+        secret: the HS256 secret of the default verifier and of demo logins; the
+            key of download links is derived from it.
+        limits: sizes, rates and quotas.
         client_manager: python-socketio's manager (an ``AsyncRedisManager`` makes
             emits reach the clients of every instance). The server starts it and
             stops its listener on close; it closes the manager's Redis client
@@ -149,6 +168,15 @@ class RealtimeServer(Component):
         presence_ttl: the instance lease, in seconds, of the presence and room
             stores the server makes: a crashed instance's users are gone within
             about twice this.
+        authorize_join: ``authorize_join(identity, room_id) -> bool`` (or an
+            awaitable of one), asked before every ``room:join``; a join it does
+            not answer ``True`` is refused with ``forbidden``. Without it anyone
+            may join any room.
+        download_secret: the key of download links (at least 32 bytes; default:
+            derived from ``secret``, else random: links then work only on this
+            instance). Every instance must have the same one.
+        sweep_interval: seconds between two runs of the upload janitor, which
+            forgets expired uploads and deletes the files no upload record knows.
         clock: where timestamps come from.
     """
 
@@ -173,9 +201,14 @@ class RealtimeServer(Component):
         demo: bool = False,
         cors_allowed_origins: str | list[str] | None = None,
         presence_ttl: float = DEFAULT_TTL,
+        authorize_join: AuthorizeJoin | None = None,
+        download_secret: str | bytes | None = None,
+        sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
         clock: Clock | None = None,
     ) -> None:
-        self._secret, self.verifier = self._auth(secret, verifier, demo)
+        self._secret, self.verifier = choose_verifier(secret, verifier, demo)
+        limits = limits or ChatLimits()
+        links = download_links(download_secret, secret, limits.download_link_ttl, clock)
         self._owned: list[_Part] = []
         self._redis: aioredis.Redis | None = None
         self._announcer = _CrashAnnouncer()
@@ -204,14 +237,16 @@ class RealtimeServer(Component):
         self.chat = ChatService(
             presence=presence,
             rooms=rooms,
-            messages=messages or self._own(MessageStore()),
-            notifications=notifications or self._own(NotificationStore()),
-            uploads=uploads or self._own(UploadRegistry()),
+            messages=messages or self._own(MessageStore(clock=clock)),
+            notifications=notifications or self._own(NotificationStore(clock=clock)),
+            uploads=uploads or self._own(UploadRegistry(clock=clock)),
             files=files,
             limiter=self.limiter,
             limits=limits,
             clock=clock,
+            links=links,
             joined=self._joined,
+            authorize_join=authorize_join,
         )
         self.demo = demo
         self.client_js_url = client_js_url
@@ -219,6 +254,13 @@ class RealtimeServer(Component):
         self._who: dict[str, Identity] = {}
         self._entered: dict[str, set[str]] = {}  # sid -> Socket.IO rooms it entered
         self._tasks: set[asyncio.Task[None]] = set()
+        self._expiry = ExpiryWatch()
+        self._sweeper = Janitor(
+            self.chat.sweep_uploads,
+            check_seconds(sweep_interval, "sweep_interval"),
+            "rtkit-upload-janitor",
+        )
+        self._expirer = Janitor(self.expire_sessions, _EXPIRY_CHECK, "rtkit-session-expiry")
         self.sio = self._socketio(client_manager, cors_allowed_origins)
         routes = ChatRoutes(
             chat=self.chat,
@@ -230,27 +272,6 @@ class RealtimeServer(Component):
         self.http = routes.app(lifespan(self))
         self.asgi_app = socketio.ASGIApp(self.sio, other_asgi_app=self.http)
         self._announcer.server = self
-
-    @staticmethod
-    def _auth(
-        secret: str | None, verifier: TokenVerifier | None, demo: bool
-    ) -> tuple[str | None, TokenVerifier]:
-        if verifier is None:
-            if secret is None:
-                secret = secrets.token_urlsafe(MIN_SECRET_BYTES)
-                log.warning(
-                    "RealtimeServer: no secret and no verifier given: tokens are signed with a "
-                    "random secret of this process (server.issue_token makes them) and die with it"
-                )
-            verifier = JWTVerifier(secret)
-        if demo and secret is None:
-            raise ConfigurationError("demo mode needs the JWT secret to issue tokens")
-        if demo:
-            log.warning(
-                "!!! DEMO MODE: POST /api/demo/login gives a token to ANYONE for ANY name. "
-                "Never expose this server to untrusted networks. !!!"
-            )
-        return secret, verifier
 
     def _own(self, part: _P) -> _P:
         self._owned.append(part)
@@ -275,10 +296,12 @@ class RealtimeServer(Component):
             "typing:stop": lambda w, s, d: chat.typing(w, s, d, started=False),
             "notification:send": chat.send_notification,
             "file:upload:start": chat.start_upload,
+            "file:download": chat.download_link,
             "game:move": chat.game_move,
         }
         for event, handler in events.items():
             sio.on(event, self._handler(event, handler))
+        sio.on("*", self._unknown)
         return sio
 
     @classmethod
@@ -287,6 +310,7 @@ class RealtimeServer(Component):
         mine, own = split_options(
             cls.__name__, options, _FROM_URL_ONLY, keywords(cls.__init__) - _PARTS - {"clock"}
         )
+        kept = store_options(mine)
         if mine.get("upload_dir") is not None:
             if own.get("files") is not None:
                 raise ConfigurationError("RealtimeServer.from_url: give upload_dir or files")
@@ -303,13 +327,16 @@ class RealtimeServer(Component):
         )
         manager = None
         if target.kind == "redis":
-            manager = socketio.AsyncRedisManager(url, channel=target.prefix + "socketio")
+            channel = socketio_channel(target.prefix, shared["redis"])
+            manager = socketio.AsyncRedisManager(url, channel=channel)
         server = cls(
             presence=presence,
             rooms=rooms,
-            messages=MessageStore.from_url(url, **shared),
-            notifications=NotificationStore.from_url(url, **shared),
-            uploads=UploadRegistry.from_url(url, **shared),
+            messages=MessageStore.from_url(url, **shared, clock=clock, **kept["messages"]),
+            notifications=NotificationStore.from_url(
+                url, **shared, clock=clock, **kept["notifications"]
+            ),
+            uploads=UploadRegistry.from_url(url, **shared, clock=clock, **kept["uploads"]),
             limiter=RateLimiter.from_url(url, **shared, clock=clock),
             client_manager=manager,
             clock=clock,
@@ -341,14 +368,18 @@ class RealtimeServer(Component):
         await self.asgi_app(scope, receive, send)
 
     async def _start(self) -> None:
-        """Start presence and room heartbeats and the cross-instance listener."""
+        """Start presence and room heartbeats, the janitors and the cross-instance listener."""
         await self.presence.start()
         await self.rooms.start()
         await self.limiter.start()
         initialize_manager(self.sio)
+        self._sweeper.start()
+        self._expirer.start()
 
     async def _close(self) -> None:
         """Disconnect everyone, stop background work, close what this server made."""
+        await self._expirer.stop()
+        await self._sweeper.stop()
         if self._started:
             for sid in list(self._who):
                 with contextlib.suppress(Exception):
@@ -395,6 +426,48 @@ class RealtimeServer(Component):
         await self.presence.purge_expired()
         await self.rooms.purge_expired()  # the rooms' bus announces who left
 
+    async def sweep_uploads(self) -> int:
+        """Run the upload janitor now (it runs every ``sweep_interval`` seconds).
+
+        Forgets expired uploads (their bytes leave the quotas) and deletes the
+        files that no live upload record knows, including those a crashed
+        instance left. Returns how many uploads' files it removed.
+
+        Raises:
+            rtkit.errors.Closed: The server was closed.
+        """
+        await self._ready()
+        return await self.chat.sweep_uploads()
+
+    async def expire_sessions(self) -> int:
+        """End every connection whose token has expired now; return how many.
+
+        Each gets an ``error`` event ``{code: "token_expired", message}`` and
+        is disconnected. A background task does this every second; an event
+        from such a connection ends it at once too.
+
+        Raises:
+            rtkit.errors.Closed: The server was closed.
+        """
+        await self._ready()
+        due = self._expiry.due(self.chat.clock.time(), self._who)
+        for sid in due:
+            await self._end_session(sid)
+        return len(due)
+
+    def _expired(self, who: Identity) -> bool:
+        return who.expires_at is not None and who.expires_at <= self.chat.clock.time()
+
+    async def _end_session(self, sid: str, event: str | None = None) -> None:
+        """Tell ``sid`` its token expired (an ``error`` event), then disconnect it."""
+        if sid not in self._who:
+            return
+        error = TokenExpired("the authentication token expired: connect again with a fresh one")
+        data = {**error.payload(), "event": event}  # an error event, not an ack
+        with contextlib.suppress(Exception):
+            await self.sio.emit("error", data, to=sid, ignore_queue=True)
+        await self.sio.disconnect(sid)
+
     async def _room_left(self, room_id: str, user_id: str) -> None:
         """Tell room ``room_id`` that ``user_id`` left it with a crashed instance."""
         event = RoomUserEvent(user_id=user_id, username=user_id, room_id=room_id)
@@ -416,6 +489,7 @@ class RealtimeServer(Component):
         except RtkitError as exc:
             raise SocketRefused(exc.message, {"code": exc.code}) from None
         self._who[sid] = who
+        self._expiry.watch(sid, who, self._who)
         await self._apply(sid, outcome)
         task = asyncio.create_task(self._welcome(who, sid))
         self._tasks.add(task)
@@ -449,6 +523,8 @@ class RealtimeServer(Component):
             who = self._who.get(sid)
             if who is None:
                 return None
+            if self._expired(who):
+                return await self._refuse_expired(sid, event, wanted)
             try:
                 if not self._live:
                     await self._ready()
@@ -463,6 +539,27 @@ class RealtimeServer(Component):
             return {"ok": True, **outcome.ack}
 
         return on_event
+
+    async def _unknown(self, event: Any, sid: str, *args: Any) -> Any:
+        """An event no handler knows: counted against ``other_rate``, refused."""
+        name = event if isinstance(event, str) else repr(event)
+
+        async def refuse(who: Identity, sid: str, data: Any) -> Outcome:
+            return await self.chat.unknown_event(who, sid, name, data)
+
+        return await self._handler(name[:80], refuse)(sid, *args)
+
+    async def _refuse_expired(self, sid: str, event: str, wanted: bool) -> dict[str, Any] | None:
+        """An event from a connection whose token expired: refuse it, then end the connection."""
+        if not wanted:
+            await self._end_session(sid, event)
+            return None
+
+        async def end() -> None:
+            await self._end_session(sid)
+
+        after_ack(end)
+        return socket_error(TokenExpired("the authentication token expired"))
 
     async def _fail(
         self, sid: str, event: str, exc: RtkitError, ack_wanted: bool

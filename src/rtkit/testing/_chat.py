@@ -68,6 +68,13 @@ class _MemoryFiles:
     async def open(self, upload_id: str) -> AsyncIterator[bytes]:
         yield self.files[upload_id]
 
+    async def delete(self, upload_id: str) -> None:
+        self.files.pop(upload_id, None)
+
+    async def ids(self) -> AsyncIterator[str]:
+        for upload_id in list(self.files):
+            yield upload_id
+
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
@@ -203,12 +210,17 @@ class ChatTestConnection:
         return str((await self._call("file:upload:start", data))["uploadId"])
 
     async def upload(self, room_id: str, file_name: str, data: bytes) -> str:
-        """Announce and send a file (as ``PUT /api/uploads/{id}`` would); returns its URL."""
+        """Announce and send a file (as ``PUT /api/uploads/{id}`` would); returns its URL.
+
+        The URL is the uploader's signed download link, as the server's ack carries it.
+        """
         upload_id = await self.start_upload(room_id, file_name, len(data))
         chat = self.client.chat
-        emits = await chat.receive_upload(self.identity, upload_id, _chunks(data), size=len(data))
-        self.client._send(emits)
-        return chat.upload_url(upload_id)
+        outcome = await chat.receive_upload(
+            self.identity, upload_id, _chunks(data), size=len(data)
+        )
+        self.client._send(outcome.emits)
+        return str(outcome.ack["url"])
 
     async def download(self, upload_id: str) -> bytes:
         """The bytes of a completed upload (``GET /api/uploads/{id}``), for room members."""

@@ -1,10 +1,11 @@
 """The Redis EventBus backend: one pub/sub channel per prefix, shared by every process.
 
-Every bus on the same Redis and prefix publishes to one channel,
-``<prefix>eventbus:events``, and the bus matches event names locally with the
-same matcher as on memory; so matching cannot differ between backends. Each
-process that subscribes receives every event of its prefix: give unrelated
-applications different prefixes.
+Every bus on the same Redis, database and prefix publishes to one channel,
+``<prefix>eventbus:db<N>:events`` (pub/sub ignores the database number, so the
+channel names it), and the bus matches event names locally with the same
+matcher as on memory; so matching cannot differ between backends. Each process
+that subscribes receives every event of its prefix: give unrelated applications
+different prefixes.
 
 Receiving: a bus subscribes to the channel only while it has subscriptions (a
 bus that only publishes never reads its own events back). One task reads a
@@ -73,7 +74,8 @@ class RedisEventBusBackend:
 
     Args:
         handle: The Redis client, owned (closed with the backend) or borrowed.
-        prefix: The key prefix; the channel is ``<prefix>eventbus:events``.
+        prefix: The key prefix; the channel is ``<prefix>eventbus:db<N>:events``
+            (``N``: the database of the client).
         timeout: Bound, in seconds, on each publish round trip and on subscribing.
         ping_interval: Idle seconds before the subscription connection is PINGed.
         ping_timeout: Seconds to wait for the PING's answer before subscribing again.
@@ -97,8 +99,10 @@ class RedisEventBusBackend:
             timeout, ping_interval, ping_timeout
         )
         self._handle = handle
-        self.channel = Keyspace(prefix, "eventbus").channel("events")
-        """The pub/sub channel every bus of this prefix shares."""
+        pool = getattr(handle.client, "connection_pool", None)
+        database = getattr(pool, "connection_kwargs", {}).get("db", 0)
+        self.channel = Keyspace(prefix, "eventbus").channel(f"db{database}", "events")
+        """The pub/sub channel every bus of this database and prefix shares."""
         self.reconnects = 0
         self._deliver: Deliver | None = None
         self._report: Report | None = None

@@ -378,6 +378,14 @@
     if (!ackFailed("notification:send", ack)) addSystemLine(`You waved at ${nameOf(userId)}.`);
   }
 
+  async function freshDownload(event, uploadId) {
+    event.preventDefault();
+    const fallback = event.currentTarget.href;
+    const ack = await request("file:download", { uploadId });
+    const link = safeLink(ack && ack.ok ? ack.url : fallback, "");
+    if (link) window.location.assign(link.href); // an attachment: the page stays
+  }
+
   // ---------------------------------------------------------- connection
 
   function bindSocket(socket) {
@@ -444,10 +452,16 @@
     socket.on("file:upload:complete", (data) => {
       if (!data || data.roomId !== state.room) return;
       const name = asText(data.fileName);
-      const link = safeLink(data.url || data.downloadUrl, name);
+      // data.url is a short-lived link signed for this user (no token in it);
+      // a click asks for a fresh one, so the link keeps working later on.
+      const link = safeLink(data.url, name);
+      if (link) link.addEventListener("click", (event) => freshDownload(event, data.uploadId));
       addSystemLine(`${data.username || nameOf(data.userId)} shared a file:`, link || el("span", "", name));
     });
-    socket.on("error", (err) => showError(describeError(err)));
+    socket.on("error", (err) => {
+      showError(describeError(err));
+      if (err && err.code === "token_expired") logout(); // the server ends the session
+    });
   }
 
   function connect() {

@@ -10,13 +10,15 @@ from ._files import LocalFileStore
 from ._messages import MessageStore
 from ._notifications import NotificationStore
 from ._uploads import UploadRegistry
-from .backends.base import FileStore, UploadRecord
+from .backends.base import FileStore, UploadQuota, UploadRecord, UploadUsage
 
 __all__ = [
     "FileStore",
     "LocalFileStore",
     "MessageStore",
     "NotificationStore",
+    "UploadQuota",
     "UploadRecord",
     "UploadRegistry",
+    "UploadUsage",
 ]

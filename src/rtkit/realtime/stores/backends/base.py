@@ -2,37 +2,68 @@
 
 [`MessageStore`][rtkit.realtime.MessageStore],
 [`NotificationStore`][rtkit.realtime.NotificationStore] and
-[`UploadRegistry`][rtkit.realtime.UploadRegistry] check their arguments, then
-call one of these backends (memory: the executable specification; Redis). A
-backend class also has ``open(target, **options)``. Nothing concrete is imported
-here.
+[`UploadRegistry`][rtkit.realtime.UploadRegistry] check their arguments, read
+their clock, then call one of these backends (memory: the executable
+specification; Redis) with ``now`` in seconds. A backend class also has
+``open(target, **options)``. Nothing concrete is imported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
+from ....errors import QuotaExceeded
 from ..._protocol import ChatMessage, Notification
 
 __all__ = [
+    "DEFAULT_COMPLETE_TTL",
+    "DEFAULT_MAX_AGE",
     "DEFAULT_MAX_PER_ROOM",
     "DEFAULT_MAX_PER_USER",
+    "DEFAULT_MAX_RECORDS",
+    "DEFAULT_NOTIFICATION_TTL",
+    "DEFAULT_PENDING_TTL",
     "FileStore",
     "MessageStoreBackend",
     "NotificationStoreBackend",
+    "UploadQuota",
     "UploadRecord",
     "UploadRegistryBackend",
+    "UploadUsage",
+    "check_quota",
     "latest",
+    "millis",
 ]
 
 DEFAULT_MAX_PER_ROOM = 1000
 """Messages a message store backend keeps per room (Redis: about as many)."""
 
+DEFAULT_MAX_AGE = 30 * 24 * 3600.0
+"""Seconds a chat message is kept (history older than this is gone)."""
+
 DEFAULT_MAX_PER_USER = 100
 """Notifications a notification store backend keeps per offline user."""
+
+DEFAULT_NOTIFICATION_TTL = 7 * 24 * 3600.0
+"""Seconds an offline user's notifications are kept after the last one arrived."""
+
+DEFAULT_PENDING_TTL = 3600.0
+"""Seconds an announced upload may wait for its bytes."""
+
+DEFAULT_COMPLETE_TTL = 30 * 24 * 3600.0
+"""Seconds a complete upload (and its file) is kept."""
+
+DEFAULT_MAX_RECORDS = 100_000
+"""Upload records a memory registry keeps at most (the soonest to expire go first)."""
+
+
+def millis(seconds: float) -> int:
+    """``seconds`` as whole milliseconds: the one time unit both backends compare in."""
+    return int(seconds * 1000)
 
 
 class UploadRecord(BaseModel):
@@ -47,6 +78,29 @@ class UploadRecord(BaseModel):
     file_size: int
     created_at: float
     complete: bool = False
+
+
+@dataclass(frozen=True)
+class UploadQuota:
+    """The bounds :meth:`UploadRegistry.create` checks atomically (``None``: unbounded).
+
+    Attributes:
+        user_bytes: bytes of one user's live uploads (pending and complete) together.
+        total_bytes: bytes of every live upload of the registry (the deployment).
+        user_uploads: how many live uploads one user may have.
+    """
+
+    user_bytes: int | None = None
+    total_bytes: int | None = None
+    user_uploads: int | None = None
+
+
+@dataclass(frozen=True)
+class UploadUsage:
+    """What live uploads use: ``bytes`` and ``uploads`` (of one user, or of everyone)."""
+
+    bytes: int
+    uploads: int
 
 
 def latest(messages: Iterable[ChatMessage], before: str | None, limit: int) -> list[ChatMessage]:
@@ -65,15 +119,35 @@ def latest(messages: Iterable[ChatMessage], before: str | None, limit: int) -> l
     return picked
 
 
-class MessageStoreBackend(Protocol):
-    """Keeps the latest chat messages of each room (arguments already checked)."""
+def check_quota(quota: UploadQuota, used: int, count: int, total: int, size: int) -> None:
+    """Raise ``QuotaExceeded`` when one more upload of ``size`` bytes passes a bound."""
+    if quota.user_uploads is not None and count + 1 > quota.user_uploads:
+        raise QuotaExceeded(f"you have {count} uploads already, the most allowed")
+    if quota.user_bytes is not None and used + size > quota.user_bytes:
+        raise QuotaExceeded(
+            f"this upload would take your uploads past {quota.user_bytes} bytes "
+            f"({used} bytes in use)"
+        )
+    if quota.total_bytes is not None and total + size > quota.total_bytes:
+        raise QuotaExceeded(f"the server's upload space ({quota.total_bytes} bytes) is full")
 
-    async def append(self, message: ChatMessage) -> None:
-        """Save ``message`` in its room's history."""
+
+class MessageStoreBackend(Protocol):
+    """Keeps the latest chat messages of each room (arguments already checked).
+
+    Retention: the latest ``max_per_room`` messages of a room (Redis: about as
+    many), none older than ``max_age`` seconds; a message appended at ``now``
+    (in whole milliseconds) is gone once ``now + max_age`` is reached.
+    """
+
+    async def append(self, message: ChatMessage, now: float) -> None:
+        """Save ``message`` in its room's history, as of ``now``."""
         ...
 
-    async def history(self, room_id: str, before: str | None, limit: int) -> list[ChatMessage]:
-        """The latest ``limit`` messages of ``room_id`` with ids below ``before``, oldest first."""
+    async def history(
+        self, room_id: str, before: str | None, limit: int, now: float
+    ) -> list[ChatMessage]:
+        """The latest ``limit`` live messages of ``room_id`` with ids below ``before``."""
         ...
 
     async def close(self) -> None:
@@ -82,14 +156,17 @@ class MessageStoreBackend(Protocol):
 
 
 class NotificationStoreBackend(Protocol):
-    """Keeps notifications for offline users until they come back (arguments already checked)."""
+    """Keeps notifications for offline users until they come back (arguments already checked).
 
-    async def push(self, notification: Notification) -> None:
+    A user's notifications expire ``ttl`` seconds after the last one was pushed.
+    """
+
+    async def push(self, notification: Notification, now: float) -> None:
         """Keep ``notification`` for its ``to_user_id`` (the oldest goes when full)."""
         ...
 
-    async def take(self, user_id: str) -> list[Notification]:
-        """Remove and return every notification kept for ``user_id``, oldest first."""
+    async def take(self, user_id: str, now: float) -> list[Notification]:
+        """Remove and return every live notification kept for ``user_id``, oldest first."""
         ...
 
     async def close(self) -> None:
@@ -100,19 +177,22 @@ class NotificationStoreBackend(Protocol):
 class UploadRegistryBackend(Protocol):
     """Shared bookkeeping of announced uploads (arguments already checked).
 
-    An upload is *pending* after ``create``, *claimed* by the one request that
-    ``claim`` returned it to, then *complete* or pending again (``release``).
+    An upload is *pending* after ``create`` (for ``pending_ttl`` seconds), claimed
+    by the one request that ``claim`` returned it to, then *complete* (kept for
+    ``complete_ttl`` seconds) or pending again (``release``). A record whose time
+    is up (``expires <= now``, in whole milliseconds) is gone for every
+    operation; ``purge_expired`` forgets it and its share of the quotas.
     """
 
-    async def create(self, record: UploadRecord) -> None:
-        """Register a new pending upload."""
+    async def create(self, record: UploadRecord, quota: UploadQuota, now: float) -> None:
+        """Register a new pending upload, or raise ``QuotaExceeded`` and change nothing."""
         ...
 
-    async def get(self, upload_id: str) -> UploadRecord | None:
+    async def get(self, upload_id: str, now: float) -> UploadRecord | None:
         """The record of ``upload_id``, or ``None`` if unknown or expired."""
         ...
 
-    async def claim(self, upload_id: str) -> UploadRecord | None:
+    async def claim(self, upload_id: str, now: float) -> UploadRecord | None:
         """Atomically take a pending upload for transfer; ``None`` if unknown, busy or done."""
         ...
 
@@ -120,8 +200,20 @@ class UploadRegistryBackend(Protocol):
         """Give a claimed upload back (its transfer failed)."""
         ...
 
-    async def complete(self, upload_id: str) -> UploadRecord:
+    async def complete(self, upload_id: str, now: float) -> UploadRecord:
         """Mark a claimed upload complete and return its record (``NotFound`` if gone)."""
+        ...
+
+    async def usage(self, user_id: str | None, now: float) -> UploadUsage:
+        """What the live uploads of ``user_id`` (``None``: of everyone) use."""
+        ...
+
+    async def known(self, upload_ids: Sequence[str], now: float) -> set[str]:
+        """Which of ``upload_ids`` have a live record."""
+        ...
+
+    async def purge_expired(self, now: float, limit: int) -> list[str]:
+        """Forget up to ``limit`` expired records; return their upload ids."""
         ...
 
     async def close(self) -> None:
@@ -131,7 +223,11 @@ class UploadRegistryBackend(Protocol):
 
 @runtime_checkable
 class FileStore(Protocol):
-    """Keeps uploaded files' bytes ([`LocalFileStore`][rtkit.realtime.LocalFileStore]: a folder)."""
+    """Keeps uploaded files' bytes ([`LocalFileStore`][rtkit.realtime.LocalFileStore]: a folder).
+
+    The server's janitor lists the stored ids and deletes the files whose upload
+    records are gone (expired, or never completed by a crashed instance).
+    """
 
     async def save(self, upload_id: str, chunks: AsyncIterator[bytes], *, size: int) -> None:
         """Store exactly ``size`` bytes read from ``chunks`` under ``upload_id``.
@@ -146,4 +242,12 @@ class FileStore(Protocol):
 
         Raises [`NotFound`][rtkit.errors.NotFound] if there is none.
         """
+        ...
+
+    async def delete(self, upload_id: str) -> None:
+        """Remove what is stored for ``upload_id`` (partial writes included); no error if none."""
+        ...
+
+    def ids(self) -> AsyncIterator[str]:
+        """Every upload id something is stored for (partial writes included)."""
         ...

@@ -1,25 +1,43 @@
 """The realtime stores on Redis, shared by every server instance.
 
-* messages: one Redis Stream per room, ``XADD MAXLEN ~ max_per_room``;
+* messages: one Redis Stream per room (``messages.lua``): about ``max_per_room``
+  entries (``MAXLEN ~``), none older than ``max_age`` (``MINID ~``, and reads skip
+  what approximate trimming left), the stream expiring ``max_age`` after its last
+  message;
 * notifications: one list per user, trimmed to ``max_per_user`` and expiring
-  after ``ttl`` seconds;
-* uploads: one JSON string per upload that expires (``pending_ttl``, then
-  ``complete_ttl``); a ``SET NX`` key claims a transfer.
+  ``ttl`` seconds after the last push;
+* uploads (``uploads.lua``): one JSON string per upload, an expiry index and the
+  usage counters of the quotas, changed together atomically; a ``SET NX`` key
+  claims a transfer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Self
 
 import redis.asyncio as aioredis
 
 from ...._core.lifecycle import DEFAULT_TIMEOUT
-from ...._core.redis import Keyspace, RedisHandle, redis_unavailable
+from ...._core.redis import Keyspace, RedisHandle, load_lua, redis_unavailable
 from ...._core.urls import BackendTarget
 from ...._core.validate import check_int, check_seconds
 from ....errors import NotFound
 from ..._protocol import ChatMessage, Notification
-from .base import DEFAULT_MAX_PER_ROOM, DEFAULT_MAX_PER_USER, UploadRecord, latest
+from .base import (
+    DEFAULT_COMPLETE_TTL,
+    DEFAULT_MAX_AGE,
+    DEFAULT_MAX_PER_ROOM,
+    DEFAULT_MAX_PER_USER,
+    DEFAULT_NOTIFICATION_TTL,
+    DEFAULT_PENDING_TTL,
+    UploadQuota,
+    UploadRecord,
+    UploadUsage,
+    check_quota,
+    latest,
+    millis,
+)
 
 __all__ = [
     "RedisMessageStoreBackend",
@@ -27,9 +45,8 @@ __all__ = [
     "RedisUploadRegistryBackend",
 ]
 
-DEFAULT_NOTIFICATION_TTL = 7 * 24 * 3600.0
-DEFAULT_PENDING_TTL = 3600.0
-DEFAULT_COMPLETE_TTL = 30 * 24 * 3600.0
+_PURGE_BATCH = 1000
+_PACKAGE = "rtkit.realtime.stores"  # its resources/ hold the Lua scripts
 
 
 class _RedisBackend:
@@ -49,13 +66,20 @@ class _RedisBackend:
 
 
 class RedisMessageStoreBackend(_RedisBackend):
-    """Messages in one Redis Stream per room, trimmed to about ``max_per_room`` entries."""
+    """Messages in one Redis Stream per room, kept by length and by age."""
 
     def __init__(
-        self, handle: RedisHandle, *, prefix: str, max_per_room: int = DEFAULT_MAX_PER_ROOM
+        self,
+        handle: RedisHandle,
+        *,
+        prefix: str,
+        max_per_room: int = DEFAULT_MAX_PER_ROOM,
+        max_age: float = DEFAULT_MAX_AGE,
     ) -> None:
         super().__init__(handle, prefix, "messages")
         self.max_per_room = check_int(max_per_room, "max_per_room")
+        self.max_age = check_seconds(max_age, "max_age")
+        self._append = handle.client.register_script(load_lua(_PACKAGE, "messages.lua"))
 
     @classmethod
     def open(
@@ -64,30 +88,37 @@ class RedisMessageStoreBackend(_RedisBackend):
         *,
         timeout: float = DEFAULT_TIMEOUT,
         max_per_room: int = DEFAULT_MAX_PER_ROOM,
+        max_age: float = DEFAULT_MAX_AGE,
     ) -> Self:
         """The backend on ``target``'s Redis (its client borrowed when given)."""
         handle = RedisHandle.open(target, timeout=timeout)
-        return cls(handle, prefix=target.prefix, max_per_room=max_per_room)
+        return cls(handle, prefix=target.prefix, max_per_room=max_per_room, max_age=max_age)
 
-    async def append(self, message: ChatMessage) -> None:
-        """``XADD`` the message to its room's stream, ``MAXLEN ~ max_per_room``."""
+    async def append(self, message: ChatMessage, now: float) -> None:
+        """Add the message to its room's stream and apply the retention (one script)."""
         with redis_unavailable("saving a chat message"):
-            await self._redis.xadd(
-                self._keys.key("room", message.room_id),
-                {"m": message.model_dump_json(by_alias=True)},
-                maxlen=self.max_per_room,
-                approximate=True,
+            await self._append(
+                keys=[self._keys.key("room", message.room_id)],
+                args=[
+                    message.model_dump_json(by_alias=True),
+                    millis(now),
+                    self.max_per_room,
+                    millis(self.max_age),
+                ],
             )
 
-    async def history(self, room_id: str, before: str | None, limit: int) -> list[ChatMessage]:
-        """The latest ``limit`` messages of ``room_id`` older than ``before``, oldest first."""
+    async def history(
+        self, room_id: str, before: str | None, limit: int, now: float
+    ) -> list[ChatMessage]:
+        """The latest ``limit`` live messages of ``room_id`` older than ``before``."""
         key = self._keys.key("room", room_id)
+        oldest = str(millis(now) - millis(self.max_age) + 1)  # entries before it are too old
         newest_first: list[ChatMessage] = []
         end = "+"
         count = limit + 50
         with redis_unavailable("reading chat history"):
             while len(newest_first) < limit:
-                batch: Any = await self._redis.xrevrange(key, max=end, count=count)
+                batch: Any = await self._redis.xrevrange(key, max=end, min=oldest, count=count)
                 messages = [ChatMessage.model_validate_json(fields["m"]) for _, fields in batch]
                 newest_first.extend(reversed(latest(messages, before, limit - len(newest_first))))
                 if len(batch) < count:
@@ -110,7 +141,7 @@ class RedisNotificationStoreBackend(_RedisBackend):
     ) -> None:
         super().__init__(handle, prefix, "notifications")
         self.max_per_user = check_int(max_per_user, "max_per_user")
-        self._ttl_ms = int(check_seconds(ttl, "ttl") * 1000)
+        self._ttl_ms = millis(check_seconds(ttl, "ttl"))
 
     @classmethod
     def open(
@@ -125,8 +156,8 @@ class RedisNotificationStoreBackend(_RedisBackend):
         handle = RedisHandle.open(target, timeout=timeout)
         return cls(handle, prefix=target.prefix, max_per_user=max_per_user, ttl=ttl)
 
-    async def push(self, notification: Notification) -> None:
-        """``RPUSH`` + ``LTRIM`` + ``PEXPIRE`` in one transaction."""
+    async def push(self, notification: Notification, now: float) -> None:
+        """``RPUSH`` + ``LTRIM`` + ``PEXPIRE`` in one transaction (Redis keeps the time)."""
         key = self._keys.key("user", notification.to_user_id)
         with redis_unavailable("saving a notification"):
             async with self._redis.pipeline(transaction=True) as pipe:
@@ -135,7 +166,7 @@ class RedisNotificationStoreBackend(_RedisBackend):
                 pipe.pexpire(key, self._ttl_ms)
                 await pipe.execute()
 
-    async def take(self, user_id: str) -> list[Notification]:
+    async def take(self, user_id: str, now: float) -> list[Notification]:
         """``LRANGE`` + ``DEL`` in one transaction: each notification is taken once."""
         key = self._keys.key("user", user_id)
         with redis_unavailable("taking notifications"):
@@ -147,7 +178,7 @@ class RedisNotificationStoreBackend(_RedisBackend):
 
 
 class RedisUploadRegistryBackend(_RedisBackend):
-    """Upload records as Redis strings (JSON) that expire; a ``SET NX`` key claims a transfer."""
+    """Upload records, their expiry and the quota counters in Redis (see ``uploads.lua``)."""
 
     def __init__(
         self,
@@ -158,8 +189,11 @@ class RedisUploadRegistryBackend(_RedisBackend):
         complete_ttl: float = DEFAULT_COMPLETE_TTL,
     ) -> None:
         super().__init__(handle, prefix, "uploads")
-        self._pending_ms = int(check_seconds(pending_ttl, "pending_ttl") * 1000)
-        self._complete_ms = int(check_seconds(complete_ttl, "complete_ttl") * 1000)
+        self._pending_ms = millis(check_seconds(pending_ttl, "pending_ttl"))
+        self._complete_ms = millis(check_seconds(complete_ttl, "complete_ttl"))
+        self._script = handle.client.register_script(load_lua(_PACKAGE, "uploads.lua"))
+        self._base = self._keys.base
+        self._index = self._base + ".expiry"
 
     @classmethod
     def open(
@@ -174,22 +208,47 @@ class RedisUploadRegistryBackend(_RedisBackend):
         handle = RedisHandle.open(target, timeout=timeout)
         return cls(handle, prefix=target.prefix, pending_ttl=pending_ttl, complete_ttl=complete_ttl)
 
-    async def create(self, record: UploadRecord) -> None:
-        """Register a new pending upload (expires after ``pending_ttl``)."""
-        with redis_unavailable("registering an upload"):
-            await self._redis.set(
-                self._keys.key(record.upload_id), record.model_dump_json(), px=self._pending_ms
-            )
+    async def _run(self, doing: str, op: str, now: float, *args: Any) -> Any:
+        with redis_unavailable(doing):
+            return await self._script(keys=[self._index], args=[op, self._base, millis(now), *args])
 
-    async def get(self, upload_id: str) -> UploadRecord | None:
-        """The record of ``upload_id``, or ``None``."""
-        with redis_unavailable("reading an upload"):
-            raw = await self._redis.get(self._keys.key(upload_id))
-        return None if raw is None else UploadRecord.model_validate_json(raw)
+    async def create(self, record: UploadRecord, quota: UploadQuota, now: float) -> None:
+        """Register a new pending upload within ``quota`` (one script)."""
+        bounds = (quota.user_bytes, quota.total_bytes, quota.user_uploads)
+        ok, used, count, total = await self._run(
+            "registering an upload",
+            "create",
+            now,
+            record.upload_id,
+            record.user_id,
+            record.file_size,
+            record.model_dump_json(),
+            self._pending_ms,
+            *("" if bound is None else bound for bound in bounds),
+        )
+        if not ok:
+            check_quota(quota, int(used), int(count), int(total), record.file_size)
 
-    async def claim(self, upload_id: str) -> UploadRecord | None:
-        """Take a pending upload for transfer (``SET claim NX``)."""
-        record = await self.get(upload_id)
+    async def _read(self, upload_ids: Sequence[str], now: float) -> list[UploadRecord | None]:
+        with redis_unavailable("reading uploads"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for upload_id in upload_ids:
+                    pipe.get(self._keys.key(upload_id))
+                    pipe.zscore(self._index, upload_id)
+                raw = await pipe.execute()
+        found: list[UploadRecord | None] = []
+        for record, expires in zip(raw[::2], raw[1::2], strict=True):
+            alive = record is not None and (expires is None or expires > millis(now))
+            found.append(UploadRecord.model_validate_json(record) if alive else None)
+        return found
+
+    async def get(self, upload_id: str, now: float) -> UploadRecord | None:
+        """The live record of ``upload_id``, or ``None``."""
+        return (await self._read([upload_id], now))[0]
+
+    async def claim(self, upload_id: str, now: float) -> UploadRecord | None:
+        """Take a live pending upload for transfer (``SET claim NX``)."""
+        record = await self.get(upload_id, now)
         if record is None or record.complete:
             return None
         with redis_unavailable("claiming an upload"):
@@ -203,14 +262,35 @@ class RedisUploadRegistryBackend(_RedisBackend):
         with redis_unavailable("releasing an upload"):
             await self._redis.delete(self._keys.key(upload_id, "claim"))
 
-    async def complete(self, upload_id: str) -> UploadRecord:
-        """Mark a claimed upload complete (kept for ``complete_ttl``)."""
-        record = await self.get(upload_id)
-        if record is None:
-            raise NotFound(f"upload {upload_id!r} is unknown or expired")
-        done = record.model_copy(update={"complete": True})
-        with redis_unavailable("completing an upload"):
-            await self._redis.set(
-                self._keys.key(upload_id), done.model_dump_json(), px=self._complete_ms
-            )
-        return done
+    async def complete(self, upload_id: str, now: float) -> UploadRecord:
+        """Mark a claimed upload complete (kept ``complete_ttl`` from now)."""
+        record = await self.get(upload_id, now)
+        if record is not None:
+            done = record.model_copy(update={"complete": True})
+            args = (upload_id, done.model_dump_json(), self._complete_ms)
+            if await self._run("completing an upload", "complete", now, *args):
+                return done
+        raise NotFound(f"upload {upload_id!r} is unknown or expired")
+
+    async def usage(self, user_id: str | None, now: float) -> UploadUsage:
+        """Bytes and uploads of ``user_id`` (``None``: everyone), expired ones purged first."""
+        while len(await self.purge_expired(now, _PURGE_BATCH)) == _PURGE_BATCH:
+            pass
+        with redis_unavailable("reading upload usage"):
+            if user_id is None:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.get(self._base + ".total")
+                    pipe.zcard(self._index)
+                    total, count = await pipe.execute()
+                return UploadUsage(int(total or 0), int(count))
+            used, count = await self._redis.hmget(self._base + ".used:" + user_id, "bytes", "n")
+        return UploadUsage(int(used or 0), int(count or 0))
+
+    async def known(self, upload_ids: Sequence[str], now: float) -> set[str]:
+        """The ids among ``upload_ids`` with a live record."""
+        found = await self._read(upload_ids, now) if upload_ids else []
+        return {upload_id for upload_id, record in zip(upload_ids, found, strict=True) if record}
+
+    async def purge_expired(self, now: float, limit: int) -> list[str]:
+        """Forget up to ``limit`` expired records (and their quota usage), soonest first."""
+        return list(await self._run("purging expired uploads", "purge", now, limit))
