@@ -185,8 +185,8 @@ async def test_a_bus_subscribes_only_while_it_has_subscriptions(
     redis_url: str, redis_prefix: str, redis_client: aioredis.Redis
 ) -> None:
     """A bus that only publishes never reads its own events back from Redis."""
-    channel = f"{redis_prefix}eventbus:events"
     async with EventBus.from_url(redis_url, prefix=redis_prefix, ping_interval=0.2) as bus:
+        channel = bus._backend.channel  # type: ignore[attr-defined]  # <prefix>eventbus:db<N>:events
         await bus.publish("nobody.listens")
         assert await _subscribers(redis_client, channel) == 0
         received = Recorder()
@@ -208,8 +208,8 @@ async def test_events_nobody_subscribes_to_are_dropped_before_validation(
     redis_url: str, redis_prefix: str, redis_client: aioredis.Redis
 ) -> None:
     failures: list[DeliveryFailure] = []
-    channel = f"{redis_prefix}eventbus:events"
     async with EventBus.from_url(redis_url, prefix=redis_prefix, on_error=failures.append) as bus:
+        channel = bus._backend.channel  # type: ignore[attr-defined]
         received = Recorder()
         bus.subscribe("wanted", received)
         await bus.start()
