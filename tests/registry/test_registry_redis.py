@@ -58,3 +58,36 @@ async def test_prefixes_isolate_applications(redis_url: str, redis_prefix: str) 
         await a.register("svc", host="h", port=1)
         assert await b.discover("svc") == []
         assert await b.services() == {}
+
+
+async def test_change_channels_name_the_database(redis_url: str, redis_prefix: str) -> None:
+    """Pub/sub ignores the database: registries on /12 and /13 must not wake each other."""
+    import redis.asyncio as aioredis
+
+    from rtkit import ServiceRegistry
+
+    base = redis_url.rstrip("/").rsplit("/", 1)[0] if redis_url.count("/") > 2 else redis_url
+    on_12 = ServiceRegistry.from_url(f"{base}/12", prefix=redis_prefix)
+    on_13 = ServiceRegistry.from_url(f"{base}/13", prefix=redis_prefix)
+    listener = aioredis.Redis.from_url(f"{base}/12", decode_responses=True)
+    pubsub = listener.pubsub()
+    try:
+        await pubsub.psubscribe(f"{redis_prefix}*")
+        await pubsub.get_message(timeout=1.0)  # the psubscribe confirmation
+        await on_13.register("svc", host="127.0.0.1", port=8000)
+        heard = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        assert heard is not None and ":db13:" in heard["channel"]
+        await on_12.register("svc", host="127.0.0.1", port=8001)
+        heard = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        assert heard is not None and ":db12:" in heard["channel"]
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
+        await on_12.close()
+        await on_13.close()
+        for db in (12, 13):
+            client = aioredis.Redis.from_url(f"{base}/{db}")
+            keys = [k async for k in client.scan_iter(match=f"{redis_prefix}*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()

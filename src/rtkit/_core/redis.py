@@ -24,6 +24,7 @@ __all__ = [
     "Keyspace",
     "RedisHandle",
     "WaitingPool",
+    "database_of",
     "load_lua",
     "make_redis_client",
     "redis_unavailable",
@@ -97,6 +98,16 @@ class WaitingPool(aioredis.BlockingConnectionPool):
                 f"no Redis connection became free within {self.timeout:g} s "
                 f"(all {self.max_connections} of this client's connections were busy)"
             ) from exc
+
+
+def database_of(client: Any) -> int:
+    """The database number ``client`` talks to (0 when it has none, as on a cluster).
+
+    Redis pub/sub ignores the database number, so channels name it: deployments on
+    different databases of one Redis must never hear each other.
+    """
+    pool = getattr(client, "connection_pool", None)
+    return int(getattr(pool, "connection_kwargs", {}).get("db", 0) or 0)
 
 
 def make_redis_client(

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._core.clock import Clock
-from .._core.redis import Keyspace
+from .._core.redis import Keyspace, database_of
 from ..errors import ConfigurationError
 from ._auth import MIN_SECRET_BYTES, Identity, JWTVerifier, TokenVerifier
 from ._links import DownloadLinks, derive_key
@@ -84,9 +84,7 @@ def socketio_channel(prefix: str, redis: Any) -> str:
     Redis pub/sub ignores the database number, so the channel names it:
     deployments on different databases of one Redis never hear each other.
     """
-    pool = getattr(redis, "connection_pool", None)
-    database = getattr(pool, "connection_kwargs", {}).get("db", 0)
-    return Keyspace(prefix, "socketio").channel(f"db{database}")
+    return Keyspace(prefix, "socketio").channel(f"db{database_of(redis)}")
 
 
 class ExpiryWatch:

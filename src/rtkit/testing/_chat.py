@@ -216,9 +216,7 @@ class ChatTestConnection:
         """
         upload_id = await self.start_upload(room_id, file_name, len(data))
         chat = self.client.chat
-        outcome = await chat.receive_upload(
-            self.identity, upload_id, _chunks(data), size=len(data)
-        )
+        outcome = await chat.receive_upload(self.identity, upload_id, _chunks(data), size=len(data))
         self.client._send(outcome.emits)
         return str(outcome.ack["url"])
 

@@ -38,7 +38,7 @@ from typing import Any, Self
 import pydantic_core
 
 from ..._core.lifecycle import DEFAULT_TIMEOUT
-from ..._core.redis import Keyspace, RedisHandle, redis_unavailable
+from ..._core.redis import Keyspace, RedisHandle, database_of, redis_unavailable
 from ..._core.urls import BackendTarget
 from ..._core.validate import check_seconds
 from ..._core.wire import PUSH, DedicatedConnection, bare_streams, bulk, new_connection
@@ -99,8 +99,7 @@ class RedisEventBusBackend:
             timeout, ping_interval, ping_timeout
         )
         self._handle = handle
-        pool = getattr(handle.client, "connection_pool", None)
-        database = getattr(pool, "connection_kwargs", {}).get("db", 0)
+        database = database_of(handle.client)
         self.channel = Keyspace(prefix, "eventbus").channel(f"db{database}", "events")
         """The pub/sub channel every bus of this database and prefix shares."""
         self.reconnects = 0

@@ -19,7 +19,7 @@ from redis.asyncio.client import PubSub
 
 from ..._core.clock import Clock
 from ..._core.lifecycle import DEFAULT_TIMEOUT
-from ..._core.redis import Keyspace, RedisHandle, load_lua, redis_unavailable
+from ..._core.redis import Keyspace, RedisHandle, database_of, load_lua, redis_unavailable
 from ..._core.urls import BackendTarget
 from .._models import Record, ServiceInstance, instances_from_json
 from .base import ChangeWaiter
@@ -64,6 +64,8 @@ class RedisRegistryBackend:
         self._keys = keys
         self._clock = clock
         self._script = handle.client.register_script(_SCRIPT)
+        # pub/sub ignores the database: the change channels name it
+        self._changed = keys.channel(f"db{database_of(handle.client)}", "changed")
 
     @classmethod
     def open(cls, target: BackendTarget, *, timeout: float = DEFAULT_TIMEOUT) -> Self:
@@ -81,7 +83,7 @@ class RedisRegistryBackend:
         keys = [self._keys.key("names")]
         if name:
             keys += [self._keys.key("svc", name), self._keys.key("meta", name)]
-        args = [op, now, self._keys.base, self._keys.channel("changed") + ":", name, *extra]
+        args = [op, now, self._keys.base, self._changed + ":", name, *extra]
         with redis_unavailable(f"running registry {op}"):
             return await self._script(keys=keys, args=args)
 
@@ -115,7 +117,7 @@ class RedisRegistryBackend:
         pubsub = self._handle.client.pubsub()
         try:
             with redis_unavailable("subscribing to registry changes"):
-                await pubsub.subscribe(self._keys.channel("changed", name))
+                await pubsub.subscribe(f"{self._changed}:{name}")
             yield _PubSubWaiter(pubsub)
         finally:
             with contextlib.suppress(Exception):
