@@ -137,7 +137,9 @@ class ChatService(ChatFiles):
 
         Enters ``user:<id>``; ``user:joined`` goes to everybody else only on the
         user's first connection. Call :meth:`welcome` once the client is connected.
+        Connections count against ``limits.connect_rate``.
         """
+        await self._limit(who, "connect", self.limits.connect_rate)
         first = await self.presence.connect(who.user_id, sid, username=who.username)
         outcome = Outcome(enter=[user_channel(who.user_id)])
         if first:

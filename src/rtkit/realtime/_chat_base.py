@@ -80,6 +80,8 @@ class ChatLimits:
         upload_rate: ``file:upload:start``.
         download_rate: ``file:download`` and file downloads together.
         other_rate: events the server does not know.
+        connect_rate: connections (a reconnect storm of one user, each of which
+            sends the online list, is refused at connect with ``rate_limited``).
         upload_quota_per_user: bytes of one user's live uploads together.
         upload_quota_per_server: bytes of all live uploads of the deployment
             (every instance sharing the upload registry).
@@ -103,6 +105,7 @@ class ChatLimits:
     upload_rate: str | None = "10/minute"
     download_rate: str | None = "120/minute"
     other_rate: str | None = "20/10 seconds"
+    connect_rate: str | None = "30/minute"
     upload_quota_per_user: int | None = 100 * _MIB
     upload_quota_per_server: int | None = 2048 * _MIB
     max_uploads_per_user: int | None = 100

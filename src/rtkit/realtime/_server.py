@@ -33,10 +33,11 @@ from ..ratelimit import RateLimiter
 from ..rooms import RoomManager
 from ._auth import Identity, TokenVerifier, issue_token
 from ._chat import AuthorizeJoin, ChatLimits, ChatService, Emit, Outcome, room_channel
-from ._protocol import RoomUserEvent, UserPresence, iso_time, socket_error, wire
+from ._protocol import socket_error
 from ._routes import ChatRoutes
 from ._sessions import (
     STORE_OPTIONS,
+    CrashAnnouncer,
     ExpiryWatch,
     choose_verifier,
     download_links,
@@ -85,36 +86,6 @@ class _Part(Protocol):
     """A part the server may have made, and then closes."""
 
     async def close(self) -> None: ...
-
-
-class _CrashAnnouncer:
-    """The presence and room stores' event sink: announces who left with a crashed instance.
-
-    A crashed instance's connections are purged by whichever live instance
-    notices its expired lease first; that instance tells everybody: ``user:left``
-    for each user who went offline (``presence.offline``), ``room:user:left`` for
-    each room a user left (``rooms.left``). Departures through this instance's
-    own disconnects are announced by the chat.
-    """
-
-    def __init__(self) -> None:
-        self.server: RealtimeServer | None = None
-
-    async def publish(self, name: str, data: dict[str, Any], /) -> object:
-        server = self.server
-        if server is None:
-            return None
-        if name == "presence.offline" and data.get("instance_id") != server.presence.instance_id:
-            user_id = str(data["user_id"])
-            event = UserPresence(
-                user_id=user_id,
-                username=str(data.get("username") or user_id),
-                time=iso_time(float(data["time"])),
-            )
-            await server.sio.emit("user:left", wire(event))
-        elif name == "rooms.left":
-            await server._room_left(str(data["room_id"]), str(data["user_id"]))
-        return None
 
 
 class RealtimeServer(Component):
@@ -211,7 +182,7 @@ class RealtimeServer(Component):
         links = download_links(download_secret, secret, limits.download_link_ttl, clock)
         self._owned: list[_Part] = []
         self._redis: aioredis.Redis | None = None
-        self._announcer = _CrashAnnouncer()
+        self._announcer = CrashAnnouncer()
         if presence is None:
             presence = self._own(
                 PresenceStore.from_url(
@@ -271,7 +242,7 @@ class RealtimeServer(Component):
         )
         self.http = routes.app(lifespan(self))
         self.asgi_app = socketio.ASGIApp(self.sio, other_asgi_app=self.http)
-        self._announcer.server = self
+        self._announcer.attach(self.presence.instance_id, self.sio.emit)
 
     def _own(self, part: _P) -> _P:
         self._owned.append(part)
@@ -320,7 +291,7 @@ class RealtimeServer(Component):
             made = make_redis_client(target.url, timeout=mine.get("timeout", DEFAULT_TIMEOUT))
         url, ttl, clock = target.url, own.get("presence_ttl", DEFAULT_TTL), target.clock
         shared: dict[str, Any] = {"prefix": target.prefix, "redis": made or target.redis}
-        announcer = _CrashAnnouncer()
+        announcer = CrashAnnouncer()
         presence = PresenceStore.from_url(url, **shared, ttl=ttl, clock=clock, bus=announcer)
         rooms = RoomManager.from_url(
             url, **shared, instance_id=presence.instance_id, ttl=ttl, clock=clock, bus=announcer
@@ -344,7 +315,7 @@ class RealtimeServer(Component):
         )
         server._adopt(made)
         server._announcer = announcer
-        announcer.server = server
+        announcer.attach(presence.instance_id, server.sio.emit)
         return server
 
     def _adopt(self, redis: aioredis.Redis | None) -> None:
@@ -467,11 +438,6 @@ class RealtimeServer(Component):
         with contextlib.suppress(Exception):
             await self.sio.emit("error", data, to=sid, ignore_queue=True)
         await self.sio.disconnect(sid)
-
-    async def _room_left(self, room_id: str, user_id: str) -> None:
-        """Tell room ``room_id`` that ``user_id`` left it with a crashed instance."""
-        event = RoomUserEvent(user_id=user_id, username=user_id, room_id=room_id)
-        await self.sio.emit("room:user:left", wire(event), to=room_channel(room_id))
 
     # ------------------------------------------------------------ Socket.IO
 

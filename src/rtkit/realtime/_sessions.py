@@ -5,17 +5,20 @@ from __future__ import annotations
 import heapq
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .._core.clock import Clock
 from .._core.redis import Keyspace, database_of
 from ..errors import ConfigurationError
 from ._auth import MIN_SECRET_BYTES, Identity, JWTVerifier, TokenVerifier
+from ._chat_base import room_channel
 from ._links import DownloadLinks, derive_key
+from ._protocol import RoomUserEvent, UserPresence, iso_time, wire
 
 __all__ = [
     "STORE_OPTIONS",
+    "CrashAnnouncer",
     "ExpiryWatch",
     "choose_verifier",
     "download_links",
@@ -116,3 +119,43 @@ class ExpiryWatch:
             if who is not None and who.expires_at == expires_at:
                 found.append(sid)
         return found
+
+
+Emitter = Callable[..., Awaitable[Any]]
+
+
+class CrashAnnouncer:
+    """The presence and room stores' event sink: announces who left with a crashed instance.
+
+    A crashed instance's connections are purged by whichever live instance
+    notices its expired lease first; that instance tells everybody: ``user:left``
+    for each user who went offline (``presence.offline``), ``room:user:left`` for
+    each room a user left (``rooms.left``). Departures through this instance's
+    own disconnects are announced by the chat.
+    """
+
+    def __init__(self) -> None:
+        self._instance_id: str | None = None
+        self._emit: Emitter | None = None
+
+    def attach(self, instance_id: str, emit: Emitter) -> None:
+        """Announce through ``emit`` (the Socket.IO server's), skipping ``instance_id``'s own."""
+        self._instance_id, self._emit = instance_id, emit
+
+    async def publish(self, name: str, data: dict[str, Any], /) -> object:
+        emit = self._emit
+        if emit is None:
+            return None
+        if name == "presence.offline" and data.get("instance_id") != self._instance_id:
+            user_id = str(data["user_id"])
+            event = UserPresence(
+                user_id=user_id,
+                username=str(data.get("username") or user_id),
+                time=iso_time(float(data["time"])),
+            )
+            await emit("user:left", wire(event))
+        elif name == "rooms.left":
+            room_id, user_id = str(data["room_id"]), str(data["user_id"])
+            left = RoomUserEvent(user_id=user_id, username=user_id, room_id=room_id)
+            await emit("room:user:left", wire(left), to=room_channel(room_id))
+        return None
