@@ -431,3 +431,31 @@ async def test_unreachable_redis_raises_backend_unavailable() -> None:
             await client.ping()
     finally:
         await client.aclose()
+
+
+# -- Redis Cluster and Sentinel URLs ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://10.0.0.1:7000,10.0.0.2:7001",
+        "rediss+cluster://:pw@node-a:7000",
+        "redis+sentinel://s1:26379,s2:26380/mymaster",
+        "redis+sentinel://s1/mymaster/2",
+    ],
+)
+def test_cluster_and_sentinel_urls_are_redis(url: str) -> None:
+    assert resolve_target("T", url, kinds=KINDS).kind == "redis"
+
+
+def test_cluster_and_sentinel_url_mistakes_say_why() -> None:
+    with pytest.raises(ConfigurationError, match=r"only\s+database 0"):
+        resolve_target("T", "redis+cluster://h:7000,h:7001/9", kinds=KINDS)
+    with pytest.raises(ConfigurationError, match="names no service"):
+        resolve_target("T", "redis+sentinel://h:26379", kinds=KINDS)
+    with pytest.raises(ConfigurationError, match="bad host"):
+        resolve_target("T", "redis+cluster://h:7000,:x", kinds=KINDS)
+    with pytest.raises(ConfigurationError) as info:
+        resolve_target("T", "redis+sentinel://:hunter2@h:1,h:notaport/svc", kinds=KINDS)
+    assert "hunter2" not in str(info.value)

@@ -43,3 +43,18 @@ def test_a_private_sentinel_setup_fails_over() -> None:
         assert setup.url.endswith("/rtkit-failover")
     finally:
         setup.stop()
+
+
+@pytest.mark.redis
+async def test_components_open_on_cluster_and_sentinel_urls(
+    redis_cluster: PrivateCluster, redis_sentinel: PrivateSentinel
+) -> None:
+    from rtkit import PresenceStore, ServiceRegistry
+
+    for url in (redis_cluster.url, redis_sentinel.url):
+        async with ServiceRegistry.from_url(url, prefix="topology-test:") as registry:
+            await registry.register("svc", host="127.0.0.1", port=8000)
+            assert len(await registry.discover("svc")) == 1
+        async with PresenceStore.from_url(url, prefix="topology-test:") as presence:
+            assert await presence.connect("ada", "sid-1")
+            assert await presence.is_online("ada")

@@ -7,7 +7,8 @@ import contextlib
 import importlib.resources
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
@@ -16,7 +17,7 @@ from redis.backoff import NoBackoff
 
 from ..errors import BackendUnavailable, ConfigurationError
 from .lifecycle import DEFAULT_TIMEOUT
-from .urls import BackendTarget, resolve_target
+from .urls import BackendTarget, redis_hosts, resolve_target
 from .validate import check_int, check_seconds
 
 __all__ = [
@@ -132,24 +133,78 @@ def make_redis_client(
     """
     resolve_target("Redis", url, kinds=("redis",))
     timeout = check_seconds(timeout, "timeout")
+    max_connections = check_int(max_connections, "max_connections")
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": kwargs.pop("socket_timeout", timeout),
+        "socket_connect_timeout": kwargs.pop("socket_connect_timeout", timeout),
+        **kwargs,
+    }
+    scheme = urlsplit(url).scheme.lower()
+    if scheme.endswith("+cluster"):
+        # a RedisCluster: not a Redis subclass, but it takes the commands rtkit sends
+        return cast("aioredis.Redis", _cluster_client(url, max_connections, options))
+    if scheme.endswith("+sentinel"):
+        return _sentinel_client(url, timeout, max_connections, options)
     pool = WaitingPool.from_url(
         url,
-        decode_responses=True,
-        socket_timeout=kwargs.pop("socket_timeout", timeout),
-        socket_connect_timeout=kwargs.pop("socket_connect_timeout", timeout),
-        health_check_interval=kwargs.pop("health_check_interval", 30),
-        max_connections=check_int(max_connections, "max_connections"),
+        health_check_interval=options.pop("health_check_interval", 30),
+        max_connections=max_connections,
         timeout=timeout,
-        retry=kwargs.pop("retry", Retry(NoBackoff(), 1, (redis_errors.ConnectionError,))),
-        **kwargs,
+        retry=options.pop("retry", Retry(NoBackoff(), 1, (redis_errors.ConnectionError,))),
+        **options,
     )
     client: aioredis.Redis = aioredis.Redis.from_pool(pool)
+    return client
+
+
+def _credentials(url: str) -> dict[str, Any]:
+    parts = urlsplit(url)
+    found: dict[str, Any] = {"ssl": parts.scheme.lower().startswith("rediss")}
+    if parts.username:
+        found["username"] = unquote(parts.username)
+    if parts.password:
+        found["password"] = unquote(parts.password)
+    return found
+
+
+def _cluster_client(url: str, max_connections: int, options: dict[str, Any]) -> Any:
+    """A ``RedisCluster`` seeded with every node the URL lists."""
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    nodes = [ClusterNode(host, port) for host, port in redis_hosts(urlsplit(url), url)]
+    return RedisCluster(
+        startup_nodes=nodes, max_connections=max_connections, **_credentials(url), **options
+    )
+
+
+def _sentinel_client(
+    url: str, timeout: float, max_connections: int, options: dict[str, Any]
+) -> aioredis.Redis:
+    """The master the URL's sentinels name, followed through failovers."""
+    from redis.asyncio.sentinel import Sentinel
+
+    parts = urlsplit(url)
+    service, _, db = parts.path.strip("/").partition("/")
+    credentials = _credentials(url)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        redis_hosts(parts, url),
+        sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+        **credentials,
+        **options,
+    )
+    client: aioredis.Redis = sentinel.master_for(
+        service, db=int(db or 0), max_connections=max_connections
+    )
     return client
 
 
 def _decodes(client: Any) -> bool:
     pool = getattr(client, "connection_pool", None)
     kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", {})
+    if pool is None:  # a RedisCluster keeps its options with its nodes
+        nodes = getattr(client, "nodes_manager", None)
+        kwargs = getattr(nodes, "connection_kwargs", {})
     return bool(kwargs.get("decode_responses", False))
 
 

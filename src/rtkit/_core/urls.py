@@ -4,6 +4,9 @@
     memory://NAME              in-process, shared by every object of the same
                                component opened with that name (and prefix)
     redis://host:6379/0        Redis (also rediss://, unix:///path?db=0)
+    redis+cluster://h:p,h:p    a Redis Cluster (also rediss+cluster://)
+    redis+sentinel://h:p,h:p/service[/db]
+                               the master Sentinel names (also rediss+sentinel://)
     amqp://user:pass@host/     RabbitMQ (also amqps://)
 
 A URL resolves to a :class:`BackendTarget`: the backend *kind* plus what a
@@ -34,6 +37,7 @@ __all__ = [
     "check_prefix",
     "keywords",
     "redact",
+    "redis_hosts",
     "register_scheme",
     "resolve_target",
 ]
@@ -48,6 +52,10 @@ _SCHEMES: dict[str, str] = {
     "redis": "redis",
     "rediss": "redis",
     "unix": "redis",
+    "redis+cluster": "redis",
+    "rediss+cluster": "redis",
+    "redis+sentinel": "redis",
+    "rediss+sentinel": "redis",
     "amqp": "amqp",
     "amqps": "amqp",
 }
@@ -104,21 +112,60 @@ class BackendTarget:
         )
 
 
+def redis_hosts(parts: SplitResult, url: str) -> list[tuple[str, int]]:
+    """The ``host:port`` pairs of a cluster or sentinel URL (``h1:p1,h2:p2``; port 6379
+    or, for sentinels, 26379 when left out)."""
+    default = 26379 if parts.scheme.lower().endswith("+sentinel") else 6379
+    hosts = []
+    for item in parts.netloc.rpartition("@")[2].split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep:
+            host, port = item.strip(), ""
+        host = host.strip("[]")
+        if not host or (sep and not port.isdigit()) or not 0 < int(port or default) < 65536:
+            raise ConfigurationError(f"malformed Redis URL {redact(url)!r}: bad host {item!r}")
+        hosts.append((host, int(port or default)))
+    return hosts
+
+
 def _split(url: Any, component: str) -> SplitResult:
     if not isinstance(url, str) or not url:
         raise ConfigurationError(f"{component} needs a non-empty backend URL, got {url!r}")
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018  (raises ValueError on a bad port)
+        if "+" not in parts.scheme:  # cluster and sentinel URLs list several hosts
+            parts.port  # noqa: B018  (raises ValueError on a bad port)
     except ValueError as exc:
         raise ConfigurationError(f"{component}: malformed URL {redact(url)!r}: {exc}") from exc
     return parts
 
 
 def _check_redis_url(parts: SplitResult, url: str) -> None:
-    if parts.scheme.lower() == "unix":
+    scheme = parts.scheme.lower()
+    if scheme == "unix":
         if not parts.path:
             raise ConfigurationError(f"malformed Redis URL {redact(url)!r}: no socket path")
+        return
+    if "+" in scheme:
+        redis_hosts(parts, url)
+    if scheme.endswith("+cluster"):
+        if parts.path.strip("/"):
+            raise ConfigurationError(
+                f"Redis Cluster URL {redact(url)!r} names a database: a cluster has only "
+                "database 0 (give each deployment its own prefix instead)"
+            )
+        return
+    if scheme.endswith("+sentinel"):
+        service, _, db = parts.path.strip("/").partition("/")
+        if not service:
+            raise ConfigurationError(
+                f"Sentinel URL {redact(url)!r} names no service: "
+                "redis+sentinel://host:port[,host:port...]/service_name[/db]"
+            )
+        if db and not db.isdigit():
+            raise ConfigurationError(
+                f"malformed Redis URL {redact(url)!r}: database {db!r} is not a number"
+            )
         return
     db = parts.path.strip("/")
     if db and not db.isdigit():
