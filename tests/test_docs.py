@@ -68,8 +68,6 @@ RUNNABLE_PAGES = sorted({b.page for b in ALL if b.skip is None})
 # the Node.js chat chapter may be named once, where wire compatibility is the point.
 INTERNAL_WORDS = re.compile(r"\bseed(?:'s)?\b", re.IGNORECASE)
 CHAPTER = re.compile(r"\bchapter\b", re.IGNORECASE)
-# Docstrings of these modules are reworded by the chat page work (issue 12, items 1, 2, 8).
-LEFT_TO_THE_CHAT_PAGE = {"realtime/_server.py", "realtime/_routes.py"}
 SRC = ROOT / "src" / "rtkit"
 
 
@@ -89,9 +87,8 @@ def _user_texts() -> Iterator[tuple[str, str]]:
         if page.name != "architecture.md":
             yield str(page.relative_to(ROOT)), page.read_text("utf-8")
     for path in sorted(SRC.rglob("*.py")):
-        if str(path.relative_to(SRC)) not in LEFT_TO_THE_CHAT_PAGE:
-            for line, doc in _docstrings(path):
-                yield f"{path.relative_to(ROOT)}:{line}", doc
+        for line, doc in _docstrings(path):
+            yield f"{path.relative_to(ROOT)}:{line}", doc
     for path in sorted((ROOT / "examples").rglob("*.py")):
         yield str(path.relative_to(ROOT)), path.read_text("utf-8")
     parser = build_parser()

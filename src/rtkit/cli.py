@@ -89,8 +89,15 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add(
         "--client-js-url",
         metavar="URL",
-        help="where the chat page loads the Socket.IO client from "
-        "(default: the server's built-in choice)",
+        help="where the chat page loads the Socket.IO browser client from, e.g. a CDN "
+        "(default: the copy built into rtkit, served by this server: no internet needed)",
+    )
+    add(
+        "--client-js-integrity",
+        metavar="SRI",
+        help="the Subresource Integrity hash ('sha384-...') of the script at --client-js-url; "
+        "rtkit knows it for its pinned socket.io-client on a CDN, any other script from "
+        "another site needs it, or 'none' to load that script unchecked (default: none given)",
     )
     add(
         "--cors-origin",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from typing import Any
 
 import pytest
@@ -44,3 +44,14 @@ async def fuzz_room(memory_chat: Chat) -> FuzzRoom:
     await room.attacker.client.join_room("lobby")
     await room.observer.client.join_room("lobby")
     return room
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the test (``item.rep_call``): the browser tests
+    take screenshots in their teardown when the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

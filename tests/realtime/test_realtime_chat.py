@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from rtkit import ManualClock, PresenceStore, RateLimiter, RoomManager
-from rtkit.errors import NotMember, RateLimited, TooManyRooms
+from rtkit.errors import NotMember, RateLimited, TooManyRooms, ValidationError
 from rtkit.realtime import (
     ChatLimits,
     ChatService,
@@ -20,6 +20,7 @@ from rtkit.realtime import (
     NotificationStore,
     UploadRegistry,
 )
+from rtkit_testing import PrivateRedis
 
 ADA = Identity("ada", "Ada")
 BOB = Identity("bob", "Bob")
@@ -152,3 +153,103 @@ async def test_rooms_per_user_and_notifications_are_bounded(chat: ChatService) -
     with pytest.raises(RateLimited):
         await chat.send_notification(ADA, "a", {"targetUserId": "bob", "type": "x"})
     assert len(await chat.notifications.take("bob")) == 1
+
+
+async def _body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def test_history_keeps_file_shares_joins_and_leaves(chat: ChatService) -> None:
+    await chat.connect(ADA, "a")
+    await chat.connect(BOB, "b1")
+    await chat.connect(BOB, "b2")
+    await chat.join_room(ADA, "a", "lobby")
+    await chat.join_room(BOB, "b1", "lobby")
+    await chat.join_room(BOB, "b2", "lobby")  # Bob is in the room already: no second join
+    said = await chat.send_message(BOB, "b1", {"roomId": "lobby", "message": "hi"})
+    ready = await chat.start_upload(
+        BOB, "b1", {"roomId": "lobby", "fileName": "plan.txt", "fileSize": 4}
+    )
+    upload_id = ready.ack["uploadId"]
+    done = await chat.receive_upload(BOB, upload_id, _body(b"plan"), size=4)
+    await chat.leave_room(BOB, "b1", "lobby")  # Bob is still in it on b2: no leave yet
+    await chat.disconnect(BOB, "b2")  # now he left
+    await chat.join_room(BOB, "b1", "lobby")
+    await chat.leave_room(BOB, "b1", "lobby")
+
+    everything = {"roomId": "lobby", "kinds": ["message", "file", "join", "leave"]}
+    entries = (await chat.history(ADA, "a", everything)).ack["messages"]
+    assert [(e["kind"], e["userId"]) for e in entries] == [
+        ("join", "ada"),
+        ("join", "bob"),
+        ("message", "bob"),
+        ("file", "bob"),
+        ("leave", "bob"),
+        ("join", "bob"),
+        ("leave", "bob"),
+    ]
+    assert [e["id"] for e in entries] == sorted(e["id"] for e in entries)
+    assert entries[1] == {
+        "kind": "join",
+        "id": entries[1]["id"],
+        "userId": "bob",
+        "username": "Bob",
+        "timestamp": "2023-11-14T22:13:20.000Z",
+        "roomId": "lobby",
+    }
+    assert entries[2]["id"] == said.ack["messageId"]
+    shared = entries[3]
+    assert shared == {
+        "kind": "file",
+        "id": shared["id"],
+        "uploadId": upload_id,
+        "userId": "bob",
+        "username": "Bob",
+        "fileName": "plan.txt",
+        "fileSize": 4,
+        "timestamp": "2023-11-14T22:13:20.000Z",
+        "roomId": "lobby",
+    }
+    # Every member's file:upload:complete carries the entry's id, name and time too.
+    complete = [e.data for e in done.emits if e.event == "file:upload:complete"]
+    assert {(c["id"], c["username"], c["timestamp"]) for c in complete} == {
+        (shared["id"], "Bob", shared["timestamp"])
+    }
+
+    # Without kinds, chat:history answers chat messages only, as it always did.
+    plain = (await chat.history(ADA, "a", {"roomId": "lobby"})).ack["messages"]
+    assert [(e["kind"], e["message"]) for e in plain] == [("message", "hi")]
+    some = {"roomId": "lobby", "kinds": ["leave"], "limit": 1}
+    assert [e["kind"] for e in (await chat.history(ADA, "a", some)).ack["messages"]] == ["leave"]
+    for bad in (["poll"], [], "join", ["join"] * 9):
+        with pytest.raises(ValidationError):
+            await chat.history(ADA, "a", {"roomId": "lobby", "kinds": bad})
+
+
+@pytest.mark.redis
+async def test_a_join_or_leave_happens_even_when_history_cannot_keep_it(
+    private_redis: PrivateRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    presence = PresenceStore.from_url("memory://")
+    rooms = RoomManager.from_url("memory://", instance_id=presence.instance_id)
+    messages = MessageStore.from_url(private_redis.url, prefix="rtkit-history-fault:")
+    chat = ChatService(
+        presence=presence,
+        rooms=rooms,
+        messages=messages,
+        notifications=NotificationStore(),
+        uploads=UploadRegistry(),
+        files=LocalFileStore(tmp_path),
+    )
+    await chat.connect(ADA, "a")
+    await chat.connect(BOB, "b")
+    await chat.join_room(ADA, "a", "lobby")
+    private_redis.stop()  # history is gone; presence and rooms are fine
+    joined = await chat.join_room(BOB, "b", "lobby")
+    assert targets(joined.emits)[0] == ("room:user:joined", "room:lobby", "b")
+    left = await chat.disconnect(BOB, "b")
+    assert targets(left) == [("room:user:left", "room:lobby", "b"), ("user:left", None, "b")]
+    assert "could not keep a join in the history of room 'lobby'" in caplog.text
+    assert "could not keep a leave in the history of room 'lobby'" in caplog.text
+    for part in (rooms, presence, messages, chat.notifications, chat.uploads):
+        await part.close()

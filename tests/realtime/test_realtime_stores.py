@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,13 @@ from rtkit._core.ids import new_id
 from rtkit.errors import Closed, ConfigurationError, NotFound, PayloadTooLarge, ValidationError
 from rtkit.realtime import (
     ChatMessage,
+    FileShared,
+    HistoryEntry,
     LocalFileStore,
     MessageStore,
     Notification,
     NotificationStore,
+    RoomActivity,
     UploadRecord,
     UploadRegistry,
 )
@@ -39,6 +43,43 @@ def message(room_id: str, text: str) -> ChatMessage:
         timestamp="2026-01-01T00:00:00.000Z",
         room_id=room_id,
     )
+
+
+def shared(room_id: str, name: str) -> FileShared:
+    return FileShared(
+        id=new_id(),
+        upload_id=new_id(),
+        user_id="u2",
+        username="Bo",
+        file_name=name,
+        file_size=12,
+        timestamp="2026-01-01T00:00:00.000Z",
+        room_id=room_id,
+    )
+
+
+def activity(room_id: str, kind: str) -> RoomActivity:
+    return RoomActivity.model_validate(
+        {
+            "kind": kind,
+            "id": new_id(),
+            "user_id": "u3",
+            "username": "Cy",
+            "timestamp": "2026-01-01T00:00:00.000Z",
+            "room_id": room_id,
+        }
+    )
+
+
+ALL_KINDS = ("message", "file", "join", "leave")
+
+
+def entry(room_id: str, kind: str, n: int) -> HistoryEntry:
+    if kind == "message":
+        return message(room_id, f"text {n}")
+    if kind == "file":
+        return shared(room_id, f"file {n}")
+    return activity(room_id, kind)
 
 
 def note(to: str, content: Any) -> Notification:
@@ -75,6 +116,38 @@ async def test_history_returns_the_latest_messages_oldest_first(backend: Any) ->
     assert await store.history("lobby", before=sent[2].id, limit=50) == sent[:2]
     assert await store.history("lobby", limit=200) == sent
     assert await store.history("empty") == []
+    await store.close()
+
+
+async def test_history_keeps_file_shares_joins_and_leaves(backend: Any) -> None:
+    store = MessageStore.from_url(backend.url, prefix=backend.prefix)
+    kept = [
+        activity("lobby", "join"),
+        message("lobby", "hello"),
+        shared("lobby", "plan.txt"),
+        activity("lobby", "leave"),
+        message("lobby", "bye"),
+    ]
+    for e in kept:
+        await store.append(e)
+    await store.append(shared("other", "elsewhere"))
+
+    assert await store.history("lobby") == [kept[1], kept[4]]  # messages only, by default
+    assert await store.history("lobby", kinds=ALL_KINDS) == kept
+    assert await store.history("lobby", kinds=["join", "leave"]) == [kept[0], kept[3]]
+    assert await store.history("lobby", kinds={"file"}) == [kept[2]]
+    assert await store.history("lobby", kinds=ALL_KINDS, limit=2) == kept[3:]
+    assert await store.history("lobby", kinds=ALL_KINDS, before=kept[3].id, limit=2) == kept[1:3]
+    assert [e.kind for e in await store.history("lobby", kinds=ALL_KINDS)] == [
+        "join",
+        "message",
+        "file",
+        "leave",
+        "message",
+    ]
+    for bad in (["poll"], [], "file", ["message", None]):
+        with pytest.raises(ValidationError):
+            await store.history("lobby", kinds=bad)  # type: ignore[arg-type]
     await store.close()
 
 
@@ -309,24 +382,34 @@ async def test_a_missing_folder_is_not_found(tmp_path: Path) -> None:
         max_size=40,
     ),
     before_pick=st.integers(0, 1000),
+    kinds=st.lists(st.sampled_from(ALL_KINDS), max_size=40),
+    wanted=st.one_of(st.none(), st.sets(st.sampled_from(ALL_KINDS), min_size=1)),
 )
 async def test_redis_history_matches_memory(
-    redis_url: str, redis_prefix: str, ops: list[tuple[str, str, int]], before_pick: int
+    redis_url: str,
+    redis_prefix: str,
+    ops: list[tuple[str, str, int]],
+    before_pick: int,
+    kinds: list[str],
+    wanted: set[str] | None,
 ) -> None:
     memory = MessageStore.from_url("memory://", max_per_room=1000)
     redis_store = MessageStore.from_url(redis_url, prefix=f"{redis_prefix}{new_id()}:")
-    sent: list[ChatMessage] = []
+    sent: list[HistoryEntry] = []
     try:
-        for op, room, n in ops:
+        for i, (op, room, n) in enumerate(ops):
             if op == "append":
-                m = message(room, f"text {n}")
-                sent.append(m)
-                await memory.append(m)
-                await redis_store.append(m)
+                e = entry(room, kinds[i] if i < len(kinds) else "message", n)
+                sent.append(e)
+                await memory.append(e)
+                await redis_store.append(e)
             else:
                 before = sent[before_pick % len(sent)].id if sent and before_pick % 2 else None
-                expected = await memory.history(room, before=before, limit=n)
-                assert await redis_store.history(room, before=before, limit=n) == expected
+                options: dict[str, Any] = {"before": before, "limit": n}
+                if wanted is not None:
+                    options["kinds"] = sorted(wanted)
+                expected = await memory.history(room, **options)
+                assert await redis_store.history(room, **options) == expected
     finally:
         await redis_store.close()
         await memory.close()
@@ -455,3 +538,21 @@ async def test_memory_stores_are_bounded_in_rooms_and_users() -> None:
     assert [n.content for n in await notes.take("carol")] == [2]
     for store in (messages, notes):
         await store.close()
+
+
+@pytest.mark.redis
+async def test_redis_history_reads_what_older_and_newer_versions_wrote(
+    redis_url: str, redis_prefix: str, redis_client: Any
+) -> None:
+    store = MessageStore.from_url(redis_url, prefix=redis_prefix)
+    said, left = message("lobby", "hi"), activity("lobby", "leave")
+    await store.append(said)
+    key = f"{redis_prefix}{{messages}}:room:lobby"
+    # A chat message is kept as it always was (no "kind"): older servers read it.
+    (_, fields), *_ = await redis_client.xrange(key)
+    assert "kind" not in json.loads(fields["m"])
+    # An entry of a kind this version does not know (a newer one wrote it) is skipped.
+    await redis_client.xadd(key, {"m": json.dumps({"kind": "poll", "id": new_id()})})
+    await store.append(left)
+    assert await store.history("lobby", kinds=ALL_KINDS) == [said, left]
+    await store.close()

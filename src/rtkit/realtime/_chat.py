@@ -54,6 +54,7 @@ from ._protocol import (
     TypingEvent,
     TypingIn,
     UserPresence,
+    history_wire,
     iso_time,
     wire,
 )
@@ -163,6 +164,8 @@ class ChatService(ChatFiles):
         """
         left = await self.rooms.leave_all(sid)
         departure = await self.presence.disconnect(sid)
+        for room_id in left:
+            await self._remember_activity(who, room_id, "leave")
         emits = [
             Emit(
                 "room:user:left",
@@ -183,8 +186,9 @@ class ChatService(ChatFiles):
         """``room:join`` (a bare room id or ``{roomId}``).
 
         The others in the room get ``room:user:joined`` when the user is new to
-        it; the joiner gets ``room:joined {roomId, users}``. With an
-        ``authorize_join`` hook, a join it refuses is ``Forbidden``.
+        it (and the room's history keeps the join); the joiner gets
+        ``room:joined {roomId, users}``. With an ``authorize_join`` hook, a join
+        it refuses is ``Forbidden``.
         """
         await self._limit(who, "room", self.limits.room_rate)
         if isinstance(data, str):
@@ -199,6 +203,7 @@ class ChatService(ChatFiles):
         joined = RoomJoined(room_id=room_id, users=users)
         outcome = Outcome(ack=wire(joined), enter=[room_channel(room_id)])
         if new:
+            await self._remember_activity(who, room_id, "join")
             event = RoomUserEvent(user_id=who.user_id, username=who.username, room_id=room_id)
             outcome.emits.append(
                 Emit("room:user:joined", wire(event), to=room_channel(room_id), skip_sid=sid)
@@ -207,7 +212,8 @@ class ChatService(ChatFiles):
         return outcome
 
     async def leave_room(self, who: Identity, sid: str, data: Any) -> Outcome:
-        """``room:leave``: ``room:user:left`` to the others once the user left completely."""
+        """``room:leave``: ``room:user:left`` to the others (and the room's history) once the
+        user left completely."""
         await self._limit(who, "room", self.limits.room_rate)
         if isinstance(data, str):
             data = {"roomId": data}
@@ -216,6 +222,7 @@ class ChatService(ChatFiles):
         gone = await self.rooms.leave(room_id, sid)
         outcome = Outcome(ack={"roomId": room_id}, leave=[room_channel(room_id)])
         if gone:
+            await self._remember_activity(who, room_id, "leave")
             event = RoomUserEvent(user_id=who.user_id, username=who.username, room_id=room_id)
             outcome.emits.append(
                 Emit("room:user:left", wire(event), to=room_channel(room_id), skip_sid=sid)
@@ -254,15 +261,21 @@ class ChatService(ChatFiles):
         )
 
     async def history(self, who: Identity, sid: str, data: Any) -> Outcome:
-        """``chat:history {roomId, before?, limit}``: the room's latest messages, for members."""
+        """``chat:history {roomId, before?, limit, kinds?}``: a room's latest entries (members).
+
+        ``kinds`` (default ``["message"]``) picks chat messages, file shares
+        (``"file"``), joins and leaves; each entry of the ack has its ``kind``.
+        """
         await self._limit(who, "history", self.limits.history_rate)
         payload = parse_payload(HistoryIn, data, "chat:history")
         room_id = self._room_id(payload.room_id)
         if payload.before is not None:
             check_id(payload.before, "before")
         await self._require_member(room_id, who, sid)
-        messages = await self.messages.history(room_id, before=payload.before, limit=payload.limit)
-        return Outcome(ack={"messages": [wire(m) for m in messages]})
+        entries = await self.messages.history(
+            room_id, before=payload.before, limit=payload.limit, kinds=payload.kinds
+        )
+        return Outcome(ack={"messages": [history_wire(entry) for entry in entries]})
 
     async def typing(self, who: Identity, sid: str, data: Any, *, started: bool) -> Outcome:
         """``typing:start`` / ``typing:stop``: to the others in the room."""

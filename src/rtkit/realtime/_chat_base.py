@@ -7,21 +7,30 @@ upload events (``_chat_files.py``) and the rest (``_chat.py``).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pydantic
 
 from .._core.clock import Clock
+from .._core.ids import new_id
 from .._core.validate import DEFAULT_PAGE, check_id, check_int, check_seconds, utf8_size
-from ..errors import ConfigurationError, NotMember, PayloadTooLarge, RateLimited, ValidationError
+from ..errors import (
+    ConfigurationError,
+    NotMember,
+    PayloadTooLarge,
+    RateLimited,
+    RtkitError,
+    ValidationError,
+)
 from ..presence import PresenceStore
 from ..ratelimit import RateLimiter, parse_limit
 from ..rooms import RoomManager
 from ._auth import Identity
 from ._links import DEFAULT_LINK_TTL, DownloadLinks
-from ._protocol import iso_time
+from ._protocol import HistoryEntry, RoomActivity, iso_time
 from .stores import FileStore, MessageStore, NotificationStore, UploadRegistry
 
 __all__ = [
@@ -37,6 +46,8 @@ __all__ = [
 ]
 
 _M = TypeVar("_M", bound=pydantic.BaseModel)
+
+log = logging.getLogger("rtkit.realtime")
 
 AuthorizeJoin = Callable[[Identity, str], bool | Awaitable[bool]]
 """``authorize_join(identity, room_id)``: may this user join this room? (sync or async)."""
@@ -213,6 +224,33 @@ class ChatBase:
             return  # known locally: no round trip to the shared room store
         if not await self.rooms.is_member(room_id, who.user_id):
             raise NotMember(f"you are not a member of room {room_id!r}")
+
+    async def _remember(self, entry: HistoryEntry) -> None:
+        """Keep a file share, join or leave in its room's history.
+
+        It already happened (the room was told): a history that cannot be
+        written now is logged, and the event goes on.
+        """
+        try:
+            await self.messages.append(entry)
+        except RtkitError as exc:
+            log.warning(
+                "could not keep a %s in the history of room %r: %s", entry.kind, entry.room_id, exc
+            )
+
+    async def _remember_activity(
+        self, who: Identity, room_id: str, kind: Literal["join", "leave"]
+    ) -> None:
+        """Keep ``who`` joining or leaving ``room_id`` in its history."""
+        entry = RoomActivity(
+            kind=kind,
+            id=new_id(),
+            user_id=who.user_id,
+            username=who.username,
+            timestamp=self._now(),
+            room_id=room_id,
+        )
+        await self._remember(entry)
 
     def _check_json(self, value: Any, what: str) -> None:
         if json_size(value, what) > self.limits.max_json_bytes:

@@ -22,6 +22,7 @@ from ._auth import Identity
 from ._chat_base import ChatBase, Emit, Outcome, parse_payload, room_channel, user_channel
 from ._protocol import (
     DownloadIn,
+    FileShared,
     FileUploadComplete,
     FileUploadReady,
     FileUploadStart,
@@ -101,7 +102,9 @@ class ChatFiles(ChatBase):
         ``size`` is the request's Content-Length (``None`` if absent); it must
         equal the announced size, and so must the body. Each member of the room
         receives the event on every connection with a download link signed for
-        them; the ack (``{uploadId, url, expiresAt}``) holds the uploader's.
+        them; the ack (``{uploadId, url, expiresAt}``) holds the uploader's. The
+        room's history keeps the share ([`FileShared`][rtkit.realtime.FileShared]),
+        whose ``id`` the event carries too.
         """
         check_id(upload_id, "uploadId")
         record = await self.uploads.get(upload_id)
@@ -125,21 +128,35 @@ class ChatFiles(ChatBase):
         except NotFound:
             await self.files.delete(upload_id)  # its record expired meanwhile
             raise
+        shared = FileShared(
+            id=new_id(),
+            upload_id=upload_id,
+            user_id=who.user_id,
+            username=who.username,
+            file_name=record.file_name,
+            file_size=record.file_size,
+            timestamp=self._now(),
+            room_id=record.room_id,
+        )
+        await self._remember(shared)
         emits: list[Emit] = []
         async for members in self._member_pages(record.room_id):
-            emits.extend(self._completed(record, member) for member in members)
+            emits.extend(self._completed(shared, member) for member in members)
         link = self.links.sign(upload_id, who.user_id)
         ack = {"uploadId": upload_id, "url": link.url, "expiresAt": iso_time(link.expires_at)}
         return Outcome(ack=ack, emits=emits)
 
-    def _completed(self, record: UploadRecord, member: str) -> Emit:
+    def _completed(self, shared: FileShared, member: str) -> Emit:
         done = FileUploadComplete(
-            upload_id=record.upload_id,
-            room_id=record.room_id,
-            file_name=record.file_name,
-            file_size=record.file_size,
-            url=self.links.sign(record.upload_id, member).url,
-            user_id=record.user_id,
+            upload_id=shared.upload_id,
+            room_id=shared.room_id,
+            file_name=shared.file_name,
+            file_size=shared.file_size,
+            url=self.links.sign(shared.upload_id, member).url,
+            user_id=shared.user_id,
+            id=shared.id,
+            username=shared.username,
+            timestamp=shared.timestamp,
         )
         return Emit("file:upload:complete", wire(done), to=user_channel(member))
 

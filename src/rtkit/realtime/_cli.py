@@ -54,8 +54,9 @@ def _serve(args: argparse.Namespace, secret_env: str) -> int:
         )
         return 2
     options: dict[str, Any] = {}
-    if args.client_js_url is not None:
-        options["client_js_url"] = args.client_js_url
+    for option in ("client_js_url", "client_js_integrity"):
+        if getattr(args, option, None) is not None:
+            options[option] = getattr(args, option)
     server = RealtimeServer.from_url(
         args.redis or "memory://",
         secret=secret,

@@ -13,8 +13,9 @@ Configurable bounds (message size, room id length ...) are checked by
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
@@ -22,22 +23,27 @@ from pydantic.alias_generators import to_camel
 from ..errors import RtkitError
 
 __all__ = [
+    "HISTORY_KINDS",
     "MAX_HISTORY",
     "ChatMessage",
     "ChatMessageIn",
     "DownloadIn",
     "ErrorInfo",
+    "FileShared",
     "FileUploadComplete",
     "FileUploadReady",
     "FileUploadStart",
     "FileUploadStartIn",
     "GameMove",
     "GameMoveIn",
+    "HistoryEntry",
     "HistoryIn",
+    "HistoryKind",
     "MessageSent",
     "Notification",
     "NotificationIn",
     "OnlineUserInfo",
+    "RoomActivity",
     "RoomIn",
     "RoomInfoOut",
     "RoomJoined",
@@ -45,13 +51,20 @@ __all__ = [
     "TypingEvent",
     "TypingIn",
     "UserPresence",
+    "entry_from_json",
+    "history_wire",
     "iso_time",
     "socket_error",
     "wire",
 ]
 
 MAX_HISTORY = 200
-"""The most messages one ``chat:history`` request (and ``MessageStore.history``) returns."""
+"""The most entries one ``chat:history`` request (and ``MessageStore.history``) returns."""
+
+HistoryKind = Literal["message", "file", "join", "leave"]
+"""What a room's history keeps: chat messages, file shares, joins and leaves."""
+
+HISTORY_KINDS: tuple[HistoryKind, ...] = get_args(HistoryKind)
 
 
 def iso_time(epoch: float) -> str:
@@ -144,12 +157,21 @@ class GameMoveIn(_Inbound):
     move: JsonValue = None
 
 
+def _messages_only() -> list[HistoryKind]:
+    return ["message"]
+
+
 class HistoryIn(_Inbound):
-    """``chat:history`` ``{roomId, before?, limit}``: the latest messages before ``before``."""
+    """``chat:history`` ``{roomId, before?, limit, kinds?}``: the latest entries before ``before``.
+
+    ``kinds`` picks what to return: ``["message"]`` (the default: chat messages
+    only), or any of ``"message"``, ``"file"``, ``"join"``, ``"leave"``.
+    """
 
     room_id: str
     before: str | None = None
     limit: int = Field(default=50, ge=1, le=MAX_HISTORY)
+    kinds: list[HistoryKind] = Field(default_factory=_messages_only, min_length=1, max_length=8)
 
 
 # ---------------------------------------------------------------- server -> client
@@ -199,6 +221,11 @@ class ChatMessage(_Wire):
     type: str
     timestamp: str
     room_id: str
+
+    @property
+    def kind(self) -> Literal["message"]:
+        """What this history entry is (not on the wire of ``chat:message``)."""
+        return "message"
 
 
 class MessageSent(_Wire):
@@ -258,6 +285,38 @@ class FileUploadComplete(_Wire):
     file_size: int
     url: str
     user_id: str
+    id: str | None = None
+    username: str | None = None
+    timestamp: str | None = None
+
+
+class FileShared(_Wire):
+    """A room's history entry: a file was shared (its upload completed).
+
+    ``id`` is the entry's (time-sortable); ``file:download {uploadId}`` gives a
+    link to the file.
+    """
+
+    kind: Literal["file"] = "file"
+    id: str
+    upload_id: str
+    user_id: str
+    username: str
+    file_name: str
+    file_size: int
+    timestamp: str
+    room_id: str
+
+
+class RoomActivity(_Wire):
+    """A room's history entry: a user joined it (first connection in) or left it (last out)."""
+
+    kind: Literal["join", "leave"]
+    id: str
+    user_id: str
+    username: str
+    timestamp: str
+    room_id: str
 
 
 class GameMove(_Wire):
@@ -285,3 +344,29 @@ class ErrorInfo(_Wire):
     message: str
     retry_after: float | None = None
     event: str | None = None
+
+
+HistoryEntry = ChatMessage | FileShared | RoomActivity
+"""One entry of a room's history (its ``kind`` says which)."""
+
+_ENTRIES: dict[str, type[HistoryEntry]] = {
+    "message": ChatMessage,
+    "file": FileShared,
+    "join": RoomActivity,
+    "leave": RoomActivity,
+}
+
+
+def entry_from_json(raw: str | bytes) -> HistoryEntry | None:
+    """The history entry stored as ``raw`` (chat messages are stored without a ``kind``).
+
+    ``None`` for a kind this version does not know (written by a newer one).
+    """
+    data = json.loads(raw)
+    model = _ENTRIES.get(data.get("kind", "message")) if isinstance(data, dict) else None
+    return None if model is None else model.model_validate(data)
+
+
+def history_wire(entry: HistoryEntry) -> dict[str, Any]:
+    """``entry`` as ``chat:history`` sends it: its wire form, with its ``kind``."""
+    return {**wire(entry), "kind": entry.kind}

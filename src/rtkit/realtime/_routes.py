@@ -1,4 +1,4 @@
-"""The chat server's HTTP side: the page, the seed's listings, health, uploads, demo logins.
+"""The chat server's HTTP side: the page, the protocol's listings, health, uploads, demo logins.
 
 Errors are answered by [`rtkit.http`][rtkit.http]'s exception handlers:
 ``{"error": {"code", "message"}}`` with the status of its one table.
@@ -6,12 +6,10 @@ Errors are answered by [`rtkit.http`][rtkit.http]'s exception handlers:
 
 from __future__ import annotations
 
-import html
 import re
 import secrets
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -26,11 +24,10 @@ from ..errors import AuthError, NotFound, ValidationError
 from ..http import exception_handlers
 from ._auth import MAX_USERNAME_BYTES, Identity, TokenVerifier
 from ._chat import ChatService, Emit
+from ._page import STATIC_DIR, ChatPage
 from ._protocol import wire
 
 __all__ = ["STATIC_DIR", "ChatRoutes"]
-
-STATIC_DIR = Path(__file__).parent / "static"
 
 _MAX_DEMO_NAME = 64  # characters, as the chat page's login field allows
 _DEMO_TOKEN_TTL = 12 * 3600.0
@@ -60,7 +57,7 @@ class ChatRoutes:
         verifier: checks ``Authorization: Bearer`` tokens (never tokens in URLs).
         send: carries out emits (``file:upload:complete``).
         issue: makes a demo token for ``(user_id, name)``; ``None``: no demo logins.
-        client_js_url: where the chat page loads the Socket.IO client from.
+        page: the chat page served at ``GET /``.
     """
 
     def __init__(
@@ -70,13 +67,13 @@ class ChatRoutes:
         verifier: TokenVerifier,
         send: Callable[[list[Emit]], Awaitable[None]],
         issue: IssueToken | None,
-        client_js_url: str,
+        page: ChatPage,
     ) -> None:
         self.chat = chat
         self.verifier = verifier
         self.send = send
         self.issue = issue
-        self.client_js_url = client_js_url
+        self.chat_page = page
 
     def app(self, lifespan: Lifespan) -> Starlette:
         """The Starlette application serving these routes."""
@@ -94,13 +91,9 @@ class ChatRoutes:
 
     async def page(self, request: Request) -> Response:
         """``GET /``: the chat page."""
-        try:
-            page = (STATIC_DIR / "index.html").read_text("utf-8")
-        except FileNotFoundError:
+        if self.chat_page.html is None:
             return Response("the chat page is not installed", status_code=404)
-        page = page.replace("__RTKIT_CLIENT_JS_URL__", html.escape(self.client_js_url, quote=True))
-        page = page.replace("__RTKIT_DEMO__", "true" if self.issue is not None else "false")
-        return HTMLResponse(page)
+        return HTMLResponse(self.chat_page.html, headers=self.chat_page.headers)
 
     async def health(self, request: Request) -> Response:
         """``GET /health``: ``{status, users, connections}``."""

@@ -33,6 +33,7 @@ from ..ratelimit import RateLimiter
 from ..rooms import RoomManager
 from ._auth import Identity, TokenVerifier, issue_token
 from ._chat import AuthorizeJoin, ChatLimits, ChatService, Emit, Outcome, room_channel
+from ._page import ChatPage
 from ._protocol import socket_error
 from ._routes import ChatRoutes
 from ._sessions import (
@@ -61,9 +62,7 @@ from .stores import (
 )
 from .stores._files import TemporaryFileStore
 
-__all__ = ["DEFAULT_CLIENT_JS_URL", "DEFAULT_SWEEP_INTERVAL", "RealtimeServer"]
-
-DEFAULT_CLIENT_JS_URL = "https://cdn.socket.io/4.8.1/socket.io.min.js"
+__all__ = ["DEFAULT_SWEEP_INTERVAL", "RealtimeServer"]
 
 DEFAULT_SWEEP_INTERVAL = 60.0
 """Seconds between two runs of the upload janitor."""
@@ -89,7 +88,7 @@ class _Part(Protocol):
 
 
 class RealtimeServer(Component):
-    """The seed's Socket.IO chat server, secure, typed and multi-instance.
+    """rtkit's Socket.IO chat server (the chat protocol), secure, typed and multi-instance.
 
     ``RealtimeServer()`` runs on private memory stores;
     ``RealtimeServer.from_url(url, prefix=..., redis=..., clock=..., **options)``
@@ -133,7 +132,13 @@ class RealtimeServer(Component):
             emits reach the clients of every instance). The server starts it and
             stops its listener on close; it closes the manager's Redis client
             only when it made the manager.
-        client_js_url: where the chat page loads the Socket.IO client from.
+        client_js_url: where the chat page loads the Socket.IO browser client
+            from (default: the copy of ``socket.io-client`` built into rtkit,
+            served by this server, so the page needs no internet).
+        client_js_integrity: the Subresource Integrity value of the script at
+            ``client_js_url`` (``"sha384-..."``): computed by rtkit for the
+            pinned ``socket.io-client`` version on a CDN, required for any other
+            script from another site (``"none"``: load it unchecked).
         demo: adds ``POST /api/demo/login`` that gives a token to anyone (never in production).
         cors_allowed_origins: passed to python-socketio (default: same origin only).
         presence_ttl: the instance lease, in seconds, of the presence and room
@@ -168,7 +173,8 @@ class RealtimeServer(Component):
         secret: str | None = None,
         limits: ChatLimits | None = None,
         client_manager: socketio.AsyncManager | None = None,
-        client_js_url: str = DEFAULT_CLIENT_JS_URL,
+        client_js_url: str | None = None,
+        client_js_integrity: str | None = None,
         demo: bool = False,
         cors_allowed_origins: str | list[str] | None = None,
         presence_ttl: float = DEFAULT_TTL,
@@ -177,6 +183,10 @@ class RealtimeServer(Component):
         sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
         clock: Clock | None = None,
     ) -> None:
+        # (first: a bad page setting is refused before anything is made)
+        page = ChatPage(
+            client_js_url=client_js_url, client_js_integrity=client_js_integrity, demo=demo
+        )
         self._secret, self.verifier = choose_verifier(secret, verifier, demo)
         limits = limits or ChatLimits()
         links = download_links(download_secret, secret, limits.download_link_ttl, clock)
@@ -220,7 +230,7 @@ class RealtimeServer(Component):
             authorize_join=authorize_join,
         )
         self.demo = demo
-        self.client_js_url = client_js_url
+        self.client_js_url = page.client_js_url
         self._owns_manager = client_manager is None
         self._who: dict[str, Identity] = {}
         self._entered: dict[str, set[str]] = {}  # sid -> Socket.IO rooms it entered
@@ -238,7 +248,7 @@ class RealtimeServer(Component):
             verifier=self.verifier,
             send=self._send,
             issue=self._demo_token if demo else None,
-            client_js_url=client_js_url,
+            page=page,
         )
         self.http = routes.app(lifespan(self))
         self.asgi_app = socketio.ASGIApp(self.sio, other_asgi_app=self.http)

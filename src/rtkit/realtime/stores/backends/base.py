@@ -10,14 +10,14 @@ specification; Redis) with ``now`` in seconds. A backend class also has
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence, Set
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
 from ....errors import QuotaExceeded
-from ..._protocol import ChatMessage, Notification
+from ..._protocol import HistoryEntry, Notification
 
 __all__ = [
     "DEFAULT_COMPLETE_TTL",
@@ -103,16 +103,21 @@ class UploadUsage:
     uploads: int
 
 
-def latest(messages: Iterable[ChatMessage], before: str | None, limit: int) -> list[ChatMessage]:
-    """The selection rule: of messages newest first, the ``limit`` latest before ``before``.
+def latest(
+    entries: Iterable[HistoryEntry | None], before: str | None, limit: int, kinds: Set[str]
+) -> list[HistoryEntry]:
+    """The selection rule: of entries newest first, the ``limit`` latest of ``kinds`` before
+    ``before`` (``None``: an entry of a kind this version does not know, skipped).
 
-    Returned oldest first. Message ids are UUIDv7 strings, so "before" is string order.
+    Returned oldest first. Entry ids are UUIDv7 strings, so "before" is string order.
     """
-    picked: list[ChatMessage] = []
-    for message in messages:
-        if before is not None and message.id >= before:
+    picked: list[HistoryEntry] = []
+    for entry in entries:
+        if entry is None or entry.kind not in kinds:
             continue
-        picked.append(message)
+        if before is not None and entry.id >= before:
+            continue
+        picked.append(entry)
         if len(picked) == limit:
             break
     picked.reverse()
@@ -133,21 +138,23 @@ def check_quota(quota: UploadQuota, used: int, count: int, total: int, size: int
 
 
 class MessageStoreBackend(Protocol):
-    """Keeps the latest chat messages of each room (arguments already checked).
+    """Keeps the latest history entries of each room (arguments already checked).
 
-    Retention: the latest ``max_per_room`` messages of a room (Redis: about as
-    many), none older than ``max_age`` seconds; a message appended at ``now``
+    Entries are chat messages, file shares, joins and leaves, kept together.
+    Retention: the latest ``max_per_room`` entries of a room (Redis: about as
+    many), none older than ``max_age`` seconds; an entry appended at ``now``
     (in whole milliseconds) is gone once ``now + max_age`` is reached.
     """
 
-    async def append(self, message: ChatMessage, now: float) -> None:
-        """Save ``message`` in its room's history, as of ``now``."""
+    async def append(self, entry: HistoryEntry, now: float) -> None:
+        """Save ``entry`` in its room's history, as of ``now``."""
         ...
 
     async def history(
-        self, room_id: str, before: str | None, limit: int, now: float
-    ) -> list[ChatMessage]:
-        """The latest ``limit`` live messages of ``room_id`` with ids below ``before``."""
+        self, room_id: str, before: str | None, limit: int, now: float, kinds: Set[str]
+    ) -> list[HistoryEntry]:
+        """The latest ``limit`` live entries of ``kinds`` in ``room_id`` with ids below
+        ``before`` (:func:`latest`), oldest first."""
         ...
 
     async def close(self) -> None:

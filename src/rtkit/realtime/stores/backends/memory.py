@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from typing import Self
 
 from ...._core.memory import shared_state
 from ...._core.urls import BackendTarget
 from ...._core.validate import check_int, check_seconds
 from ....errors import NotFound
-from ..._protocol import ChatMessage, Notification
+from ..._protocol import HistoryEntry, Notification
 from .base import (
     DEFAULT_COMPLETE_TTL,
     DEFAULT_MAX_AGE,
@@ -49,16 +49,16 @@ DEFAULT_MAX_USERS = 100_000
 
 
 class _Rooms:
-    """Each room's ``(time in ms, message)`` entries, oldest first: a message store's state."""
+    """Each room's ``(time in ms, entry)`` pairs, oldest first: a message store's state."""
 
     def __init__(self) -> None:
-        self.by_room: dict[str, deque[tuple[int, ChatMessage]]] = {}
+        self.by_room: dict[str, deque[tuple[int, HistoryEntry]]] = {}
         self.writes = 0
 
 
 class MemoryMessageStoreBackend:
-    """Messages in process memory: the latest ``max_per_room`` of each room, none older
-    than ``max_age`` seconds, in at most ``max_rooms`` rooms."""
+    """History entries in process memory: the latest ``max_per_room`` of each room, none
+    older than ``max_age`` seconds, in at most ``max_rooms`` rooms."""
 
     def __init__(
         self,
@@ -90,13 +90,13 @@ class MemoryMessageStoreBackend:
         """Entries at or before this time (ms) are too old."""
         return millis(now) - millis(self.max_age)
 
-    async def append(self, message: ChatMessage, now: float) -> None:
-        """Save ``message`` (the oldest goes when full, and whatever is too old)."""
+    async def append(self, entry: HistoryEntry, now: float) -> None:
+        """Save ``entry`` (the oldest goes when full, and whatever is too old)."""
         state = self._state
         # Re-inserted on every write: the dict's order is the least recently written first.
-        room = state.by_room.pop(message.room_id, None) or deque(maxlen=self.max_per_room)
-        state.by_room[message.room_id] = room
-        room.append((millis(now), message))
+        room = state.by_room.pop(entry.room_id, None) or deque(maxlen=self.max_per_room)
+        state.by_room[entry.room_id] = room
+        room.append((millis(now), entry))
         while len(state.by_room) > self.max_rooms:
             del state.by_room[next(iter(state.by_room))]
         cutoff = self._cutoff(now)
@@ -108,15 +108,15 @@ class MemoryMessageStoreBackend:
                 del state.by_room[room_id]
 
     async def history(
-        self, room_id: str, before: str | None, limit: int, now: float
-    ) -> list[ChatMessage]:
-        """The latest ``limit`` live messages of ``room_id`` older than ``before``."""
+        self, room_id: str, before: str | None, limit: int, now: float, kinds: Set[str]
+    ) -> list[HistoryEntry]:
+        """The latest ``limit`` live entries of ``kinds`` in ``room_id`` older than ``before``."""
         room = self._state.by_room.get(room_id)
         if room is None:
             return []
         cutoff = self._cutoff(now)
-        live = (message for at, message in reversed(room) if at > cutoff)
-        return latest(live, before, limit)
+        live = (entry for at, entry in reversed(room) if at > cutoff)
+        return latest(live, before, limit, kinds)
 
     async def close(self) -> None:
         """Nothing to release."""

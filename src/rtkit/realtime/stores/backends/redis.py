@@ -1,9 +1,9 @@
 """The realtime stores on Redis, shared by every server instance.
 
-* messages: one Redis Stream per room (``messages.lua``): about ``max_per_room``
-  entries (``MAXLEN ~``), none older than ``max_age`` (``MINID ~``, and reads skip
-  what approximate trimming left), the stream expiring ``max_age`` after its last
-  message;
+* history: one Redis Stream per room (``messages.lua``) of chat messages, file
+  shares, joins and leaves: about ``max_per_room`` entries (``MAXLEN ~``), none
+  older than ``max_age`` (``MINID ~``, and reads skip what approximate trimming
+  left), the stream expiring ``max_age`` after its last entry;
 * notifications: one list per user, trimmed to ``max_per_user`` and expiring
   ``ttl`` seconds after the last push;
 * uploads (``uploads.lua``): one JSON string per upload, an expiry index and the
@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from typing import Any, Self
 
 import redis.asyncio as aioredis
@@ -23,7 +23,7 @@ from ...._core.redis import Keyspace, RedisHandle, load_lua, redis_unavailable
 from ...._core.urls import BackendTarget
 from ...._core.validate import check_int, check_seconds
 from ....errors import NotFound
-from ..._protocol import ChatMessage, Notification
+from ..._protocol import HistoryEntry, Notification, entry_from_json
 from .base import (
     DEFAULT_COMPLETE_TTL,
     DEFAULT_MAX_AGE,
@@ -66,7 +66,7 @@ class _RedisBackend:
 
 
 class RedisMessageStoreBackend(_RedisBackend):
-    """Messages in one Redis Stream per room, kept by length and by age."""
+    """History entries in one Redis Stream per room, kept by length and by age."""
 
     def __init__(
         self,
@@ -94,13 +94,13 @@ class RedisMessageStoreBackend(_RedisBackend):
         handle = RedisHandle.open(target, timeout=timeout)
         return cls(handle, prefix=target.prefix, max_per_room=max_per_room, max_age=max_age)
 
-    async def append(self, message: ChatMessage, now: float) -> None:
-        """Add the message to its room's stream and apply the retention (one script)."""
-        with redis_unavailable("saving a chat message"):
+    async def append(self, entry: HistoryEntry, now: float) -> None:
+        """Add the entry to its room's stream and apply the retention (one script)."""
+        with redis_unavailable("saving to a room's history"):
             await self._append(
-                keys=[self._keys.key("room", message.room_id)],
+                keys=[self._keys.key("room", entry.room_id)],
                 args=[
-                    message.model_dump_json(by_alias=True),
+                    entry.model_dump_json(by_alias=True),
                     millis(now),
                     self.max_per_room,
                     millis(self.max_age),
@@ -108,19 +108,20 @@ class RedisMessageStoreBackend(_RedisBackend):
             )
 
     async def history(
-        self, room_id: str, before: str | None, limit: int, now: float
-    ) -> list[ChatMessage]:
-        """The latest ``limit`` live messages of ``room_id`` older than ``before``."""
+        self, room_id: str, before: str | None, limit: int, now: float, kinds: Set[str]
+    ) -> list[HistoryEntry]:
+        """The latest ``limit`` live entries of ``kinds`` in ``room_id`` older than ``before``."""
         key = self._keys.key("room", room_id)
         oldest = str(millis(now) - millis(self.max_age) + 1)  # entries before it are too old
-        newest_first: list[ChatMessage] = []
+        newest_first: list[HistoryEntry] = []
         end = "+"
         count = limit + 50
         with redis_unavailable("reading chat history"):
             while len(newest_first) < limit:
                 batch: Any = await self._redis.xrevrange(key, max=end, min=oldest, count=count)
-                messages = [ChatMessage.model_validate_json(fields["m"]) for _, fields in batch]
-                newest_first.extend(reversed(latest(messages, before, limit - len(newest_first))))
+                entries = [entry_from_json(fields["m"]) for _, fields in batch]
+                wanted = limit - len(newest_first)
+                newest_first.extend(reversed(latest(entries, before, wanted, kinds)))
                 if len(batch) < count:
                     break
                 end = "(" + batch[-1][0]
