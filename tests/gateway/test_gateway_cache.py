@@ -17,6 +17,9 @@ from rtkit.registry import ServiceRegistry
 from rtkit_testing import Backend
 
 
+pytestmark = pytest.mark.topologies  # also on the private cluster and Sentinel
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()

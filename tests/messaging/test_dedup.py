@@ -16,6 +16,9 @@ from rtkit_testing import Backend, unique_name
 from ._helpers import MQ, eventually
 
 
+pytestmark = pytest.mark.topologies  # also on the private cluster and Sentinel
+
+
 @pytest.fixture
 async def store(backend: Backend) -> AsyncIterator[DedupStore]:
     store = DedupStore.from_url(backend.url, prefix=backend.prefix, window=2.0, lease=0.5)

@@ -29,6 +29,9 @@ from rtkit.realtime.stores.backends.memory import (
 from rtkit_testing import unique_name
 
 
+pytestmark = pytest.mark.topologies  # also on the private cluster and Sentinel
+
+
 def message(room_id: str, text: str) -> ChatMessage:
     return ChatMessage(
         id=new_id(),
