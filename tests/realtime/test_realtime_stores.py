@@ -364,7 +364,7 @@ async def test_a_redis_room_stream_is_trimmed_by_age_and_expires(
     clock.advance(61)
     fresh = message("lobby", "fresh")
     await store.append(fresh)
-    key = f"{redis_prefix}{{messages}}:room:lobby"
+    key = f"{{{redis_prefix}messages:lobby}}:stream"
     assert await redis_client.xlen(key) < 350  # MINID ~ dropped the old nodes
     assert 0 < await redis_client.pttl(key) <= 60_000  # and the stream expires
     assert await store.history("lobby", limit=200) == [fresh]

@@ -34,27 +34,58 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Keyspace:
-    """Names Redis keys and channels under a prefix.
+    """Names Redis keys and channels under a prefix: the one place that names keys.
 
-    Every key starts with the prefix. Keys that one Lua script touches together
-    share a Redis Cluster hash tag, ``{<component>}``, so every script stays on
-    one slot: ``rtkit:{presence}:user:42``.
+    The rule (every component but presence and rooms, which still use :meth:`key`):
+    each entity (a service, a limited key, a dedup id, a cache entry, a room, a
+    user, an upload) has its own Redis Cluster hash tag, and the tag holds the
+    prefix, so entities spread over a cluster's slots and two deployments with
+    different prefixes never share a slot through the tag:
+
+        {<prefix><component>:<entity>}:<part>...   entity_key("42", "tokens")
+        {<prefix><component>}:<part>...            shared_key("names")
+
+    Every such key starts with ``{<prefix>`` (:attr:`pattern` matches them all).
+    What one entity's Lua script touches lives under that entity's tag, so each
+    script stays on one slot; what spans entities lives under the component's
+    shared tag and is read with one round trip per node.
     """
 
     prefix: str
     component: str
 
+    def tag(self, entity: str | None = None) -> str:
+        """The hash tag of ``entity``, or the component's shared tag (``None``)."""
+        if entity is None:
+            return "{" + self.prefix + self.component + "}"
+        return "{" + self.prefix + self.component + ":" + entity + "}"
+
+    def entity_key(self, entity: str, *parts: str) -> str:
+        """``{<prefix><component>:<entity>}:part1:part2...`` (the tag alone without parts)."""
+        return ":".join((self.tag(entity), *parts))
+
+    def shared_key(self, *parts: str) -> str:
+        """``{<prefix><component>}:part1:part2...``: a key that spans entities (one slot)."""
+        return ":".join((self.tag(), *parts))
+
+    @property
+    def pattern(self) -> str:
+        """A ``SCAN MATCH`` pattern for every entity and shared key of this component."""
+        return self.tag()[:-1] + "*"
+
+    # -- the single-slot layout (presence and rooms, until they move to entity keys) --
+
     @property
     def base(self) -> str:
-        """The common start of all of this component's keys."""
+        """The common start of the single-slot layout's keys: ``<prefix>{<component>}``."""
         return self.prefix + "{" + self.component + "}"
 
     def key(self, *parts: str) -> str:
-        """The key ``<prefix>{<component>}:part1:part2...``."""
+        """The single-slot layout's key ``<prefix>{<component>}:part1:part2...``."""
         return ":".join((self.base, *parts))
 
     def channel(self, *parts: str) -> str:
-        """A pub/sub channel name (channels need no hash tag)."""
+        """A classic pub/sub channel name (channels need no hash tag)."""
         return self.prefix + ":".join((self.component, *parts))
 
 
