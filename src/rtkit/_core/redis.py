@@ -26,9 +26,13 @@ __all__ = [
     "RedisHandle",
     "WaitingPool",
     "database_of",
+    "is_cluster",
     "load_lua",
     "make_redis_client",
+    "publish_command",
     "redis_unavailable",
+    "refresh_topology",
+    "run_scripts",
 ]
 
 
@@ -140,6 +144,48 @@ def database_of(client: Any) -> int:
     """
     pool = getattr(client, "connection_pool", None)
     return int(getattr(pool, "connection_kwargs", {}).get("db", 0) or 0)
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` is a ``RedisCluster`` (it routes each key to the node of its slot)."""
+    return hasattr(client, "nodes_manager") and not hasattr(client, "connection_pool")
+
+
+def publish_command(client: Any) -> str:
+    """``SPUBLISH`` on a cluster (a shard channel lives on one node, like a key), else
+    ``PUBLISH`` (a classic channel: one Redis, or the Sentinel-followed master)."""
+    return "SPUBLISH" if is_cluster(client) else "PUBLISH"
+
+
+async def refresh_topology(client: Any) -> None:
+    """Re-read a cluster's slot map (after a failover or a resharding); else nothing.
+
+    Best effort: a cluster that cannot answer yet is asked again by the next caller.
+    """
+    if is_cluster(client):
+        with contextlib.suppress(Exception):
+            await client.nodes_manager.initialize()
+
+
+async def run_scripts(
+    client: Any, script: Any, calls: list[tuple[list[str], list[Any]]]
+) -> list[Any]:
+    """Run a registered ``script`` once per ``(keys, args)``, pipelined: one round trip
+    on one Redis, one per node (in parallel) on a cluster. Each call's keys share a slot.
+
+    An error reply comes back in the list, in its call's place; a script Redis lost
+    (a restart, a failover to a replica that never ran it) is loaded and run again.
+    """
+    results: list[Any] = []
+    for attempt in range(2):
+        async with client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
+        if attempt or not any(isinstance(r, redis_errors.NoScriptError) for r in results):
+            break
+        await client.script_load(script.script)  # on a cluster: on every master
+    return results
 
 
 def make_redis_client(
