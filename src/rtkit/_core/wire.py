@@ -26,7 +26,14 @@ try:
 except ImportError:  # the rtkit[hiredis] extra is optional
     hiredis = None  # type: ignore[assignment]
 
-__all__ = ["DedicatedConnection", "Wire", "bare_streams", "bulk"]
+__all__ = [
+    "DedicatedConnection",
+    "Wire",
+    "bare_streams",
+    "bulk",
+    "new_connection",
+    "new_node_connection",
+]
 
 Wire = tuple[asyncio.StreamReader, asyncio.StreamWriter, Any]
 """A connection's streams and a hiredis reader."""
@@ -74,6 +81,14 @@ def new_connection(client: aioredis.Redis) -> AbstractConnection:
     pool = client.connection_pool
     kwargs = {**pool.connection_kwargs, "socket_timeout": None, "protocol": 2}
     return pool.connection_class(**kwargs)
+
+
+def new_node_connection(node: Any) -> AbstractConnection:
+    """A connection to one node of a ``RedisCluster`` (a ``ClusterNode``), outside its
+    pool, with the same settings as :func:`new_connection`."""
+    kwargs = {**node.connection_kwargs, "socket_timeout": None, "protocol": 2}
+    connection: AbstractConnection = node.connection_class(**kwargs)
+    return connection
 
 
 class DedicatedConnection:

@@ -168,7 +168,7 @@ class RedisRegistryBackend:
         that can have no live instance left."""
         client = self._handle.client
         with redis_unavailable("counting services"):
-            names: list[str] = await client.zrange(self._names, 0, -1)
+            names: list[str] = [str(n) for n in await client.zrange(self._names, 0, -1)]
             found = await run_scripts(client, self._script, [self._call("count", n) for n in names])
             for result in found:
                 if isinstance(result, Exception):
@@ -193,7 +193,7 @@ class RedisRegistryBackend:
                     await pubsub.subscribe(channel)
             except BaseException:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
                 raise
             return pubsub
 
@@ -212,7 +212,7 @@ class RedisRegistryBackend:
 
 async def _server_time(client: Any) -> float:
     seconds, micros = await client.time()
-    return float(seconds) + micros / 1_000_000
+    return float(seconds) + float(micros) / 1_000_000
 
 
 def _topology_error(exc: Exception) -> bool:

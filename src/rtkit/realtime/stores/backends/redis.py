@@ -297,7 +297,8 @@ class RedisUploadRegistryBackend(_RedisBackend):
         record = await self.get(upload_id, now)
         if record is not None:
             done = record.model_copy(update={"complete": True})
-            if await self._run("completing an upload", "complete", now, upload_id, self._complete_ms):
+            ttl = self._complete_ms
+            if await self._run("completing an upload", "complete", now, upload_id, ttl):
                 key = self._record(upload_id)
                 with redis_unavailable("completing an upload"):
                     async with self._redis.pipeline(transaction=True) as pipe:  # one slot
