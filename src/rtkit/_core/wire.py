@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -96,12 +97,21 @@ class DedicatedConnection:
 
     Args:
         client: The client whose settings the connection copies.
+        connect: Makes the connection instead (a cluster node's, say).
         timeout: Seconds a connect, or a round trip, may take.
         doing: What the round trips do, for error messages ("publishing an event").
     """
 
-    def __init__(self, client: aioredis.Redis, *, timeout: float, doing: str) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        timeout: float,
+        doing: str,
+        connect: Callable[[], AbstractConnection] | None = None,
+    ) -> None:
         self._client = client
+        self._connect = connect or (lambda: new_connection(client))
         self._timeout = timeout
         self._doing = doing
         self._conn: AbstractConnection | None = None
@@ -124,7 +134,7 @@ class DedicatedConnection:
         """
         if self._conn is not None:
             return
-        conn = new_connection(self._client)
+        conn = self._connect()
         try:
             async with asyncio.timeout(self._timeout):
                 await conn.connect()  # type: ignore[no-untyped-call]
