@@ -15,7 +15,6 @@ from rtkit_testing import Backend, unique_name
 
 from ._helpers import MQ, eventually
 
-
 pytestmark = pytest.mark.topologies  # also on the private cluster and Sentinel
 
 

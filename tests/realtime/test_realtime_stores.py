@@ -28,7 +28,6 @@ from rtkit.realtime.stores.backends.memory import (
 )
 from rtkit_testing import unique_name
 
-
 pytestmark = pytest.mark.topologies  # also on the private cluster and Sentinel
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.resources
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -246,13 +247,76 @@ def _credentials(url: str) -> dict[str, Any]:
 
 
 def _cluster_client(url: str, max_connections: int, options: dict[str, Any]) -> Any:
-    """A ``RedisCluster`` seeded with every node the URL lists."""
-    from redis.asyncio.cluster import ClusterNode, RedisCluster
+    """A :class:`WaitingCluster` seeded with every node the URL lists."""
+    from redis.asyncio.cluster import ClusterNode
 
     nodes = [ClusterNode(host, port) for host, port in redis_hosts(urlsplit(url), url)]
-    return RedisCluster(
+    return _waiting_cluster_class()(
         startup_nodes=nodes, max_connections=max_connections, **_credentials(url), **options
     )
+
+
+@functools.cache
+def _waiting_cluster_class() -> type:
+    """``WaitingCluster``, made on first use (``redis.asyncio.cluster`` loads lazily)."""
+    from redis.asyncio.cluster import RedisCluster
+
+    class WaitingCluster(RedisCluster):
+        """A ``RedisCluster`` whose commands wait for a free connection to their node.
+
+        redis-py's cluster nodes refuse a command past ``max_connections`` busy
+        connections (``MaxConnectionsError``); like :class:`WaitingPool`, a burst
+        here waits up to the socket timeout for one of the node's connections.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._rtkit_wait = float(kwargs.get("socket_timeout") or DEFAULT_TIMEOUT)
+            self._rtkit_limit = int(kwargs.get("max_connections") or DEFAULT_MAX_CONNECTIONS)
+            self._rtkit_gates: dict[str, asyncio.Semaphore] = {}
+
+        async def _execute_command(self, target_node: Any, *args: Any, **kwargs: Any) -> Any:
+            gate = self._rtkit_gates.get(target_node.name)
+            if gate is None:
+                gate = self._rtkit_gates[target_node.name] = asyncio.Semaphore(self._rtkit_limit)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._rtkit_wait
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await gate.acquire()
+            except TimeoutError:
+                raise self._rtkit_busy(target_node) from None
+            try:
+                while True:
+                    try:
+                        return await super()._execute_command(target_node, *args, **kwargs)
+                    except redis_errors.MaxConnectionsError:
+                        # refused before sending (connections held outside the gate:
+                        # pipelines, the slot map's reads): wait a little, try again
+                        if loop.time() >= deadline:
+                            raise self._rtkit_busy(target_node) from None
+                        await asyncio.sleep(0.002)
+            finally:
+                gate.release()
+
+        async def _execute_pipeline_by_slot(  # type: ignore[override]
+            self, command: str, slots_to_args: Any
+        ) -> list[Any]:
+            """A multi-key command (``DEL``, ``MGET``...): one gated command per slot, at
+            once, rather than redis-py's pipeline (which would bypass the wait)."""
+            return list(
+                await asyncio.gather(
+                    *(self.execute_command(command, *args) for args in slots_to_args.values())
+                )
+            )
+
+        def _rtkit_busy(self, node: Any) -> redis_errors.ConnectionError:
+            return redis_errors.ConnectionError(
+                f"no Redis connection to {node.name} became free within "
+                f"{self._rtkit_wait:g} s (all {self._rtkit_limit} were busy)"
+            )
+
+    return WaitingCluster
 
 
 def _sentinel_client(

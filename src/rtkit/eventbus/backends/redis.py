@@ -230,7 +230,7 @@ class RedisEventBusBackend:
         else:  # read the slot map: publishing and subscribing route by it
             with redis_unavailable("reading the Redis Cluster's slot map"):
                 async with asyncio.timeout(self._timeout):
-                    await self._handle.client.initialize()  # type: ignore[attr-defined]
+                    await self._handle.client.initialize()
         if receive:
             self.listen(True)
             try:
