@@ -59,6 +59,11 @@ def pytest_configure(config: pytest.Config) -> None:
     An installed rtkit registers it as ``rtkit`` (pyproject's ``pytest11``); a source
     tree on ``PYTHONPATH`` has no entry point.
     """
+    config.addinivalue_line("markers", "cluster: runs on the private Redis Cluster")
+    config.addinivalue_line("markers", "sentinel: runs on the private Sentinel setup")
+    config.addinivalue_line(
+        "markers", "topologies: the backend fixture also runs on the cluster and Sentinel"
+    )
     if not config.pluginmanager.has_plugin("rtkit"):
         config.pluginmanager.import_plugin("rtkit.testing.plugin")
 
@@ -79,14 +84,17 @@ def amqp_url() -> str:
 
 @pytest.fixture
 def redis_prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix unique to this test; every key under it is deleted afterwards."""
+    """A key prefix unique to this test; every key under it is deleted afterwards
+    (``<prefix>...`` and ``{<prefix>...}...`` keys, on the shared Redis: the private
+    topologies are thrown away whole)."""
     prefix = f"rtkit-test-{uuid.uuid4().hex[:12]}:"
     yield prefix
     client = redis.Redis.from_url(redis_url)
     try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        for start in range(0, len(keys), 500):
-            client.delete(*keys[start : start + 500])
+        for match in (prefix + "*", "{" + prefix + "*"):
+            keys = list(client.scan_iter(match=match, count=1000))
+            for start in range(0, len(keys), 500):
+                client.delete(*keys[start : start + 500])
     finally:
         client.close()
 
@@ -99,14 +107,61 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+TOPOLOGY_PARAMS = [
+    pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
+    pytest.param("sentinel", marks=[pytest.mark.redis, pytest.mark.sentinel]),
+]
+"""The ``backend`` params a test marked ``topologies`` gets on top of memory and Redis."""
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``backend``: memory and Redis; the cluster and Sentinel too when the test
+    (or its module: ``pytestmark = pytest.mark.topologies``) is marked ``topologies``.
+
+    Opt-in, so that a suite runs on the private topologies once its component is ready
+    for them; ``-m "not cluster and not sentinel"`` leaves them out.
+    """
+    if "backend" not in metafunc.fixturenames:
+        return
+    params: list[object] = ["memory", pytest.param("redis", marks=pytest.mark.redis)]
+    if metafunc.definition.get_closest_marker("topologies") is not None:
+        params += TOPOLOGY_PARAMS
+    metafunc.parametrize("backend", params, indirect=True)
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> Backend:
-    """Parametrizes a contract test over the memory and Redis backends."""
+    """A contract test's backend: ``memory``, ``redis`` (the shared server), and for tests
+    marked ``topologies`` also ``cluster`` (the private three-master cluster) and
+    ``sentinel`` (the private Sentinel setup). ``kind`` is ``"redis"`` on all three Redis
+    topologies; ``topology`` tells them apart."""
     if request.param == "memory":
         return Backend("memory", "memory://", "rtkit:")
-    url = request.getfixturevalue("redis_url")
     prefix = request.getfixturevalue("redis_prefix")
-    return Backend("redis", url, prefix)
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        return Backend("redis", cluster.url, prefix, topology="cluster")
+    if request.param == "sentinel":
+        sentinel = request.getfixturevalue("redis_sentinel")
+        return Backend("redis", sentinel.url, prefix, topology="sentinel")
+    return Backend("redis", request.getfixturevalue("redis_url"), prefix)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("single", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
+        pytest.param("sentinel", marks=[pytest.mark.redis, pytest.mark.sentinel]),
+    ]
+)
+def any_redis(request: pytest.FixtureRequest) -> str:
+    """The URL of each Redis topology in turn: the shared server, the private cluster,
+    the private Sentinel setup (for Redis-only suites; pair it with ``redis_prefix``)."""
+    if request.param == "cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
+    if request.param == "sentinel":
+        return str(request.getfixturevalue("redis_sentinel").url)
+    return str(request.getfixturevalue("redis_url"))
 
 
 @pytest.fixture

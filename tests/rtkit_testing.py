@@ -47,6 +47,8 @@ class Backend:
     kind: str
     url: str
     prefix: str
+    topology: str = "single"
+    """``single``, ``cluster`` or ``sentinel`` (for ``kind == "redis"``)."""
 
 
 class PrivateRedis:

@@ -157,6 +157,22 @@ class PrivateCluster:
             check=True,
         )
         self.wait_ok()
+        self.wait_replicas()
+
+    def wait_replicas(self, timeout: float = 30.0) -> None:
+        """Wait until every replica is in sync with its master (a failover needs that)."""
+        end = time.monotonic() + timeout
+        want = len(self.nodes) - len(self.nodes) // (1 + self.replicas)
+        while time.monotonic() < end:
+            synced = sum(
+                "master_link_status:up" in n.cli("info", "replication")
+                for n in self.nodes
+                if n.process is not None
+            )
+            if synced >= want:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the private Redis Cluster's replicas did not sync")
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Wait until every live node says ``cluster_state:ok``."""

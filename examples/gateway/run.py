@@ -53,8 +53,9 @@ async def delete_keys(redis_url: str, prefix: str) -> int:
     client = rtkit.redis_client(redis_url)
     deleted = 0
     try:
-        for part in ("{registry}:", "ratelimit:", "{gateway-cache}:"):
-            keys = [key async for key in client.scan_iter(match=f"{prefix}{part}*", count=500)]
+        # every key of a component starts with {<prefix><component> (rtkit's key rule)
+        for part in ("registry", "ratelimit", "gateway-cache"):
+            keys = [key async for key in client.scan_iter(match=f"{{{prefix}{part}*", count=500)]
             if keys:
                 deleted += await client.delete(*keys)
     finally:

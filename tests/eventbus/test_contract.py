@@ -22,6 +22,8 @@ from rtkit.eventbus import DeliveryFailure, EventBusStats, Subscription
 
 from ._helpers import Recorder, settle, wait_until
 
+pytestmark = pytest.mark.topologies  # also on the private cluster and Sentinel
+
 
 class Failures:
     """An ``on_error`` hook that remembers every failure."""

@@ -16,6 +16,8 @@ from rtkit.gateway.cache.memory import MemoryCacheBackend
 from rtkit.registry import ServiceRegistry
 from rtkit_testing import Backend
 
+pytestmark = pytest.mark.topologies  # also on the private cluster and Sentinel
+
 
 @pytest.fixture
 def clock() -> ManualClock:

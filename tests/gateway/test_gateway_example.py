@@ -63,6 +63,7 @@ async def test_example(backend: Backend) -> None:
         assert b"keys under " + backend.prefix.encode() in out[0]
         client = redis.Redis.from_url(backend.url)
         try:
-            assert list(client.scan_iter(match=backend.prefix + "*")) == []
+            for match in (backend.prefix + "*", "{" + backend.prefix + "*"):
+                assert list(client.scan_iter(match=match)) == []
         finally:
             client.close()

@@ -15,6 +15,8 @@ from rtkit_testing import Backend, unique_name
 
 from ._helpers import MQ, eventually
 
+pytestmark = pytest.mark.topologies  # also on the private cluster and Sentinel
+
 
 @pytest.fixture
 async def store(backend: Backend) -> AsyncIterator[DedupStore]:

@@ -12,6 +12,8 @@ from rtkit import ManualClock
 from rtkit.errors import ConfigurationError, PayloadTooLarge, RateLimited, ValidationError
 from rtkit.ratelimit import Decision, Limit, RateLimiter
 
+pytestmark = pytest.mark.topologies  # also on the private cluster and Sentinel
+
 ALGORITHMS = ["gcra", "sliding_window", "sliding_window_counter"]
 
 

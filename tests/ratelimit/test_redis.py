@@ -55,9 +55,9 @@ async def test_keys_share_one_hash_tag_and_expire(
     limits = [Limit(5, 2), Limit(5, 3, "sliding_window"), Limit(5, 4, "sliding_window_counter")]
     await limiter.hit("user:{7}", *limits)
 
-    keys = sorted([k async for k in redis_client.scan_iter(match=redis_prefix + "*")])
+    keys = sorted([k async for k in redis_client.scan_iter(match="{" + redis_prefix + "*")])
     assert len(keys) == 3
-    assert all(k.startswith(redis_prefix + "ratelimit:{user:{7}}:") for k in keys)
+    assert all(k.startswith("{" + redis_prefix + "ratelimit:user:{7}}:") for k in keys)
     assert len({_hash_tag(k) for k in keys}) == 1  # one cluster slot for the whole hit
     for key in keys:  # idle keys vanish on their own, within two periods at most
         assert 0 < await redis_client.pttl(key) <= 8_001
@@ -68,7 +68,7 @@ async def test_idle_keys_vanish(
 ) -> None:
     await limiter.hit("k", Limit(10, 0.05), Limit(10, 0.05, "sliding_window"))
     deadline = time.monotonic() + 10
-    while [k async for k in redis_client.scan_iter(match=redis_prefix + "*")]:
+    while [k async for k in redis_client.scan_iter(match="{" + redis_prefix + "*")]:
         assert time.monotonic() < deadline, "rate limit keys did not expire"
         await asyncio.sleep(0.05)
 

@@ -32,6 +32,8 @@ from rtkit.realtime.stores.backends.memory import (
 )
 from rtkit_testing import unique_name
 
+pytestmark = pytest.mark.topologies  # also on the private cluster and Sentinel
+
 
 def message(room_id: str, text: str) -> ChatMessage:
     return ChatMessage(
@@ -444,7 +446,7 @@ async def test_a_redis_room_stream_is_trimmed_by_age_and_expires(
     clock.advance(61)
     fresh = message("lobby", "fresh")
     await store.append(fresh)
-    key = f"{redis_prefix}{{messages}}:room:lobby"
+    key = f"{{{redis_prefix}messages:lobby}}:stream"
     assert await redis_client.xlen(key) < 350  # MINID ~ dropped the old nodes
     assert 0 < await redis_client.pttl(key) <= 60_000  # and the stream expires
     assert await store.history("lobby", limit=200) == [fresh]

@@ -20,6 +20,9 @@ from rtkit_testing import Backend
 MakeRegistry = Callable[..., ServiceRegistry]
 
 
+pytestmark = pytest.mark.topologies  # also on the private cluster and Sentinel
+
+
 @pytest.fixture
 async def make_registry(backend: Backend) -> AsyncIterator[MakeRegistry]:
     made: list[ServiceRegistry] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.resources
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,35 +27,70 @@ __all__ = [
     "RedisHandle",
     "WaitingPool",
     "database_of",
+    "is_cluster",
     "load_lua",
     "make_redis_client",
+    "publish_command",
     "redis_unavailable",
+    "refresh_topology",
+    "run_scripts",
 ]
 
 
 @dataclass(frozen=True)
 class Keyspace:
-    """Names Redis keys and channels under a prefix.
+    """Names Redis keys and channels under a prefix: the one place that names keys.
 
-    Every key starts with the prefix. Keys that one Lua script touches together
-    share a Redis Cluster hash tag, ``{<component>}``, so every script stays on
-    one slot: ``rtkit:{presence}:user:42``.
+    The rule (every component but presence and rooms, which still use :meth:`key`):
+    each entity (a service, a limited key, a dedup id, a cache entry, a room, a
+    user, an upload) has its own Redis Cluster hash tag, and the tag holds the
+    prefix, so entities spread over a cluster's slots and two deployments with
+    different prefixes never share a slot through the tag:
+
+        {<prefix><component>:<entity>}:<part>...   entity_key("42", "tokens")
+        {<prefix><component>}:<part>...            shared_key("names")
+
+    Every such key starts with ``{<prefix>`` (:attr:`pattern` matches them all).
+    What one entity's Lua script touches lives under that entity's tag, so each
+    script stays on one slot; what spans entities lives under the component's
+    shared tag and is read with one round trip per node.
     """
 
     prefix: str
     component: str
 
+    def tag(self, entity: str | None = None) -> str:
+        """The hash tag of ``entity``, or the component's shared tag (``None``)."""
+        if entity is None:
+            return "{" + self.prefix + self.component + "}"
+        return "{" + self.prefix + self.component + ":" + entity + "}"
+
+    def entity_key(self, entity: str, *parts: str) -> str:
+        """``{<prefix><component>:<entity>}:part1:part2...`` (the tag alone without parts)."""
+        return ":".join((self.tag(entity), *parts))
+
+    def shared_key(self, *parts: str) -> str:
+        """``{<prefix><component>}:part1:part2...``: a key that spans entities (one slot)."""
+        return ":".join((self.tag(), *parts))
+
+    @property
+    def pattern(self) -> str:
+        """A ``SCAN MATCH`` pattern for every entity and shared key of this component."""
+        return self.tag()[:-1] + "*"
+
+    # -- the single-slot layout (presence and rooms, until they move to entity keys) --
+
     @property
     def base(self) -> str:
-        """The common start of all of this component's keys."""
+        """The common start of the single-slot layout's keys: ``<prefix>{<component>}``."""
         return self.prefix + "{" + self.component + "}"
 
     def key(self, *parts: str) -> str:
-        """The key ``<prefix>{<component>}:part1:part2...``."""
+        """The single-slot layout's key ``<prefix>{<component>}:part1:part2...``."""
         return ":".join((self.base, *parts))
 
     def channel(self, *parts: str) -> str:
-        """A pub/sub channel name (channels need no hash tag)."""
+        """A classic pub/sub channel name (channels need no hash tag)."""
         return self.prefix + ":".join((self.component, *parts))
 
 
@@ -109,6 +145,48 @@ def database_of(client: Any) -> int:
     """
     pool = getattr(client, "connection_pool", None)
     return int(getattr(pool, "connection_kwargs", {}).get("db", 0) or 0)
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` is a ``RedisCluster`` (it routes each key to the node of its slot)."""
+    return hasattr(client, "nodes_manager") and not hasattr(client, "connection_pool")
+
+
+def publish_command(client: Any) -> str:
+    """``SPUBLISH`` on a cluster (a shard channel lives on one node, like a key), else
+    ``PUBLISH`` (a classic channel: one Redis, or the Sentinel-followed master)."""
+    return "SPUBLISH" if is_cluster(client) else "PUBLISH"
+
+
+async def refresh_topology(client: Any) -> None:
+    """Re-read a cluster's slot map (after a failover or a resharding); else nothing.
+
+    Best effort: a cluster that cannot answer yet is asked again by the next caller.
+    """
+    if is_cluster(client):
+        with contextlib.suppress(Exception):
+            await client.nodes_manager.initialize()
+
+
+async def run_scripts(
+    client: Any, script: Any, calls: list[tuple[list[str], list[Any]]]
+) -> list[Any]:
+    """Run a registered ``script`` once per ``(keys, args)``, pipelined: one round trip
+    on one Redis, one per node (in parallel) on a cluster. Each call's keys share a slot.
+
+    An error reply comes back in the list, in its call's place; a script Redis lost
+    (a restart, a failover to a replica that never ran it) is loaded and run again.
+    """
+    results: list[Any] = []
+    for attempt in range(2):
+        async with client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
+        if attempt or not any(isinstance(r, redis_errors.NoScriptError) for r in results):
+            break
+        await client.script_load(script.script)  # on a cluster: on every master
+    return results
 
 
 def make_redis_client(
@@ -169,13 +247,76 @@ def _credentials(url: str) -> dict[str, Any]:
 
 
 def _cluster_client(url: str, max_connections: int, options: dict[str, Any]) -> Any:
-    """A ``RedisCluster`` seeded with every node the URL lists."""
-    from redis.asyncio.cluster import ClusterNode, RedisCluster
+    """A :class:`WaitingCluster` seeded with every node the URL lists."""
+    from redis.asyncio.cluster import ClusterNode
 
     nodes = [ClusterNode(host, port) for host, port in redis_hosts(urlsplit(url), url)]
-    return RedisCluster(
+    return _waiting_cluster_class()(
         startup_nodes=nodes, max_connections=max_connections, **_credentials(url), **options
     )
+
+
+@functools.cache
+def _waiting_cluster_class() -> type:
+    """``WaitingCluster``, made on first use (``redis.asyncio.cluster`` loads lazily)."""
+    from redis.asyncio.cluster import RedisCluster
+
+    class WaitingCluster(RedisCluster):
+        """A ``RedisCluster`` whose commands wait for a free connection to their node.
+
+        redis-py's cluster nodes refuse a command past ``max_connections`` busy
+        connections (``MaxConnectionsError``); like :class:`WaitingPool`, a burst
+        here waits up to the socket timeout for one of the node's connections.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._rtkit_wait = float(kwargs.get("socket_timeout") or DEFAULT_TIMEOUT)
+            self._rtkit_limit = int(kwargs.get("max_connections") or DEFAULT_MAX_CONNECTIONS)
+            self._rtkit_gates: dict[str, asyncio.Semaphore] = {}
+
+        async def _execute_command(self, target_node: Any, *args: Any, **kwargs: Any) -> Any:
+            gate = self._rtkit_gates.get(target_node.name)
+            if gate is None:
+                gate = self._rtkit_gates[target_node.name] = asyncio.Semaphore(self._rtkit_limit)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._rtkit_wait
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await gate.acquire()
+            except TimeoutError:
+                raise self._rtkit_busy(target_node) from None
+            try:
+                while True:
+                    try:
+                        return await super()._execute_command(target_node, *args, **kwargs)
+                    except redis_errors.MaxConnectionsError:
+                        # refused before sending (connections held outside the gate:
+                        # pipelines, the slot map's reads): wait a little, try again
+                        if loop.time() >= deadline:
+                            raise self._rtkit_busy(target_node) from None
+                        await asyncio.sleep(0.002)
+            finally:
+                gate.release()
+
+        async def _execute_pipeline_by_slot(  # type: ignore[override]
+            self, command: str, slots_to_args: Any
+        ) -> list[Any]:
+            """A multi-key command (``DEL``, ``MGET``...): one gated command per slot, at
+            once, rather than redis-py's pipeline (which would bypass the wait)."""
+            return list(
+                await asyncio.gather(
+                    *(self.execute_command(command, *args) for args in slots_to_args.values())
+                )
+            )
+
+        def _rtkit_busy(self, node: Any) -> redis_errors.ConnectionError:
+            return redis_errors.ConnectionError(
+                f"no Redis connection to {node.name} became free within "
+                f"{self._rtkit_wait:g} s (all {self._rtkit_limit} were busy)"
+            )
+
+    return WaitingCluster
 
 
 def _sentinel_client(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -26,7 +27,14 @@ try:
 except ImportError:  # the rtkit[hiredis] extra is optional
     hiredis = None  # type: ignore[assignment]
 
-__all__ = ["DedicatedConnection", "Wire", "bare_streams", "bulk"]
+__all__ = [
+    "DedicatedConnection",
+    "Wire",
+    "bare_streams",
+    "bulk",
+    "new_connection",
+    "new_node_connection",
+]
 
 Wire = tuple[asyncio.StreamReader, asyncio.StreamWriter, Any]
 """A connection's streams and a hiredis reader."""
@@ -76,17 +84,34 @@ def new_connection(client: aioredis.Redis) -> AbstractConnection:
     return pool.connection_class(**kwargs)
 
 
+def new_node_connection(node: Any) -> AbstractConnection:
+    """A connection to one node of a ``RedisCluster`` (a ``ClusterNode``), outside its
+    pool, with the same settings as :func:`new_connection`."""
+    kwargs = {**node.connection_kwargs, "socket_timeout": None, "protocol": 2}
+    connection: AbstractConnection = node.connection_class(**kwargs)
+    return connection
+
+
 class DedicatedConnection:
     """One connection of a backend's own; each round trip bounded by ``timeout``.
 
     Args:
         client: The client whose settings the connection copies.
+        connect: Makes the connection instead (a cluster node's, say).
         timeout: Seconds a connect, or a round trip, may take.
         doing: What the round trips do, for error messages ("publishing an event").
     """
 
-    def __init__(self, client: aioredis.Redis, *, timeout: float, doing: str) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        timeout: float,
+        doing: str,
+        connect: Callable[[], AbstractConnection] | None = None,
+    ) -> None:
         self._client = client
+        self._connect = connect or (lambda: new_connection(client))
         self._timeout = timeout
         self._doing = doing
         self._conn: AbstractConnection | None = None
@@ -109,7 +134,7 @@ class DedicatedConnection:
         """
         if self._conn is not None:
             return
-        conn = new_connection(self._client)
+        conn = self._connect()
         try:
             async with asyncio.timeout(self._timeout):
                 await conn.connect()  # type: ignore[no-untyped-call]

@@ -226,6 +226,7 @@ class EventBus(Component):
     async def _start(self) -> None:
         """Connect, and begin receiving events if the bus has subscriptions."""
         receive = self._wants_events()
+        self._tell_interest()
         await self._backend.start(
             self._receiver, self._report_undecodable, receive=receive, wants=self._wants
         )
@@ -257,6 +258,12 @@ class EventBus(Component):
         if want != self._listening and self._backend_started and not self._closed:
             self._listening = want
             self._backend.listen(want)
+
+    def _tell_interest(self) -> None:
+        """Tell a backend that can use them (a sharded Redis one) the patterns subscribed."""
+        interest = getattr(self._backend, "interest", None)
+        if interest is not None:
+            interest([s.pattern for s in self._subscriptions])
 
     def _wants(self, name: str) -> bool:
         """Whether a subscription matches ``name`` (a backend drops other events early)."""
@@ -358,6 +365,7 @@ class EventBus(Component):
         subscription = Subscription(self, pattern, handler, model, once)
         self._subscriptions.append(subscription)
         self._routes.clear()
+        self._tell_interest()
         self._listen_as_needed()
         return subscription
 
@@ -368,6 +376,7 @@ class EventBus(Component):
         except ValueError:
             return
         self._routes.clear()
+        self._tell_interest()
         self._listen_as_needed()
 
     # ------------------------------------------------------------------ publishing

@@ -56,6 +56,10 @@ class EventBusBackend(Protocol):
         """
         ...
 
+    # Optional: ``interest(patterns)``, the bus's subscribed patterns whenever they
+    # change (before ``start`` too); a backend that routes by event name (sharded
+    # Redis) uses it to receive only what those patterns can match.
+
     def listen(self, on: bool) -> None:
         """Begin (``on``) or end receiving: the bus got its first subscription, or lost its last.
 

@@ -1,29 +1,40 @@
-"""The Redis EventBus backend: one pub/sub channel per prefix, shared by every process.
+"""The Redis EventBus backend: pub/sub on one Redis, a Sentinel-followed master, or a cluster.
 
-Every bus on the same Redis, database and prefix publishes to one channel,
-``<prefix>eventbus:db<N>:events`` (pub/sub ignores the database number, so the
-channel names it), and the bus matches event names locally with the same
-matcher as on memory; so matching cannot differ between backends. Each process
-that subscribes receives every event of its prefix: give unrelated applications
-different prefixes.
+One Redis (or Sentinel): every bus on the same Redis, database and prefix
+publishes to one classic channel, ``<prefix>eventbus:db<N>:events`` (pub/sub
+ignores the database number, so the channel names it), and each process that
+subscribes receives every event of its prefix.
 
-Receiving: a bus subscribes to the channel only while it has subscriptions (a
-bus that only publishes never reads its own events back). One task reads a
-connection of its own in a blocking loop that handles every message a read
-brought in; a message's event name is routed before the envelope is validated,
-so events nobody here subscribes to cost a JSON parse and nothing more. When the
-connection is idle for ``ping_interval`` seconds it sends ``PING``; if nothing
-comes back within ``ping_timeout`` seconds (a silently dead connection), or the
-connection fails, the backend drops it and subscribes again, retrying with a
-capped back-off until Redis answers. A bus whose last subscription went away
-stops reading at its next idle check. Events published while no subscription
-exists are not received (Redis pub/sub keeps nothing).
+A Redis Cluster: events go on ``shards`` shard channels (Redis 7 ``SPUBLISH`` /
+``SSUBSCRIBE``), ``{<prefix>eventbus:<bucket>}:events``, the bucket a hash of the
+event name's first word. A shard channel lives on the master of its slot, so the
+buckets spread over the masters and a message crosses only the node that owns
+its bucket. A bus subscribes only to the buckets its patterns can match: a
+pattern whose first word is literal (``order.*``, ``order.#``) needs one bucket,
+one that starts with a wildcard (``*.created``, ``#``) needs all of them. One
+subscription connection per master that owns a wanted bucket; a new pattern that
+needs more buckets subscribes to them on the running connections. Events of one
+publisher keep their order within a bucket (so for names with the same first
+word), not across buckets.
 
-Publishing: on a connection of its own, one awaited ``publish`` is one
-``PUBLISH`` round trip. While a round trip is in flight, further publishes queue
-up and go together, in order, in one pipeline (group commit), so many
-concurrent publishers cost few round trips. Every round trip is bounded by
-``timeout``. A bus that just got its first subscription waits, before its next
+Either way the bus matches event names locally with the same matcher as on
+memory, so matching cannot differ between backends; a message's event name is
+routed before the envelope is validated, so events nobody here subscribes to
+cost a JSON parse and nothing more.
+
+Receiving: a bus subscribes only while it has subscriptions (a bus that only
+publishes never reads its own events back). Each subscription connection is read
+by one task and watched for silence (``ping_interval``, ``ping_timeout``); when a
+connection fails or falls silent the backend subscribes again, retrying with a
+capped back-off until Redis answers (on a cluster it re-reads the slot map
+first, so after a failover it subscribes on the promoted replica). Events
+published while no subscription exists are not received (pub/sub keeps nothing).
+
+Publishing: on a connection of its own (on a cluster, one per master), one
+awaited ``publish`` is one round trip. While a round trip is in flight, further
+publishes to the same node queue up and go together, in order, in one pipeline
+(group commit). Every round trip is bounded by ``timeout``. A bus that just got
+its first subscription (or a pattern needing new buckets) waits, before its next
 publish goes out, until Redis confirmed the subscription: a bus receives what it
 publishes itself.
 """
@@ -33,27 +44,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import zlib
+from collections.abc import Collection
 from typing import Any, Self
 
 import pydantic_core
+from redis.crc import key_slot
 
 from ..._core.lifecycle import DEFAULT_TIMEOUT
-from ..._core.redis import Keyspace, RedisHandle, database_of, redis_unavailable
+from ..._core.redis import (
+    Keyspace,
+    RedisHandle,
+    database_of,
+    is_cluster,
+    redis_unavailable,
+    refresh_topology,
+)
 from ..._core.urls import BackendTarget
-from ..._core.validate import check_seconds
-from ..._core.wire import PUSH, DedicatedConnection, bare_streams, bulk, new_connection
+from ..._core.validate import check_int, check_seconds
+from ..._core.wire import DedicatedConnection, bulk, new_connection, new_node_connection
 from ...errors import BackendUnavailable, RtkitError
 from .._wire import EventEnvelope, decode_envelope, encode_envelope, validate_envelope
+from ._lane import PublishLane as _Lane
+from ._subscription import SubscriptionConnection
 from .base import Deliver, Report, Wants
 
-__all__ = ["RedisEventBusBackend"]
+__all__ = ["RedisEventBusBackend", "buckets_of"]
 
 logger = logging.getLogger("rtkit.eventbus")
 
-_WATCHDOG_PING = b"rtkit-eventbus-watchdog"
 _MAX_RECONNECT_DELAY = 2.0
+_REFRESH_EVERY = 0.5
 DEFAULT_PING_INTERVAL = 5.0
 DEFAULT_PING_TIMEOUT = 3.0
+DEFAULT_SHARDS = 16
+MAX_SHARDS = 1024
 
 
 def _durations(timeout: float, ping_interval: float, ping_timeout: float) -> tuple[float, ...]:
@@ -65,23 +90,42 @@ def _durations(timeout: float, ping_interval: float, ping_timeout: float) -> tup
     )
 
 
-class _DeadSubscription(Exception):
-    """The subscription connection stopped answering PING."""
+def bucket_of(name: str, shards: int) -> int:
+    """The shard bucket of an event name: a CRC-32 of its first word, modulo ``shards``."""
+    return zlib.crc32(name.partition(".")[0].encode()) % shards
+
+
+def buckets_of(patterns: Collection[str] | None, shards: int) -> set[int]:
+    """The buckets a bus with ``patterns`` must hear: one per pattern whose first word is
+    literal, every bucket as soon as one starts with ``*`` or ``#`` (or none is known)."""
+    if patterns is None:
+        return set(range(shards))
+    found: set[int] = set()
+    for pattern in patterns:
+        first = pattern.partition(".")[0]
+        if first in ("*", "#"):
+            return set(range(shards))
+        found.add(bucket_of(first, shards))
+    return found
 
 
 class RedisEventBusBackend:
-    """Carries events through one Redis pub/sub channel (see the module docs).
+    """Carries events through Redis pub/sub (see the module docs).
 
     Args:
         handle: The Redis client, owned (closed with the backend) or borrowed.
         prefix: The key prefix; the channel is ``<prefix>eventbus:db<N>:events``
-            (``N``: the database of the client).
+            (``N``: the database of the client), or on a cluster the shard channels
+            ``{<prefix>eventbus:<bucket>}:events``.
         timeout: Bound, in seconds, on each publish round trip and on subscribing.
-        ping_interval: Idle seconds before the subscription connection is PINGed.
+        ping_interval: Idle seconds before a subscription connection is PINGed.
         ping_timeout: Seconds to wait for the PING's answer before subscribing again.
+        shards: On a cluster, how many shard channels (event-name buckets) events
+            spread over (16); every bus of a deployment must use the same number.
 
     Raises:
-        rtkit.errors.ConfigurationError: A duration that is not a positive number.
+        rtkit.errors.ConfigurationError: A duration that is not a positive number, or
+            ``shards`` outside 1-1024.
     """
 
     kind = "redis"
@@ -94,14 +138,23 @@ class RedisEventBusBackend:
         timeout: float = DEFAULT_TIMEOUT,
         ping_interval: float = DEFAULT_PING_INTERVAL,
         ping_timeout: float = DEFAULT_PING_TIMEOUT,
+        shards: int = DEFAULT_SHARDS,
     ) -> None:
         self._timeout, self._ping_interval, self._ping_timeout = _durations(
             timeout, ping_interval, ping_timeout
         )
+        self._shards = check_int(shards, "shards", maximum=MAX_SHARDS)
         self._handle = handle
-        database = database_of(handle.client)
-        self.channel = Keyspace(prefix, "eventbus").channel(f"db{database}", "events")
-        """The pub/sub channel every bus of this database and prefix shares."""
+        client = handle.client
+        self.sharded = is_cluster(client)
+        """Whether events go on shard channels (a Redis Cluster)."""
+        keys = Keyspace(prefix, "eventbus")
+        self.channel = keys.channel(f"db{database_of(client)}", "events")
+        """The classic pub/sub channel every bus of this database and prefix shares."""
+        self.channels = [keys.entity_key(str(b), "events") for b in range(self._shards)]
+        """On a cluster, the shard channel of each bucket."""
+        self._heads = [b"*3\r\n$8\r\nSPUBLISH\r\n" + bulk(c.encode()) for c in self.channels]
+        self._slots = [key_slot(c.encode()) for c in self.channels]
         self.reconnects = 0
         self._deliver: Deliver | None = None
         self._report: Report | None = None
@@ -111,14 +164,21 @@ class RedisEventBusBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: asyncio.Task[None] | None = None
         self._confirmed: asyncio.Future[None] | None = None
-        # Publishing: a connection of its own; group commit while a round trip is in flight.
-        self._publisher = DedicatedConnection(
-            handle.client, timeout=self._timeout, doing="publishing an event"
+        self._buckets: set[int] = set(range(self._shards))
+        self._interest_known = False
+        self._grow = asyncio.Event()
+        self._pending: set[str] = set()  # shard channels asked for, not yet confirmed
+        self._requested: set[str] = set()  # shard channels asked for on the open readers
+        self._readers: dict[str, SubscriptionConnection] = {}
+        # Publishing: a connection of its own (one per master); group commit per connection.
+        self._head = b"*3\r\n$7\r\nPUBLISH\r\n" + bulk(self.channel.encode())
+        self._lane = _Lane(
+            DedicatedConnection(client, timeout=self._timeout, doing="publishing an event"),
+            self._refresh_soon,
         )
-        self._head = b""
-        self._busy = False
-        self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
-        self._drainer: asyncio.Task[None] | None = None
+        self._lanes: dict[str, _Lane] = {}
+        self._refreshed = -_REFRESH_EVERY
+        self._refreshing: asyncio.Task[None] | None = None
 
     @classmethod
     def open(
@@ -128,6 +188,7 @@ class RedisEventBusBackend:
         timeout: float = DEFAULT_TIMEOUT,
         ping_interval: float = DEFAULT_PING_INTERVAL,
         ping_timeout: float = DEFAULT_PING_TIMEOUT,
+        shards: int = DEFAULT_SHARDS,
     ) -> Self:
         """The backend for a Redis target (its client borrowed when the target has one).
 
@@ -135,16 +196,20 @@ class RedisEventBusBackend:
             target: Where to connect, and the prefix.
             timeout: Bound, in seconds, on each publish round trip and on
                 subscribing (and so on ``start``).
-            ping_interval: Idle seconds before the subscription connection is PINGed.
+            ping_interval: Idle seconds before a subscription connection is PINGed.
             ping_timeout: Seconds to wait for the PING's answer before subscribing again.
+            shards: On a cluster, the number of shard channels (16; the same for
+                every bus of a deployment).
         """
         _durations(timeout, ping_interval, ping_timeout)  # before making a client
+        check_int(shards, "shards", maximum=MAX_SHARDS)
         return cls(
             RedisHandle.open(target, timeout=timeout),
             prefix=target.prefix,
             timeout=timeout,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
+            shards=shards,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -161,8 +226,12 @@ class RedisEventBusBackend:
         self._report = report
         self._wants = wants or _everything
         self._loop = asyncio.get_running_loop()
-        self._head = b"*3\r\n$7\r\nPUBLISH\r\n" + bulk(self.channel.encode())
-        await self._publisher.open()
+        if not self.sharded:
+            await self._lane.connection.open()
+        else:  # read the slot map: publishing and subscribing route by it
+            with redis_unavailable("reading the Redis Cluster's slot map"):
+                async with asyncio.timeout(self._timeout):
+                    await self._handle.client.initialize()
         if receive:
             self.listen(True)
             try:
@@ -170,6 +239,27 @@ class RedisEventBusBackend:
             except BaseException:
                 await self._stop_reading()
                 raise
+
+    def interest(self, patterns: Collection[str]) -> None:
+        """The bus's patterns now: on a cluster, subscribe to the buckets they need.
+
+        Buckets are added while the bus listens (a publish of this bus waits until
+        Redis confirmed them) and dropped at the next resubscription.
+        """
+        if not self.sharded:
+            return
+        wanted = buckets_of(patterns, self._shards)
+        if not self._interest_known:
+            self._interest_known = True
+            self._buckets = wanted
+            return
+        if wanted <= self._buckets:
+            return
+        self._buckets |= wanted
+        if self._reader is not None and not self._reader.done() and self._loop is not None:
+            if self._confirmed is None or self._confirmed.done():
+                self._confirmed = self._loop.create_future()
+            self._grow.set()
 
     def listen(self, on: bool) -> None:
         """Subscribe (soon) when ``on``; with ``off``, stop reading at the next idle check.
@@ -183,7 +273,8 @@ class RedisEventBusBackend:
         if self._confirmed is None:
             self._confirmed = loop.create_future()
         if self._reader is None or self._reader.done():  # (subscribe() may run outside the loop)
-            self._reader = loop.create_task(self._read_forever(), name="rtkit-eventbus-reader")
+            read = self._read_sharded if self.sharded else self._read_forever
+            self._reader = loop.create_task(read(), name="rtkit-eventbus-reader")
 
     async def _stop_reading(self) -> None:
         self._wanted = False
@@ -195,65 +286,65 @@ class RedisEventBusBackend:
         self._confirmed = None
 
     async def close(self) -> None:
-        """Let queued publishes finish, stop the reader, close the connections."""
-        if self._drainer is not None:
-            with contextlib.suppress(Exception):
-                await self._drainer
+        """Let queued publishes finish, stop the readers, close the connections."""
+        for lane in (self._lane, *self._lanes.values()):
+            await lane.finish()
         await self._stop_reading()
-        await self._publisher.shut()
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refreshing
+        for lane in (self._lane, *self._lanes.values()):
+            await lane.connection.shut()
         with contextlib.suppress(Exception):
             await self._handle.close()
 
     # ------------------------------------------------------------------ publishing
 
     async def send(self, name: str, event_id: str, timestamp: float, data: bytes) -> None:
-        """Publish one encoded event; batched with concurrent publishes."""
+        """Publish one encoded event; batched with concurrent publishes to the same node."""
         message = encode_envelope(name, event_id, timestamp, data)
-        command = b"%b$%d\r\n%b\r\n" % (self._head, len(message), message)
         confirmed = self._confirmed
         if confirmed is not None and not confirmed.done():
             await self.subscribed()
-        if self._busy:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._queue.append((command, future))
-            await future
+        if not self.sharded:
+            command = b"%b$%d\r\n%b\r\n" % (self._head, len(message), message)
+            await self._lane.send(command)
             return
-        self._busy = True
-        try:
-            await self._publisher.call(command)
-        finally:
-            if self._queue:
-                self._drainer = asyncio.create_task(self._drain())
-            else:
-                self._busy = False
+        bucket = bucket_of(name, self._shards)
+        command = b"%b$%d\r\n%b\r\n" % (self._heads[bucket], len(message), message)
+        await self._lane_for(self._slots[bucket]).send(command)
 
-    async def _drain(self) -> None:
-        """Send everything queued meanwhile, one pipeline per round trip, in order."""
-        try:
-            while True:
-                if not self._queue:
-                    # The publishers just answered often publish again at once: let
-                    # them queue up, so that their events share the next round trip.
-                    await asyncio.sleep(0)
-                    if not self._queue:
-                        break
-                batch, self._queue = self._queue, []
-                try:
-                    await self._publisher.call(b"".join(c for c, _ in batch), len(batch))
-                except BaseException as exc:
-                    error = exc if isinstance(exc, RtkitError) else BackendUnavailable(str(exc))
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
-                    if not isinstance(exc, Exception):
-                        raise
-                else:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_result(None)
-        finally:
-            self._busy = False
-            self._drainer = None
+    def _lane_for(self, slot: int) -> _Lane:
+        """The publishing lane of the master that owns ``slot``."""
+        nodes: Any = getattr(self._handle.client, "nodes_manager")  # noqa: B009
+        node = nodes.get_node_from_slot(slot)
+        lane = self._lanes.get(node.name)
+        if lane is None:
+            connection = DedicatedConnection(
+                self._handle.client,
+                timeout=self._timeout,
+                doing="publishing an event",
+                connect=lambda: new_node_connection(node),
+            )
+            lane = self._lanes[node.name] = _Lane(connection, self._refresh_soon)
+        return lane
+
+    def _refresh_soon(self) -> None:
+        """A node failed us: re-read the slot map in the background (cluster only)."""
+        if not self.sharded or self._loop is None:
+            return
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = self._loop.create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._refreshed < _REFRESH_EVERY:
+            await asyncio.sleep(_REFRESH_EVERY)
+        self._refreshed = loop.time()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._timeout):
+                await refresh_topology(self._handle.client)
 
     async def subscribed(self) -> None:
         """Wait until Redis confirmed the subscription (at most ``timeout``)."""
@@ -270,14 +361,26 @@ class RedisEventBusBackend:
 
     # ------------------------------------------------------------------ receiving
 
+    def _confirm(self) -> None:
+        if self._confirmed is not None and not self._confirmed.done():
+            self._confirmed.set_result(None)
+
+    def confirmed(self, channel: str) -> None:
+        """A sharded subscription to ``channel`` is in effect."""
+        self._pending.discard(channel)
+        if not self._pending:
+            self._confirm()
+
     async def _read_forever(self) -> None:
         """Subscribe, read until the connection fails, again; end when no longer wanted."""
         delay = 0.05
         failed = False
         while self._wanted:
-            reader = _Subscription(self)
+            reader = SubscriptionConnection(
+                self, new_connection(self._handle.client), sharded=False
+            )
             try:
-                await reader.open()
+                await reader.open([self.channel])
             except asyncio.CancelledError:
                 await reader.close()
                 raise
@@ -290,8 +393,7 @@ class RedisEventBusBackend:
             delay = 0.05
             if failed:
                 self.reconnects += 1
-            if self._confirmed is not None and not self._confirmed.done():
-                self._confirmed.set_result(None)
+            self._confirm()
             try:
                 await reader.run()
                 failed = False
@@ -304,6 +406,102 @@ class RedisEventBusBackend:
             finally:
                 await reader.close()
         self._confirmed = None
+
+    async def _read_sharded(self) -> None:
+        """On a cluster: one subscription per master owning a wanted bucket; when one
+        fails, drop them all, re-read the slot map and subscribe again."""
+        delay = 0.05
+        failed = False
+        while self._wanted:
+            self._grow.clear()
+            try:
+                await self._open_readers({self.channels[b] for b in self._buckets})
+            except asyncio.CancelledError:
+                await self._close_readers()
+                raise
+            except Exception as exc:
+                await self._close_readers()
+                logger.warning("EventBus cannot subscribe yet (%s)", exc)
+                await self._refresh()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_RECONNECT_DELAY)
+                continue
+            delay = 0.05
+            if failed:
+                self.reconnects += 1
+            if not self._pending:
+                self._confirm()
+            try:
+                await self._run_readers()
+                failed = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failed = True
+                if self._wanted:
+                    logger.warning("EventBus subscription lost (%s), subscribing again", exc)
+            finally:
+                await self._close_readers()
+            if failed:
+                await self._refresh()
+        self._confirmed = None
+
+    def _by_node(self, channels: Collection[str]) -> dict[Any, list[str]]:
+        nodes: Any = getattr(self._handle.client, "nodes_manager")  # noqa: B009
+        found: dict[Any, list[str]] = {}
+        for channel in channels:
+            node = nodes.get_node_from_slot(key_slot(channel.encode()))
+            found.setdefault(node, []).append(channel)
+        return found
+
+    async def _open_readers(self, channels: Collection[str]) -> None:
+        """Subscribe to ``channels``: on the running connection of their node, or a new one."""
+        self._pending |= set(channels)
+        self._requested |= set(channels)
+        for node, mine in self._by_node(channels).items():
+            reader = self._readers.get(node.name)
+            if reader is not None:
+                await reader.add(mine)
+                continue
+            reader = SubscriptionConnection(self, new_node_connection(node), sharded=True)
+            self._readers[node.name] = reader
+            await reader.open(mine)
+
+    async def _close_readers(self) -> None:
+        readers, self._readers = self._readers, {}
+        self._pending, self._requested = set(), set()
+        for reader in readers.values():
+            await reader.close()
+
+    async def _run_readers(self) -> None:
+        """Read every subscription; add buckets as patterns need them; end on the first
+        failure (raised) or when no longer wanted."""
+        running: dict[asyncio.Task[None], str] = {}
+        grow: asyncio.Task[Any] | None = None
+        try:
+            while True:
+                for name, reader in self._readers.items():
+                    if name not in running.values():
+                        running[asyncio.ensure_future(reader.run())] = name
+                if grow is None:
+                    grow = asyncio.ensure_future(self._grow.wait())
+                done, _ = await asyncio.wait([*running, grow], return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is grow:
+                        continue
+                    task.result()  # raises the reader's failure
+                    return  # a reader stopped: the bus no longer listens
+                if grow in done:
+                    grow = None
+                    self._grow.clear()
+                    wanted = {self.channels[b] for b in self._buckets}
+                    await self._open_readers(wanted - self._requested)
+        finally:
+            for task in (*running, *([grow] if grow is not None else [])):
+                task.cancel()
+            for task in (*running, *([grow] if grow is not None else [])):
+                with contextlib.suppress(BaseException):
+                    await task
 
     async def receive(self, raw: bytes | str) -> None:
         """One message from the channel: route on its name, then validate and deliver."""
@@ -326,124 +524,6 @@ class RedisEventBusBackend:
         if type(name) is str and not self._wants(name):
             return None  # routed on the name: no need to validate the rest
         return validate_envelope(parsed)
-
-
-class _Subscription:
-    """One subscription connection: subscribe, read in a blocking loop, watch for silence."""
-
-    def __init__(self, backend: RedisEventBusBackend) -> None:
-        self.backend = backend
-        self.conn = new_connection(backend._handle.client)
-        self.loop = asyncio.get_running_loop()
-        self.heard = self.loop.time()
-        self.pinged: float | None = None
-        self.busy = False  # handlers are running: silence on the socket means nothing
-        self.dead: str | None = None
-        self.stopping = False
-        self.timer: asyncio.TimerHandle | None = None
-        self.tasks: set[asyncio.Task[Any]] = set()
-
-    async def open(self) -> None:
-        """Connect and subscribe, confirmed by Redis within ``timeout``."""
-        with redis_unavailable("subscribing to events"):
-            async with asyncio.timeout(self.backend._timeout):
-                await self.conn.connect()  # type: ignore[no-untyped-call]
-                await self.conn.send_command("SUBSCRIBE", self.backend.channel)
-                while True:
-                    reply = await self.conn.read_response()
-                    if isinstance(reply, list) and _text(reply[0]) == "subscribe":
-                        return
-
-    async def run(self) -> None:
-        """Deliver messages until the connection fails, falls silent, or is not wanted."""
-        self.heard = self.loop.time()
-        self.timer = self.loop.call_at(self.heard + self.backend._ping_interval, self._watch)
-        wire = bare_streams(self.conn)
-        while True:
-            self.busy = False
-            try:
-                replies = await self._read(wire)
-            except Exception:
-                if self.dead is not None:
-                    raise _DeadSubscription(self.dead) from None
-                if self.stopping:
-                    return
-                raise
-            self.heard = self.loop.time()
-            self.pinged = None
-            self.busy = True
-            for reply in replies:
-                await self._handle(reply)
-
-    async def _read(self, wire: Any) -> list[Any]:
-        """Wait for data; return every complete reply it brought (hiredis), or one."""
-        if wire is None:
-            return [await self.conn.read_response()]
-        reader, _, parser = wire
-        out: list[Any] = []
-        while not out:
-            data = await reader.read(65536)
-            if not data:
-                raise ConnectionError("Redis closed the subscription connection")
-            parser.feed(data)
-            reply = parser.gets()
-            while reply is not False:
-                out.append(reply)
-                reply = parser.gets()
-        return out
-
-    async def _handle(self, reply: Any) -> None:
-        if not isinstance(reply, list | PUSH) or not reply:
-            return  # a RESP3 PONG
-        kind = _text(reply[0])
-        if kind == "message":
-            await self.backend.receive(reply[2])
-        elif kind == "subscribe":  # subscribed again on the same connection
-            self.backend.reconnects += 1
-
-    def _watch(self) -> None:
-        """The idle check: PING a silent connection, drop one that does not answer."""
-        backend = self.backend
-        now = self.loop.time()
-        if self.busy:  # handlers are running: the socket's silence means nothing
-            self.heard = now
-        elif self.pinged is not None:
-            if now - self.pinged >= backend._ping_timeout:
-                self.dead = f"no answer to PING within {backend._ping_timeout} s"
-                self._spawn(self.conn.disconnect(nowait=True))
-                return
-        elif now - self.heard >= backend._ping_interval:
-            if not backend._wanted:  # no subscriptions left: stop reading
-                self.stopping = True
-                self._spawn(self.conn.disconnect(nowait=True))
-                return
-            self.pinged = now
-            self._spawn(self._ping())
-        if self.pinged is not None:
-            due = self.pinged + backend._ping_timeout
-        else:
-            due = self.heard + backend._ping_interval
-        self.timer = self.loop.call_at(due, self._watch)
-
-    async def _ping(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.conn.send_command("PING", _WATCHDOG_PING)
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def close(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1.0):
-                await self.conn.disconnect()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _everything(name: str) -> bool:

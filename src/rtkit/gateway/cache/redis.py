@@ -15,7 +15,7 @@ __all__ = ["RedisCacheBackend"]
 class RedisCacheBackend(CacheBackend):
     """A cache backend on Redis: one key per entry (values as text), ``PX`` expiry.
 
-    Keys are ``<prefix>{gateway-cache}:<kind>:<sha256>``.
+    Keys are ``{<prefix>gateway-cache:<kind>:<sha256>}``: one cluster slot per entry.
     """
 
     def __init__(self, handle: RedisHandle, keys: Keyspace) -> None:
@@ -37,20 +37,20 @@ class RedisCacheBackend(CacheBackend):
     async def get(self, key: str) -> bytes | None:
         """The value under ``key``; Redis drops expired keys itself."""
         with redis_unavailable("reading the response cache"):
-            value = await self._handle.client.get(self._keys.key(key))
+            value = await self._handle.client.get(self._keys.entity_key(key))
         return value.encode() if isinstance(value, str) else value
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         """Store ``value`` for ``ttl`` seconds (at least one millisecond)."""
         with redis_unavailable("writing the response cache"):
             await self._handle.client.set(
-                self._keys.key(key), value.decode(), px=max(1, int(ttl * 1000))
+                self._keys.entity_key(key), value.decode(), px=max(1, int(ttl * 1000))
             )
 
     async def delete(self, key: str) -> None:
         """Remove ``key`` (``DEL``)."""
         with redis_unavailable("invalidating the response cache"):
-            await self._handle.client.delete(self._keys.key(key))
+            await self._handle.client.delete(self._keys.entity_key(key))
 
     async def close(self) -> None:
         """Close the Redis client if this backend made it (a borrowed one stays open)."""

@@ -1,6 +1,6 @@
 """The dedup backend in Redis, shared by every consumer replica.
 
-One key per id, ``<prefix>{dedup}:<id>``, set with ``SET NX PX`` (busy) and
+One key per id, ``{<prefix>dedup:<id>}`` (its own cluster slot), set with ``SET NX PX`` (busy) and
 overwritten with the window's expiry when done. Claim and release are one Lua
 script each (one atomic round trip). Redis expires the keys on its own clock.
 """
@@ -44,18 +44,18 @@ class RedisDedupBackend:
     async def claim(self, key: str, *, lease: float, now: float) -> ClaimState:
         """``SET <key> busy NX PX lease``; if taken, report the current mark."""
         with redis_unavailable("claiming a message id"):
-            state = await self._claim(keys=[self._keys.key(key)], args=[_ms(lease)])
+            state = await self._claim(keys=[self._keys.entity_key(key)], args=[_ms(lease)])
         return "new" if state == "new" else "done" if state == "done" else "busy"
 
     async def complete(self, key: str, *, window: float, now: float) -> None:
         """Mark ``key`` done for ``window`` seconds."""
         with redis_unavailable("completing a message id"):
-            await self._handle.client.set(self._keys.key(key), "done", px=_ms(window))
+            await self._handle.client.set(self._keys.entity_key(key), "done", px=_ms(window))
 
     async def release(self, key: str) -> None:
         """Delete the claim (only if it is still busy)."""
         with redis_unavailable("releasing a message id"):
-            await self._release(keys=[self._keys.key(key)])
+            await self._release(keys=[self._keys.entity_key(key)])
 
     async def close(self) -> None:
         """Close the Redis client if this backend made it."""

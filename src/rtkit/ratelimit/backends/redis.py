@@ -1,11 +1,18 @@
 """Redis rate limiter state: one Lua script (EVALSHA) per decision, auto-pipelined.
 
-Every decision is one atomic script run covering all the limits of the hit.
-Concurrent decisions are not sent one by one: while a round trip is under way,
-new decisions queue up, and the next round trip sends all of them as one
-pipeline on one dedicated connection, then reads the replies in order. Each
-script still runs atomically; callers share round trips. A lone caller sends
-its own command directly (no task switch).
+Every decision is one atomic script run covering all the limits of the hit, on
+the Redis that owns the key: the one Redis, the master Sentinel names, or, on a
+Redis Cluster, the master of the key's slot. Concurrent decisions are not sent
+one by one: each owning node has a *lane* (a dedicated connection); while a
+round trip is under way on a lane, new decisions for that node queue up, and the
+next round trip sends all of them as one pipeline, then reads the replies in
+order. Each script still runs atomically; callers share round trips. A lone
+caller sends its own command directly (no task switch).
+
+On a cluster a decision whose node died fails at once (the limiter's outage
+policy decides) and makes the backend re-read the slot map, so the decisions
+after a failover go to the promoted replica; an answer that the slot moved
+(``MOVED``) re-reads the map and sends the decision again, once.
 """
 
 from __future__ import annotations
@@ -13,18 +20,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import redis.exceptions as redis_errors
 from redis.asyncio.connection import AbstractConnection
+from redis.crc import key_slot
 
 from ..._core.clock import Clock, SystemClock
 from ..._core.deadline import Deadline
 from ..._core.lifecycle import DEFAULT_TIMEOUT
-from ..._core.redis import RedisHandle, load_lua, redis_unavailable
+from ..._core.redis import (
+    Keyspace,
+    RedisHandle,
+    is_cluster,
+    load_lua,
+    redis_unavailable,
+    refresh_topology,
+)
 from ..._core.urls import BackendTarget
-from ..._core.wire import PUSH, Wire, bare_streams, new_connection, reply_error
+from ..._core.wire import PUSH, Wire, bare_streams, new_connection, new_node_connection, reply_error
 from ...errors import BackendUnavailable, Closed
 from .._algorithms import now_us
 from .._limits import Limit, Outcome
@@ -36,6 +51,8 @@ _SCRIPT = load_lua("rtkit.ratelimit", "ratelimit.lua")
 _SHA = hashlib.sha1(_SCRIPT.encode("utf-8")).hexdigest()
 _MAX_BATCH = 512
 _MAX_CACHED = 1024
+_REFRESH_EVERY = 0.5  # seconds between two re-reads of a cluster's slot map
+_MOVED = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
 
 _Call = tuple[bytes, "asyncio.Future[list[int]]"]
 
@@ -50,10 +67,11 @@ _ONE_KEY = b"*12\r\n" + _HEAD + _bulk(b"1")  # EVALSHA sha 1, then the key
 
 
 class RedisRateLimitBackend:
-    """Rate limiter state in Redis (``redis://``, ``rediss://``, ``unix://``).
+    """Rate limiter state in Redis: one Redis, Sentinel, or a Redis Cluster.
 
-    Keys look like ``<prefix>ratelimit:{<key>}:<limit>``: one Redis Cluster hash
-    tag per limited key, so every limit of one hit lives in one slot.
+    Keys look like ``{<prefix>ratelimit:<key>}:<limit>``: one Redis Cluster hash
+    tag per limited key (holding the prefix), so every limit of one hit lives in
+    one slot and the keys spread over a cluster's masters.
 
     Args:
         handle: The Redis client, owned or borrowed.
@@ -70,19 +88,18 @@ class RedisRateLimitBackend:
         clock: Clock | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._prefix = prefix + "ratelimit:{"
+        self._keys = Keyspace(prefix, "ratelimit")
+        self._prefix = self._keys.tag()[:-1] + ":"  # "{<prefix>ratelimit:", the key follows
         self._handle = handle
         self._clock = clock
         self._timeout = timeout
-        self._queue: list[_Call] = []
-        self._busy = False
         self._closed = False
-        self._drainer: asyncio.Task[None] | None = None
-        self._conn: AbstractConnection | None = None
-        self._aborting: asyncio.Task[None] | None = None
-        self._wire: Wire | None = None
+        self._cluster = is_cluster(handle.client)
+        self._lanes: dict[str, _Lane] = {}
+        self._lane = _Lane(self, lambda: new_connection(handle.client))
+        self._refreshed = -_REFRESH_EVERY
+        self._refreshing: asyncio.Task[None] | None = None
         self._tails: dict[tuple[Any, int, bool], bytes] = {}
-        self._deadline = Deadline(timeout, "deciding a rate limit", self._abort)
         self.round_trips = 0
         """How many pipelines were sent (each carries one or more decisions)."""
 
@@ -112,45 +129,95 @@ class RedisRateLimitBackend:
         return self.key(key, limit).encode()
 
     async def start(self) -> None:
-        """Load the script (so the first EVALSHA finds it)."""
+        """Load the script (so the first EVALSHA finds it; on a cluster, on every master)."""
         with redis_unavailable("loading the rate limiter script"):
             await self._handle.client.script_load(_SCRIPT)
 
     async def close(self) -> None:
-        """Fail what is pending, release the connection."""
+        """Fail what is pending, release the connections."""
         self._closed = True
-        drainer, self._drainer = self._drainer, None
-        if drainer is not None and not drainer.done():
-            drainer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drainer
-        self._busy = False
-        self._fail(self._queue, Closed("the rate limiter was closed"))
-        self._queue = []
-        self._deadline.cancel()
-        await self._release()
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refreshing
+        for lane in (self._lane, *self._lanes.values()):
+            await lane.close()
         await self._handle.close()
 
     async def reset(self, key: str, limits: Sequence[Limit]) -> None:
-        """Delete ``key``'s state under ``limits``."""
+        """Delete ``key``'s state under ``limits`` (one slot: one command)."""
         with redis_unavailable("resetting a rate limit"):
             await self._handle.client.delete(*(self._key_bytes(key, lim) for lim in limits))
 
     async def decide(
         self, key: str, limits: Sequence[Limit], cost: int, count: bool
     ) -> list[Outcome]:
-        """Run the script once for this hit (batched with concurrent ones)."""
+        """Run the script once for this hit on the key's node (batched with concurrent ones)."""
         command = self._pack(key, limits, cost, count)
-        if not self._busy and self._wire is not None and not self._closed:
-            raw = await self._lone(command)
+        if self._cluster:
+            raw = await self._routed(key, command)
         else:
-            raw = await self._queued(command)
+            lane = self._lane
+            if not lane.busy and lane.wire is not None and not self._closed:
+                raw = await lane.lone(command)
+            else:
+                raw = await lane.queued(command)
         if len(raw) == 5:
             return [(raw[0] == 1, raw[1], raw[2], raw[3], raw[4])]
         return [
             (raw[i] == 1, raw[i + 1], raw[i + 2], raw[i + 3], raw[i + 4])
             for i in range(0, len(raw), 5)
         ]
+
+    # ------------------------------------------------------------------ a cluster
+
+    async def _routed(self, key: str, command: bytes) -> list[int]:
+        """The decision on the lane of the master owning ``key``'s slot."""
+        slot = key_slot(f"{self._prefix}{key}}}".encode())
+        for attempt in range(2):
+            lane = self._lane_for(slot)
+            try:
+                if not lane.busy and lane.wire is not None and not self._closed:
+                    return await lane.lone(command)
+                return await lane.queued(command)
+            except redis_errors.ResponseError as exc:
+                if attempt or not str(exc).startswith(_MOVED):
+                    raise BackendUnavailable(f"Redis Cluster refused a decision: {exc}") from exc
+                await self._refresh(force=True)  # the slot moved: send it again, once
+            except BackendUnavailable:
+                self._refresh_soon()  # a node died: the next decisions find its successor
+                raise
+        raise AssertionError("unreachable")
+
+    def _lane_for(self, slot: int) -> _Lane:
+        nodes: Any = getattr(self._handle.client, "nodes_manager")  # noqa: B009
+        node = nodes.get_node_from_slot(slot)
+        lane = self._lanes.get(node.name)
+        if lane is None:
+            lane = self._lanes[node.name] = _Lane(self, lambda: new_node_connection(node))
+        return lane
+
+    def _refresh_soon(self) -> None:
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.create_task(self._refresh())
+
+    async def _refresh(self, *, force: bool = False) -> None:
+        """Re-read the slot map (at most every ``_REFRESH_EVERY`` s unless ``force``)."""
+        loop = asyncio.get_running_loop()
+        if not force and loop.time() - self._refreshed < _REFRESH_EVERY:
+            return
+        self._refreshed = loop.time()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._timeout):
+                await refresh_topology(self._handle.client)
+        nodes: Any = getattr(self._handle.client, "nodes_manager")  # noqa: B009
+        live = {node.name for node in nodes.nodes_cache.values()}
+        for name in [n for n in self._lanes if n not in live]:
+            lane = self._lanes.pop(name)
+            if not lane.busy:
+                await lane.close()
+
+    # ------------------------------------------------------------------ packing
 
     def _pack(self, key: str, limits: Sequence[Limit], cost: int, count: bool) -> bytes:
         """``EVALSHA sha n key... now cost count limit-args...`` in RESP.
@@ -188,28 +255,63 @@ class RedisRateLimitBackend:
         self._tails[cache_key] = tail
         return tail
 
-    async def _queued(self, command: bytes) -> list[int]:
+
+class _Lane:
+    """One dedicated connection to one Redis node, and the decisions queued for it.
+
+    Only the holder of ``busy`` reads the connection: a lone caller, or the drainer
+    that sends what queued meanwhile as one pipeline per round trip.
+    """
+
+    def __init__(
+        self, backend: RedisRateLimitBackend, connect: Callable[[], AbstractConnection]
+    ) -> None:
+        self._backend = backend
+        self._connect = connect
+        self._timeout = backend._timeout
+        self.queue: list[_Call] = []
+        self.busy = False
+        self._drainer: asyncio.Task[None] | None = None
+        self._conn: AbstractConnection | None = None
+        self._aborting: asyncio.Task[None] | None = None
+        self.wire: Wire | None = None
+        self._deadline = Deadline(self._timeout, "deciding a rate limit", self._abort)
+
+    async def close(self) -> None:
+        """Fail what is pending, release the connection."""
+        drainer, self._drainer = self._drainer, None
+        if drainer is not None and not drainer.done():
+            drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drainer
+        self.busy = False
+        self._fail(self.queue, Closed("the rate limiter was closed"))
+        self.queue = []
+        self._deadline.cancel()
+        await self._release()
+
+    async def queued(self, command: bytes) -> list[int]:
         """Queue ``command``; if no round trip is under way, send the queue now."""
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._queue.append((command, future))
-        if not self._busy:
-            self._busy = True
+        self.queue.append((command, future))
+        if not self.busy:
+            self.busy = True
             await self._drain(until=future)
         return await future
 
-    async def _lone(self, command: bytes) -> list[int]:
+    async def lone(self, command: bytes) -> list[int]:
         """A caller alone on the connection: its own round trip on the bare streams.
 
         No future, no task switch, no per-call timer (see ``Deadline``). Callers
         that come meanwhile queue up, and are handed to the drainer after.
         """
-        self._busy = True
-        reader, writer, parser = self._wire  # type: ignore[misc]
+        self.busy = True
+        reader, writer, parser = self.wire  # type: ignore[misc]
         deadline = self._deadline
         deadline.begin()
         try:
             writer.write(command)  # a lone command: nothing to drain
-            self.round_trips += 1
+            self._backend.round_trips += 1
             reply = parser.gets()
             while reply is False or isinstance(reply, PUSH):  # RESP3 pushes are not replies
                 if reply is False:
@@ -230,17 +332,17 @@ class RedisRateLimitBackend:
         if isinstance(reply, Exception):
             self._hand_over()
             if isinstance(reply_error(reply), redis_errors.NoScriptError):
-                return await self._queued(command)  # the script was flushed: the queue reloads it
+                return await self.queued(command)  # the script was flushed: the queue reloads it
             raise reply_error(reply)
         self._hand_over()
         return reply  # type: ignore[no-any-return]
 
     def _hand_over(self) -> None:
         """Give up the connection: to the drainer if callers queued, else to the next caller."""
-        if self._queue and not self._closed:
+        if self.queue and not self._backend._closed:
             self._drainer = asyncio.create_task(self._drain(), name="rtkit-ratelimit")
         else:
-            self._busy = False
+            self.busy = False
 
     async def _drain(self, until: asyncio.Future[list[int]] | None = None) -> None:
         """Send what is queued, one pipeline per round trip, until ``until`` is settled.
@@ -250,9 +352,9 @@ class RedisRateLimitBackend:
         Only the holder of ``_busy`` runs this: one reader on the connection.
         """
         try:
-            while self._queue and (until is None or not until.done()):
-                batch = self._queue[:_MAX_BATCH]
-                del self._queue[:_MAX_BATCH]
+            while self.queue and (until is None or not until.done()):
+                batch = self.queue[:_MAX_BATCH]
+                del self.queue[:_MAX_BATCH]
                 try:
                     await self._send(batch)
                 except BackendUnavailable as exc:
@@ -261,11 +363,11 @@ class RedisRateLimitBackend:
                     self._fail(batch, BackendUnavailable("a rate limit round trip was cut short"))
                     raise
         finally:
-            if self._closed:
-                self._fail(self._queue, Closed("the rate limiter was closed"))
-                self._queue = []
-            self._busy = bool(self._queue)
-            if self._busy:  # hand over, still holding _busy
+            if self._backend._closed:
+                self._fail(self.queue, Closed("the rate limiter was closed"))
+                self.queue = []
+            self.busy = bool(self.queue)
+            if self.busy:  # hand over, still holding _busy
                 self._drainer = asyncio.create_task(self._drain(), name="rtkit-ratelimit")
 
     async def _send(self, batch: list[_Call]) -> None:
@@ -276,9 +378,9 @@ class RedisRateLimitBackend:
                 async with asyncio.timeout(self._timeout):
                     if not conn.is_connected:
                         await conn.connect()  # type: ignore[no-untyped-call]
-                        self._wire = bare_streams(conn)
+                        self.wire = bare_streams(conn)
                     await conn.send_packed_command([c for c, _ in batch])
-                    self.round_trips += 1
+                    self._backend.round_trips += 1
                     missing: list[_Call] = []
                     for call in batch:
                         try:
@@ -306,18 +408,18 @@ class RedisRateLimitBackend:
         send); each round trip as a whole is bounded by ``timeout`` instead.
         """
         if self._conn is None:
-            self._conn = new_connection(self._handle.client)
+            self._conn = self._connect()
         return self._conn
 
     async def _release(self) -> None:
-        self._wire = None
+        self.wire = None
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.disconnect()
 
     def _abort(self) -> None:
         """A lone round trip overran: close its connection, so that its read fails now."""
-        self._wire = None
+        self.wire = None
         conn, self._conn = self._conn, None
         if conn is not None:
             self._aborting = asyncio.create_task(conn.disconnect(nowait=True))

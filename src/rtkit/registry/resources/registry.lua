@@ -1,19 +1,21 @@
--- rtkit ServiceRegistry: every operation in one script, so they share the pruning code
--- and each is one atomic round trip.
+-- rtkit ServiceRegistry: every per-service operation in one script, so they share the
+-- pruning code and each is one atomic round trip on the service's slot.
 --
--- Model (all keys share the hash tag {registry}, so the script stays on one cluster slot;
--- "counts" derives per-service keys from ARGV[3] for that reason):
---   <base>:names        set of service names that may have live instances
---   <base>:svc:<name>   sorted set: instance id -> expiry (epoch seconds)
---   <base>:meta:<name>  hash: instance id -> "<registered_at> <record json>"
--- Changes are announced on the channel <ARGV[4]><name>.
+-- Model (Keyspace entity keys: each service has its own hash tag, so services spread
+-- over a Redis Cluster; the service list lives on the registry's shared tag and is kept by
+-- the caller, see backends/redis.py):
+--   KEYS[1] {<prefix>registry:<name>}:svc    sorted set: instance id -> expiry (epoch s)
+--   KEYS[2] {<prefix>registry:<name>}:meta   hash: instance id -> "<registered_at> <json>"
+-- Changes are announced on ARGV[4] with ARGV[3] (PUBLISH, or SPUBLISH on a cluster: the
+-- shard channel then shares the service's tag).
 --
--- KEYS[1] names set, KEYS[2] service sorted set, KEYS[3] service hash (unused by "counts")
--- ARGV[1] op: upsert | remove | live | counts
+-- ARGV[1] op: upsert | remove | live | count
 -- ARGV[2] now in epoch seconds, or "" to use the Redis server's clock (TIME)
--- ARGV[3] key base, ARGV[4] channel base
--- "live" returns expiry, "<registered_at> <record json>" pairs; "counts" name, count pairs.
--- ARGV[5] service name; upsert: ARGV[6] id, ARGV[7] record json, ARGV[8] ttl; remove: ARGV[6] id
+-- ARGV[3] the publish command, ARGV[4] the change channel
+-- upsert: ARGV[5] id, ARGV[6] record json, ARGV[7] ttl; returns {added, expiry as text}
+-- remove: ARGV[5] id; returns 1 if it was live
+-- live: returns expiry, "<registered_at> <record json>" pairs
+-- count: returns the number of live instances
 
 local op = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -21,47 +23,37 @@ if not now then
     local t = redis.call('TIME')
     now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
-local base, chan = ARGV[3], ARGV[4]
+local zkey, hkey = KEYS[1], KEYS[2]
+local publish, chan = ARGV[3], ARGV[4]
 
-local function prune(name, zkey, hkey)
+local function prune()
     local dead = redis.call('ZRANGEBYSCORE', zkey, '-inf', now)
     if #dead > 0 then
         redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now)
         for i = 1, #dead, 1000 do
             redis.call('HDEL', hkey, unpack(dead, i, math.min(i + 999, #dead)))
         end
-        redis.call('PUBLISH', chan .. name, 'changed')
+        redis.call(publish, chan, 'changed')
     end
     local left = redis.call('ZCARD', zkey)
     if left == 0 then
         redis.call('DEL', zkey, hkey)
-        redis.call('SREM', KEYS[1], name)
     end
     return left
 end
 
-if op == 'counts' then
-    local out = {}
-    for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-        local left = prune(name, base .. ':svc:' .. name, base .. ':meta:' .. name)
-        if left > 0 then
-            out[#out + 1] = name
-            out[#out + 1] = left
-        end
-    end
-    return out
+local left = prune()
+if op == 'count' then
+    return left
 end
 
-local name, zkey, hkey = ARGV[5], KEYS[2], KEYS[3]
-prune(name, zkey, hkey)
-
 if op == 'upsert' then
-    local id, ttl = ARGV[6], tonumber(ARGV[8])
-    local added = redis.call('ZADD', zkey, now + ttl, id)
+    local id, ttl = ARGV[5], tonumber(ARGV[7])
+    local expiry = now + ttl
+    local added = redis.call('ZADD', zkey, expiry, id)
     if added == 1 then
-        redis.call('HSET', hkey, id, string.format('%.6f', now) .. ' ' .. ARGV[7])
-        redis.call('SADD', KEYS[1], name)
-        redis.call('PUBLISH', chan .. name, 'changed')
+        redis.call('HSET', hkey, id, string.format('%.6f', now) .. ' ' .. ARGV[6])
+        redis.call(publish, chan, 'changed')
     end
     -- idle keys die on their own: keep them a minute longer than the longest ttl
     local keep = math.ceil(ttl) + 60
@@ -69,15 +61,14 @@ if op == 'upsert' then
         redis.call('EXPIRE', zkey, keep)
         redis.call('EXPIRE', hkey, keep)
     end
-    return added
+    return {added, string.format('%.17g', expiry)}
 elseif op == 'remove' then
-    local removed = redis.call('ZREM', zkey, ARGV[6])
+    local removed = redis.call('ZREM', zkey, ARGV[5])
     if removed == 1 then
-        redis.call('HDEL', hkey, ARGV[6])
-        redis.call('PUBLISH', chan .. name, 'changed')
+        redis.call('HDEL', hkey, ARGV[5])
+        redis.call(publish, chan, 'changed')
         if redis.call('ZCARD', zkey) == 0 then
             redis.call('DEL', zkey, hkey)
-            redis.call('SREM', KEYS[1], name)
         end
     end
     return removed

@@ -6,9 +6,13 @@
   left), the stream expiring ``max_age`` after its last entry;
 * notifications: one list per user, trimmed to ``max_per_user`` and expiring
   ``ttl`` seconds after the last push;
-* uploads (``uploads.lua``): one JSON string per upload, an expiry index and the
-  usage counters of the quotas, changed together atomically; a ``SET NX`` key
-  claims a transfer.
+* uploads: one JSON string per upload under its own hash tag (a ``SET NX`` key
+  beside it claims a transfer), and a quota ledger (``uploads.lua``: the expiry
+  index and the usage counters, changed together atomically) under the
+  deployment's shared tag.
+
+Keys follow :class:`~rtkit._core.redis.Keyspace`: one hash tag per room, user and
+upload, holding the prefix, so the stores spread over a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -98,7 +102,7 @@ class RedisMessageStoreBackend(_RedisBackend):
         """Add the entry to its room's stream and apply the retention (one script)."""
         with redis_unavailable("saving to a room's history"):
             await self._append(
-                keys=[self._keys.key("room", entry.room_id)],
+                keys=[self._keys.entity_key(entry.room_id, "stream")],
                 args=[
                     entry.model_dump_json(by_alias=True),
                     millis(now),
@@ -111,7 +115,7 @@ class RedisMessageStoreBackend(_RedisBackend):
         self, room_id: str, before: str | None, limit: int, now: float, kinds: Set[str]
     ) -> list[HistoryEntry]:
         """The latest ``limit`` live entries of ``kinds`` in ``room_id`` older than ``before``."""
-        key = self._keys.key("room", room_id)
+        key = self._keys.entity_key(room_id, "stream")
         oldest = str(millis(now) - millis(self.max_age) + 1)  # entries before it are too old
         newest_first: list[HistoryEntry] = []
         end = "+"
@@ -159,7 +163,7 @@ class RedisNotificationStoreBackend(_RedisBackend):
 
     async def push(self, notification: Notification, now: float) -> None:
         """``RPUSH`` + ``LTRIM`` + ``PEXPIRE`` in one transaction (Redis keeps the time)."""
-        key = self._keys.key("user", notification.to_user_id)
+        key = self._keys.entity_key(notification.to_user_id, "list")
         with redis_unavailable("saving a notification"):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(key, notification.model_dump_json(by_alias=True))
@@ -169,7 +173,7 @@ class RedisNotificationStoreBackend(_RedisBackend):
 
     async def take(self, user_id: str, now: float) -> list[Notification]:
         """``LRANGE`` + ``DEL`` in one transaction: each notification is taken once."""
-        key = self._keys.key("user", user_id)
+        key = self._keys.entity_key(user_id, "list")
         with redis_unavailable("taking notifications"):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.lrange(key, 0, -1)
@@ -179,7 +183,14 @@ class RedisNotificationStoreBackend(_RedisBackend):
 
 
 class RedisUploadRegistryBackend(_RedisBackend):
-    """Upload records, their expiry and the quota counters in Redis (see ``uploads.lua``)."""
+    """Upload records under their own hash tags; the quota ledger (``uploads.lua``: expiry
+    index, sizes, usage per user and in total) under the deployment's shared tag.
+
+    The ledger is what a deployment-wide quota must check atomically, so it lives on one
+    slot; each operation changes it with one script call, then writes or deletes the
+    records it concerns (one slot per upload): ``create`` costs two round trips, ``get``
+    one pipelined round trip per node (record and ledger entry).
+    """
 
     def __init__(
         self,
@@ -193,8 +204,9 @@ class RedisUploadRegistryBackend(_RedisBackend):
         self._pending_ms = millis(check_seconds(pending_ttl, "pending_ttl"))
         self._complete_ms = millis(check_seconds(complete_ttl, "complete_ttl"))
         self._script = handle.client.register_script(load_lua(_PACKAGE, "uploads.lua"))
-        self._base = self._keys.base
-        self._index = self._base + ".expiry"
+        keys = self._keys
+        self._ledger = [keys.shared_key(part) for part in ("expiry", "sizes", "used", "total")]
+        self._index = self._ledger[0]
 
     @classmethod
     def open(
@@ -209,37 +221,55 @@ class RedisUploadRegistryBackend(_RedisBackend):
         handle = RedisHandle.open(target, timeout=timeout)
         return cls(handle, prefix=target.prefix, pending_ttl=pending_ttl, complete_ttl=complete_ttl)
 
+    def _record(self, upload_id: str) -> str:
+        return self._keys.entity_key(upload_id)
+
     async def _run(self, doing: str, op: str, now: float, *args: Any) -> Any:
         with redis_unavailable(doing):
-            return await self._script(keys=[self._index], args=[op, self._base, millis(now), *args])
+            return await self._script(keys=self._ledger, args=[op, millis(now), *args])
+
+    async def _drop(self, upload_ids: Sequence[str]) -> None:
+        """Delete the records (and claims) the ledger forgot: one round trip per node."""
+        if not upload_ids:
+            return
+        with redis_unavailable("deleting expired uploads"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for upload_id in upload_ids:
+                    pipe.delete(self._record(upload_id), self._record(upload_id) + ":claim")
+                await pipe.execute()
 
     async def create(self, record: UploadRecord, quota: UploadQuota, now: float) -> None:
-        """Register a new pending upload within ``quota`` (one script)."""
+        """Reserve the upload within ``quota`` (ledger), then write its record."""
         bounds = (quota.user_bytes, quota.total_bytes, quota.user_uploads)
-        ok, used, count, total = await self._run(
+        ok, used, count, total, forgotten = await self._run(
             "registering an upload",
             "create",
             now,
             record.upload_id,
             record.user_id,
             record.file_size,
-            record.model_dump_json(),
             self._pending_ms,
             *("" if bound is None else bound for bound in bounds),
         )
+        await self._drop(forgotten)
         if not ok:
             check_quota(quota, int(used), int(count), int(total), record.file_size)
+        with redis_unavailable("registering an upload"):
+            await self._redis.set(
+                self._record(record.upload_id), record.model_dump_json(), px=self._pending_ms
+            )
 
     async def _read(self, upload_ids: Sequence[str], now: float) -> list[UploadRecord | None]:
         with redis_unavailable("reading uploads"):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for upload_id in upload_ids:
-                    pipe.get(self._keys.key(upload_id))
+                    pipe.get(self._record(upload_id))
                     pipe.zscore(self._index, upload_id)
                 raw = await pipe.execute()
         found: list[UploadRecord | None] = []
         for record, expires in zip(raw[::2], raw[1::2], strict=True):
-            alive = record is not None and (expires is None or expires > millis(now))
+            # a record the ledger no longer lists is gone (its delete may not have happened)
+            alive = record is not None and expires is not None and expires > millis(now)
             found.append(UploadRecord.model_validate_json(record) if alive else None)
         return found
 
@@ -254,22 +284,28 @@ class RedisUploadRegistryBackend(_RedisBackend):
             return None
         with redis_unavailable("claiming an upload"):
             ok = await self._redis.set(
-                self._keys.key(upload_id, "claim"), "1", nx=True, px=self._pending_ms
+                self._record(upload_id) + ":claim", "1", nx=True, px=self._pending_ms
             )
         return record if ok else None
 
     async def release(self, upload_id: str) -> None:
         """Give a claimed upload back."""
         with redis_unavailable("releasing an upload"):
-            await self._redis.delete(self._keys.key(upload_id, "claim"))
+            await self._redis.delete(self._record(upload_id) + ":claim")
 
     async def complete(self, upload_id: str, now: float) -> UploadRecord:
         """Mark a claimed upload complete (kept ``complete_ttl`` from now)."""
         record = await self.get(upload_id, now)
         if record is not None:
             done = record.model_copy(update={"complete": True})
-            args = (upload_id, done.model_dump_json(), self._complete_ms)
-            if await self._run("completing an upload", "complete", now, *args):
+            ttl = self._complete_ms
+            if await self._run("completing an upload", "complete", now, upload_id, ttl):
+                key = self._record(upload_id)
+                with redis_unavailable("completing an upload"):
+                    async with self._redis.pipeline(transaction=True) as pipe:  # one slot
+                        pipe.set(key, done.model_dump_json(), px=self._complete_ms)
+                        pipe.delete(key + ":claim")
+                        await pipe.execute()
                 return done
         raise NotFound(f"upload {upload_id!r} is unknown or expired")
 
@@ -277,15 +313,8 @@ class RedisUploadRegistryBackend(_RedisBackend):
         """Bytes and uploads of ``user_id`` (``None``: everyone), expired ones purged first."""
         while len(await self.purge_expired(now, _PURGE_BATCH)) == _PURGE_BATCH:
             pass
-        with redis_unavailable("reading upload usage"):
-            if user_id is None:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.get(self._base + ".total")
-                    pipe.zcard(self._index)
-                    total, count = await pipe.execute()
-                return UploadUsage(int(total or 0), int(count))
-            used, count = await self._redis.hmget(self._base + ".used:" + user_id, "bytes", "n")
-        return UploadUsage(int(used or 0), int(count or 0))
+        used, count = await self._run("reading upload usage", "usage", now, user_id or "")
+        return UploadUsage(int(used), int(count))
 
     async def known(self, upload_ids: Sequence[str], now: float) -> set[str]:
         """The ids among ``upload_ids`` with a live record."""
@@ -294,4 +323,6 @@ class RedisUploadRegistryBackend(_RedisBackend):
 
     async def purge_expired(self, now: float, limit: int) -> list[str]:
         """Forget up to ``limit`` expired records (and their quota usage), soonest first."""
-        return list(await self._run("purging expired uploads", "purge", now, limit))
+        forgotten = list(await self._run("purging expired uploads", "purge", now, limit))
+        await self._drop(forgotten)
+        return forgotten
