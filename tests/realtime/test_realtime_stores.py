@@ -549,7 +549,7 @@ async def test_redis_history_reads_what_older_and_newer_versions_wrote(
     store = MessageStore.from_url(redis_url, prefix=redis_prefix)
     said, left = message("lobby", "hi"), activity("lobby", "leave")
     await store.append(said)
-    key = f"{redis_prefix}{{messages}}:room:lobby"
+    key = f"{{{redis_prefix}messages:lobby}}:stream"  # the room's own hash tag
     # A chat message is kept as it always was (no "kind"): older servers read it.
     (_, fields), *_ = await redis_client.xrange(key)
     assert "kind" not in json.loads(fields["m"])
