@@ -13,6 +13,7 @@ from .._core.ids import new_id
 from .._core.lifecycle import DEFAULT_CLOSE_TIMEOUT
 from .._core.validate import check_id, check_int, check_seconds
 from ..errors import ConfigurationError, NotFound, ValidationError
+from ..telemetry._amqp import MessagingHooks, instrument_messaging
 from ._headers import check_headers
 from ._models import ExchangeKind, ReceivedMessage
 from ._retry import delay_tier_ms
@@ -98,6 +99,7 @@ class RabbitMQService(Component):
         self._queues: dict[str, _QueueInfo] = {}
         self._tiers: set[str] = set()
         self._stoppers: set[Stopper] = set()
+        self._telemetry: MessagingHooks | None = None
 
     @property
     def backend(self) -> BrokerBackend:
@@ -105,7 +107,21 @@ class RabbitMQService(Component):
         return self._backend
 
     async def _start(self) -> None:
+        self._telemetry = instrument_messaging(self._backend)
         await self._backend.connect()
+
+    async def _publish(
+        self, exchange: str, routing_key: str, message: OutgoingMessage, *, mandatory: bool
+    ) -> None:
+        """Publish through the backend: what producers and consumers call (traced and
+        counted when telemetry is on, see ``rtkit.telemetry``)."""
+        hooks = self._telemetry
+        if hooks is None:
+            await self._backend.publish(exchange, routing_key, message, mandatory=mandatory)
+        else:
+            await hooks.publish(
+                self._backend.publish, exchange, routing_key, message, mandatory=mandatory
+            )
 
     async def _close(self) -> None:
         """Stop every consumer gracefully, then close the connection.
