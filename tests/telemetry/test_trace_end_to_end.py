@@ -33,7 +33,7 @@ from rtkit.messaging import (
 from rtkit.microservice import MicroService
 from rtkit.realtime import ChatClient, RealtimeServer, issue_token
 from rtkit.telemetry import span_tree
-from rtkit.testing import unique_name
+from rtkit.testing import unique_name, wait_until
 
 SECRET = "telemetry-test-secret-" + "x" * 32
 GUIDE = Path(__file__).parents[2] / "docs" / "guides" / "observability.md"
@@ -55,9 +55,7 @@ room:join [client]
 
 async def _settled(exporter: InMemorySpanExporter, count: int) -> list[Any]:
     """The finished spans, once ``count`` of them ended (the outer ones end last)."""
-    async with asyncio.timeout(10):
-        while len(exporter.get_finished_spans()) < count:
-            await asyncio.sleep(0.02)
+    await wait_until(lambda: len(exporter.get_finished_spans()) >= count, timeout=10)
     await asyncio.sleep(0.1)  # nothing more comes
     return list(exporter.get_finished_spans())
 

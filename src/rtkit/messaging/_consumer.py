@@ -153,6 +153,7 @@ class ConsumerHandle:
             self._broker_consumer = await self._service.backend.consume(
                 self.queue, self._on_delivery, prefetch=prefetch
             )
+            self._service._consumed[self.queue] = self._adapter  # for asyncapi()
         except BaseException:
             self._unregister()
             raise

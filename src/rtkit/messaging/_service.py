@@ -97,6 +97,10 @@ class RabbitMQService(Component):
         self.clock: Clock = clock or SystemClock()
         self._backend: BrokerBackend = backend if backend is not None else MemoryBrokerBackend()
         self._queues: dict[str, _QueueInfo] = {}
+        # What asyncapi() describes: exchanges, bindings, consumed queues and their models.
+        self._exchanges: dict[str, tuple[ExchangeKind, bool]] = {}
+        self._bindings: dict[tuple[str, str, str], None] = {}
+        self._consumed: dict[str, Any] = {}
         self._tiers: set[str] = set()
         self._stoppers: set[Stopper] = set()
         self._telemetry: MessagingHooks | None = None
@@ -268,6 +272,7 @@ class RabbitMQService(Component):
         if not self._live:
             await self._ready()
         await self._backend.declare_exchange(name, kind, durable=durable, passive=not declare)
+        self._exchanges[name] = (kind, durable)
 
     async def bind(self, queue: str, exchange: str, pattern: str = "") -> None:
         """Route messages published to ``exchange`` with a matching key into ``queue``.
@@ -283,6 +288,19 @@ class RabbitMQService(Component):
         if not self._live:
             await self._ready()
         await self._backend.bind(queue, exchange, pattern)
+        self._bindings[(queue, exchange, pattern)] = None
+
+    def asyncapi(self, *, host: str = "localhost:5672", title: str = "rtkit messaging") -> Any:
+        """This service's topology as an AsyncAPI 3.0 document (JSON data).
+
+        The queues it declared (with their dead-letter queues and delay tiers), the
+        exchanges it declared and the bindings it made, and for each queue consumed
+        through it the message schema of the consumer's ``model`` (any JSON without
+        one). ``host`` names the broker in the document (never a URL with credentials).
+        """
+        from ._asyncapi import topology_document
+
+        return topology_document(self, host=host, title=title)
 
     async def delete_queue(self, name: str) -> None:
         """Delete a queue, its rtkit dead-letter queue and its delay tier queues."""
