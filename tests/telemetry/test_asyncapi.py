@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-import pytest
 import yaml
 
 from rtkit._core.asyncapi import to_yaml

@@ -246,7 +246,7 @@ def asyncapi_document(*, url: str = "localhost:8000", version: str | None = None
             "socketio": {
                 "address": "/",
                 "title": "The Socket.IO namespace /",
-                "messages": {key: message for key, message in messages.items()},
+                "messages": messages,
             }
         },
         "operations": operations,
