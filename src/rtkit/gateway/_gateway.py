@@ -294,11 +294,13 @@ class ApiGateway(Component):
             log.warning("refused %s request: %s", request.method, exc)
             return error_response(exc)
         matched = match_route(self.routes, path)
+        request.scope["rtkit.route"] = next(  # the route prefix: the metrics' label
+            (p for p, r in self.routes if matched and r is matched[0]), "none"
+        )
         if matched is None:
             raise NotFound(f"no route for {path}")
         route, upstream_path = matched
         url = f"{path}?{query}" if query else path  # the cache's name for it
-        request.scope["rtkit.route"] = next(p for p, r in self.routes if r is route)  # a label
 
         limit_headers, denied = await self._rate_limit(request)
         if denied is not None:

@@ -9,7 +9,7 @@
   the bus envelope, in AMQP headers (through retries, delay tiers and dead
   letters), with ``ChatClient``'s events and through the gateway.
 * **Metrics.** [`enable_metrics`][rtkit.telemetry.enable_metrics] registers the
-  ``rtkit_*`` metrics (list: [`METRICS`][rtkit.telemetry.METRICS]) in a
+  ``rtkit_*`` metrics (listed in ``METRICS``) in a
   prometheus-client registry; [`metrics_app`][rtkit.telemetry.metrics_app] and
   [`with_metrics`][rtkit.telemetry.with_metrics] serve them.
 * **Logs.** [`configure_logging`][rtkit.telemetry.configure_logging] writes one

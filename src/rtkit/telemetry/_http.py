@@ -91,16 +91,14 @@ class HttpTelemetry:
         async def respond(message: Any) -> None:
             if message["type"] == "http.response.start":
                 answer["status"] = message["status"]
-                for name, value in message.get("headers", ()):
+                headers = list(message.get("headers", ()))
+                names = {name.lower() for name, _ in headers}
+                for name, value in headers:
                     if name.lower() == b"x-cache":
                         answer["cache"] = value.decode("latin-1").lower()
-                message = {
-                    **message,
-                    "headers": [
-                        *message.get("headers", ()),
-                        (b"x-request-id", request_id.encode()),
-                    ],
-                }
+                if b"x-request-id" not in names:  # (a service behind the gateway set it)
+                    headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
             await send(message)
 
         started = time.perf_counter()
@@ -288,7 +286,8 @@ def metrics_routes(metrics: bool) -> list[Any]:
 
     from . import enable_metrics
 
-    enable_metrics()
+    if settings.metrics is None:  # else: the registry the application chose
+        enable_metrics()
     return [Route("/metrics", _Asgi(metrics_app()), methods=["GET"])]
 
 

@@ -77,7 +77,7 @@ METRICS: tuple[MetricInfo, ...] = (
         "counter",
         ("queue", "outcome"),
         "Deliveries consumed, by outcome: `handled`, `retried`, `dead_lettered`, `dropped`, "
-        "`duplicate`, `requeued`, `internal_error`.",
+        "`duplicate`, `internal_error`.",
     ),
     MetricInfo(
         "rtkit_messaging_dead_lettered_total",
