@@ -39,8 +39,8 @@ import sys
 import tarfile
 import tempfile
 import uuid
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import _harness as h

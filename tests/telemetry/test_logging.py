@@ -62,10 +62,12 @@ async def test_a_line_logged_in_an_event_names_the_connection_and_the_trace(
 
 
 async def test_the_gateway_writes_an_access_line_per_request(json_lines: io.StringIO) -> None:
-    async with serving(ApiGateway(rate_limit=None)) as url:
-        async with httpx.AsyncClient(base_url=url) as http:
-            await http.get("/health?token=secret", headers={"x-request-id": "r-1"})
-            await http.get("/nowhere")
+    async with (
+        serving(ApiGateway(rate_limit=None)) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        await http.get("/health?token=secret", headers={"x-request-id": "r-1"})
+        await http.get("/nowhere")
     access = [line for line in lines_of(json_lines) if line["logger"] == "rtkit.access"]
     assert [(a["method"], a["path"], a["status"], a["route"]) for a in access] == [
         ("GET", "/health", 200, "/health"),

@@ -128,12 +128,15 @@ async def test_the_gateway_counts_requests_by_route_cache_and_upstream_errors(
         gateway_registry, routes=routes, cache=ResponseCache(), rate_limit=None, metrics=True
     )
     await gateway_registry.register("gone", host="127.0.0.1", port=bound_socket().getsockname()[1])
-    async with serving(service, sock), serving(gateway) as url:
-        async with httpx.AsyncClient(base_url=url) as http:
-            for n in (1, 1, 2):
-                assert (await http.get(f"/api/items/{n}")).status_code == 200
-            assert (await http.get("/api/gone/x")).status_code == 502
-            scraped = (await http.get("/metrics")).text
+    async with (
+        serving(service, sock),
+        serving(gateway) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        for n in (1, 1, 2):
+            assert (await http.get(f"/api/items/{n}")).status_code == 200
+        assert (await http.get("/api/gone/x")).status_code == 502
+        scraped = (await http.get("/metrics")).text
     ok = {"app": "gateway", "route": "/api/items", "method": "GET", "status": "200"}
     assert sample(registry, "rtkit_http_requests_total", **ok) == 3
     assert sample(registry, "rtkit_gateway_cache_total", route="/api/items", result="hit") == 1

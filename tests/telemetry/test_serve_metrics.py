@@ -39,7 +39,7 @@ async def rtkit_serve(log: Path, *args: str) -> AsyncIterator[str]:
         async with httpx.AsyncClient(base_url=url, timeout=2) as http:
             async with asyncio.timeout(60):
                 while True:
-                    assert proc.returncode is None, log.read_text()
+                    assert proc.returncode is None, "rtkit serve exited early"
                     try:
                         if (await http.get("/health")).status_code == 200:
                             break

@@ -131,7 +131,7 @@ async def test_socketio_clients_without_or_with_a_bogus_context_still_work(
     client_span = next(s for s in joins if s.kind.name == "CLIENT")
     child = next(s for s in joins if s.parent is not None and s.kind.name == "SERVER")
     assert child.parent.span_id == client_span.context.span_id
-    failed = [s for s in by_name(spans, "chat:message") if s.kind.name == "SERVER"][0]
+    failed = next(s for s in by_name(spans, "chat:message") if s.kind.name == "SERVER")
     assert failed.attributes["error.type"] == "not_member" and not failed.status.is_ok
     assert all(s.attributes.get("rtkit.connection.id") for s in joins if s.kind.name == "SERVER")
 
@@ -158,10 +158,13 @@ async def test_the_gateway_forwards_or_continues_traceparent(
     gateway = ApiGateway(
         ServiceRegistry.from_url(registry_url), routes={"/e": Route("echo", path="/")}
     )
-    async with serving(service, sock), serving(gateway) as url:
-        async with httpx.AsyncClient(base_url=url) as http:
-            answer = await http.get("/e/echo", headers={"traceparent": TRACEPARENT})
-            named = await http.get("/e/echo", headers={"x-request-id": "req-42"})
+    async with (
+        serving(service, sock),
+        serving(gateway) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        answer = await http.get("/e/echo", headers={"traceparent": TRACEPARENT})
+        named = await http.get("/e/echo", headers={"x-request-id": "req-42"})
     seen = answer.json()
     assert answer.headers["x-request-id"] == seen["x-request-id"]  # made here, passed on
     assert named.json()["x-request-id"] == "req-42" == named.headers["x-request-id"]
