@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 from ._http import HttpTelemetry, metrics_app, with_metrics
 from ._logging import JsonFormatter
-from ._metrics import METRICS, MetricInfo
+from ._metrics import METRICS, MetricInfo, enable
 from ._state import AUTO, settings
 
 __all__ = [
@@ -83,15 +83,10 @@ def enable_metrics(registry: Any = None) -> Any:
         ImportError: ``prometheus-client`` is not installed (the ``otel`` extra).
     """
     try:
-        import prometheus_client
+        import prometheus_client  # noqa: F401
     except ImportError as exc:
         raise ImportError(f"metrics need prometheus-client ({exc}): {_EXTRA}") from exc
-    from ._metrics import Metrics
-
-    registry = registry if registry is not None else prometheus_client.REGISTRY
-    if settings.metrics is None or settings.metrics.registry is not registry:
-        settings.metrics = Metrics(registry)
-    return registry
+    return enable(registry)
 
 
 def disable_metrics() -> None:

@@ -284,10 +284,10 @@ def metrics_routes(metrics: bool) -> list[Any]:
         return []
     from starlette.routing import Route
 
-    from . import enable_metrics
+    from ._metrics import enable
 
     if settings.metrics is None:  # else: the registry the application chose
-        enable_metrics()
+        enable()
     return [Route("/metrics", _Asgi(metrics_app()), methods=["GET"])]
 
 

@@ -15,7 +15,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BUCKETS", "METRICS", "MetricInfo", "Metrics", "count_decisions", "http_method"]
+from ._state import settings
+
+__all__ = [
+    "BUCKETS",
+    "METRICS",
+    "MetricInfo",
+    "Metrics",
+    "count_decisions",
+    "enable",
+    "http_method",
+]
 
 BUCKETS: tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025)
 BUCKETS += (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -228,8 +238,6 @@ def count_decisions(hit: Callable[..., Any]) -> Callable[..., Any] | None:
 
     A ``RateLimiter`` that starts with metrics on takes it as its ``hit``.
     """
-    from ._state import settings
-
     if settings.metrics is None:
         return None
     counter = settings.metrics["rtkit_ratelimit_decisions_total"]
@@ -241,3 +249,13 @@ def count_decisions(hit: Callable[..., Any]) -> Callable[..., Any] | None:
         return decision
 
     return counted
+
+
+def enable(registry: Any = None) -> Any:
+    """Count in ``registry`` (default: prometheus-client's global one); returns the registry."""
+    import prometheus_client
+
+    registry = registry if registry is not None else prometheus_client.REGISTRY
+    if settings.metrics is None or settings.metrics.registry is not registry:
+        settings.metrics = Metrics(registry)
+    return registry

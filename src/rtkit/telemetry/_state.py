@@ -14,11 +14,7 @@ tracing or metrics are turned on (the ``otel`` extra).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # imported only when turned on
-    from ._metrics import Metrics
-    from ._trace import Tracing
+from typing import Any
 
 __all__ = ["AUTO", "Instruments", "instruments", "settings"]
 
@@ -31,8 +27,8 @@ trace when a global OpenTelemetry tracer provider is configured."""
 class Instruments:
     """What a component uses when telemetry is on (``None`` parts are off)."""
 
-    tracing: Tracing | None
-    metrics: Metrics | None
+    tracing: Any  # a _trace.Tracing (imported only when tracing is on), or None
+    metrics: Any  # a _metrics.Metrics, or None
     ids: bool  # logs carry request and connection ids (JSON logging)
 
 
@@ -41,14 +37,14 @@ class _Settings:
 
     def __init__(self) -> None:
         self.tracer_provider: Any = AUTO  # AUTO, None (off) or a TracerProvider
-        self.metrics: Metrics | None = None
+        self.metrics: Any = None  # a _metrics.Metrics once enabled
         self.ids = False
 
 
 settings = _Settings()
 
 
-def _tracing() -> Tracing | None:
+def _tracing() -> Any:
     provider = settings.tracer_provider
     if provider is None:
         return None
