@@ -71,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         "its payload schema, its acks and errors) as an AsyncAPI 3.0 document.",
     )
     asyncapi.add_argument(
-        "--format", choices=("json", "yaml"), default="json", help="(default: %(default)s)"
+        "--format",
+        choices=("json", "yaml", "typescript"),
+        default="json",
+        help="the document as JSON or YAML, or the events' TypeScript types for "
+        "socket.io-client (default: %(default)s)",
     )
     asyncapi.add_argument(
         "--output", "-o", type=Path, metavar="FILE", help="write to FILE (default: stdout)"
@@ -168,8 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _asyncapi(args: argparse.Namespace) -> int:
     from ._core.asyncapi import dump
     from .realtime._asyncapi import asyncapi_document
+    from .realtime._typescript import typescript_module
 
-    text = dump(asyncapi_document(url=args.server), args.format)
+    if args.format == "typescript":
+        text = typescript_module()
+    else:
+        text = dump(asyncapi_document(url=args.server), args.format)
     if args.output is None:
         sys.stdout.write(text)
     else:

@@ -46,7 +46,7 @@ __all__ = ["CLIENT_EVENTS", "SERVER_EVENTS", "asyncapi_document"]
 
 
 class _Ok(_Wire):
-    ok: Literal[True] = True
+    ok: Literal[True]
 
 
 class EmptyAck(_Ok):
@@ -103,7 +103,7 @@ class ErrorPayload(_Wire):
 class ErrorAck(_Wire):
     """The ack of a refused event."""
 
-    ok: Literal[False] = False
+    ok: Literal[False]
     error: ErrorPayload
 
 
