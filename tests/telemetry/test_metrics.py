@@ -113,7 +113,10 @@ async def test_the_gateway_counts_requests_by_route_cache_and_upstream_errors(
     registry_url = f"memory://{unique_name('registry')}"
     sock = bound_socket()
     service = MicroService(
-        "items", registry=ServiceRegistry.from_url(registry_url), port=sock.getsockname()[1]
+        "items",
+        registry=ServiceRegistry.from_url(registry_url),
+        port=sock.getsockname()[1],
+        metrics=True,
     )
 
     async def item(request: Request) -> Response:
@@ -129,10 +132,11 @@ async def test_the_gateway_counts_requests_by_route_cache_and_upstream_errors(
     )
     await gateway_registry.register("gone", host="127.0.0.1", port=bound_socket().getsockname()[1])
     async with (
-        serving(service, sock),
+        serving(service, sock) as service_url,
         serving(gateway) as url,
         httpx.AsyncClient(base_url=url) as http,
     ):
+        assert (await http.get(f"{service_url}/metrics")).status_code == 200
         for n in (1, 1, 2):
             assert (await http.get(f"/api/items/{n}")).status_code == 200
         assert (await http.get("/api/gone/x")).status_code == 502

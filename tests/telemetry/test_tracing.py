@@ -214,7 +214,11 @@ async def test_retries_and_dead_letters_keep_the_original_context(
         "dead_lettered",
     ]
     assert [p.attributes["rtkit.messaging.attempt"] for p in processes] == [1, 2]
-    assert len({s.context.trace_id for s in spans.get_finished_spans()}) == 1
+    assert len({s.context.trace_id for s in spans.get_finished_spans() if s.parent}) == 1
+    # Taking the dead letter off its queue: a receive span, linked to the dead letter's publish.
+    receive = next(s for s in by_name(spans, "receive jobs.dlq") if s.links)
+    dead_publish = by_name(spans, "publish jobs.dlq")[0]
+    assert receive.links[0].context.span_id == dead_publish.context.span_id
 
 
 async def test_without_tracing_the_headers_travel_unchanged() -> None:

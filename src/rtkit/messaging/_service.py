@@ -333,7 +333,9 @@ class RabbitMQService(Component):
         check_queue(queue)
         if not self._live:
             await self._ready()
-        delivery = await self._backend.get(queue)
+        hooks = self._telemetry  # a receive span when tracing is on
+        get = self._backend.get if hooks is None else hooks.receiving(queue, self._backend.get)
+        delivery = await get(queue)
         if delivery is None:
             return None
         m = delivery.message

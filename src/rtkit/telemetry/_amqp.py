@@ -164,6 +164,32 @@ class MessagingHooks:
                 duration = self.metrics["rtkit_messaging_process_duration_seconds"]
                 duration.labels(queue).observe(time.perf_counter() - started)
 
+    def receiving(
+        self, queue: str, get: Callable[[str], Awaitable[Any]]
+    ) -> Callable[[str], Awaitable[Any]]:
+        """``get``, in a ``receive <queue>`` CLIENT span linked to the message's context."""
+        tracing = self.tracing
+        if tracing is None:
+            return get
+
+        async def receive(name: str) -> Any:
+            attributes = {
+                "messaging.system": self.system,
+                "messaging.destination.name": queue,
+                "messaging.operation.type": "receive",
+                "messaging.operation.name": "get",
+            }
+            with tracing.span(f"receive {queue}", "client", attributes) as span:
+                delivery = await get(name)
+                if delivery is not None:
+                    span.set_attribute("messaging.message.id", delivery.message.message_id)
+                    context = _text_headers(delivery.message.headers).get("traceparent", "")
+                    if 0 < len(context) <= 128:
+                        tracing.link(span, context)
+                return delivery
+
+        return receive
+
     def outcome(self, queue: str, outcome: str, reason: str | None = None) -> None:
         """A delivery of ``queue`` was settled: count it, and say so on its span."""
         metrics = self.metrics

@@ -110,6 +110,13 @@ class Tracing:
         span.set_status(Status(StatusCode.ERROR, description))
 
     @staticmethod
+    def link(span: Any, traceparent: str) -> None:
+        """Link ``span`` to the context of ``traceparent`` (a message it received)."""
+        link = _link(traceparent)
+        if link is not None:
+            span.add_link(link.context)
+
+    @staticmethod
     def current_span() -> Any:
         """The current span (a non-recording one when there is none)."""
         return trace.get_current_span()
