@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
+import pytest
 import yaml
 
 from rtkit._core.asyncapi import to_yaml
@@ -70,6 +71,7 @@ async def _topology() -> dict[str, Any]:
         return dict(mq.asyncapi(host="rabbitmq.internal:5672"))
 
 
+@pytest.mark.node
 async def test_the_documents_are_valid_asyncapi_3(tmp_path: Path) -> None:
     realtime = asyncapi_document()
     topology = await _topology()

@@ -2,12 +2,14 @@
 
 ``rtkit asyncapi --format typescript`` writes one module: an interface per payload
 and ack, and socket.io-client's two event maps, so that a TypeScript client checks
-every emit, ack and handler against the server's models::
+every emit, ack and handler against the server's models:
 
-    import { io, Socket } from "socket.io-client";
-    import type { ClientToServerEvents, ServerToClientEvents } from "./rtkit-chat";
+```ts
+import { io, Socket } from "socket.io-client";
+import type { ClientToServerEvents, ServerToClientEvents } from "./rtkit-chat";
 
-    const socket: Socket<ServerToClientEvents, ClientToServerEvents> = io(url, { auth });
+const socket: Socket<ServerToClientEvents, ClientToServerEvents> = io(url, { auth });
+```
 """
 
 from __future__ import annotations
