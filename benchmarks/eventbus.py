@@ -17,7 +17,13 @@ the harness waits, outside the timed window, until that subscriber got every mes
 so neither side leaves a backlog for the other's slice, and checks that nothing was lost.
 
     python benchmarks/eventbus.py [--quick] [--rounds N] [--slice-ms MS] [--redis URL]
-        [--no-redis] [--write-docs]
+        [--no-redis] [--write-docs] [--baseline REF]
+
+``--baseline REF`` also runs the in-process cases against rtkit as it was at git commit
+REF (its ``src/rtkit``, imported as another package), interleaved with this tree's: the
+ratio per round is what a change costs or gains (the telemetry overhead figure of the
+observability guide comes from ``--baseline`` at the commit before telemetry, no tracer
+provider configured).
 
 Needs the ``bench`` extra (pyee, blinker).
 """
@@ -25,10 +31,16 @@ Needs the ``bench`` extra (pyee, blinker).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import io
 import json
+import subprocess
 import sys
+import tarfile
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import _harness as h
@@ -41,8 +53,27 @@ from rtkit import Event, EventBus
 # --------------------------------------------------------------------------- in process
 
 
-async def rtkit_batch(handlers: int) -> tuple[EventBus, h.Batch]:
-    bus = EventBus()
+def load_baseline(ref: str) -> Any:
+    """rtkit as it was at git ``ref``, imported as the package ``rtkit_baseline``."""
+    archive = subprocess.run(
+        ["git", "-C", str(h.ROOT), "archive", ref, "src/rtkit"], capture_output=True, check=True
+    ).stdout
+    target = Path(tempfile.mkdtemp(prefix="rtkit-baseline-"))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+    package = target / "src" / "rtkit"
+    spec = importlib.util.spec_from_file_location(
+        "rtkit_baseline", package / "__init__.py", submodule_search_locations=[str(package)]
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["rtkit_baseline"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+async def rtkit_batch(handlers: int, bus_class: Any = EventBus) -> tuple[EventBus, h.Batch]:
+    bus = bus_class()
     count = 0
 
     for _ in range(handlers):
@@ -114,16 +145,29 @@ def pyee_batch(handlers: int) -> h.Batch:
     return batch
 
 
-async def in_process(run: h.Run, rounds: int, slice_ms: float) -> None:
+async def in_process(
+    run: h.Run, rounds: int, slice_ms: float, baseline: tuple[str, Any] | None = None
+) -> None:
     for handlers in (1, 10):
         bus, ours = await rtkit_batch(handlers)
         keep, blink = blinker_batch(handlers)
-        figures = await h.alternate(
-            {"rtkit": ours, "blinker": blink, "pyee": pyee_batch(handlers)},
-            rounds=rounds,
-            slice_ms=slice_ms,
-        )
+        batches = {"rtkit": ours, "blinker": blink, "pyee": pyee_batch(handlers)}
+        peers = ["blinker", "pyee"]
+        labels = {
+            "rtkit": "rtkit EventBus() (memory)",
+            "blinker": "blinker send_async",
+            "pyee": "pyee AsyncIOEventEmitter",
+        }
+        old_bus = None
+        if baseline is not None:
+            ref, module = baseline
+            old_bus, old = await rtkit_batch(handlers, module.EventBus)
+            batches, peers = {"rtkit": ours, "baseline": old}, ["baseline"]
+            labels["baseline"] = f"rtkit EventBus() at {ref}"
+        figures = await h.alternate(batches, rounds=rounds, slice_ms=slice_ms)
         await bus.close()
+        if old_bus is not None:
+            await old_bus.close()
         del keep
         case = f"in process, {handlers} async handler{'s' if handlers > 1 else ''}"
         run.add(
@@ -131,14 +175,10 @@ async def in_process(run: h.Run, rounds: int, slice_ms: float) -> None:
                 case,
                 figures,
                 "rtkit",
-                ["blinker", "pyee"],
+                peers,
                 unit="events/s",
                 goals={"blinker": "≥ 1.1x"} if handlers == 1 else None,
-                labels={
-                    "rtkit": "rtkit EventBus() (memory)",
-                    "blinker": "blinker send_async",
-                    "pyee": "pyee AsyncIOEventEmitter",
-                },
+                labels=labels,
             )
         )
 
@@ -325,10 +365,15 @@ async def main() -> None:
     parser = h.arguments(__doc__, rounds=30)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--no-redis", action="store_true")
+    parser.add_argument("--baseline", metavar="REF", help="compare with rtkit at git REF")
     args = parser.parse_args()
     rounds = h.rounds_of(args)
     run = h.Run("eventbus", args, ["blinker", "pyee"])
-    await in_process(run, rounds, args.slice_ms)
+    baseline = None if args.baseline is None else (args.baseline, load_baseline(args.baseline))
+    await in_process(run, rounds, args.slice_ms, baseline)
+    if baseline is not None:  # a comparison of two trees: nothing else, no docs
+        run.finish(None)
+        return
     if not args.no_redis:
         await redis_cases(run, args.redis, rounds, args.slice_ms)
     run.finish("eventbus.md")

@@ -1,9 +1,10 @@
-"""The ``rtkit`` command: ``rtkit serve`` runs the chat server, ``rtkit token`` signs a token.
+"""The ``rtkit`` command: ``rtkit serve`` runs the chat server, ``rtkit token`` signs a token,
+``rtkit asyncapi`` writes the realtime protocol as an AsyncAPI document.
 
-The parser needs nothing beyond rtkit itself, so ``rtkit --version`` and
-``rtkit --help`` work everywhere; the commands need the ``realtime`` extra
-(``pip install 'rtkit[realtime]'``) and say so when it is missing. See the
-realtime guide.
+The parser needs nothing beyond rtkit itself, so ``rtkit --version``, ``rtkit
+--help`` and ``rtkit asyncapi`` work everywhere; ``serve`` and ``token`` need the
+``realtime`` extra (``pip install 'rtkit[realtime]'``) and say so when it is
+missing. See the realtime and observability guides.
 """
 
 from __future__ import annotations
@@ -11,18 +12,22 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 from ._core.leases import DEFAULT_TTL
 from ._core.urls import DEFAULT_PREFIX
 
-__all__ = ["LOG_LEVELS", "SECRET_ENV", "build_parser", "main"]
+__all__ = ["LOG_FORMATS", "LOG_LEVELS", "SECRET_ENV", "build_parser", "main"]
 
 SECRET_ENV = "RTKIT_SECRET"
 """The environment variable holding the JWT secret (never a command-line argument)."""
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 """uvicorn's log levels."""
+
+LOG_FORMATS = ("text", "json")
+"""``text`` lines, or one JSON object per line (with request, connection and trace ids)."""
 
 
 def _port(text: str) -> int:
@@ -58,6 +63,28 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--name", help="display name (default: the user id)")
     token.add_argument(
         "--ttl", type=_seconds, default=3600.0, help="lifetime in seconds (default: %(default)s)"
+    )
+    asyncapi = commands.add_parser(
+        "asyncapi",
+        help="write the realtime protocol as an AsyncAPI 3.0 document",
+        description="Write the Socket.IO protocol of the chat server (every event both ways, "
+        "its payload schema, its acks and errors) as an AsyncAPI 3.0 document.",
+    )
+    asyncapi.add_argument(
+        "--format",
+        choices=("json", "yaml", "typescript"),
+        default="json",
+        help="the document as JSON or YAML, or the events' TypeScript types for "
+        "socket.io-client (default: %(default)s)",
+    )
+    asyncapi.add_argument(
+        "--output", "-o", type=Path, metavar="FILE", help="write to FILE (default: stdout)"
+    )
+    asyncapi.add_argument(
+        "--server",
+        default="localhost:8000",
+        metavar="HOST:PORT",
+        help="the server the document names (default: %(default)s)",
     )
     return parser
 
@@ -118,11 +145,26 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=LOG_LEVELS,
         help="uvicorn's log level (default: %(default)s)",
     )
+    add(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="text lines, or one JSON object per line with the request or connection id "
+        "and, when tracing is on, the trace ids (default: %(default)s)",
+    )
+    add(
+        "--metrics",
+        action="store_true",
+        help="count rtkit's Prometheus metrics and serve them at GET /metrics "
+        "(needs the otel extra)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``rtkit`` command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "asyncapi":
+        return _asyncapi(args)
     try:
         from .realtime._cli import run
     except ImportError as exc:
@@ -132,6 +174,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     return run(args, secret_env=SECRET_ENV)
+
+
+def _asyncapi(args: argparse.Namespace) -> int:
+    from ._core.asyncapi import dump
+    from .realtime._asyncapi import asyncapi_document
+    from .realtime._typescript import typescript_module
+
+    if args.format == "typescript":
+        text = typescript_module()
+    else:
+        text = dump(asyncapi_document(url=args.server), args.format)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, "utf-8")
+    return 0
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from .._core.component import Component
 from .._core.topic import TopicPattern
 from .._core.validate import check_int
 from ..errors import ConfigurationError, PayloadTooLarge, ValidationError
+from ..telemetry._bus import BusHooks, instrument_bus
 from ._events import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     Event,
@@ -220,11 +221,16 @@ class EventBus(Component):
         self._received = 0
         self._delivered = 0
         self._errors = 0
+        self._hooks: BusHooks | None = None
 
     # ------------------------------------------------------------------ life cycle
 
     async def _start(self) -> None:
         """Connect, and begin receiving events if the bus has subscriptions."""
+        self._hooks = instrument_bus(self)
+        if self._hooks is not None:  # telemetry on: the instrumented paths (rtkit.telemetry)
+            self._hub, self._receiver = None, self._hooks.deliver
+            self.publish = self._hooks.publish  # type: ignore[method-assign]
         receive = self._wants_events()
         self._tell_interest()
         await self._backend.start(
@@ -406,6 +412,8 @@ class EventBus(Component):
         """
         if not self._live:
             await self._ready()
+            if self._hooks is not None:  # started just now, with telemetry on
+                return await self._hooks.publish(event_name, data)
         subscriptions = self._routes.get(event_name)
         if subscriptions is None:  # a name seen before was valid
             check_event_name(event_name)
@@ -457,8 +465,11 @@ class EventBus(Component):
             routes[name] = found
         return found
 
-    async def _deliver(self, name: str, event_id: str, timestamp: float, data: Any) -> None:
-        """Run every matching handler of this bus for one received event."""
+    async def _deliver(
+        self, name: str, event_id: str, timestamp: float, data: Any, trace: Any = None
+    ) -> None:
+        """Run every matching handler of this bus for one received event (``trace``: unused
+        here, the instrumented delivery of ``rtkit.telemetry`` reads it)."""
         subscriptions = self._routes.get(name)
         if subscriptions is None:
             subscriptions = self._route(name)
@@ -479,8 +490,8 @@ class EventBus(Component):
             else:
                 await self._deliver_one(subscription, event)
 
-    async def _deliver_one(self, subscription: Subscription, event: Event[Any]) -> None:
-        """The general case: once-subscriptions, models, sync handlers."""
+    async def _deliver_one(self, subscription: Subscription, event: Event[Any]) -> bool:
+        """The general case: once-subscriptions, models, sync handlers (True: delivered)."""
         if subscription.once:
             self._remove(subscription)
         delivered = event
@@ -492,7 +503,7 @@ class EventBus(Component):
                     f"event {event.name!r} does not fit the subscriber's model: {describe(exc)}"
                 )
                 await self._report(DeliveryFailure(error, event, subscription))
-                return
+                return False
             delivered = Event(event.name, parsed, event.id, event.timestamp)
         try:
             if subscription._is_coroutine:
@@ -503,8 +514,9 @@ class EventBus(Component):
                     await result
         except Exception as exc:
             await self._report(DeliveryFailure(exc, event, subscription))
-        else:
-            self._delivered += 1
+            return False
+        self._delivered += 1
+        return True
 
     async def _report_undecodable(self, error: Exception) -> None:
         """A message on the channel that the backend could not decode."""

@@ -2,6 +2,9 @@
 
 ``{"id": "<uuid7>", "name": "order.created", "ts": 1700000000.5, "data": {...}}``
 
+With tracing on, the publisher adds ``"trace": {"traceparent": ..., "tracestate": ...}``
+(W3C trace context, see ``rtkit.telemetry``); readers that do not know it ignore it.
+
 Any program can publish events to an rtkit bus on Redis this way; a message
 that does not parse goes to the bus's ``on_error`` hook.
 """
@@ -14,6 +17,7 @@ import pydantic
 import pydantic_core
 
 from ..errors import ValidationError
+from ..telemetry._bus import OUTGOING
 from ._events import MAX_EVENT_NAME
 
 __all__ = [
@@ -34,10 +38,15 @@ class EventEnvelope(pydantic.BaseModel):
     name: str = pydantic.Field(min_length=1, max_length=MAX_EVENT_NAME)
     ts: float
     data: Any = None
+    trace: Any = None  # the publisher's trace context, checked where it is used
 
 
 def encode_envelope(name: str, event_id: str, timestamp: float, data: bytes) -> bytes:
-    """The wire form of an event whose ``data`` is already JSON-encoded."""
+    """The wire form of an event whose ``data`` is already JSON-encoded.
+
+    Inside an instrumented publish (tracing on), the publisher's trace context goes along.
+    """
+    trace = OUTGOING.get()
     return b"".join(
         (
             b'{"id":',
@@ -46,6 +55,7 @@ def encode_envelope(name: str, event_id: str, timestamp: float, data: bytes) -> 
             pydantic_core.to_json(name),
             b',"ts":',
             repr(float(timestamp)).encode(),
+            b"" if trace is None else b',"trace":' + pydantic_core.to_json(trace),
             b',"data":',
             data,
             b"}",

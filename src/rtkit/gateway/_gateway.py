@@ -23,6 +23,8 @@ from ..errors import ConfigurationError, MalformedRequest, NotFound, RateLimited
 from ..http import BodyLimitMiddleware, error_response, exception_handlers, lifespan
 from ..ratelimit import Limit, RateLimiter
 from ..registry import ServiceRegistry
+from ..telemetry import HttpTelemetry
+from ..telemetry._http import metrics_routes
 from ._cache import (
     CREDENTIAL_HEADERS,
     CachedResponse,
@@ -164,6 +166,10 @@ class ApiGateway(Component):
         clock: Where the age of cached responses is read from, and the time of
             the registry and limiter the gateway makes itself (tests inject a
             [`ManualClock`][rtkit.ManualClock]; give the cache the same one).
+        metrics: Count rtkit's metrics
+            ([`enable_metrics`][rtkit.telemetry.enable_metrics]) and serve them at
+            ``GET /metrics`` (to every client that reaches the gateway: restrict
+            the path in front of it). Needs the ``otel`` extra.
 
     Raises:
         rtkit.errors.ConfigurationError: A bad route, limit or setting.
@@ -190,6 +196,7 @@ class ApiGateway(Component):
         retries: int = 1,
         discovery_ttl: float = 1.0,
         clock: Clock | None = None,
+        metrics: bool = False,
     ) -> None:
         self._clock: Clock = clock or SystemClock()
         self.routes = check_routes(routes or {})
@@ -217,10 +224,14 @@ class ApiGateway(Component):
             routes=[
                 StarletteRoute("/health", self._health, methods=["GET"]),
                 StarletteRoute("/services", self._services, methods=["GET"]),
+                *metrics_routes(metrics),
                 StarletteRoute("/{path:path}", AnyMethod(self._proxy)),
             ],
             exception_handlers=exception_handlers(),
-            middleware=[Middleware(BodyLimitMiddleware, max_body_size=max_body_size)],
+            middleware=[
+                Middleware(HttpTelemetry, app_name="gateway"),  # spans, access log, metrics
+                Middleware(BodyLimitMiddleware, max_body_size=max_body_size),
+            ],
             lifespan=lifespan(self),
         )
 
@@ -283,6 +294,9 @@ class ApiGateway(Component):
             log.warning("refused %s request: %s", request.method, exc)
             return error_response(exc)
         matched = match_route(self.routes, path)
+        request.scope["rtkit.route"] = next(  # the route prefix: the metrics' label
+            (p for p, r in self.routes if matched and r is matched[0]), "none"
+        )
         if matched is None:
             raise NotFound(f"no route for {path}")
         route, upstream_path = matched

@@ -24,6 +24,7 @@ from ..errors import (
     ValidationError,
 )
 from ..registry import ServiceInstance, ServiceRegistry, Strategy
+from ..telemetry._http import upstream_hooks
 from ._paths import has_dot_segments, normalize_path, within
 
 __all__ = [
@@ -285,6 +286,7 @@ class Upstream:
         self.retries = retries
         self.discovery_ttl = discovery_ttl
         self._discovered: dict[str, tuple[float, list[ServiceInstance]]] = {}
+        self.hooks = upstream_hooks()  # spans and metrics per exchange when telemetry is on
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(
@@ -330,8 +332,9 @@ class Upstream:
             upstream = self.client.build_request(request.method, url, headers=headers, content=body)
             try:
                 with self.registry.track(instance):
-                    async with asyncio.timeout(self.timeout):
-                        return await self._exchange(upstream)
+                    if self.hooks is not None:
+                        return await self.hooks.exchange(route.service, upstream, self._in_time)
+                    return await self._in_time(upstream)
             except (TimeoutError, httpx.TimeoutException) as exc:
                 if isinstance(exc, httpx.ConnectTimeout):
                     continue
@@ -364,6 +367,10 @@ class Upstream:
         if instances and not candidates:
             return None
         return self.registry.pick(route.service, candidates, route.strategy)
+
+    async def _in_time(self, upstream: httpx.Request) -> Exchange:
+        async with asyncio.timeout(self.timeout):
+            return await self._exchange(upstream)
 
     async def _exchange(self, upstream: httpx.Request) -> Exchange:
         response = await self.client.send(upstream, stream=True)

@@ -37,6 +37,7 @@ log = logging.getLogger("rtkit.messaging")
 MAX_PREFETCH = 65_535
 
 _REJECTED: Any = object()  # what _decode returns for a body it dead-lettered
+_COUNTERS = {"duplicate": "duplicates", "internal_error": "internal_errors"}
 
 
 def _accepts_envelope(handler: Handler) -> bool:
@@ -152,6 +153,7 @@ class ConsumerHandle:
             self._broker_consumer = await self._service.backend.consume(
                 self.queue, self._on_delivery, prefetch=prefetch
             )
+            self._service._consumed[self.queue] = self._adapter  # for asyncapi()
         except BaseException:
             self._unregister()
             raise
@@ -194,6 +196,21 @@ class ConsumerHandle:
     # -- the delivery pipeline ---------------------------------------------------
 
     async def _on_delivery(self, delivery: Delivery) -> None:
+        hooks = self._service._telemetry
+        if hooks is None:
+            await self._deliver(delivery)
+        else:  # telemetry on: a CONSUMER span and metrics (rtkit.telemetry)
+            await hooks.process(self.queue, delivery, self._deliver)
+
+    def _count(self, outcome: str, reason: str | None = None) -> None:
+        """A delivery was settled with ``outcome`` (a counter's name): count it."""
+        counter = _COUNTERS.get(outcome, outcome)
+        setattr(self, counter, getattr(self, counter) + 1)
+        hooks = self._service._telemetry
+        if hooks is not None:
+            hooks.outcome(self.queue, outcome, reason)
+
+    async def _deliver(self, delivery: Delivery) -> None:
         if self._stopping:
             await delivery.nack(requeue=True)
             return
@@ -212,7 +229,7 @@ class ConsumerHandle:
                 self._in_flight.discard(task)
 
     async def _internal_error(self, delivery: _Settled, exc: Exception) -> None:
-        self.internal_errors += 1
+        self._count("internal_error", type(exc).__qualname__)
         log.error(
             "rtkit failed on message %r from %s",
             delivery.message.message_id,
@@ -225,7 +242,7 @@ class ConsumerHandle:
             await self._dead_letter(delivery, "internal_error", type(exc).__qualname__, str(exc), 0)
         except Exception:
             log.exception("could not dead-letter %r: rejecting it", delivery.message.message_id)
-            self.dropped += 1
+            self._count("dropped", "internal_error")
             await delivery.nack(requeue=False)
 
     async def _process(self, delivery: Delivery) -> None:
@@ -279,7 +296,7 @@ class ConsumerHandle:
             log.warning("the dedup store failed (%s): requeueing %r", exc, key)
             state = "busy"
         if state == "done":
-            self.duplicates += 1
+            self._count("duplicate")
             await delivery.ack()
             return False
         if state == "busy":
@@ -302,7 +319,7 @@ class ConsumerHandle:
                 log.warning("could not mark %r done: %s", key, exc)
         if msg.reply_to:
             await self._reply(msg, result, error=None)
-        self.handled += 1
+        self._count("handled")
         await delivery.ack()
 
     async def _decode(self, delivery: Delivery, attempt: int) -> Any:
@@ -387,7 +404,7 @@ class ConsumerHandle:
             headers["x-retry-count"] = attempt
             headers["x-last-error"] = text(f"{type(exc).__name__}: {exc}")
             again = dataclasses.replace(msg, headers=headers)
-            await service.backend.publish("", tier, again, mandatory=True)
+            await service._publish("", tier, again, mandatory=True)
         except ValidationError:
             raise  # the same publish would fail again: dead-lettered as internal_error
         except RtkitError as publish_error:
@@ -399,7 +416,7 @@ class ConsumerHandle:
             )
             await delivery.nack(requeue=True)
             return
-        self.retried += 1
+        self._count("retried", type(exc).__qualname__)
         await delivery.ack()
 
     async def _dead_letter(
@@ -424,12 +441,12 @@ class ConsumerHandle:
             "x-attempts": attempts,
         }
         if route is not None and await self._publish_dead(delivery, route, why):
-            self.dead_lettered += 1
+            self._count("dead_lettered", reason)
             await delivery.ack()
             return
         if route is None:
             log.warning("%s has no dead-letter queue: dropping %r", self.queue, msg.message_id)
-        self.dropped += 1
+        self._count("dropped", reason)
         await delivery.nack(requeue=False)
 
     async def _publish_dead(
@@ -445,7 +462,7 @@ class ConsumerHandle:
         dead = dataclasses.replace(msg, headers=headers, correlation_id=None, reply_to=None)
         exchange, routing_key = route
         try:
-            await self._service.backend.publish(exchange, routing_key, dead, mandatory=True)
+            await self._service._publish(exchange, routing_key, dead, mandatory=True)
         except RtkitError as exc:
             log.warning(
                 "cannot dead-letter %r to %r (%s): rejecting it", msg.message_id, routing_key, exc

@@ -88,7 +88,7 @@ class MessageProducer(ServiceClient):
         if delay:
             target = await service.delay_queue(queue, delay)
         async with self._window:
-            await service.backend.publish("", target, msg, mandatory=True)
+            await service._publish("", target, msg, mandatory=True)
         return msg.message_id
 
     async def publish(
@@ -114,7 +114,7 @@ class MessageProducer(ServiceClient):
             service.encode(message), headers=headers, message_id=message_id, persistent=persistent
         )
         async with self._window:
-            await service.backend.publish(exchange, routing_key, msg, mandatory=False)
+            await service._publish(exchange, routing_key, msg, mandatory=False)
         return msg.message_id
 
     async def send_many(self, queue: str, messages: Iterable[Any]) -> list[str]:

@@ -13,6 +13,7 @@ from .._core.ids import new_id
 from .._core.lifecycle import DEFAULT_CLOSE_TIMEOUT
 from .._core.validate import check_id, check_int, check_seconds
 from ..errors import ConfigurationError, NotFound, ValidationError
+from ..telemetry._amqp import MessagingHooks, instrument_messaging
 from ._headers import check_headers
 from ._models import ExchangeKind, ReceivedMessage
 from ._retry import delay_tier_ms
@@ -96,8 +97,13 @@ class RabbitMQService(Component):
         self.clock: Clock = clock or SystemClock()
         self._backend: BrokerBackend = backend if backend is not None else MemoryBrokerBackend()
         self._queues: dict[str, _QueueInfo] = {}
+        # What asyncapi() describes: exchanges, bindings, consumed queues and their models.
+        self._exchanges: dict[str, tuple[ExchangeKind, bool]] = {}
+        self._bindings: dict[tuple[str, str, str], None] = {}
+        self._consumed: dict[str, Any] = {}
         self._tiers: set[str] = set()
         self._stoppers: set[Stopper] = set()
+        self._telemetry: MessagingHooks | None = None
 
     @property
     def backend(self) -> BrokerBackend:
@@ -105,7 +111,21 @@ class RabbitMQService(Component):
         return self._backend
 
     async def _start(self) -> None:
+        self._telemetry = instrument_messaging(self._backend)
         await self._backend.connect()
+
+    async def _publish(
+        self, exchange: str, routing_key: str, message: OutgoingMessage, *, mandatory: bool
+    ) -> None:
+        """Publish through the backend: what producers and consumers call (traced and
+        counted when telemetry is on, see ``rtkit.telemetry``)."""
+        hooks = self._telemetry
+        if hooks is None:
+            await self._backend.publish(exchange, routing_key, message, mandatory=mandatory)
+        else:
+            await hooks.publish(
+                self._backend.publish, exchange, routing_key, message, mandatory=mandatory
+            )
 
     async def _close(self) -> None:
         """Stop every consumer gracefully, then close the connection.
@@ -252,6 +272,7 @@ class RabbitMQService(Component):
         if not self._live:
             await self._ready()
         await self._backend.declare_exchange(name, kind, durable=durable, passive=not declare)
+        self._exchanges[name] = (kind, durable)
 
     async def bind(self, queue: str, exchange: str, pattern: str = "") -> None:
         """Route messages published to ``exchange`` with a matching key into ``queue``.
@@ -267,6 +288,19 @@ class RabbitMQService(Component):
         if not self._live:
             await self._ready()
         await self._backend.bind(queue, exchange, pattern)
+        self._bindings[(queue, exchange, pattern)] = None
+
+    def asyncapi(self, *, host: str = "localhost:5672", title: str = "rtkit messaging") -> Any:
+        """This service's topology as an AsyncAPI 3.0 document (JSON data).
+
+        The queues it declared (with their dead-letter queues and delay tiers), the
+        exchanges it declared and the bindings it made, and for each queue consumed
+        through it the message schema of the consumer's ``model`` (any JSON without
+        one). ``host`` names the broker in the document (never a URL with credentials).
+        """
+        from ._asyncapi import topology_document
+
+        return topology_document(self, host=host, title=title)
 
     async def delete_queue(self, name: str) -> None:
         """Delete a queue, its rtkit dead-letter queue and its delay tier queues."""
@@ -299,7 +333,9 @@ class RabbitMQService(Component):
         check_queue(queue)
         if not self._live:
             await self._ready()
-        delivery = await self._backend.get(queue)
+        hooks = self._telemetry  # a receive span when tracing is on
+        get = self._backend.get if hooks is None else hooks.receiving(queue, self._backend.get)
+        delivery = await get(queue)
         if delivery is None:
             return None
         m = delivery.message

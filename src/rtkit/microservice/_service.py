@@ -25,6 +25,8 @@ from .._core.validate import check_host, check_name
 from ..errors import ConfigurationError, MalformedJson, ValidationError
 from ..http import BodyLimitMiddleware, exception_handlers, lifespan
 from ..registry import ServiceRegistry
+from ..telemetry import HttpTelemetry
+from ..telemetry._http import metrics_routes
 
 __all__ = ["DEFAULT_MAX_BODY", "MicroService", "serve"]
 
@@ -115,6 +117,9 @@ class MicroService(Component):
         ttl: Registration time-to-live in seconds (heartbeat every ``ttl / 3``).
         routes: Extra Starlette routes.
         max_body_size: Larger request bodies are answered with 413.
+        metrics: Count rtkit's metrics
+            ([`enable_metrics`][rtkit.telemetry.enable_metrics]) and serve them at
+            ``GET /metrics``. Needs the ``otel`` extra.
 
     Raises:
         rtkit.errors.ConfigurationError: A bad service name or ``advertise_host``.
@@ -135,6 +140,7 @@ class MicroService(Component):
         ttl: float = 30.0,
         routes: Sequence[BaseRoute] = (),
         max_body_size: int = DEFAULT_MAX_BODY,
+        metrics: bool = False,
     ) -> None:
         name = name or getattr(type(self), "name", None) or kebab(type(self).__name__)
         self.name = check_name(name, "service name", error=ConfigurationError)
@@ -152,10 +158,17 @@ class MicroService(Component):
         self.instance_id: str | None = None
         self._socket: socket.socket | None = None
         self.app = Starlette(
-            routes=[Route("/health", self._health, methods=["GET"]), *routes],
+            routes=[
+                Route("/health", self._health, methods=["GET"]),
+                *metrics_routes(metrics),
+                *routes,
+            ],
             exception_handlers=exception_handlers(),
             lifespan=lifespan(self),
-            middleware=[Middleware(BodyLimitMiddleware, max_body_size=max_body_size)],
+            middleware=[
+                Middleware(HttpTelemetry, app_name=self.name),  # spans, access log, metrics
+                Middleware(BodyLimitMiddleware, max_body_size=max_body_size),
+            ],
         )
 
     @classmethod

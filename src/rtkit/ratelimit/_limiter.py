@@ -16,6 +16,7 @@ from .._core.clock import Clock, SystemClock
 from .._core.component import Component
 from .._core.validate import check_int, check_key, check_seconds
 from ..errors import BackendUnavailable, ConfigurationError, ValidationError
+from ..telemetry._metrics import count_decisions
 from ._algorithms import most_restrictive
 from ._limits import US, Decision, Limit, Outcome, parse
 from .backends.base import RateLimitBackend
@@ -101,6 +102,9 @@ class RateLimiter(Component):
 
     async def _start(self) -> None:
         """Connect and prepare the backend (if it is unreachable, the policy applies)."""
+        counted = count_decisions(self.hit)
+        if counted is not None:  # metrics on: decisions are counted (rtkit.telemetry)
+            self.hit = counted  # type: ignore[method-assign]
         try:
             await self._backend.start()
         except BackendUnavailable as exc:

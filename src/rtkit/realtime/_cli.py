@@ -5,6 +5,7 @@ export RTKIT_SECRET=$(python -c 'import secrets; print(secrets.token_urlsafe(32)
 rtkit serve --port 8000 --redis redis://127.0.0.1:6379/0   # one of several instances
 rtkit token 42 --name ada --ttl 3600                        # a token for user 42
 rtkit serve --demo                                          # anyone may log in by name
+rtkit serve --metrics --log-format json                     # GET /metrics, JSON log lines
 ```
 
 The JWT secret comes from the ``RTKIT_SECRET`` environment variable (never from
@@ -21,6 +22,7 @@ import sys
 from typing import Any
 
 from ..errors import RtkitError
+from ..telemetry import HttpTelemetry, configure_logging, enable_metrics, with_metrics
 from ._auth import MIN_SECRET_BYTES, issue_token
 from ._server import RealtimeServer
 
@@ -53,6 +55,8 @@ def _serve(args: argparse.Namespace, secret_env: str) -> int:
             secret_env,
         )
         return 2
+    if args.metrics:
+        enable_metrics()  # before the server starts: its parts count from the start
     options: dict[str, Any] = {}
     for option in ("client_js_url", "client_js_integrity"):
         if getattr(args, option, None) is not None:
@@ -78,7 +82,19 @@ def _serve(args: argparse.Namespace, secret_env: str) -> int:
             args.host,
             args.port,
         )
-    uvicorn.run(server, host=args.host, port=args.port, log_level=args.log_level)
+    # One access line per HTTP request (rtkit.access), a span when tracing is on; the
+    # Socket.IO transport's own requests are left out.
+    app: Any = HttpTelemetry(server, app_name="realtime", skip=("/socket.io/",))
+    if args.metrics:
+        app = with_metrics(app)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        log_config=None if args.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+    )
     return 0
 
 
@@ -96,7 +112,10 @@ def run(args: argparse.Namespace, *, secret_env: str) -> int:
 
     ``secret_env`` names the environment variable that holds the JWT secret.
     """
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "log_format", "text") == "json":
+        configure_logging("json")
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         command = _serve if args.command == "serve" else _token
         return command(args, secret_env)

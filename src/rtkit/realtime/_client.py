@@ -42,6 +42,7 @@ from ..errors import (
     TokenExpired,
     error_from_payload,
 )
+from ..telemetry._socketio import ClientHooks, instrument_chat_client
 from ._protocol import (
     ChatMessage,
     ErrorInfo,
@@ -119,6 +120,7 @@ class ChatClient(AsyncResource):
         self._connected_once = False
         self._connect_error: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._telemetry: ClientHooks | None = None
         for event in _EVENT_MODELS:
             self.sio.on(event, self._dispatcher(event))
         self.sio.on("connect", self._on_connect)
@@ -223,6 +225,9 @@ class ChatClient(AsyncResource):
         self._cancel_tasks()
         await self.sio.disconnect()
 
+    async def _start(self) -> None:
+        self._telemetry = instrument_chat_client()  # tracing on: requests carry their context
+
     async def _close(self) -> None:
         """Disconnect, and stop reconnecting, for good."""
         self._cancel_tasks()
@@ -279,7 +284,10 @@ class ChatClient(AsyncResource):
     async def _call(self, event: str, data: Any) -> dict[str, Any]:
         await self._ready()
         try:
-            reply = await self.sio.call(event, data, timeout=self.timeout)
+            if self._telemetry is None:
+                reply = await self.sio.call(event, data, timeout=self.timeout)
+            else:
+                reply = await self._telemetry.call(self.sio, event, data, self.timeout)
         except socketio.exceptions.TimeoutError as exc:
             raise BackendUnavailable(f"no answer to {event} within {self.timeout} s") from exc
         except socketio.exceptions.BadNamespaceError as exc:

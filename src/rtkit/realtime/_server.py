@@ -31,6 +31,7 @@ from ..http import lifespan
 from ..presence import PresenceStore
 from ..ratelimit import RateLimiter
 from ..rooms import RoomManager
+from ..telemetry._socketio import ServerHooks, instrument_socketio, observed
 from ._auth import Identity, TokenVerifier, issue_token
 from ._chat import AuthorizeJoin, ChatLimits, ChatService, Emit, Outcome, room_channel
 from ._page import ChatPage
@@ -242,6 +243,7 @@ class RealtimeServer(Component):
             "rtkit-upload-janitor",
         )
         self._expirer = Janitor(self.expire_sessions, _EXPIRY_CHECK, "rtkit-session-expiry")
+        self._telemetry: ServerHooks | None = None
         self.sio = self._socketio(client_manager, cors_allowed_origins)
         routes = ChatRoutes(
             chat=self.chat,
@@ -353,6 +355,7 @@ class RealtimeServer(Component):
         await self.presence.start()
         await self.rooms.start()
         await self.limiter.start()
+        self._telemetry = instrument_socketio(self)
         initialize_manager(self.sio)
         self._sweeper.start()
         self._expirer.start()
@@ -514,7 +517,7 @@ class RealtimeServer(Component):
                 return await self._fail(sid, event, error, wanted)
             return {"ok": True, **outcome.ack}
 
-        return on_event
+        return observed(self, event, on_event)  # a span and metrics when telemetry is on
 
     async def _unknown(self, event: Any, sid: str, *args: Any) -> Any:
         """An event no handler knows: counted against ``other_rate``, refused."""
@@ -540,6 +543,8 @@ class RealtimeServer(Component):
     async def _fail(
         self, sid: str, event: str, exc: RtkitError, ack_wanted: bool
     ) -> dict[str, Any] | None:
+        if self._telemetry is not None:
+            self._telemetry.failed(exc.code)
         if ack_wanted:
             return socket_error(exc)
         await self.sio.emit("error", socket_error(exc, event=event), to=sid)

@@ -13,9 +13,16 @@ from typing import Any, Protocol
 
 __all__ = ["Deliver", "EventBusBackend", "Report", "Wants"]
 
-Deliver = Callable[[str, str, float, Any], Awaitable[None]]
-"""``deliver(name, event_id, timestamp, data)``: hands a received event to its bus
-(``data`` decoded from JSON, fresh for each bus)."""
+
+class Deliver(Protocol):
+    """``deliver(name, event_id, timestamp, data, trace=None)``: hands a received event to
+    its bus (``data`` decoded from JSON, fresh for each bus; ``trace``: the envelope's
+    ``trace`` field as received, if any, for the bus to continue the publisher's trace)."""
+
+    def __call__(
+        self, name: str, event_id: str, timestamp: float, data: Any, trace: Any = None, /
+    ) -> Awaitable[None]: ...
+
 
 Report = Callable[[Exception], Awaitable[None]]
 """``report(error)``: hands the bus a message that could not be decoded."""

@@ -512,7 +512,9 @@ class RedisEventBusBackend:
             await self._report(exc)
             return
         if envelope is not None:
-            await self._deliver(envelope.name, envelope.id, envelope.ts, envelope.data)
+            await self._deliver(
+                envelope.name, envelope.id, envelope.ts, envelope.data, envelope.trace
+            )
 
     def _envelope(self, raw: bytes | str) -> EventEnvelope | None:
         """The message's event, or ``None`` for an event nobody here subscribes to."""
