@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SOCKETIO_ADAPTERS = ("socketio", "sharded")  # rtkit.realtime.managers.ADAPTERS
+
+
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser(
         "serve",
@@ -105,6 +108,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "several instances act as one (default: memory, one process)",
     )
     add("--prefix", default=DEFAULT_PREFIX, help="Redis key prefix (default: %(default)s)")
+    add(
+        "--adapter",
+        choices=SOCKETIO_ADAPTERS,
+        help="how emits reach the other instances: 'socketio' (one channel every instance "
+        "reads) or 'sharded' (a shard channel per room, read only by the instances with "
+        "members in it) (default: sharded on redis+cluster://, else socketio)",
+    )
     add(
         "--presence-ttl",
         type=_seconds,

@@ -43,7 +43,6 @@ from ._sessions import (
     ExpiryWatch,
     choose_verifier,
     download_links,
-    socketio_channel,
     store_options,
 )
 from ._socketio_compat import (
@@ -54,6 +53,7 @@ from ._socketio_compat import (
     is_connected,
     stop_manager,
 )
+from .managers import check_adapter, make_manager
 from .stores import (
     FileStore,
     LocalFileStore,
@@ -79,7 +79,7 @@ _P = TypeVar("_P", bound="_Part")
 _PARTS = frozenset(
     {"presence", "rooms", "messages", "notifications", "uploads", "limiter", "client_manager"}
 )
-_FROM_URL_ONLY = frozenset({"timeout", "upload_dir"}) | STORE_OPTIONS
+_FROM_URL_ONLY = frozenset({"timeout", "upload_dir", "adapter"}) | STORE_OPTIONS
 
 
 class _Part(Protocol):
@@ -95,11 +95,14 @@ class RealtimeServer(Component):
     ``RealtimeServer.from_url(url, prefix=..., redis=..., clock=..., **options)``
     opens every store (presence, rooms, history, notifications, uploads, the rate
     limit) on one URL, sharing one Redis client (borrowed when ``redis=`` is
-    given), and on Redis carries every emit to the other instances through
-    python-socketio's ``AsyncRedisManager`` (channel ``<prefix>socketio:db<N>``,
-    so that deployments on different databases of one Redis stay apart).
+    given), and on Redis carries every emit to the other instances through the
+    manager ``adapter`` names: ``"socketio"`` (python-socketio's
+    ``AsyncRedisManager``, one channel ``<prefix>socketio:db<N>`` every instance
+    reads; the default on one Redis and on Sentinel) or ``"sharded"`` (a shard
+    channel per room, read only by the instances with members in it; the default
+    on ``redis+cluster://``).
     ``from_url`` takes the constructor's options except the parts it opens, plus
-    ``upload_dir`` (a [`LocalFileStore`][rtkit.realtime.LocalFileStore] folder),
+    ``adapter``, ``upload_dir`` (a [`LocalFileStore`][rtkit.realtime.LocalFileStore] folder),
     ``timeout`` (of the Redis client it makes) and the stores' retention:
     ``max_per_room`` and ``max_age`` (history), ``max_per_user`` (notifications),
     ``pending_ttl``, ``complete_ttl`` and ``max_records`` (uploads).
@@ -294,6 +297,9 @@ class RealtimeServer(Component):
             cls.__name__, options, _FROM_URL_ONLY, keywords(cls.__init__) - _PARTS - {"clock"}
         )
         kept = store_options(mine)
+        check_adapter(mine.get("adapter"))
+        if mine.get("adapter") is not None and target.kind != "redis":
+            raise ConfigurationError("RealtimeServer.from_url: adapter= needs a Redis URL")
         if mine.get("upload_dir") is not None:
             if own.get("files") is not None:
                 raise ConfigurationError("RealtimeServer.from_url: give upload_dir or files")
@@ -310,8 +316,13 @@ class RealtimeServer(Component):
         )
         manager = None
         if target.kind == "redis":
-            channel = socketio_channel(target.prefix, shared["redis"])
-            manager = socketio.AsyncRedisManager(url, channel=channel)
+            manager = make_manager(
+                mine.get("adapter"),
+                url=url,
+                redis=shared["redis"],
+                prefix=target.prefix,
+                timeout=mine.get("timeout", DEFAULT_TIMEOUT),
+            )
         server = cls(
             presence=presence,
             rooms=rooms,

@@ -63,6 +63,7 @@ class SubscriptionConnection:
         self.stopping = False
         self.timer: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.leaving: dict[str, int] = {}  # shard channels we SUNSUBSCRIBEd, not yet confirmed
 
     async def open(self, channels: Collection[str]) -> None:
         """Connect and subscribe to ``channels``, every one confirmed within ``timeout``."""
@@ -83,6 +84,12 @@ class SubscriptionConnection:
     async def add(self, channels: Collection[str]) -> None:
         """Subscribe to more shard channels on this connection (confirmed as they come)."""
         await self._send("SSUBSCRIBE", channels)
+
+    async def remove(self, channels: Collection[str]) -> None:
+        """Leave shard channels on this connection (their ``sunsubscribe`` is then expected)."""
+        for channel in channels:
+            self.leaving[channel] = self.leaving.get(channel, 0) + 1
+        await self._send("SUNSUBSCRIBE", channels)
 
     async def _send(self, command: str, channels: Collection[str]) -> None:
         """One command per channel, pipelined (the channels of one SSUBSCRIBE must share
@@ -138,10 +145,20 @@ class SubscriptionConnection:
             await self.owner.receive(reply[2])
         elif kind == "ssubscribe":
             self.owner.confirmed(_text(reply[1]))
-        elif kind == "sunsubscribe":  # the node gave the slot away: subscribe elsewhere
-            raise ConnectionError(f"Redis Cluster moved shard channel {_text(reply[1])}")
+        elif kind == "sunsubscribe":
+            self._left(_text(reply[1]))
         elif kind == "subscribe":  # subscribed again on the same connection
             self.owner.reconnects += 1
+
+    def _left(self, channel: str) -> None:
+        """A ``sunsubscribe``: ours (:meth:`remove`), or the node gave the slot away."""
+        asked = self.leaving.get(channel, 0)
+        if not asked:  # subscribe elsewhere
+            raise ConnectionError(f"Redis Cluster moved shard channel {channel}")
+        if asked == 1:
+            del self.leaving[channel]
+        else:
+            self.leaving[channel] = asked - 1
 
     def _watch(self) -> None:
         """The idle check: PING a silent connection, drop one that does not answer."""
