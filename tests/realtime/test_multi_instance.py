@@ -1,4 +1,4 @@
-"""Two ``rtkit serve`` processes on one Redis behave as one chat server.
+"""Two ``rtkit serve`` processes on one Redis, or on a Redis Cluster, behave as one server.
 
 Clients on each instance chat, see each other online and in rooms, and notify each
 other; ``/api/online-users`` and ``/api/rooms`` agree on both instances. When an
@@ -22,6 +22,16 @@ from rtkit.realtime import ChatClient
 from rtkit_testing import unique_name as unique
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+@pytest.fixture(
+    params=["single", pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.cluster])]
+)
+def shared_url(request: pytest.FixtureRequest) -> str:
+    """The shared Redis (the classic manager), or the private cluster (the sharded one)."""
+    if request.param == "cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
+    return str(request.getfixturevalue("redis_url"))
 
 EVENTS = (
     "user:joined",
@@ -113,10 +123,10 @@ async def connect(stack: AsyncExitStack, server: ServerProcess, user_id: str) ->
     return person
 
 
-async def test_clients_on_two_instances_chat_as_on_one(redis_url: str, redis_prefix: str) -> None:
+async def test_clients_on_two_instances_chat_as_on_one(shared_url: str, redis_prefix: str) -> None:
     alice_id, bob_id, carol_id = unique("alice"), unique("bob"), unique("carol")
     room = unique("room")
-    async with two_instances(redis_url, redis_prefix) as (a, b, stack):
+    async with two_instances(shared_url, redis_prefix) as (a, b, stack):
         alice = await connect(stack, a, alice_id)
         bob = await connect(stack, b, bob_id)
 
@@ -171,12 +181,12 @@ async def test_clients_on_two_instances_chat_as_on_one(redis_url: str, redis_pre
 
 
 async def test_a_killed_instance_users_leave_the_other_instance_lists(
-    redis_url: str, redis_prefix: str
+    shared_url: str, redis_prefix: str
 ) -> None:
     ttl = 2.0
     alice_id, bob_id = unique("alice"), unique("bob")
     room = unique("room")
-    async with two_instances(redis_url, redis_prefix, presence_ttl=ttl) as (a, b, stack):
+    async with two_instances(shared_url, redis_prefix, presence_ttl=ttl) as (a, b, stack):
         alice = await connect(stack, a, alice_id)
         bob = await connect(stack, b, bob_id)
         await alice.client.join_room(room)
