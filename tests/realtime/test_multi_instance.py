@@ -33,6 +33,7 @@ def shared_url(request: pytest.FixtureRequest) -> str:
         return str(request.getfixturevalue("redis_cluster").url)
     return str(request.getfixturevalue("redis_url"))
 
+
 EVENTS = (
     "user:joined",
     "user:left",

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from realtime_support import Chat, User, eventually, make_server, serving
 
-from rtkit.errors import ConfigurationError
 from rtkit._core.redis import make_redis_client
+from rtkit.errors import ConfigurationError
 from rtkit.realtime import RealtimeServer
 from rtkit.realtime._chat import room_channel
 from rtkit.realtime.managers import ShardedRedisManager, make_manager
@@ -143,9 +143,11 @@ async def _true(value: bool) -> bool:
 async def test_adapter_option(redis_cluster: PrivateCluster, redis_url: str) -> None:
     with pytest.raises(ConfigurationError, match="adapter"):
         RealtimeServer.from_url("memory://", adapter="sharded")
-    with pytest.raises(ConfigurationError, match="unknown Socket.IO adapter"):
+    with pytest.raises(ConfigurationError, match=r"unknown Socket\.IO adapter"):
         make_manager("nope", url=redis_url, redis=None, prefix="", timeout=1.0)
-    async with RealtimeServer.from_url(redis_url, adapter="sharded", prefix="rtkit-adapter:") as one:
+    async with RealtimeServer.from_url(
+        redis_url, adapter="sharded", prefix="rtkit-adapter:"
+    ) as one:
         assert isinstance(one.sio.manager, ShardedRedisManager)
         assert one.sio.manager.channel.startswith("{rtkit-adapter:socketio:db")
     async with RealtimeServer.from_url(redis_cluster.url, adapter="socketio") as classic:

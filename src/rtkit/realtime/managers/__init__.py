@@ -20,7 +20,13 @@ from .._sessions import socketio_channel
 from .classic import ClassicRedisManager
 from .sharded import ShardedRedisManager
 
-__all__ = ["ADAPTERS", "ClassicRedisManager", "ShardedRedisManager", "default_adapter", "make_manager"]
+__all__ = [
+    "ADAPTERS",
+    "ClassicRedisManager",
+    "ShardedRedisManager",
+    "default_adapter",
+    "make_manager",
+]
 
 ADAPTERS = ("socketio", "sharded")
 """The values of ``adapter=`` (and ``rtkit serve --adapter``)."""

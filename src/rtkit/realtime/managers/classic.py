@@ -25,8 +25,6 @@ class ClassicRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         if "+" not in urlsplit(self.redis_url).scheme:
             super()._redis_connect()
             return
-        self.redis = make_redis_client(
-            self.redis_url, decode_responses=False, socket_timeout=None
-        )
+        self.redis = make_redis_client(self.redis_url, decode_responses=False, socket_timeout=None)
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         self.connected = True

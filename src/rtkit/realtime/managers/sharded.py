@@ -43,8 +43,8 @@ import logging
 from collections.abc import Collection
 from typing import Any
 
-from socketio.async_pubsub_manager import AsyncPubSubManager
 from redis.crc import key_slot
+from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from ..._core.lifecycle import DEFAULT_TIMEOUT
 from ..._core.redis import Keyspace, database_of, is_cluster, refresh_topology
@@ -89,7 +89,8 @@ class ShardedRedisManager(AsyncPubSubManager):  # type: ignore[misc]
         self.cluster = is_cluster(redis)
         component = "socketio" if self.cluster else f"socketio:db{database_of(redis)}"
         self._keys = Keyspace(prefix, component)
-        super().__init__(channel=self._keys.shared_key("all"), write_only=write_only, logger=logger)
+        self.all_channel = self._keys.shared_key("all")
+        super().__init__(channel=self.all_channel, write_only=write_only, logger=logger)
         self._client = redis
         self._timeout = timeout
         self._ping_interval = ping_interval
@@ -115,7 +116,7 @@ class ShardedRedisManager(AsyncPubSubManager):  # type: ignore[misc]
 
     def wanted(self) -> set[str]:
         """Every channel this instance should be subscribed to now."""
-        fixed = set() if self.write_only else {self.channel, self.host_channel}
+        fixed = set() if self.write_only else {self.all_channel, self.host_channel}
         return fixed | self._rooms
 
     def _route(self, message: dict[str, Any]) -> str | None:
@@ -123,12 +124,12 @@ class ShardedRedisManager(AsyncPubSubManager):  # type: ignore[misc]
         method = message["method"]
         namespace = message.get("namespace") or "/"
         if method == "callback":
-            return self._keys.entity_key(message["host_id"], "host")
+            return self._keys.entity_key(str(message["host_id"]), "host")
         if method in ("disconnect", "enter_room", "leave_room"):
             return self.room_channel(message["sid"], namespace)
         room = message.get("room")
         if method == "emit" and (room is None or isinstance(room, list | tuple)):
-            return self.channel
+            return self.all_channel
         if method == "emit" and self.is_sid_room(namespace, room):
             return None  # a connection of this instance: already handled here
         return self.room_channel(room, namespace)
