@@ -150,5 +150,5 @@ async def test_adapter_option(redis_cluster: PrivateCluster, redis_url: str) -> 
     ) as one:
         assert isinstance(one.sio.manager, ShardedRedisManager)
         assert one.sio.manager.channel.startswith("{rtkit-adapter:socketio:db")
-    async with RealtimeServer.from_url(redis_cluster.url, adapter="socketio") as classic:
-        assert not isinstance(classic.sio.manager, ShardedRedisManager)
+    with pytest.raises(ConfigurationError, match="adapter='sharded'"):
+        RealtimeServer.from_url(redis_cluster.url, adapter="socketio")

@@ -297,8 +297,9 @@ class RealtimeServer(Component):
             cls.__name__, options, _FROM_URL_ONLY, keywords(cls.__init__) - _PARTS - {"clock"}
         )
         kept = store_options(mine)
-        check_adapter(mine.get("adapter"))
-        if mine.get("adapter") is not None and target.kind != "redis":
+        if target.kind == "redis":
+            check_adapter(mine.get("adapter"), target.url, target.redis)  # before making anything
+        elif mine.get("adapter") is not None:
             raise ConfigurationError("RealtimeServer.from_url: adapter= needs a Redis URL")
         if mine.get("upload_dir") is not None:
             if own.get("files") is not None:

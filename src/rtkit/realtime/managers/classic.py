@@ -2,7 +2,7 @@
 
 python-socketio reads Sentinel URLs as ``redis+sentinel://hosts/<db>/<service>``;
 rtkit's (those of ``limits``) are ``redis+sentinel://hosts/<service>[/<db>]``.
-On such a URL, and on a cluster URL, the manager's client is made by rtkit
+On such a URL the manager's client is made by rtkit
 (bytes replies, as python-socketio expects; no read time-out on its
 subscription, which waits for messages as long as it takes).
 """
