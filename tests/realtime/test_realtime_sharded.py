@@ -16,12 +16,14 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
+import socketio
 from realtime_support import Chat, User, eventually, make_server, serving
 
 from rtkit._core.redis import make_redis_client
 from rtkit.errors import ConfigurationError
 from rtkit.realtime import RealtimeServer
 from rtkit.realtime._chat import room_channel
+from rtkit.realtime._socketio_compat import initialize_manager, stop_manager
 from rtkit.realtime.managers import ShardedRedisManager, make_manager
 from rtkit_topology import PrivateCluster
 
@@ -152,3 +154,36 @@ async def test_adapter_option(redis_cluster: PrivateCluster, redis_url: str) -> 
         assert one.sio.manager.channel.startswith("{rtkit-adapter:socketio:db")
     with pytest.raises(ConfigurationError, match="adapter='sharded'"):
         RealtimeServer.from_url(redis_cluster.url, adapter="socketio")
+
+
+class _CountingServer(socketio.AsyncServer):  # type: ignore[misc]
+    """A python-socketio server whose sends to a connection are only recorded."""
+
+    def __init__(self, manager: ShardedRedisManager) -> None:
+        super().__init__(async_mode="asgi", client_manager=manager)
+        self.sent: list[str] = []
+
+    async def _send_eio_packet(self, eio_sid: str, eio_pkt: Any) -> None:
+        self.sent.append(eio_sid)
+
+
+async def test_the_manager_alone_on_fresh_cluster_clients(
+    redis_cluster: PrivateCluster, redis_prefix: str
+) -> None:
+    """Outside RealtimeServer (python-socketio's own server), each with a client nobody
+    used before: the manager reads the slot map itself."""
+    async with AsyncExitStack() as stack:
+        servers = []
+        for _ in range(2):
+            client: Any = make_redis_client(redis_cluster.url)
+            stack.push_async_callback(client.aclose)
+            server = _CountingServer(ShardedRedisManager(client, prefix=redis_prefix))
+            initialize_manager(server)
+            stack.push_async_callback(stop_manager, server, close_redis=False)
+            servers.append(server)
+        first, second = (s.manager for s in servers)
+        sid = await second.connect("eio-1", "/")
+        await second.enter_room(sid, "/", "room")
+        await first.emit("hello", 1, namespace="/", room="room")
+        await eventually(lambda: _true(servers[1].sent == ["eio-1"]))
+        assert first.received == 0  # nobody in the room on the first instance

@@ -107,6 +107,7 @@ class ShardedRedisManager(AsyncPubSubManager):  # type: ignore[misc]
         self._readers: dict[str, SubscriptionConnection] = {}
         self._changed = asyncio.Event()
         self._up = False  # the connections are subscribed and read
+        self._mapped = not self.cluster  # the cluster client read the slot map
 
     # ------------------------------------------------------------ channel names
 
@@ -197,6 +198,7 @@ class ShardedRedisManager(AsyncPubSubManager):  # type: ignore[misc]
         payload = self.json.dumps(data)
         for attempt in range(2):
             try:
+                await self._map()
                 await self._client.execute_command("SPUBLISH", channel, payload)
                 return
             except Exception as exc:
@@ -204,6 +206,14 @@ class ShardedRedisManager(AsyncPubSubManager):  # type: ignore[misc]
                     log.error("could not publish a Socket.IO message to Redis (%s)", exc)
                     return
                 await refresh_topology(self._client)
+
+    async def _map(self) -> None:
+        """Have a cluster client read the slot map, once (it routes by it; a client
+        that other parts already use has done so)."""
+        if not self._mapped:
+            async with asyncio.timeout(self._timeout):
+                await self._client.initialize()
+            self._mapped = True
 
     # ------------------------------------------------------------ receiving
 
@@ -244,6 +254,7 @@ class ShardedRedisManager(AsyncPubSubManager):  # type: ignore[misc]
         delay = 0.05
         while True:
             try:
+                await self._map()
                 await self._open(self.wanted())
                 self._up = True
                 if delay > 0.05:
