@@ -106,6 +106,7 @@ class ShardedRedisManager(AsyncPubSubManager):  # type: ignore[misc]
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._readers: dict[str, SubscriptionConnection] = {}
         self._changed = asyncio.Event()
+        self._touched: set[str] = set()  # room channels wanted or unwanted since last looked
         self._up = False  # the connections are subscribed and read
         self._mapped = not self.cluster  # the cluster client read the slot map
 
@@ -143,7 +144,7 @@ class ShardedRedisManager(AsyncPubSubManager):  # type: ignore[misc]
             channel = self.room_channel(room, namespace)
             if channel not in self._rooms:
                 self._rooms.add(channel)
-                self._changed.set()
+                self._touch(channel)
 
     def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
         super().basic_leave_room(sid, namespace, room)
@@ -151,37 +152,39 @@ class ShardedRedisManager(AsyncPubSubManager):  # type: ignore[misc]
             channel = self.room_channel(room, namespace)
             if channel in self._rooms:
                 self._rooms.discard(channel)
-                self._changed.set()
+                self._touch(channel)
                 self._release(channel)
+
+    def _touch(self, channel: str) -> None:
+        self._touched.add(channel)
+        self._changed.set()
 
     async def connect(self, sid: str, namespace: str) -> Any:
         found = await super().connect(sid, namespace)
-        await self._settle()
+        if found is not None:  # (the connection's own room: emits aimed at it)
+            await self._settle(self.room_channel(found, namespace))
         return found
 
     async def enter_room(self, sid: str, namespace: str, room: Any, eio_sid: Any = None) -> None:
         await super().enter_room(sid, namespace, room, eio_sid=eio_sid)
-        await self._settle()
+        await self._settle(self.room_channel(room, namespace))
 
     async def _handle_enter_room(self, message: dict[str, Any]) -> None:
         await super()._handle_enter_room(message)
-        await self._settle()
+        await self._settle(self.room_channel(message.get("room"), message.get("namespace") or "/"))
 
-    async def _settle(self) -> None:
-        """Wait (up to ``timeout``) until Redis confirmed every channel wanted now.
+    async def _settle(self, channel: str) -> None:
+        """Wait (up to ``timeout``) until Redis confirmed the subscription to ``channel``.
 
         Not while the subscriptions are being made again: they will include it.
         """
-        if not self._up or self.write_only:
-            return
-        missing = self.wanted() - self._live
-        if not missing:
+        if not self._up or channel in self._live or channel not in self._rooms:
             return
         loop = asyncio.get_running_loop()
-        futures = [self._waiters.setdefault(c, loop.create_future()) for c in missing]
-        _, late = await asyncio.wait(futures, timeout=self._timeout)
+        waiter = self._waiters.setdefault(channel, loop.create_future())
+        _, late = await asyncio.wait([waiter], timeout=self._timeout)
         if late:
-            log.warning("Redis did not confirm %d room subscription(s) in time", len(late))
+            log.warning("Redis did not confirm a room subscription within %g s", self._timeout)
 
     def _release(self, channel: str) -> None:
         waiter = self._waiters.pop(channel, None)
@@ -255,6 +258,7 @@ class ShardedRedisManager(AsyncPubSubManager):  # type: ignore[misc]
         while True:
             try:
                 await self._map()
+                self._touched.clear()
                 await self._open(self.wanted())
                 self._up = True
                 if delay > 0.05:
@@ -325,9 +329,9 @@ class ShardedRedisManager(AsyncPubSubManager):  # type: ignore[misc]
                 if changed in done:
                     changed = None
                     self._changed.clear()
-                    wanted = self.wanted()
-                    await self._drop(self._requested - wanted)
-                    await self._open(wanted - self._requested)
+                    touched, self._touched = self._touched, set()
+                    await self._drop({c for c in touched if c not in self._rooms} & self._requested)
+                    await self._open({c for c in touched if c in self._rooms} - self._requested)
         finally:
             tasks = [*running.values(), *([changed] if changed is not None else [])]
             for task in tasks:
