@@ -25,13 +25,21 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
 @pytest.fixture(
-    params=["single", pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.cluster])]
+    params=[
+        "single",
+        "single-sharded",
+        pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
+    ]
 )
-def shared_url(request: pytest.FixtureRequest) -> str:
-    """The shared Redis (the classic manager), or the private cluster (the sharded one)."""
+def shared(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """``--redis`` and ``--adapter`` arguments: the shared Redis with the classic manager
+    (its default) or the sharded one, or the private cluster (sharded, its default)."""
     if request.param == "cluster":
-        return str(request.getfixturevalue("redis_cluster").url)
-    return str(request.getfixturevalue("redis_url"))
+        return ("--redis", str(request.getfixturevalue("redis_cluster").url))
+    url = str(request.getfixturevalue("redis_url"))
+    if request.param == "single-sharded":
+        return ("--redis", url, "--adapter", "sharded")
+    return ("--redis", url)
 
 
 EVENTS = (
@@ -103,10 +111,10 @@ def user_ids(listing: dict[str, Any]) -> set[str]:
 
 @asynccontextmanager
 async def two_instances(
-    redis_url: str, prefix: str, *, presence_ttl: float = 30
+    shared: tuple[str, ...], prefix: str, *, presence_ttl: float = 30
 ) -> AsyncIterator[tuple[ServerProcess, ServerProcess, AsyncExitStack]]:
     """Two server processes on one Redis and prefix; the stack closes clients first."""
-    args = ("--redis", redis_url, "--prefix", prefix, "--presence-ttl", str(presence_ttl))
+    args = (*shared, "--prefix", prefix, "--presence-ttl", str(presence_ttl))
     async with (
         rtkit_serve(*args) as first,
         rtkit_serve(*args) as second,
@@ -124,10 +132,12 @@ async def connect(stack: AsyncExitStack, server: ServerProcess, user_id: str) ->
     return person
 
 
-async def test_clients_on_two_instances_chat_as_on_one(shared_url: str, redis_prefix: str) -> None:
+async def test_clients_on_two_instances_chat_as_on_one(
+    shared: tuple[str, ...], redis_prefix: str
+) -> None:
     alice_id, bob_id, carol_id = unique("alice"), unique("bob"), unique("carol")
     room = unique("room")
-    async with two_instances(shared_url, redis_prefix) as (a, b, stack):
+    async with two_instances(shared, redis_prefix) as (a, b, stack):
         alice = await connect(stack, a, alice_id)
         bob = await connect(stack, b, bob_id)
 
@@ -182,12 +192,12 @@ async def test_clients_on_two_instances_chat_as_on_one(shared_url: str, redis_pr
 
 
 async def test_a_killed_instance_users_leave_the_other_instance_lists(
-    shared_url: str, redis_prefix: str
+    shared: tuple[str, ...], redis_prefix: str
 ) -> None:
     ttl = 2.0
     alice_id, bob_id = unique("alice"), unique("bob")
     room = unique("room")
-    async with two_instances(shared_url, redis_prefix, presence_ttl=ttl) as (a, b, stack):
+    async with two_instances(shared, redis_prefix, presence_ttl=ttl) as (a, b, stack):
         alice = await connect(stack, a, alice_id)
         bob = await connect(stack, b, bob_id)
         await alice.client.join_room(room)

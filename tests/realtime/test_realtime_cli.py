@@ -70,3 +70,13 @@ async def test_serve_demo_runs_the_chat_with_a_loud_warning() -> None:
         _, stderr = await asyncio.wait_for(process.communicate(), 30)
     log = stderr.decode()
     assert "DEMO MODE" in log and "RTKIT_SECRET is not set" in log
+
+
+def test_serve_adapter(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from rtkit.cli import SOCKETIO_ADAPTERS
+    from rtkit.realtime.managers import ADAPTERS
+
+    assert SOCKETIO_ADAPTERS == ADAPTERS
+    monkeypatch.setenv("RTKIT_SECRET", SECRET)
+    assert main(["serve", "--adapter", "sharded"]) == 2  # memory: no instances to reach
+    assert "adapter= needs a Redis URL" in caplog.text
