@@ -1,12 +1,12 @@
 """A subscription connection of the Redis EventBus backend: subscribe, read, watch for silence.
 
 Classic (``SUBSCRIBE``, one channel, one Redis or the Sentinel-followed master)
-or sharded (``SSUBSCRIBE``, the shard channels one cluster node owns, more added
-while it runs). One task reads the connection in a blocking loop that handles
-every message a read brought in. When the connection is idle for
-``ping_interval`` seconds it sends ``PING``; if nothing comes back within
-``ping_timeout`` seconds (a silently dead connection) the connection is dropped,
-and its owner subscribes again.
+or sharded (``SSUBSCRIBE``, the shard channels one cluster node owns, more added,
+or some left, while it runs: the Socket.IO sharded manager uses it too). One task
+reads the connection in a blocking loop that handles every message a read brought in.
+When the connection is idle for ``ping_interval`` seconds it sends ``PING``; if
+nothing comes back within ``ping_timeout`` seconds (a silently dead connection) the
+connection is dropped, and its owner subscribes again.
 """
 
 from __future__ import annotations
