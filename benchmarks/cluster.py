@@ -131,7 +131,7 @@ async def main() -> None:
         "ratio near 1x says the cluster's routing costs little; it cannot show the capacity "
         "that masters on their own machines add."
     )
-    run.finish()
+    run.finish("deployment.md")
 
 
 async def cleanup(url: str, prefix: str) -> None:

@@ -96,6 +96,7 @@ async def test_a_room_message_reaches_only_the_instances_with_members(
     assert await listeners(probe, channel) == 2
     sent = await ada.client.send_message("lobby", "welcome back")
     await bob.seen.wait_for("chat:message", lambda m: m.id == sent)
+    assert [manager(chat).reconnects for chat in three] == [0, 0, 0]  # all on one connection
 
 
 async def _connected(chat: Chat, user: User) -> str:

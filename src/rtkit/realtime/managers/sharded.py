@@ -107,7 +107,6 @@ class ShardedRedisManager(AsyncPubSubManager):  # type: ignore[misc]
         self._readers: dict[str, SubscriptionConnection] = {}
         self._changed = asyncio.Event()
         self._touched: set[str] = set()  # room channels wanted or unwanted since last looked
-        self._up = False  # the connections are subscribed and read
         self._mapped = not self.cluster  # the cluster client read the slot map
 
     # ------------------------------------------------------------ channel names
@@ -174,11 +173,11 @@ class ShardedRedisManager(AsyncPubSubManager):  # type: ignore[misc]
         await self._settle(self.room_channel(message.get("room"), message.get("namespace") or "/"))
 
     async def _settle(self, channel: str) -> None:
-        """Wait (up to ``timeout``) until Redis confirmed the subscription to ``channel``.
-
-        Not while the subscriptions are being made again: they will include it.
-        """
-        if not self._up or channel in self._live or channel not in self._rooms:
+        """Wait (up to ``timeout``) until Redis confirmed the subscription to ``channel``
+        (while subscribing again, or at start, too: the new subscriptions include it)."""
+        if getattr(self, "thread", None) is None or channel in self._live:
+            return  # (not listening: write-only, or never initialized)
+        if channel not in self._rooms:
             return
         loop = asyncio.get_running_loop()
         waiter = self._waiters.setdefault(channel, loop.create_future())
@@ -260,7 +259,6 @@ class ShardedRedisManager(AsyncPubSubManager):  # type: ignore[misc]
                 await self._map()
                 self._touched.clear()
                 await self._open(self.wanted())
-                self._up = True
                 if delay > 0.05:
                     self.reconnects += 1
                 delay = 0.05
@@ -271,7 +269,6 @@ class ShardedRedisManager(AsyncPubSubManager):  # type: ignore[misc]
                 log.warning("Socket.IO subscriptions lost (%s), subscribing again", exc)
                 delay = min(delay * 2, _MAX_RECONNECT_DELAY)
             finally:
-                self._up = False
                 await self._close_readers()
             await refresh_topology(self._client)
             await asyncio.sleep(delay)
