@@ -45,23 +45,23 @@ async def chatting(url: str, **options: str) -> AsyncIterator[tuple[Chat, User, 
         yield chats[0], ada, bob
 
 
-async def delivered(ada: User, bob: User, n: int) -> bool:
-    """Whether message ``n`` from Ada reached Bob (False while Redis is away)."""
+async def delivered(ada: User, bob: User, n: int) -> str | None:
+    """Why message ``n`` from Ada did not reach Bob (``None``: it did)."""
     try:
         async with asyncio.timeout(2.0):
             await ada.client.send_message("lobby", f"m{n}")
             await bob.seen.wait_for("chat:message", lambda m: m.message == f"m{n}", timeout=1.0)
-    except Exception:
-        return False
-    return True
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 async def resumes(ada: User, bob: User) -> float:
-    """Seconds until chat works again (fails the test past RECOVERY)."""
+    """Seconds until chat works again (fails the test past RECOVERY, saying why)."""
     start = time.monotonic()
     n = 1000
-    while not await delivered(ada, bob, n):
-        assert time.monotonic() - start < RECOVERY, "chat did not resume within 20 s"
+    while (problem := await delivered(ada, bob, n)) is not None:
+        assert time.monotonic() - start < RECOVERY, f"chat did not resume in 20 s: {problem}"
         n += 1
         await asyncio.sleep(0.2)
     return time.monotonic() - start
@@ -87,7 +87,7 @@ async def test_chat_resumes_after_a_cluster_master_dies() -> None:
             manager = first.server.sio.manager
             assert isinstance(manager, ShardedRedisManager)
             victim = _owner(cluster, manager.room_channel(room_channel("lobby")))
-            assert await delivered(ada, bob, 1)
+            assert await delivered(ada, bob, 1) is None
             victim.stop()
             await resumes(ada, bob)
             assert victim.port not in [n.port for n in cluster.masters()]
@@ -101,7 +101,7 @@ async def test_chat_resumes_after_the_sentinel_master_dies(adapter: str) -> None
     setup.start()
     try:
         async with chatting(setup.url, adapter=adapter) as (_, ada, bob):
-            assert await delivered(ada, bob, 1)
+            assert await delivered(ada, bob, 1) is None
             old = setup.master.port
             setup.master.stop()
             await resumes(ada, bob)
