@@ -1,9 +1,9 @@
 """The event bus and the rate limiter on one Redis node vs a three-master Redis Cluster.
 
-The same rtkit component, made with ``from_url``, on the shared Redis
-(``redis://``) and on a private three-master cluster started from ``redis-server``
-(``redis+cluster://``, no replicas), in interleaved slices; the ratio is
-cluster ÷ one node, per round.
+The same rtkit component, made with ``from_url``, on a private Redis node
+(``redis://``) and on a private three-master cluster (``redis+cluster://``, no
+replicas), both started from ``redis-server`` for the run, in interleaved slices;
+the ratio is cluster ÷ one node, per round.
 
 * event bus, publish only (no subscriber): awaited one by one, and 100 concurrent
   publishers (group commit per node: one pipeline per master on the cluster, with
@@ -16,13 +16,12 @@ work): the cluster adds no CPU here, so the ratio shows what the cluster's routi
 costs (or saves, by spreading the pipelines over three server processes), not the
 capacity a cluster of real machines adds.
 
-Run: ``python benchmarks/cluster.py [--quick] [--rounds 7] [--slice-ms 40]``.
+Run: ``python benchmarks/cluster.py [--quick] [--rounds 21] [--slice-ms 100]``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import sys
 import uuid
@@ -35,7 +34,6 @@ from rtkit import EventBus, RateLimiter
 
 sys.path.insert(0, str(h.ROOT / "tests"))
 
-REDIS_URL = os.environ.get("RTKIT_REDIS_URL", "redis://127.0.0.1:6379")
 LIMIT = "1000000/second"
 KEYS = [f"user:{i}" for i in range(1000)]
 CALLERS = 100
@@ -86,21 +84,23 @@ def concurrent_hits(limiter: RateLimiter) -> h.Batch:
 
 
 async def main() -> None:
-    parser = h.arguments(__doc__, rounds=7)
+    parser = h.arguments(__doc__, rounds=21, slice_ms=100.0)
     args = parser.parse_args()
     rounds = h.rounds_of(args, quick=3)
     if not (shutil.which("redis-server") and shutil.which("redis-cli")):
         raise SystemExit("needs redis-server and redis-cli to start a private cluster")
-    from rtkit_topology import PrivateCluster
+    from rtkit_topology import PrivateCluster, RedisNode
 
     run = h.Run("cluster", args)
-    probe = aioredis.Redis.from_url(REDIS_URL)
-    run.server("Redis", (await probe.info("server"))["redis_version"])
-    await probe.aclose()
     cluster = PrivateCluster(replicas=0)
     cluster.start()
+    node = RedisNode(cluster.binary, cluster.folder, [])  # one node, as private as the cluster
+    node.start()
+    probe = aioredis.Redis(port=node.port)
+    run.server("Redis", (await probe.info("server"))["redis_version"])
+    await probe.aclose()
     prefix = f"rtkit-bench-{uuid.uuid4().hex[:8]}:"
-    urls = {"one node": REDIS_URL, "cluster": cluster.url}
+    urls = {"one node": f"redis://{node.address}/0", "cluster": cluster.url}
     try:
         async with AsyncExitStack() as stack:
             buses, limiters = {}, {}
@@ -122,28 +122,16 @@ async def main() -> None:
                 figures = await h.alternate(batches, rounds=rounds, slice_ms=args.slice_ms)
                 labels = {"cluster": "3-master cluster", "one node": "one Redis node"}
                 run.add(h.compare(case, figures, "cluster", ["one node"], unit=unit, labels=labels))
-            await cleanup(REDIS_URL, prefix)
     finally:
+        node.stop()
         cluster.stop()
     run.note(
-        "The three masters and the client share this 2-core machine (with other work; the "
-        "one node is the shared Redis, which other sessions' tests use meanwhile): a "
+        "The one node, the three masters (all private, started for this run) and the client "
+        "share this 2-core machine with other work: a "
         "ratio near 1x says the cluster's routing costs little; it cannot show the capacity "
         "that masters on their own machines add."
     )
     run.finish("deployment.md")
-
-
-async def cleanup(url: str, prefix: str) -> None:
-    """Delete this run's keys on the shared Redis (the cluster is thrown away whole)."""
-    client = aioredis.Redis.from_url(url)
-    try:
-        for match in (prefix + "*", "{" + prefix + "*"):
-            keys = [key async for key in client.scan_iter(match=match, count=1000)]
-            for start in range(0, len(keys), 500):
-                await client.delete(*keys[start : start + 500])
-    finally:
-        await client.aclose()
 
 
 if __name__ == "__main__":
