@@ -89,7 +89,7 @@ async def test_chat_resumes_after_a_cluster_master_dies() -> None:
             victim = _owner(cluster, manager.room_channel(room_channel("lobby")))
             assert await delivered(ada, bob, 1) is None
             victim.stop()
-            await resumes(ada, bob)
+            print(f"chat resumed after {await resumes(ada, bob):.1f} s")
             assert victim.port not in [n.port for n in cluster.masters()]
     finally:
         cluster.stop()
@@ -104,7 +104,7 @@ async def test_chat_resumes_after_the_sentinel_master_dies(adapter: str) -> None
             assert await delivered(ada, bob, 1) is None
             old = setup.master.port
             setup.master.stop()
-            await resumes(ada, bob)
+            print(f"chat resumed after {await resumes(ada, bob):.1f} s")
             assert setup.current_master_port() != old
     finally:
         setup.stop()
