@@ -1,0 +1,45 @@
+"""The Socket.IO client managers that carry a server's emits to the other servers.
+
+``make_manager(adapter, url, ...)`` picks one by name:
+
+* ``"socketio"``: python-socketio's ``AsyncRedisManager`` (JSON on one channel;
+  rtkit instances among themselves);
+* ``"node-redis"``: [`NodeRedisManager`][rtkit.realtime.managers.node_redis.NodeRedisManager],
+  the protocol of Node's ``@socket.io/redis-adapter`` 8.x, so rtkit and Node
+  Socket.IO servers form one cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import socketio
+
+from ...errors import ConfigurationError
+
+__all__ = ["ADAPTERS", "make_manager"]
+
+ADAPTERS = ("socketio", "node-redis")
+"""The names ``make_manager`` (and ``rtkit serve --adapter``) take."""
+
+
+def make_manager(
+    adapter: str, url: str, *, channel: str, key: str | None = None, **options: Any
+) -> socketio.AsyncManager:
+    """The manager named ``adapter`` on the Redis at ``url``.
+
+    ``channel`` is the ``socketio`` manager's channel; ``key`` the Node adapter's
+    (default ``"socket.io"``); ``options`` go to the manager.
+
+    Raises:
+        rtkit.errors.ConfigurationError: An unknown adapter, or an option it does not take.
+    """
+    if adapter == "socketio":
+        if key is not None or options:
+            raise ConfigurationError("adapter 'socketio' takes no adapter_key or options")
+        return socketio.AsyncRedisManager(url, channel=channel)
+    if adapter == "node-redis":
+        from .node_redis import DEFAULT_KEY, NodeRedisManager
+
+        return NodeRedisManager(url, key=key or DEFAULT_KEY, **options)
+    raise ConfigurationError(f"unknown adapter {adapter!r}: one of {', '.join(ADAPTERS)}")

@@ -1,0 +1,622 @@
+"""A python-socketio manager that joins a cluster of Node Socket.IO servers.
+
+The Node servers use ``@socket.io/redis-adapter`` 8.x (protocol of its
+``lib/index.ts``: the wire is in ``_node_wire.py``); this manager speaks the
+same protocol on the same Redis, so Python and Node servers behind one load
+balancer are one cluster:
+
+* an emit on either side reaches the clients of every server: to all, to a
+  room (or several), to one socket (its own room), with ``except``/``skip_sid``;
+* the Node side's ``fetchSockets()``, ``allRooms()``, ``socketsJoin()``,
+  ``socketsLeave()``, ``disconnectSockets()``, ``serverSideEmit()`` (with or
+  without an ack) and ``timeout().emit()`` with acks see and reach this
+  server's sockets, and their Python twins here
+  (:meth:`NodeRedisManager.fetch_sockets` and the rest) see and reach theirs;
+* ``enter_room``/``leave_room``/``disconnect`` of a socket on another server
+  are carried out there.
+
+This server counts in the Node servers' ``serverCount()`` (it subscribes to the
+request channel), so it answers every request they wait for. Left out: the
+sharded adapter (``createShardedAdapter``, Redis 7 ``SPUBLISH``), connection
+state recovery through the adapter (the Node adapter cannot do it either), and
+the credentials of a socket in ``fetchSockets()`` (``handshake.auth`` and the
+``Authorization``/``Cookie`` headers, which Node would publish on Redis).
+
+python-socketio's own parts this relies on (a manager subclass): ``self.rooms``
+(``rooms[namespace][room][sid] = eio_sid``), ``get_participants``,
+``get_rooms``, ``server.get_environ`` and ``server.disconnect(ignore_queue=True)``;
+``thread`` and ``redis`` are named as in ``AsyncRedisManager`` for
+``_socketio_compat.stop_manager``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+import socketio
+
+from ..._core.clock import Clock, SystemClock
+from ..._core.redis import make_redis_client
+from ..._core.validate import check_int, check_seconds
+from ...errors import BackendUnavailable, ConfigurationError, RtkitError
+from ._node_wire import (
+    EVENT,
+    BroadcastOptions,
+    Channels,
+    Packet,
+    Request,
+    RequestType,
+    Response,
+    decode_broadcast,
+    decode_request,
+    decode_response,
+    encode,
+    handshake,
+    new_uid,
+)
+
+__all__ = ["DEFAULT_KEY", "NodeRedisManager"]
+
+DEFAULT_KEY = "socket.io"
+"""The Node adapter's default ``key``: the first part of every channel name."""
+
+log = logging.getLogger("rtkit.realtime")
+
+ServerEventHandler = Callable[..., Any]
+SocketData = Callable[[str], Any]
+
+_MAX_PENDING = 1_000  # requests of this server waiting for answers at once
+_RETRY_FIRST, _RETRY_MAX = 0.5, 30.0  # seconds between two attempts to subscribe again
+_POLL = 1.0  # seconds the listener waits for a message before it looks again
+
+
+@dataclass
+class _Pending:
+    """A request of this server: the answers so far, and how many it waits for."""
+
+    type: RequestType
+    expected: int
+    done: asyncio.Future[list[Any]]
+    items: list[Any] = field(default_factory=list)
+    answers: int = 0
+
+    def add(self, response: Response) -> None:
+        self.answers += 1
+        if self.type is RequestType.SERVER_SIDE_EMIT:
+            self.items.append(response.data)
+        elif self.type is RequestType.ALL_ROOMS:
+            self.items.extend(response.rooms or [])
+        else:
+            self.items.extend(response.sockets or [])
+        if self.answers >= self.expected and not self.done.done():
+            self.done.set_result(self.items)
+
+
+class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
+    """python-socketio's client manager on the protocol of Node's ``@socket.io/redis-adapter``.
+
+    Args:
+        url: the Redis the Node servers use (``redis://``, ``rediss://``,
+            ``redis+sentinel://``).
+        key: the Node adapter's ``key`` option (default ``"socket.io"``).
+        namespaces: the Socket.IO namespaces this server shares with the Node
+            servers (the adapter works per namespace).
+        request_timeout: seconds to wait for the other servers' answers (the
+            adapter's ``requestsTimeout``).
+        publish_on_specific_response_channel: answer on
+            ``<key>-response#<nsp>#<uid>#`` rather than ``<key>-response#<nsp>#``
+            (the adapter's option of that name; both reach an 8.x server).
+        max_message_bytes: a larger message from Redis is dropped (and logged).
+        socket_data: ``socket_data(sid)`` is the ``data`` a Node server sees
+            for this server's socket ``sid`` in ``fetchSockets()``.
+        clock: the time of a socket's ``handshake.issued``.
+
+    Raises:
+        rtkit.errors.ConfigurationError: A bad URL, key, namespace, timeout or size.
+    """
+
+    name = "node-redis"
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        key: str = DEFAULT_KEY,
+        namespaces: Iterable[str] = ("/",),
+        request_timeout: float = 5.0,
+        publish_on_specific_response_channel: bool = False,
+        max_message_bytes: int = 8 * 1024 * 1024,
+        socket_data: SocketData | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(key, str) or not key:
+            raise ConfigurationError("NodeRedisManager: key must be a non-empty string")
+        self.channels = {nsp: Channels(key, nsp) for nsp in _namespaces(namespaces)}
+        self.key = key
+        self.uid = new_uid()
+        self.request_timeout = check_seconds(request_timeout, "request_timeout")
+        self.specific_responses = bool(publish_on_specific_response_channel)
+        self.max_message_bytes = check_int(max_message_bytes, "max_message_bytes")
+        self.socket_data = socket_data
+        self.clock = clock or SystemClock()
+        self.redis: aioredis.Redis = make_redis_client(url, decode_responses=False)
+        self.thread: asyncio.Task[None] | None = None
+        self.subscribed = asyncio.Event()
+        self._pending: dict[str, _Pending] = {}
+        self._acks: dict[str, Callable[..., Any]] = {}
+        self._issued: dict[str, int] = {}  # sid -> when it connected, in ms
+        self._handlers: dict[str, ServerEventHandler] = {}
+
+    # ------------------------------------------------------------ life cycle
+
+    def initialize(self) -> None:
+        """Start listening (python-socketio calls this once, with the server set)."""
+        super().initialize()
+        self.thread = self.server.start_background_task(self._listen)
+
+    async def _listen(self) -> None:
+        """Subscribe, then handle every message; subscribe again after a Redis failure."""
+        delay = _RETRY_FIRST
+        while True:
+            pubsub: Any = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(*(c.pattern() for c in self.channels.values()))
+                await pubsub.subscribe(*self._request_channels())
+                self.subscribed.set()
+                delay = _RETRY_FIRST
+                while True:
+                    message = await pubsub.get_message(timeout=_POLL)
+                    if message is not None:
+                        await self._dispatch(message)
+            except (OSError, aioredis.RedisError) as exc:
+                self.subscribed.clear()
+                log.warning("node-redis manager: Redis failed (%s); again in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _request_channels(self) -> list[str]:
+        # (the request channel is what the Node servers count in serverCount())
+        return [
+            name
+            for c in self.channels.values()
+            for name in (c.request, c.response, c.response_to(self.uid, True))
+        ]
+
+    async def _dispatch(self, message: dict[str, Any]) -> None:
+        channel = _text(message.get("channel"))
+        raw = message.get("data")
+        if not isinstance(raw, bytes):
+            return
+        try:
+            if message.get("type") == "pmessage":
+                await self._on_broadcast(channel, raw)
+            else:
+                await self._on_request_channel(channel, raw)
+        except RtkitError as exc:
+            log.warning("node-redis manager: ignored a message on %s: %s", channel, exc.message)
+        except Exception:
+            log.exception("node-redis manager: a message on %s failed", channel)
+
+    # ------------------------------------------------------------ broadcasts
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str | None = None,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Callable[..., Any] | None = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Emit to this server's clients and, through Redis, to every other server's."""
+        room = to or room
+        namespace = namespace or "/"
+        if kwargs.get("ignore_queue") or namespace not in self.channels:
+            await super().emit(
+                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback
+            )
+            return
+        rooms, skipped = _as_list(room), _as_list(skip_sid)
+        if callback is not None:
+            await self._emit_with_ack(event, data, namespace, rooms, callback)
+            return
+        packet = {"type": EVENT, "data": [event, *_args(data)], "nsp": namespace}
+        options = {"rooms": rooms, "except": skipped, "flags": {}}
+        channels = self.channels[namespace]
+        await self._publish(channels.room_channel(rooms), encode([self.uid, packet, options]))
+        await super().emit(event, data, namespace, room=room, skip_sid=skip_sid)
+
+    async def _on_broadcast(self, channel: str, raw: bytes) -> None:
+        for channels in self.channels.values():
+            room = channels.room_of(channel)
+            if room is not None:
+                break
+        else:
+            return
+        if room and not self._has_room(channels.nsp, room):
+            return  # (the adapter's shortcut: no socket here is in that room)
+        uid, packet, options = decode_broadcast(raw, max_bytes=self.max_message_bytes)
+        if uid == self.uid or packet is None or packet.nsp != channels.nsp:
+            return
+        if packet.type == EVENT and packet.data and isinstance(packet.data[0], str):
+            await self._emit_here(packet, options)
+
+    async def _emit_here(
+        self, packet: Packet, options: BroadcastOptions, ack: Callable[..., Any] | None = None
+    ) -> None:
+        """Emit ``packet`` to this server's sockets that ``options`` choose (each with its
+        own ack id when ``ack`` is given)."""
+        event, *args = packet.data
+        if ack is None:
+            skipped = [sid for sid, _ in self.get_participants(packet.nsp, list(options.except_))]
+            rooms = list(options.rooms) or None
+            await super().emit(event, tuple(args), packet.nsp, room=rooms, skip_sid=skipped)
+            return
+        for sid in self._matching(packet.nsp, options):
+            await super().emit(event, tuple(args), packet.nsp, room=sid, callback=ack)
+
+    def _matching(self, nsp: str, options: BroadcastOptions) -> list[str]:
+        """This server's sockets in any of the rooms (all: none given), minus the excepted."""
+        skipped = {sid for sid, _ in self.get_participants(nsp, list(options.except_))}
+        rooms: Any = list(options.rooms) or None
+        return [sid for sid, _ in self.get_participants(nsp, rooms) if sid not in skipped]
+
+    def _has_room(self, nsp: str, room: str) -> bool:
+        rooms = self.rooms.get(nsp, {})
+        if room in rooms:
+            return True
+        with contextlib.suppress(ValueError):
+            number = float(room)
+            return number in rooms  # (a Node room may be a number)
+        return False
+
+    # ------------------------------------------------------------ emits with acks
+
+    async def _emit_with_ack(
+        self, event: str, data: Any, nsp: str, rooms: list[Any], callback: Callable[..., Any]
+    ) -> None:
+        """An emit whose client's ack comes back: here, or through the adapter's BROADCAST."""
+        if len(rooms) == 1 and self.is_connected(rooms[0], nsp):
+            await super().emit(event, data, nsp, room=rooms[0], callback=callback)
+            return
+        request_id = new_uid()
+        self._acks[request_id] = callback
+        asyncio.get_running_loop().call_later(
+            self.request_timeout, self._acks.pop, request_id, None
+        )
+        timeout_ms = int(self.request_timeout * 1000)
+        packet = {"type": EVENT, "data": [event, *_args(data)], "nsp": nsp}
+        options = {"rooms": rooms, "except": [], "flags": {"timeout": timeout_ms}}
+        request = {"uid": self.uid, "requestId": request_id, "type": RequestType.BROADCAST}
+        await self._publish(
+            self.channels[nsp].request, encode({**request, "packet": packet, "opts": options})
+        )
+        local = [sid for sid, _ in self.get_participants(nsp, rooms or None)]
+        for sid in local:
+            await super().emit(event, data, nsp, room=sid, callback=callback)
+
+    async def _broadcast_with_ack(self, nsp: str, request: Request) -> None:
+        """A Node server's ``timeout().emit(..., ack)``: say how many clients, relay their acks."""
+        if request.packet is None or request.packet.type != EVENT or not request.packet.data:
+            return
+        channels, request_id = self.channels[nsp], request.request_id
+
+        async def relay(*args: Any) -> None:
+            answer = {"type": RequestType.BROADCAST_ACK, "requestId": request_id}
+            answer["packet"] = args[0] if args else None
+            await self._answer(channels, request, encode(answer))
+
+        request.packet.nsp = nsp
+        count = len(self._matching(nsp, request.opts or BroadcastOptions()))
+        counted = {"type": RequestType.BROADCAST_CLIENT_COUNT, "requestId": request_id}
+        await self._answer(channels, request, encode({**counted, "clientCount": count}))
+        await self._emit_here(request.packet, request.opts or BroadcastOptions(), relay)
+
+    # ------------------------------------------------------------ requests from others
+
+    async def _on_request_channel(self, channel: str, raw: bytes) -> None:
+        for channels in self.channels.values():
+            if channel == channels.request:
+                request = decode_request(raw, max_bytes=self.max_message_bytes)
+                await self._on_request(channels, request)
+                return
+            if channel.startswith(channels.response):
+                self._on_response(decode_response(raw, max_bytes=self.max_message_bytes))
+                return
+
+    async def _on_request(self, channels: Channels, request: Request) -> None:
+        if request.uid == self.uid or request.request_id in self._pending:
+            return  # (this server's own request)
+        if request.request_id in self._acks:
+            return
+        nsp = channels.nsp
+        match request.type:
+            case RequestType.SOCKETS:
+                sids = [sid for sid, _ in self.get_participants(nsp, request.rooms or None)]
+                await self._reply(channels, request, {"sockets": sids})
+            case RequestType.ALL_ROOMS:
+                await self._reply(channels, request, {"rooms": self._room_names(nsp)})
+            case RequestType.REMOTE_FETCH:
+                options = request.opts or BroadcastOptions()
+                found = [self.describe(nsp, sid) for sid in self._matching(nsp, options)]
+                await self._reply(channels, request, {"sockets": found})
+            case RequestType.REMOTE_JOIN | RequestType.REMOTE_LEAVE | RequestType.REMOTE_DISCONNECT:
+                await self._remote_change(channels, request)
+            case RequestType.SERVER_SIDE_EMIT:
+                await self._server_side_event(channels, request)
+            case RequestType.BROADCAST:
+                await self._broadcast_with_ack(nsp, request)
+
+    async def _remote_change(self, channels: Channels, request: Request) -> None:
+        """socketsJoin / socketsLeave / disconnectSockets (or, without ``opts``, one socket)."""
+        nsp = channels.nsp
+        if request.opts is not None:
+            targets, rooms = self._matching(nsp, request.opts), request.rooms
+        elif request.sid is not None and self.is_connected(request.sid, nsp):
+            targets, rooms = [request.sid], [] if request.room is None else [request.room]
+        else:
+            return
+        for sid in targets:
+            await self._change(nsp, sid, request.type, rooms)
+        if request.opts is None:
+            await self._reply(channels, request, {})
+
+    async def _change(self, nsp: str, sid: str, kind: int, rooms: list[Any]) -> None:
+        if kind == RequestType.REMOTE_DISCONNECT:
+            await self.server.disconnect(sid, namespace=nsp, ignore_queue=True)
+            return
+        for room in rooms:
+            if kind == RequestType.REMOTE_JOIN and not self.is_sid_room(nsp, room):
+                await super().enter_room(sid, nsp, room)
+            elif kind == RequestType.REMOTE_LEAVE and room != sid:
+                await super().leave_room(sid, nsp, room)
+
+    async def _server_side_event(self, channels: Channels, request: Request) -> None:
+        data = request.data or []
+        handler = self._handlers.get(data[0]) if data and isinstance(data[0], str) else None
+        if handler is None:
+            return  # (as a Node server without a listener: no answer)
+        result = handler(*data[1:])
+        if inspect.isawaitable(result):
+            result = await result
+        if request.request_id is not None:
+            answer = {"type": RequestType.SERVER_SIDE_EMIT, "requestId": request.request_id}
+            await self._publish(channels.response, encode({**answer, "data": result}))
+
+    async def _reply(self, channels: Channels, request: Request, body: dict[str, Any]) -> None:
+        if request.request_id is not None:
+            await self._answer(channels, request, encode({"requestId": request.request_id, **body}))
+
+    async def _answer(self, channels: Channels, request: Request, message: bytes) -> None:
+        await self._publish(channels.response_to(request.uid, self.specific_responses), message)
+
+    def _on_response(self, response: Response) -> None:
+        pending = self._pending.get(response.request_id)
+        if pending is not None:
+            pending.add(response)
+            return
+        callback = self._acks.get(response.request_id)
+        if callback is not None and response.type == RequestType.BROADCAST_ACK:
+            result = callback(response.packet)
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                task.add_done_callback(_log_failure)
+
+    # ------------------------------------------------------------ what a Node server sees
+
+    def describe(self, nsp: str, sid: str) -> dict[str, Any]:
+        """This server's socket ``sid`` as a Node server's ``fetchSockets()`` shows it."""
+        environ = self.server.get_environ(sid, nsp) or {}
+        issued = self._issued.get(sid, 0)
+        data = self.socket_data(sid) if self.socket_data is not None else None
+        return {
+            "id": sid,
+            "handshake": handshake(environ, issued),
+            "rooms": self.get_rooms(sid, nsp),
+            "data": data,
+        }
+
+    def _room_names(self, nsp: str) -> list[Any]:
+        return [room for room in self.rooms.get(nsp, {}) if room is not None]
+
+    async def connect(self, sid: str, namespace: str) -> Any:
+        sid = await super().connect(sid, namespace)
+        if sid is not None:
+            self._issued[sid] = int(self.clock.time() * 1000)
+        return sid
+
+    async def disconnect(self, sid: str, namespace: str, **kwargs: Any) -> Any:
+        self._issued.pop(sid, None)
+        return await super().disconnect(sid, namespace, **kwargs)
+
+    async def can_disconnect(self, sid: str, namespace: str) -> bool:
+        if self.is_connected(sid, namespace) or self.is_pre_connected(sid, namespace):
+            return bool(await super().can_disconnect(sid, namespace))
+        await self._send_change(namespace, RequestType.REMOTE_DISCONNECT, [sid], [], close=False)
+        return False
+
+    async def enter_room(self, sid: str, namespace: str, room: Any, eio_sid: Any = None) -> None:
+        if self.is_connected(sid, namespace) or self.is_pre_connected(sid, namespace):
+            await super().enter_room(sid, namespace, room, eio_sid=eio_sid)
+        else:
+            await self._send_change(namespace, RequestType.REMOTE_JOIN, [sid], [room])
+
+    async def leave_room(self, sid: str, namespace: str, room: Any) -> None:
+        if self.is_connected(sid, namespace) or self.is_pre_connected(sid, namespace):
+            await super().leave_room(sid, namespace, room)
+        else:
+            await self._send_change(namespace, RequestType.REMOTE_LEAVE, [sid], [room])
+
+    async def close_room(self, room: Any, namespace: str) -> None:
+        await super().close_room(room, namespace)
+        await self._send_change(namespace or "/", RequestType.REMOTE_LEAVE, [room], [room])
+
+    # ------------------------------------------------------------ the cluster, from here
+
+    async def server_count(self, namespace: str = "/") -> int:
+        """How many servers (Node and Python) share ``namespace``, as the adapter counts them."""
+        channel = self._channels(namespace).request
+        counts = await self.redis.pubsub_numsub(channel)
+        return int(counts[0][1]) if counts else 0
+
+    async def fetch_sockets(
+        self, rooms: Iterable[Any] = (), *, except_rooms: Iterable[Any] = (), namespace: str = "/"
+    ) -> list[dict[str, Any]]:
+        """Every socket of the cluster in any of ``rooms`` (all when empty) and in none of
+        ``except_rooms``: ``{id, handshake, rooms, data}`` as Node's ``fetchSockets()``.
+
+        Raises:
+            rtkit.errors.BackendUnavailable: Not every server answered within
+                ``request_timeout`` (or Redis failed).
+        """
+        options = BroadcastOptions(rooms=list(rooms), except_=list(except_rooms))
+        here = [self.describe(namespace, sid) for sid in self._matching(namespace, options)]
+        opts = {"rooms": options.rooms, "except": options.except_}
+        there = await self._ask(namespace, RequestType.REMOTE_FETCH, {"opts": opts})
+        return here + there
+
+    async def all_rooms(self, namespace: str = "/") -> set[Any]:
+        """Every room of the cluster (each socket's own room included), as ``allRooms()``.
+
+        Raises:
+            rtkit.errors.BackendUnavailable: Not every server answered in time.
+        """
+        there = await self._ask(namespace, RequestType.ALL_ROOMS, {})
+        return {*self._room_names(namespace), *there}
+
+    def on_server_event(self, event: str, handler: ServerEventHandler) -> None:
+        """Run ``handler(*args)`` (sync or async) for another server's
+        ``serverSideEmit(event, *args)``; what it returns is the ack, when one is wanted."""
+        self._handlers[event] = handler
+
+    async def server_side_emit(self, event: str, *args: Any, namespace: str = "/") -> None:
+        """Node's ``serverSideEmit(event, *args)``: to every other server, no ack."""
+        body = {"uid": self.uid, "type": RequestType.SERVER_SIDE_EMIT, "data": [event, *args]}
+        await self._publish(self._channels(namespace).request, encode(body))
+
+    async def server_side_emit_with_ack(
+        self, event: str, *args: Any, namespace: str = "/"
+    ) -> list[Any]:
+        """``serverSideEmit(event, *args, ack)``: every other server's answer.
+
+        Raises:
+            rtkit.errors.BackendUnavailable: Not every server answered in time.
+        """
+        body = {"data": [event, *args]}
+        return await self._ask(namespace, RequestType.SERVER_SIDE_EMIT, body, others=True)
+
+    async def add_sockets(
+        self, join: Iterable[Any], rooms: Iterable[Any] = (), *, namespace: str = "/"
+    ) -> None:
+        """``socketsJoin(join)`` of the sockets in ``rooms`` (all when empty), cluster-wide."""
+        await self._cluster_change(namespace, RequestType.REMOTE_JOIN, list(rooms), list(join))
+
+    async def del_sockets(
+        self, leave: Iterable[Any], rooms: Iterable[Any] = (), *, namespace: str = "/"
+    ) -> None:
+        """``socketsLeave(leave)`` of the sockets in ``rooms`` (all when empty), cluster-wide."""
+        await self._cluster_change(namespace, RequestType.REMOTE_LEAVE, list(rooms), list(leave))
+
+    async def disconnect_sockets(self, rooms: Iterable[Any] = (), *, namespace: str = "/") -> None:
+        """``disconnectSockets()`` of the sockets in ``rooms`` (all when empty), cluster-wide."""
+        await self._cluster_change(namespace, RequestType.REMOTE_DISCONNECT, list(rooms), [])
+
+    async def _cluster_change(
+        self, nsp: str, kind: RequestType, rooms: list[Any], change: list[Any]
+    ) -> None:
+        for sid in self._matching(nsp, BroadcastOptions(rooms=rooms)):
+            await self._change(nsp, sid, kind, change)
+        await self._send_change(nsp, kind, rooms, change)
+
+    async def _send_change(
+        self, nsp: str, kind: RequestType, rooms: list[Any], change: list[Any], close: bool = False
+    ) -> None:
+        body: dict[str, Any] = {"uid": self.uid, "type": kind}
+        body["opts"] = {"rooms": rooms, "except": []}
+        body.update(
+            {"close": close} if kind == RequestType.REMOTE_DISCONNECT else {"rooms": change}
+        )
+        await self._publish(self._channels(nsp).request, encode(body))
+
+    async def _ask(
+        self, nsp: str, kind: RequestType, body: dict[str, Any], *, others: bool = False
+    ) -> list[Any]:
+        """Publish a request and wait for the answer of every other server."""
+        channels = self._channels(nsp)
+        expected = await self.server_count(nsp) - 1
+        if expected <= 0:
+            return []
+        if len(self._pending) >= _MAX_PENDING:
+            raise BackendUnavailable("too many Node adapter requests in flight")
+        request_id = new_uid()
+        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = _Pending(kind, expected, done)
+        request = {"uid": self.uid, "requestId": request_id, "type": kind, **body}
+        try:
+            await self._publish(channels.request, encode(request))
+            return await asyncio.wait_for(asyncio.shield(done), self.request_timeout)
+        except TimeoutError:
+            got = self._pending[request_id].answers
+            raise BackendUnavailable(
+                f"{kind.name}: {got} of {expected} servers answered in {self.request_timeout}s"
+            ) from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    def _channels(self, nsp: str) -> Channels:
+        try:
+            return self.channels[nsp]
+        except KeyError:
+            raise ConfigurationError(
+                f"namespace {nsp!r} is not shared with the Node servers"
+            ) from None
+
+    async def _publish(self, channel: str, message: bytes) -> None:
+        try:
+            await self.redis.publish(channel, message)
+        except (OSError, aioredis.RedisError) as exc:
+            raise BackendUnavailable(f"could not publish to the Node servers: {exc}") from exc
+
+
+def _namespaces(given: Iterable[str]) -> list[str]:
+    names = [given] if isinstance(given, str) else list(given)
+    if not names or any(not isinstance(n, str) or not n.startswith("/") for n in names):
+        raise ConfigurationError("NodeRedisManager: namespaces are names like '/' or '/chat'")
+    return names
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return list(value)
+    return [value]
+
+
+def _args(data: Any) -> list[Any]:
+    """python-socketio's emit ``data``: a tuple is several arguments, ``None`` none."""
+    if isinstance(data, tuple):
+        return list(data)
+    return [] if data is None else [data]
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("an ack callback failed", exc_info=task.exception())
