@@ -261,7 +261,7 @@ class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
         own ack id when ``ack`` is given)."""
         event, *args = packet.data
         if ack is None:
-            skipped = [sid for sid, _ in self.get_participants(packet.nsp, list(options.except_))]
+            skipped = list(self._sids_in(packet.nsp, options.except_))
             rooms = list(options.rooms) or None
             await super().emit(event, tuple(args), packet.nsp, room=rooms, skip_sid=skipped)
             return
@@ -270,9 +270,13 @@ class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
 
     def _matching(self, nsp: str, options: BroadcastOptions) -> list[str]:
         """This server's sockets in any of the rooms (all: none given), minus the excepted."""
-        skipped = {sid for sid, _ in self.get_participants(nsp, list(options.except_))}
+        skipped = self._sids_in(nsp, options.except_)
         rooms: Any = list(options.rooms) or None
         return [sid for sid, _ in self.get_participants(nsp, rooms) if sid not in skipped]
+
+    def _sids_in(self, nsp: str, rooms: list[Any]) -> set[str]:
+        here = self.rooms.get(nsp, {})
+        return {sid for room in rooms for sid in here.get(room, ())}
 
     def _has_room(self, nsp: str, room: str) -> bool:
         rooms = self.rooms.get(nsp, {})
