@@ -120,7 +120,7 @@ const commands = {
     return await server.of("/").adapter.serverCount();
   },
   async serverSideEmit({ event, args, ack }) {
-    if (ack) return await server.timeout(3000).serverSideEmitWithAck(event, ...(args || []));
+    if (ack) return await server.serverSideEmitWithAck(event, ...(args || []));
     server.serverSideEmit(event, ...(args || []));
     return null;
   },
@@ -139,8 +139,8 @@ const commands = {
     target(spec).disconnectSockets();
     return null;
   },
-  async localRooms({ id }) {
-    const socket = server.of("/").sockets.get(id);
+  async localRooms({ sid }) {
+    const socket = server.of("/").sockets.get(sid);
     return socket ? [...socket.rooms] : null;
   },
   async quit() {

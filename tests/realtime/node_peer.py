@@ -45,6 +45,7 @@ class NodePeer:
     async def call(self, cmd: str, **args: Any) -> Any:
         """Run command ``cmd`` in the Node process; its result (raises on its error)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert not {"id", "cmd"} & set(args), "id and cmd name the command itself"
         async with self._lock:
             number = next(self._ids)
             line = json.dumps({"id": number, "cmd": cmd, **args}) + "\n"

@@ -134,3 +134,165 @@ async def test_node_emits_reach_the_clients_of_the_rtkit_server(cluster: Cluster
 
 async def _events(node: NodePeer, name: str) -> list[tuple[str, list[Any]]]:
     return [(e["event"], e["args"]) for e in await node.events(name)]
+
+
+async def test_node_fetch_sockets_sees_rtkit_sockets_their_rooms_and_users(
+    cluster: Cluster,
+) -> None:
+    ann = await cluster.rtkit_client("ann", user_id="u-ann")
+    await cluster.node.call("clientEmit", name="ann", event="room:join", args=["lobby"])
+    await cluster.node.wait_event("ann", "room:joined")
+    nia = await cluster.node_client("nia", rooms=("room:lobby",))
+
+    found = {s["id"]: s for s in await cluster.node.call("fetchSockets", to="room:lobby")}
+    assert set(found) == {ann, nia}
+    mine = found[ann]
+    assert set(mine["rooms"]) == {ann, "user:u-ann", "room:lobby"}
+    assert mine["data"] == {"userId": "u-ann", "username": "Ann"}
+    assert mine["handshake"]["auth"] == {}  # the token stays in rtkit's process
+    assert "authorization" not in mine["handshake"]["headers"]
+    assert isinstance(mine["handshake"]["issued"], int)
+    assert found[nia]["data"] == {"side": "node", "name": "nia"}
+
+    everyone = {s["id"] for s in await cluster.node.call("fetchSockets")}
+    assert everyone == {ann, nia}
+    rooms = set(await cluster.node.call("allRooms"))
+    assert {"room:lobby", "user:u-ann", ann, nia} <= rooms
+
+    # And the other way: rtkit asks the Node server.
+    seen = await cluster.manager.fetch_sockets(["room:lobby"], except_rooms=[ann])
+    assert [s["id"] for s in seen] == [nia]
+    assert seen[0]["data"] == {"side": "node", "name": "nia"}
+    assert {"room:lobby", "user:u-ann", ann, nia} <= await cluster.manager.all_rooms()
+    assert await cluster.node.call("serverCount") == 2
+
+
+async def test_server_side_emits_both_ways_with_and_without_acks(cluster: Cluster) -> None:
+    got: list[Any] = []
+
+    async def hello(*args: Any) -> dict[str, Any]:
+        got.append(list(args))
+        return {"from": "rtkit", "got": list(args)}
+
+    cluster.manager.on_server_event("hello", hello)
+    answers = await cluster.node.call("serverSideEmit", event="hello", args=[1, "a"], ack=True)
+    assert answers == [{"from": "rtkit", "got": [1, "a"]}]
+    await cluster.node.call("serverSideEmit", event="hello", args=["no ack"])
+    async with asyncio.timeout(10):
+        while len(got) < 2:  # noqa: ASYNC110  (filled by the manager's listener)
+            await asyncio.sleep(0.02)
+    assert got == [[1, "a"], ["no ack"]]
+
+    answers = await cluster.manager.server_side_emit_with_ack("hello", {"x": 1})
+    assert answers == [{"from": "node", "got": [{"x": 1}]}]
+    await cluster.manager.server_side_emit("hello", "plain")
+    async with asyncio.timeout(10):
+        while ["plain"] not in await cluster.node.call("serverEvents"):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def test_node_joins_leaves_and_disconnects_rtkit_sockets(cluster: Cluster) -> None:
+    ann = await cluster.rtkit_client("ann")
+    bob = await cluster.rtkit_client("bob")
+    node, manager = cluster.node, cluster.manager
+
+    await node.call("socketsJoin", rooms=["green"], to=ann)
+    await _until(lambda: "green" in manager.get_rooms(ann, "/"))
+    await node.call("socketsJoin", rooms=["blue"])
+    await _until(lambda: "blue" in manager.get_rooms(bob, "/"))
+    await node.call("socketsLeave", rooms=["blue"], to="green")
+    await _until(lambda: "blue" not in manager.get_rooms(ann, "/"))
+    assert "blue" in manager.get_rooms(bob, "/")
+
+    await node.call("disconnectSockets", to="green")
+    await node.wait_event("ann", "<disconnect>")
+    assert manager.is_connected(bob, "/")
+
+
+async def test_rtkit_joins_leaves_and_disconnects_node_sockets(cluster: Cluster) -> None:
+    nia = await cluster.node_client("nia")
+    noe = await cluster.node_client("noe")
+    sio, node = cluster.rtkit.sio, cluster.node
+
+    await sio.enter_room(nia, "green")  # a socket of the Node server
+    await _until_node(node, nia, lambda rooms: "green" in rooms)
+    await cluster.manager.add_sockets(["blue"])
+    await _until_node(node, noe, lambda rooms: "blue" in rooms)
+    await sio.leave_room(nia, "green")
+    await _until_node(node, nia, lambda rooms: "green" not in rooms)
+    await cluster.manager.del_sockets(["blue"], ["blue"])
+    await _until_node(node, noe, lambda rooms: "blue" not in rooms)
+
+    await sio.disconnect(nia)
+    await node.wait_event("nia", "<disconnect>")
+    await cluster.manager.disconnect_sockets([noe])
+    await node.wait_event("noe", "<disconnect>")
+
+
+async def test_acks_cross_the_cluster_both_ways(cluster: Cluster) -> None:
+    ann = await cluster.rtkit_client("ann")
+    await cluster.rtkit.sio.enter_room(ann, "red")
+    await cluster.node_client("nia", rooms=("red",))
+
+    # A Node server's timeout().emitWithAck() waits for every client of every server.
+    answers = await cluster.node.call("emitWithAck", event="ask", to="red", args=[7])
+    assert sorted(a["ackFrom"] for a in answers) == ["ann", "nia"]
+    assert all(a["args"] == [7] for a in answers)
+
+    # rtkit's call() to a socket of the Node server.
+    nia = await cluster.node.call("fetchSockets", to="red")
+    nia_id = next(s["id"] for s in nia if s["id"] != ann)
+    answer = await cluster.rtkit.sio.call("ask", {"q": 1}, to=nia_id, timeout=10)
+    assert answer == {"ackFrom": "nia", "args": [{"q": 1}]}
+
+
+async def test_chat_rooms_are_shared_with_node_servers(cluster: Cluster) -> None:
+    """rtkit's chat room ``R`` is the Socket.IO room ``room:R`` on every server."""
+    await cluster.rtkit_client("ann", user_id="u-ann")
+    await cluster.node.call("clientEmit", name="ann", event="room:join", args=["lobby"])
+    await cluster.node.wait_event("ann", "room:joined")
+    await cluster.node_client("nia", rooms=("room:lobby",))
+
+    payload = {"roomId": "lobby", "message": "from ann", "type": "text"}
+    await cluster.node.call("clientEmit", name="ann", event="chat:message", args=[payload])
+    message = (await cluster.node.wait_event("nia", "chat:message"))[0]
+    assert (message["userId"], message["message"]) == ("u-ann", "from ann")
+
+    await cluster.node.call("emit", event="chat:message", to="room:lobby", args=[{"m": "node"}])
+    await cluster.node.wait_event("ann", "chat:message", lambda args: args == [{"m": "node"}])
+
+
+async def test_garbage_on_the_adapter_channels_changes_nothing(
+    cluster: Cluster, redis_client: Any
+) -> None:
+    ann = await cluster.rtkit_client("ann")
+    await cluster.rtkit.sio.enter_room(ann, "red")
+    key = cluster.key
+    # (broadcast junk goes to a room only rtkit has: the Node adapter would crash on it)
+    for channel, junk in [
+        (f"{key}#/#red#", b"\xc1"),  # never valid msgpack
+        (f"{key}#/#red#", b"\x93\xa3abc\xc0\x80"),  # [uid, nil, {}]
+        (f"{key}#/#red#", b'{"not": "a list"}'),
+        (f"{key}#/#red#", b"\x93\xa3abc\x82\xa4type\x02\xa4data\x90\x80"),  # no event name
+        (f"{key}#/#red#", b"\x93\xa3abc\x81\xa4type\x02\x81\xa5rooms\x01"),  # rooms: 1
+        (f"{key}-request#/#", b"\x81\xa4type\xa3bad"),
+        (f"{key}-request#/#", b'{"type": 5, "requestId": 12, "opts": 3}'),
+        (f"{key}-response#/#", b"[]"),
+    ]:
+        await redis_client.publish(channel, junk)
+    await cluster.node.call("emit", event="still", to="red", args=[1])
+    await cluster.node.wait_event("ann", "still")
+    assert cluster.manager.thread is not None and not cluster.manager.thread.done()
+    assert cluster.manager.is_connected(ann, "/")
+
+
+async def _until(check: Any, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():  # noqa: ASYNC110  (state changed by the manager's listener)
+            await asyncio.sleep(0.02)
+
+
+async def _until_node(node: NodePeer, sid: str, check: Any, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not check(await node.call("localRooms", sid=sid) or []):
+            await asyncio.sleep(0.02)
