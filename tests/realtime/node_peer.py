@@ -83,7 +83,7 @@ class NodePeer:
 
 async def _poll(check: Callable[[], Awaitable[Any]], timeout: float = 15) -> Any:
     async with asyncio.timeout(timeout):
-        while (value := await check()) is None:
+        while (value := await check()) is None:  # noqa: ASYNC110  (another process)
             await asyncio.sleep(0.05)
         return value
 
