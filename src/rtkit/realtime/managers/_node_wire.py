@@ -20,11 +20,14 @@ to a Socket.IO client), a whole number an int and any other number a float64.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import secrets
 import string
 import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, TypeVar
 
@@ -32,16 +35,20 @@ import msgpack
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticError
 
-from ...errors import MalformedRequest, ValidationError
+from ...errors import ConfigurationError, MalformedRequest, ValidationError
 
 __all__ = [
     "EVENT",
     "BroadcastOptions",
     "Channels",
     "Packet",
+    "Pending",
     "Request",
     "RequestType",
     "Response",
+    "args_of",
+    "as_list",
+    "check_namespaces",
     "decode",
     "decode_broadcast",
     "decode_request",
@@ -49,6 +56,7 @@ __all__ = [
     "encode",
     "handshake",
     "new_uid",
+    "text",
 ]
 
 EVENT = 2  # socket.io-parser's PacketType.EVENT (the adapter never sees BINARY_EVENT)
@@ -244,6 +252,64 @@ def _valid(adapter: TypeAdapter[_T], value: Any) -> _T:
         return adapter.validate_python(value)
     except PydanticError as exc:
         raise MalformedRequest(f"not a Node adapter message: {exc.errors()[0]['msg']}") from None
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def check_namespaces(given: Iterable[str]) -> list[str]:
+    """The namespaces a manager shares (``"/"``, ``"/chat"``...).
+
+    Raises:
+        rtkit.errors.ConfigurationError: Not such names.
+    """
+    names = [given] if isinstance(given, str) else list(given)
+    if not names or any(not isinstance(n, str) or not n.startswith("/") for n in names):
+        raise ConfigurationError("NodeRedisManager: namespaces are names like '/' or '/chat'")
+    return names
+
+
+def text(value: Any) -> str:
+    """A channel name Redis gave as bytes."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def as_list(value: Any) -> list[Any]:
+    """A room (or sid) or several, as a list."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return list(value)
+    return [value]
+
+
+def args_of(data: Any) -> list[Any]:
+    """python-socketio's emit ``data``: a tuple is several arguments, ``None`` none."""
+    if isinstance(data, tuple):
+        return list(data)
+    return [] if data is None else [data]
+
+
+@dataclass
+class Pending:
+    """A request of a server: the answers so far, and how many it waits for."""
+
+    type: RequestType
+    expected: int
+    done: asyncio.Future[list[Any]]
+    items: list[Any] = field(default_factory=list)
+    answers: int = 0
+
+    def add(self, response: Response) -> None:
+        self.answers += 1
+        if self.type is RequestType.SERVER_SIDE_EMIT:
+            self.items.append(response.data)
+        elif self.type is RequestType.ALL_ROOMS:
+            self.items.extend(response.rooms or [])
+        else:
+            self.items.extend(response.sockets or [])
+        if self.answers >= self.expected and not self.done.done():
+            self.done.set_result(self.items)
 
 
 # ---------------------------------------------------------------- fetchSockets

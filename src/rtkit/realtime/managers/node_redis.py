@@ -36,7 +36,6 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -51,15 +50,20 @@ from ._node_wire import (
     BroadcastOptions,
     Channels,
     Packet,
+    Pending,
     Request,
     RequestType,
     Response,
+    args_of,
+    as_list,
+    check_namespaces,
     decode_broadcast,
     decode_request,
     decode_response,
     encode,
     handshake,
     new_uid,
+    text,
 )
 
 __all__ = ["DEFAULT_KEY", "NodeRedisManager"]
@@ -75,28 +79,6 @@ SocketData = Callable[[str], Any]
 _MAX_PENDING = 1_000  # requests of this server waiting for answers at once
 _RETRY_FIRST, _RETRY_MAX = 0.5, 30.0  # seconds between two attempts to subscribe again
 _POLL = 1.0  # seconds the listener waits for a message before it looks again
-
-
-@dataclass
-class _Pending:
-    """A request of this server: the answers so far, and how many it waits for."""
-
-    type: RequestType
-    expected: int
-    done: asyncio.Future[list[Any]]
-    items: list[Any] = field(default_factory=list)
-    answers: int = 0
-
-    def add(self, response: Response) -> None:
-        self.answers += 1
-        if self.type is RequestType.SERVER_SIDE_EMIT:
-            self.items.append(response.data)
-        elif self.type is RequestType.ALL_ROOMS:
-            self.items.extend(response.rooms or [])
-        else:
-            self.items.extend(response.sockets or [])
-        if self.answers >= self.expected and not self.done.done():
-            self.done.set_result(self.items)
 
 
 class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
@@ -139,7 +121,7 @@ class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
         super().__init__()
         if not isinstance(key, str) or not key:
             raise ConfigurationError("NodeRedisManager: key must be a non-empty string")
-        self.channels = {nsp: Channels(key, nsp) for nsp in _namespaces(namespaces)}
+        self.channels = {nsp: Channels(key, nsp) for nsp in check_namespaces(namespaces)}
         self.key = key
         self.uid = new_uid()
         self.request_timeout = check_seconds(request_timeout, "request_timeout")
@@ -150,7 +132,7 @@ class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
         self.redis: aioredis.Redis = make_redis_client(url, decode_responses=False)
         self.thread: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, Pending] = {}
         self._acks: dict[str, Callable[..., Any]] = {}
         self._issued: dict[str, int] = {}  # sid -> when it connected, in ms
         self._handlers: dict[str, ServerEventHandler] = {}
@@ -194,7 +176,7 @@ class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
         ]
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
-        channel = _text(message.get("channel"))
+        channel = text(message.get("channel"))
         raw = message.get("data")
         if not isinstance(raw, bytes):
             return
@@ -229,11 +211,11 @@ class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
                 event, data, namespace, room=room, skip_sid=skip_sid, callback=callback
             )
             return
-        rooms, skipped = _as_list(room), _as_list(skip_sid)
+        rooms, skipped = as_list(room), as_list(skip_sid)
         if callback is not None:
             await self._emit_with_ack(event, data, namespace, rooms, callback)
             return
-        packet = {"type": EVENT, "data": [event, *_args(data)], "nsp": namespace}
+        packet = {"type": EVENT, "data": [event, *args_of(data)], "nsp": namespace}
         options = {"rooms": rooms, "except": skipped, "flags": {}}
         channels = self.channels[namespace]
         await self._publish(channels.room_channel(rooms), encode([self.uid, packet, options]))
@@ -302,7 +284,7 @@ class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
             self.request_timeout, self._acks.pop, request_id, None
         )
         timeout_ms = int(self.request_timeout * 1000)
-        packet = {"type": EVENT, "data": [event, *_args(data)], "nsp": nsp}
+        packet = {"type": EVENT, "data": [event, *args_of(data)], "nsp": nsp}
         options = {"rooms": rooms, "except": [], "flags": {"timeout": timeout_ms}}
         request = {"uid": self.uid, "requestId": request_id, "type": RequestType.BROADCAST}
         await self._publish(
@@ -567,7 +549,7 @@ class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
             raise BackendUnavailable("too many Node adapter requests in flight")
         request_id = new_uid()
         done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = _Pending(kind, expected, done)
+        self._pending[request_id] = Pending(kind, expected, done)
         request = {"uid": self.uid, "requestId": request_id, "type": kind, **body}
         try:
             await self._publish(channels.request, encode(request))
@@ -593,32 +575,6 @@ class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
             await self.redis.publish(channel, message)
         except (OSError, aioredis.RedisError) as exc:
             raise BackendUnavailable(f"could not publish to the Node servers: {exc}") from exc
-
-
-def _namespaces(given: Iterable[str]) -> list[str]:
-    names = [given] if isinstance(given, str) else list(given)
-    if not names or any(not isinstance(n, str) or not n.startswith("/") for n in names):
-        raise ConfigurationError("NodeRedisManager: namespaces are names like '/' or '/chat'")
-    return names
-
-
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return list(value)
-    return [value]
-
-
-def _args(data: Any) -> list[Any]:
-    """python-socketio's emit ``data``: a tuple is several arguments, ``None`` none."""
-    if isinstance(data, tuple):
-        return list(data)
-    return [] if data is None else [data]
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:
