@@ -188,6 +188,11 @@ def test_bad_manager_options_are_refused(options: dict[str, Any]) -> None:
         NodeRedisManager("redis://127.0.0.1:1/0", **options)
 
 
+def test_a_cluster_url_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="cluster"):
+        NodeRedisManager("redis+cluster://127.0.0.1:7000/0")
+
+
 def test_an_adapter_needs_redis() -> None:
     with pytest.raises(ConfigurationError, match="redis"):
         RealtimeServer.from_url("memory://", adapter="node-redis")

@@ -1,26 +1,23 @@
 """A python-socketio manager that joins a cluster of Node Socket.IO servers.
 
 The Node servers use ``@socket.io/redis-adapter`` 8.x (protocol of its
-``lib/index.ts``: the wire is in ``_node_wire.py``); this manager speaks the
-same protocol on the same Redis, so Python and Node servers behind one load
-balancer are one cluster:
+``lib/index.ts``; the wire is in ``_node_wire.py``); this manager speaks it on
+the same Redis, so Python and Node servers are one cluster:
 
-* an emit on either side reaches the clients of every server: to all, to a
-  room (or several), to one socket (its own room), with ``except``/``skip_sid``;
+* an emit on either side reaches the clients of every server: to all, to
+  rooms, to one socket (its own room), with ``except``/``skip_sid``;
 * the Node side's ``fetchSockets()``, ``allRooms()``, ``socketsJoin()``,
-  ``socketsLeave()``, ``disconnectSockets()``, ``serverSideEmit()`` (with or
-  without an ack) and ``timeout().emit()`` with acks see and reach this
-  server's sockets, and their Python twins here
-  (:meth:`NodeRedisManager.fetch_sockets` and the rest) see and reach theirs;
+  ``socketsLeave()``, ``disconnectSockets()``, ``serverSideEmit()`` and
+  ``timeout().emit()`` with acks see and reach this server's sockets, and
+  their twins here (:meth:`NodeRedisManager.fetch_sockets`...) see Node's;
 * ``enter_room``/``leave_room``/``disconnect`` of a socket on another server
   are carried out there.
 
 This server counts in the Node servers' ``serverCount()`` (it subscribes to the
 request channel), so it answers every request they wait for. Left out: the
-sharded adapter (``createShardedAdapter``, Redis 7 ``SPUBLISH``), connection
-state recovery through the adapter (the Node adapter cannot do it either), and
-the credentials of a socket in ``fetchSockets()`` (``handshake.auth`` and the
-``Authorization``/``Cookie`` headers, which Node would publish on Redis).
+sharded adapter, connection state recovery through the adapter (Node's cannot
+either), and a socket's credentials in ``fetchSockets()`` (``handshake.auth``,
+the ``Authorization``/``Cookie`` headers, which Node would publish on Redis).
 
 python-socketio's own parts this relies on (a manager subclass): ``self.rooms``
 (``rooms[namespace][room][sid] = eio_sid``), ``get_participants``,
@@ -37,6 +34,7 @@ import inspect
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 import socketio
@@ -129,6 +127,11 @@ class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
         self.max_message_bytes = check_int(max_message_bytes, "max_message_bytes")
         self.socket_data = socket_data
         self.clock = clock or SystemClock()
+        if urlsplit(url).scheme.lower().endswith("+cluster"):
+            raise ConfigurationError(
+                "NodeRedisManager: the Node adapter's pub/sub needs one Redis or Sentinel, "
+                "not a cluster URL"
+            )
         self.redis: aioredis.Redis = make_redis_client(url, decode_responses=False)
         self.thread: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
@@ -455,8 +458,21 @@ class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
     async def server_count(self, namespace: str = "/") -> int:
         """How many servers (Node and Python) share ``namespace``, as the adapter counts them."""
         channel = self._channels(namespace).request
+        await self.wait_subscribed()
         counts = await self.redis.pubsub_numsub(channel)
         return int(counts[0][1]) if counts else 0
+
+    async def wait_subscribed(self) -> None:
+        """Wait until this server hears the others (and they count it), at most
+        ``request_timeout``; python-socketio starts the listener with the server.
+
+        Raises:
+            rtkit.errors.BackendUnavailable: Not subscribed in time (Redis is down?).
+        """
+        try:
+            await asyncio.wait_for(self.subscribed.wait(), self.request_timeout)
+        except TimeoutError:
+            raise BackendUnavailable("not subscribed to the Node adapter's channels") from None
 
     async def fetch_sockets(
         self, rooms: Iterable[Any] = (), *, except_rooms: Iterable[Any] = (), namespace: str = "/"
