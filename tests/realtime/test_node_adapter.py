@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 from node_peer import NodePeer, node_peer
-from realtime_support import make_server, serving, token_for
+from realtime_support import Chat, make_server, serving, token_for
+from rtkit_process import rtkit_serve
+from rtkit_process import token_for as serve_token
 
 from rtkit.realtime import RealtimeServer
 from rtkit.realtime.managers.node_redis import NodeRedisManager
@@ -284,6 +286,50 @@ async def test_garbage_on_the_adapter_channels_changes_nothing(
     await cluster.node.wait_event("ann", "still")
     assert cluster.manager.thread is not None and not cluster.manager.thread.done()
     assert cluster.manager.is_connected(ann, "/")
+
+
+async def test_rtkit_serve_adapter_node_redis_joins_the_node_cluster(
+    redis_url: str, redis_prefix: str
+) -> None:
+    key = f"rtkit-test-node-{uuid.uuid4().hex[:10]}"
+    options = ("--adapter", "node-redis", "--adapter-key", key)
+    async with (
+        rtkit_serve("--redis", redis_url, "--prefix", redis_prefix, *options) as server,
+        node_peer(redis_url, key) as node,
+    ):
+        async with asyncio.timeout(15):
+            while await node.call("serverCount") < 2:  # noqa: ASYNC110  (Redis counts)
+                await asyncio.sleep(0.05)
+        auth = {"token": serve_token("u-ann", "Ann")}
+        ann = (await node.call("client", name="ann", url=server.url, auth=auth))["id"]
+        found = await node.call("fetchSockets", to=ann)
+        assert found[0]["data"] == {"userId": "u-ann", "username": "Ann"}
+        await node.call("emit", event="from-node", args=["hi"])
+        assert await node.wait_event("ann", "from-node") == ["hi"]
+
+
+async def test_rtkit_instances_chat_through_the_node_adapter(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Two rtkit instances on ``adapter="node-redis"`` alone: the chat works as with
+    python-socketio's manager."""
+    key = f"rtkit-test-node-{uuid.uuid4().hex[:10]}"
+    one = make_server(redis_url, redis_prefix, adapter="node-redis", adapter_key=key)
+    two = make_server(redis_url, redis_prefix, adapter="node-redis", adapter_key=key)
+    async with serving(one) as url_one, serving(two) as url_two:
+        chat_one, chat_two = Chat(url_one, one), Chat(url_two, two)
+        try:
+            ann = await chat_one.connect("u-ann", "Ann")
+            bob = await chat_two.connect("u-bob", "Bob")
+            await ann.client.join_room("lobby")
+            await bob.client.join_room("lobby")
+            await ann.client.send_message("lobby", "across")
+            message = await bob.seen.wait_for("chat:message")
+            assert (message.user_id, message.message) == ("u-ann", "across")
+            await ann.seen.wait_for("room:user:joined", lambda e: e.user_id == "u-bob")
+        finally:
+            await chat_one.close()
+            await chat_two.close()
 
 
 async def _until(check: Any, timeout: float = 10) -> None:
