@@ -23,6 +23,7 @@ from rtkit_process import token_for as serve_token
 
 from rtkit.realtime import RealtimeServer
 from rtkit.realtime.managers.node_redis import NodeRedisManager
+from rtkit_testing import PrivateRedis
 
 pytestmark = [pytest.mark.node, pytest.mark.redis, pytest.mark.slow]
 
@@ -330,6 +331,33 @@ async def test_rtkit_instances_chat_through_the_node_adapter(
         finally:
             await chat_one.close()
             await chat_two.close()
+
+
+async def test_the_cluster_heals_after_a_redis_restart(private_redis: PrivateRedis) -> None:
+    key = f"rtkit-test-node-{uuid.uuid4().hex[:10]}"
+    server = make_server(
+        private_redis.url, "rtkit-node-fault:", adapter="node-redis", adapter_key=key
+    )
+    async with serving(server) as url, node_peer(private_redis.url, key) as node:
+        cluster = Cluster(node, server, url, key)
+        await _counted(node, 2)
+        await cluster.rtkit_client("ann")
+        nia = await cluster.node_client("nia")
+
+        private_redis.stop()
+        private_redis.start()
+        await _counted(node, 2, timeout=30)  # both servers subscribed again
+
+        await node.call("emit", event="after", args=[1])
+        assert await node.wait_event("ann", "after") == [1]
+        await server.sio.emit("back", 2, to=nia)
+        assert await node.wait_event("nia", "back") == [2]
+
+
+async def _counted(node: NodePeer, servers: int, timeout: float = 15) -> None:
+    async with asyncio.timeout(timeout):
+        while await node.call("serverCount") < servers:  # noqa: ASYNC110  (Redis counts)
+            await asyncio.sleep(0.05)
 
 
 async def _until(check: Any, timeout: float = 10) -> None:
