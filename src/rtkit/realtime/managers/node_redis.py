@@ -43,6 +43,7 @@ from ..._core.clock import Clock, SystemClock
 from ..._core.redis import make_redis_client
 from ..._core.validate import check_int, check_seconds
 from ...errors import BackendUnavailable, ConfigurationError, RtkitError
+from ._node_cluster import MAX_PENDING, ClusterRequests, ServerEventHandler
 from ._node_wire import (
     EVENT,
     BroadcastOptions,
@@ -71,15 +72,13 @@ DEFAULT_KEY = "socket.io"
 
 log = logging.getLogger("rtkit.realtime")
 
-ServerEventHandler = Callable[..., Any]
 SocketData = Callable[[str], Any]
 
-_MAX_PENDING = 1_000  # requests of this server waiting for answers at once
 _RETRY_FIRST, _RETRY_MAX = 0.5, 30.0  # seconds between two attempts to subscribe again
 _POLL = 1.0  # seconds the listener waits for a message before it looks again
 
 
-class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
+class NodeRedisManager(ClusterRequests, socketio.AsyncManager):  # type: ignore[misc]
     """python-socketio's client manager on the protocol of Node's ``@socket.io/redis-adapter``.
 
     Args:
@@ -122,6 +121,7 @@ class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
         self.channels = {nsp: Channels(key, nsp) for nsp in check_namespaces(namespaces)}
         self.key = key
         self.uid = new_uid()
+        self._own = b"\x93\xa6" + self.uid.encode()  # msgpack of [uid, ...], as encode() writes
         self.request_timeout = check_seconds(request_timeout, "request_timeout")
         self.specific_responses = bool(publish_on_specific_response_channel)
         self.max_message_bytes = check_int(max_message_bytes, "max_message_bytes")
@@ -233,6 +233,8 @@ class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
             return
         if room and not self._has_room(channels.nsp, room):
             return  # (the adapter's shortcut: no socket here is in that room)
+        if raw.startswith(self._own):
+            return  # this server's own broadcast, back from Redis: not worth decoding
         uid, packet, options = decode_broadcast(raw, max_bytes=self.max_message_bytes)
         if uid == self.uid or packet is None or packet.nsp != channels.nsp:
             return
@@ -281,6 +283,8 @@ class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
         if len(rooms) == 1 and self.is_connected(rooms[0], nsp):
             await super().emit(event, data, nsp, room=rooms[0], callback=callback)
             return
+        if len(self._acks) >= MAX_PENDING:
+            raise BackendUnavailable("too many acks from other servers awaited at once")
         request_id = new_uid()
         self._acks[request_id] = callback
         asyncio.get_running_loop().call_later(
@@ -452,145 +456,6 @@ class NodeRedisManager(socketio.AsyncManager):  # type: ignore[misc]
     async def close_room(self, room: Any, namespace: str) -> None:
         await super().close_room(room, namespace)
         await self._send_change(namespace or "/", RequestType.REMOTE_LEAVE, [room], [room])
-
-    # ------------------------------------------------------------ the cluster, from here
-
-    async def server_count(self, namespace: str = "/") -> int:
-        """How many servers (Node and Python) share ``namespace``, as the adapter counts them."""
-        channel = self._channels(namespace).request
-        await self.wait_subscribed()
-        counts = await self.redis.pubsub_numsub(channel)
-        return int(counts[0][1]) if counts else 0
-
-    async def wait_subscribed(self) -> None:
-        """Wait until this server hears the others (and they count it), at most
-        ``request_timeout``; python-socketio starts the listener with the server.
-
-        Raises:
-            rtkit.errors.BackendUnavailable: Not subscribed in time (Redis is down?).
-        """
-        try:
-            await asyncio.wait_for(self.subscribed.wait(), self.request_timeout)
-        except TimeoutError:
-            raise BackendUnavailable("not subscribed to the Node adapter's channels") from None
-
-    async def fetch_sockets(
-        self, rooms: Iterable[Any] = (), *, except_rooms: Iterable[Any] = (), namespace: str = "/"
-    ) -> list[dict[str, Any]]:
-        """Every socket of the cluster in any of ``rooms`` (all when empty) and in none of
-        ``except_rooms``: ``{id, handshake, rooms, data}`` as Node's ``fetchSockets()``.
-
-        Raises:
-            rtkit.errors.BackendUnavailable: Not every server answered within
-                ``request_timeout`` (or Redis failed).
-        """
-        options = BroadcastOptions(rooms=list(rooms), except_=list(except_rooms))
-        here = [self.describe(namespace, sid) for sid in self._matching(namespace, options)]
-        opts = {"rooms": options.rooms, "except": options.except_}
-        there = await self._ask(namespace, RequestType.REMOTE_FETCH, {"opts": opts})
-        return here + there
-
-    async def all_rooms(self, namespace: str = "/") -> set[Any]:
-        """Every room of the cluster (each socket's own room included), as ``allRooms()``.
-
-        Raises:
-            rtkit.errors.BackendUnavailable: Not every server answered in time.
-        """
-        there = await self._ask(namespace, RequestType.ALL_ROOMS, {})
-        return {*self._room_names(namespace), *there}
-
-    def on_server_event(self, event: str, handler: ServerEventHandler) -> None:
-        """Run ``handler(*args)`` (sync or async) for another server's
-        ``serverSideEmit(event, *args)``; what it returns is the ack, when one is wanted."""
-        self._handlers[event] = handler
-
-    async def server_side_emit(self, event: str, *args: Any, namespace: str = "/") -> None:
-        """Node's ``serverSideEmit(event, *args)``: to every other server, no ack."""
-        body = {"uid": self.uid, "type": RequestType.SERVER_SIDE_EMIT, "data": [event, *args]}
-        await self._publish(self._channels(namespace).request, encode(body))
-
-    async def server_side_emit_with_ack(
-        self, event: str, *args: Any, namespace: str = "/"
-    ) -> list[Any]:
-        """``serverSideEmit(event, *args, ack)``: every other server's answer.
-
-        Raises:
-            rtkit.errors.BackendUnavailable: Not every server answered in time.
-        """
-        body = {"data": [event, *args]}
-        return await self._ask(namespace, RequestType.SERVER_SIDE_EMIT, body, others=True)
-
-    async def add_sockets(
-        self, join: Iterable[Any], rooms: Iterable[Any] = (), *, namespace: str = "/"
-    ) -> None:
-        """``socketsJoin(join)`` of the sockets in ``rooms`` (all when empty), cluster-wide."""
-        await self._cluster_change(namespace, RequestType.REMOTE_JOIN, list(rooms), list(join))
-
-    async def del_sockets(
-        self, leave: Iterable[Any], rooms: Iterable[Any] = (), *, namespace: str = "/"
-    ) -> None:
-        """``socketsLeave(leave)`` of the sockets in ``rooms`` (all when empty), cluster-wide."""
-        await self._cluster_change(namespace, RequestType.REMOTE_LEAVE, list(rooms), list(leave))
-
-    async def disconnect_sockets(self, rooms: Iterable[Any] = (), *, namespace: str = "/") -> None:
-        """``disconnectSockets()`` of the sockets in ``rooms`` (all when empty), cluster-wide."""
-        await self._cluster_change(namespace, RequestType.REMOTE_DISCONNECT, list(rooms), [])
-
-    async def _cluster_change(
-        self, nsp: str, kind: RequestType, rooms: list[Any], change: list[Any]
-    ) -> None:
-        for sid in self._matching(nsp, BroadcastOptions(rooms=rooms)):
-            await self._change(nsp, sid, kind, change)
-        await self._send_change(nsp, kind, rooms, change)
-
-    async def _send_change(
-        self, nsp: str, kind: RequestType, rooms: list[Any], change: list[Any], close: bool = False
-    ) -> None:
-        body: dict[str, Any] = {"uid": self.uid, "type": kind}
-        body["opts"] = {"rooms": rooms, "except": []}
-        body.update(
-            {"close": close} if kind == RequestType.REMOTE_DISCONNECT else {"rooms": change}
-        )
-        await self._publish(self._channels(nsp).request, encode(body))
-
-    async def _ask(
-        self, nsp: str, kind: RequestType, body: dict[str, Any], *, others: bool = False
-    ) -> list[Any]:
-        """Publish a request and wait for the answer of every other server."""
-        channels = self._channels(nsp)
-        expected = await self.server_count(nsp) - 1
-        if expected <= 0:
-            return []
-        if len(self._pending) >= _MAX_PENDING:
-            raise BackendUnavailable("too many Node adapter requests in flight")
-        request_id = new_uid()
-        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = Pending(kind, expected, done)
-        request = {"uid": self.uid, "requestId": request_id, "type": kind, **body}
-        try:
-            await self._publish(channels.request, encode(request))
-            return await asyncio.wait_for(asyncio.shield(done), self.request_timeout)
-        except TimeoutError:
-            got = self._pending[request_id].answers
-            raise BackendUnavailable(
-                f"{kind.name}: {got} of {expected} servers answered in {self.request_timeout}s"
-            ) from None
-        finally:
-            self._pending.pop(request_id, None)
-
-    def _channels(self, nsp: str) -> Channels:
-        try:
-            return self.channels[nsp]
-        except KeyError:
-            raise ConfigurationError(
-                f"namespace {nsp!r} is not shared with the Node servers"
-            ) from None
-
-    async def _publish(self, channel: str, message: bytes) -> None:
-        try:
-            await self.redis.publish(channel, message)
-        except (OSError, aioredis.RedisError) as exc:
-            raise BackendUnavailable(f"could not publish to the Node servers: {exc}") from exc
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:
