@@ -207,6 +207,16 @@ async def test_node_joins_leaves_and_disconnects_rtkit_sockets(cluster: Cluster)
     await _until(lambda: "blue" not in manager.get_rooms(ann, "/"))
     assert "blue" in manager.get_rooms(bob, "/")
 
+    # In the Socket.IO room of a chat room, but not a member of the chat room.
+    await node.call("socketsJoin", rooms=["room:secret"], to=bob)
+    await _until(lambda: "room:secret" in manager.get_rooms(bob, "/"))
+    await node.call("emit", event="chat:message", to="room:secret", args=[{"m": 1}])
+    await node.wait_event("bob", "chat:message")
+    post = {"roomId": "secret", "message": "let me in"}
+    await node.call("clientEmit", name="bob", event="chat:message", args=[post])
+    refused = await node.wait_event("bob", "error")
+    assert refused[0]["code"] == "not_member"
+
     await node.call("disconnectSockets", to="green")
     await node.wait_event("ann", "<disconnect>")
     assert manager.is_connected(bob, "/")
