@@ -114,6 +114,7 @@ async def test_node_emits_reach_the_clients_of_the_rtkit_server(cluster: Cluster
     await node.call("emit", event="to-bob", to=bob, args=[{"bytes": [1, 2]}])
     await node.call("emit", event="dated", to=ann, args=[{"date": "2000-06-13T00:00:00.000Z"}])
     await node.call("emit", event="to-nobody", to="green")
+    await node.call("emit", event="to-red-or-green", to=["red", "green"])
     await node.call("emit", event="done")
 
     for name in ("ann", "bob"):
@@ -125,12 +126,14 @@ async def test_node_emits_reach_the_clients_of_the_rtkit_server(cluster: Cluster
         ("to-red", ["x", 2.5]),
         ("to-red-but-bob", []),
         ("dated", ["2000-06-13T00:00:00.000Z"]),  # as JSON.stringify sends a Date
+        ("to-red-or-green", []),
         ("done", []),
     ]
     assert bob_events == [
         ("to-all", [{"n": 1}]),
         ("to-red", ["x", 2.5]),
         ("to-bob", [{"bytes": [1, 2]}]),
+        ("to-red-or-green", []),
         ("done", []),
     ]
 

@@ -96,7 +96,10 @@ class ClusterRequests:
 
     def on_server_event(self, event: str, handler: ServerEventHandler) -> None:
         """Run ``handler(*args)`` (sync or async) for another server's
-        ``serverSideEmit(event, *args)``; what it returns is the ack, when one is wanted."""
+        ``serverSideEmit(event, *args)``; what it returns is the ack, when one is wanted.
+
+        It runs in the manager's listener, which handles one message at a time:
+        keep it short (start a task for long work)."""
         self._handlers[event] = handler
 
     async def server_side_emit(self, event: str, *args: Any, namespace: str = "/") -> None:
