@@ -2,7 +2,8 @@
 // clients, driven by tests/realtime/test_node_adapter.py: one JSON command per line on
 // stdin, one JSON answer per line on stdout ({"id": <the command's id>, "result"|"error"}).
 //
-// Usage: node redis_adapter_peer.mjs '{"redis": "redis://127.0.0.1:6379/0", "key": "..."}'
+// Usage: node redis_adapter_peer.mjs '{"redis": "redis://127.0.0.1:6379/0", "key": "...",
+//                                      "specific": false}'  (publishOnSpecificResponseChannel)
 // The first line printed is {"ready": true, "url": "http://127.0.0.1:PORT", "uid": "..."}.
 import { createServer } from "node:http";
 import { createInterface } from "node:readline";
@@ -18,7 +19,11 @@ const pub = new Redis(config.redis);
 const sub = pub.duplicate();
 const httpServer = createServer();
 const server = new Server(httpServer, {
-  adapter: createAdapter(pub, sub, { key: config.key, requestsTimeout: 3000 }),
+  adapter: createAdapter(pub, sub, {
+    key: config.key,
+    requestsTimeout: 3000,
+    publishOnSpecificResponseChannel: Boolean(config.specific),
+  }),
 });
 
 // Server side: a socket joins the rooms its handshake names, its data says who it is,

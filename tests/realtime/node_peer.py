@@ -89,13 +89,14 @@ async def _poll(check: Callable[[], Awaitable[Any]], timeout: float = 15) -> Any
 
 
 @asynccontextmanager
-async def node_peer(redis_url: str, key: str) -> AsyncIterator[NodePeer]:
-    """Start the Node server on ``redis_url`` with adapter key ``key``; stop it after."""
+async def node_peer(redis_url: str, key: str, *, specific: bool = False) -> AsyncIterator[NodePeer]:
+    """Start the Node server on ``redis_url`` with adapter key ``key`` (and
+    ``publishOnSpecificResponseChannel: specific``); stop it after."""
     require(node_problem())
     proc = await asyncio.create_subprocess_exec(
         "node",
         str(SCRIPT),
-        json.dumps({"redis": redis_url, "key": key}),
+        json.dumps({"redis": redis_url, "key": key, "specific": specific}),
         cwd=NODE_DIR,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,

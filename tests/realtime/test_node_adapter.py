@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from node_peer import NodePeer, node_peer
-from realtime_support import Chat, make_server, serving, token_for
+from realtime_support import SECRET, Chat, make_server, serving, token_for
 from rtkit_process import rtkit_serve
 from rtkit_process import token_for as serve_token
 
@@ -320,6 +320,23 @@ async def test_rtkit_serve_adapter_node_redis_joins_the_node_cluster(
         assert found[0]["data"] == {"userId": "u-ann", "username": "Ann"}
         await node.call("emit", event="from-node", args=["hi"])
         assert await node.wait_event("ann", "from-node") == ["hi"]
+
+
+async def test_answers_on_the_requesters_own_response_channel(redis_url: str) -> None:
+    """Both sides with ``publishOnSpecificResponseChannel``; and a manager given to the
+    constructor (the server's own stores in memory)."""
+    key = f"rtkit-test-node-{uuid.uuid4().hex[:10]}"
+    manager = NodeRedisManager(redis_url, key=key, publish_on_specific_response_channel=True)
+    server = RealtimeServer(secret=SECRET, client_manager=manager)
+    async with serving(server) as url, node_peer(redis_url, key, specific=True) as node:
+        cluster = Cluster(node, server, url, key)
+        await _counted(node, 2)
+        ann = await cluster.rtkit_client("ann")
+        nia = await cluster.node_client("nia", rooms=("red",))
+        assert {s["id"] for s in await node.call("fetchSockets")} == {ann, nia}
+        assert [s["id"] for s in await manager.fetch_sockets(["red"])] == [nia]
+        assert {"red", ann, nia} <= set(await node.call("allRooms"))
+    await manager.redis.aclose()
 
 
 async def test_rtkit_instances_chat_through_the_node_adapter(
