@@ -16,6 +16,7 @@ from rtkit.realtime.managers import make_manager
 from rtkit.realtime.managers._node_wire import (
     Channels,
     RequestType,
+    as_list,
     decode,
     decode_broadcast,
     decode_request,
@@ -191,6 +192,23 @@ def test_bad_manager_options_are_refused(options: dict[str, Any]) -> None:
 def test_a_cluster_url_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="cluster"):
         NodeRedisManager("redis+cluster://127.0.0.1:7000/0")
+
+
+async def test_bad_rooms_are_a_typed_error_and_change_nothing() -> None:
+    manager = NodeRedisManager("redis://127.0.0.1:1/0")
+    with pytest.raises(ValidationError):
+        await manager.add_sockets(["ok"], [object()])
+    with pytest.raises(ConfigurationError, match="namespace"):
+        await manager.add_sockets("green", namespace="/other")
+    await manager.redis.aclose()
+
+
+def test_a_room_or_several() -> None:
+    assert as_list("room:lobby") == ["room:lobby"]
+    assert as_list(None) == []
+    assert as_list(r for r in ("a", "b")) == ["a", "b"]
+    assert as_list({"a"}) == ["a"]
+    assert as_list(7) == [7]
 
 
 def test_an_adapter_needs_redis() -> None:

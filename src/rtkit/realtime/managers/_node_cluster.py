@@ -14,9 +14,18 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
+from pydantic import ValidationError as PydanticError
 
-from ...errors import BackendUnavailable, ConfigurationError
-from ._node_wire import BroadcastOptions, Channels, Pending, RequestType, encode, new_uid
+from ...errors import BackendUnavailable, ConfigurationError, ValidationError
+from ._node_wire import (
+    BroadcastOptions,
+    Channels,
+    Pending,
+    RequestType,
+    as_list,
+    encode,
+    new_uid,
+)
 
 __all__ = ["MAX_PENDING", "ClusterRequests", "ServerEventHandler"]
 
@@ -79,7 +88,7 @@ class ClusterRequests:
             rtkit.errors.BackendUnavailable: Not every server answered within
                 ``request_timeout`` (or Redis failed).
         """
-        options = BroadcastOptions(rooms=list(rooms), except_=list(except_rooms))
+        options = _options(rooms, except_rooms)
         here = [self.describe(namespace, sid) for sid in self._matching(namespace, options)]
         opts = {"rooms": options.rooms, "except": options.except_}
         there = await self._ask(namespace, RequestType.REMOTE_FETCH, {"opts": opts})
@@ -116,30 +125,32 @@ class ClusterRequests:
             rtkit.errors.BackendUnavailable: Not every server answered in time.
         """
         body = {"data": [event, *args]}
-        return await self._ask(namespace, RequestType.SERVER_SIDE_EMIT, body, others=True)
+        return await self._ask(namespace, RequestType.SERVER_SIDE_EMIT, body)
 
     async def add_sockets(
         self, join: Iterable[Any], rooms: Iterable[Any] = (), *, namespace: str = "/"
     ) -> None:
         """``socketsJoin(join)`` of the sockets in ``rooms`` (all when empty), cluster-wide."""
-        await self._cluster_change(namespace, RequestType.REMOTE_JOIN, list(rooms), list(join))
+        await self._cluster_change(namespace, RequestType.REMOTE_JOIN, rooms, join)
 
     async def del_sockets(
         self, leave: Iterable[Any], rooms: Iterable[Any] = (), *, namespace: str = "/"
     ) -> None:
         """``socketsLeave(leave)`` of the sockets in ``rooms`` (all when empty), cluster-wide."""
-        await self._cluster_change(namespace, RequestType.REMOTE_LEAVE, list(rooms), list(leave))
+        await self._cluster_change(namespace, RequestType.REMOTE_LEAVE, rooms, leave)
 
     async def disconnect_sockets(self, rooms: Iterable[Any] = (), *, namespace: str = "/") -> None:
         """``disconnectSockets()`` of the sockets in ``rooms`` (all when empty), cluster-wide."""
-        await self._cluster_change(namespace, RequestType.REMOTE_DISCONNECT, list(rooms), [])
+        await self._cluster_change(namespace, RequestType.REMOTE_DISCONNECT, rooms, ())
 
     async def _cluster_change(
-        self, nsp: str, kind: RequestType, rooms: list[Any], change: list[Any]
+        self, nsp: str, kind: RequestType, rooms: Iterable[Any], change: Iterable[Any]
     ) -> None:
-        for sid in self._matching(nsp, BroadcastOptions(rooms=rooms)):
-            await self._change(nsp, sid, kind, change)
-        await self._send_change(nsp, kind, rooms, change)
+        options, changed = _options(rooms), _options(change)
+        self._channels(nsp)  # (refused before anything changes)
+        for sid in self._matching(nsp, options):
+            await self._change(nsp, sid, kind, changed.rooms)
+        await self._send_change(nsp, kind, options.rooms, changed.rooms)
 
     async def _send_change(
         self, nsp: str, kind: RequestType, rooms: list[Any], change: list[Any], close: bool = False
@@ -151,9 +162,7 @@ class ClusterRequests:
         )
         await self._publish(self._channels(nsp).request, encode(body))
 
-    async def _ask(
-        self, nsp: str, kind: RequestType, body: dict[str, Any], *, others: bool = False
-    ) -> list[Any]:
+    async def _ask(self, nsp: str, kind: RequestType, body: dict[str, Any]) -> list[Any]:
         """Publish a request and wait for the answer of every other server."""
         channels = self._channels(nsp)
         expected = await self.server_count(nsp) - 1
@@ -189,3 +198,15 @@ class ClusterRequests:
             await self.redis.publish(channel, message)
         except (OSError, aioredis.RedisError) as exc:
             raise BackendUnavailable(f"could not publish to the Node servers: {exc}") from exc
+
+
+def _options(rooms: Iterable[Any], except_rooms: Iterable[Any] = ()) -> BroadcastOptions:
+    """Rooms as the adapter takes them (a string is one room, not its letters).
+
+    Raises:
+        rtkit.errors.ValidationError: A room that is not a string or a number.
+    """
+    try:
+        return BroadcastOptions(rooms=as_list(rooms), except_=as_list(except_rooms))
+    except PydanticError as exc:
+        raise ValidationError(f"rooms are strings or numbers: {exc.errors()[0]['msg']}") from None

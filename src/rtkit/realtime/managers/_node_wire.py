@@ -278,9 +278,9 @@ def as_list(value: Any) -> list[Any]:
     """A room (or sid) or several, as a list."""
     if value is None:
         return []
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return list(value)
-    return [value]
+    if isinstance(value, (str, bytes, int, float)) or not isinstance(value, Iterable):
+        return [value]
+    return list(value)
 
 
 def args_of(data: Any) -> list[Any]:
