@@ -15,6 +15,7 @@ from typing import Any
 
 import socketio
 
+from ..._extras import REALTIME, missing_extra
 from ...errors import ConfigurationError
 
 __all__ = ["ADAPTERS", "make_manager"]
@@ -33,13 +34,17 @@ def make_manager(
 
     Raises:
         rtkit.errors.ConfigurationError: An unknown adapter, or an option it does not take.
+        ImportError: ``msgpack`` (of the ``realtime`` extra) is missing for ``"node-redis"``.
     """
     if adapter == "socketio":
         if key is not None or options:
             raise ConfigurationError("adapter 'socketio' takes no adapter_key or options")
         return socketio.AsyncRedisManager(url, channel=channel)
     if adapter == "node-redis":
-        from .node_redis import DEFAULT_KEY, NodeRedisManager
+        try:
+            from .node_redis import DEFAULT_KEY, NodeRedisManager
+        except ImportError as exc:  # msgpack, in the realtime extra since the Node adapter
+            raise missing_extra("adapter='node-redis'", REALTIME, exc) from exc
 
         return NodeRedisManager(url, key=key or DEFAULT_KEY, **options)
     raise ConfigurationError(f"unknown adapter {adapter!r}: one of {', '.join(ADAPTERS)}")
