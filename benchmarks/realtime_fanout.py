@@ -187,7 +187,8 @@ def serve(kind: str, port: int, prefix: str) -> None:
     elif kind == "rtkit-redis":
         app = rtkit_app(REDIS_URL, prefix)
     elif kind == "rtkit-node-redis":  # emits as @socket.io/redis-adapter's msgpack
-        app = rtkit_app(REDIS_URL, prefix, adapter="node-redis", adapter_key=prefix + "node")
+        options = {"key": prefix + "node"}
+        app = rtkit_app(REDIS_URL, prefix, adapter="node-redis", adapter_options=options)
     elif kind == "bare-redis":
         app = bare_app(REDIS_URL, prefix)
     else:

@@ -118,6 +118,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the Node adapter's key option, first part of its channels (default: socket.io)",
     )
     add(
+        "--adapter-room-prefix",
+        metavar="PREFIX",
+        help="rtkit's Socket.IO room PREFIX+R is the Node servers' room R: 'room:' beside the "
+        "Node.js chat server rtkit's protocol comes from, which names rooms by the bare room "
+        "id (default: none)",
+    )
+    add(
         "--presence-ttl",
         type=_seconds,
         default=DEFAULT_TTL,

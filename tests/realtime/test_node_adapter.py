@@ -58,7 +58,9 @@ class Cluster:
 @pytest.fixture
 async def cluster(redis_url: str, redis_prefix: str) -> AsyncIterator[Cluster]:
     key = f"rtkit-test-node-{uuid.uuid4().hex[:10]}"
-    server = make_server(redis_url, redis_prefix, adapter="node-redis", adapter_key=key)
+    server = make_server(
+        redis_url, redis_prefix, adapter="node-redis", adapter_options={"key": key}
+    )
     async with serving(server) as url, node_peer(redis_url, key) as node:
         manager = server.sio.manager
         assert isinstance(manager, NodeRedisManager)
@@ -278,6 +280,45 @@ async def test_chat_rooms_are_shared_with_node_servers(cluster: Cluster) -> None
     await cluster.node.wait_event("ann", "chat:message", lambda args: args == [{"m": "node"}])
 
 
+async def test_room_prefix_meets_the_seed_servers_bare_room_ids(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """The seed's Node chat server joins ``lobby``; rtkit's chat room lobby is ``room:lobby``."""
+    key = f"rtkit-test-node-{uuid.uuid4().hex[:10]}"
+    options = {"key": key, "room_prefix": "room:"}
+    server = make_server(redis_url, redis_prefix, adapter="node-redis", adapter_options=options)
+    async with serving(server) as url, node_peer(redis_url, key) as node:
+        cluster = Cluster(node, server, url, key)
+        await _counted(node, 2)
+        ann = await cluster.rtkit_client("ann", user_id="u-ann")
+        await node.call("clientEmit", name="ann", event="room:join", args=["lobby"])
+        await node.wait_event("ann", "room:joined")
+        nia = await cluster.node_client("nia", rooms=("lobby",))  # as the seed joins
+
+        post = {"roomId": "lobby", "message": "to the seed's room", "type": "text"}
+        await node.call("clientEmit", name="ann", event="chat:message", args=[post])
+        message = (await node.wait_event("nia", "chat:message"))[0]
+        assert message["message"] == "to the seed's room"
+
+        await node.call("emit", event="chat:message", to="lobby", args=[{"m": "seed"}])
+        await node.wait_event("ann", "chat:message", lambda args: args == [{"m": "seed"}])
+        await node.call("emit", event="not-ann", to="lobby", **{"except": "lobby"})
+        await node.call("emit", event="done", to="lobby")
+        await node.wait_event("ann", "done")
+        assert "not-ann" not in [e["event"] for e in await node.events("ann")]
+
+        found = {s["id"]: s for s in await node.call("fetchSockets", to="lobby")}
+        assert set(found) == {ann, nia}
+        assert "lobby" in found[ann]["rooms"]
+        assert "room:lobby" not in found[ann]["rooms"]
+        assert "lobby" in await node.call("allRooms")
+
+        await server.sio.enter_room(nia, "room:side")  # the Node socket joins "side"
+        await _until_node(node, nia, lambda rooms: "side" in rooms)
+        await node.call("socketsJoin", rooms=["other"], to=ann)
+        await _until(lambda: "room:other" in cluster.manager.get_rooms(ann, "/"))
+
+
 async def test_garbage_on_the_adapter_channels_changes_nothing(
     cluster: Cluster, redis_client: Any
 ) -> None:
@@ -306,7 +347,7 @@ async def test_rtkit_serve_adapter_node_redis_joins_the_node_cluster(
     redis_url: str, redis_prefix: str
 ) -> None:
     key = f"rtkit-test-node-{uuid.uuid4().hex[:10]}"
-    options = ("--adapter", "node-redis", "--adapter-key", key)
+    options = ("--adapter", "node-redis", "--adapter-key", key, "--adapter-room-prefix", "room:")
     async with (
         rtkit_serve("--redis", redis_url, "--prefix", redis_prefix, *options) as server,
         node_peer(redis_url, key) as node,
@@ -316,7 +357,10 @@ async def test_rtkit_serve_adapter_node_redis_joins_the_node_cluster(
                 await asyncio.sleep(0.05)
         auth = {"token": serve_token("u-ann", "Ann")}
         ann = (await node.call("client", name="ann", url=server.url, auth=auth))["id"]
-        found = await node.call("fetchSockets", to=ann)
+        await node.call("clientEmit", name="ann", event="room:join", args=["lobby"])
+        await node.wait_event("ann", "room:joined")
+        found = await node.call("fetchSockets", to="lobby")  # room:lobby, as the seed names it
+        assert [s["id"] for s in found] == [ann]
         assert found[0]["data"] == {"userId": "u-ann", "username": "Ann"}
         await node.call("emit", event="from-node", args=["hi"])
         assert await node.wait_event("ann", "from-node") == ["hi"]
@@ -345,8 +389,9 @@ async def test_rtkit_instances_chat_through_the_node_adapter(
     """Two rtkit instances on ``adapter="node-redis"`` alone: the chat works as with
     python-socketio's manager."""
     key = f"rtkit-test-node-{uuid.uuid4().hex[:10]}"
-    one = make_server(redis_url, redis_prefix, adapter="node-redis", adapter_key=key)
-    two = make_server(redis_url, redis_prefix, adapter="node-redis", adapter_key=key)
+    options = {"key": key, "room_prefix": "room:"}  # (the same on both: room:R is R on the wire)
+    one = make_server(redis_url, redis_prefix, adapter="node-redis", adapter_options=options)
+    two = make_server(redis_url, redis_prefix, adapter="node-redis", adapter_options=options)
     async with serving(one) as url_one, serving(two) as url_two:
         chat_one, chat_two = Chat(url_one, one), Chat(url_two, two)
         try:
@@ -366,7 +411,7 @@ async def test_rtkit_instances_chat_through_the_node_adapter(
 async def test_the_cluster_heals_after_a_redis_restart(private_redis: PrivateRedis) -> None:
     key = f"rtkit-test-node-{uuid.uuid4().hex[:10]}"
     server = make_server(
-        private_redis.url, "rtkit-node-fault:", adapter="node-redis", adapter_key=key
+        private_redis.url, "rtkit-node-fault:", adapter="node-redis", adapter_options={"key": key}
     )
     async with serving(server) as url, node_peer(private_redis.url, key) as node:
         cluster = Cluster(node, server, url, key)

@@ -14,8 +14,10 @@ from rtkit.errors import ConfigurationError, MalformedRequest, ValidationError
 from rtkit.realtime import RealtimeServer
 from rtkit.realtime.managers import make_manager
 from rtkit.realtime.managers._node_wire import (
+    BroadcastOptions,
     Channels,
     RequestType,
+    RoomNames,
     as_list,
     decode,
     decode_broadcast,
@@ -140,6 +142,18 @@ def test_what_msgpack_cannot_carry_is_a_typed_error() -> None:
         encode({"set": {1, 2}})
 
 
+def test_room_names_map_rtkit_prefixed_rooms_to_bare_node_rooms() -> None:
+    names = RoomNames("room:")
+    assert names.to_node(["room:lobby", "user:1", "sid", 7]) == ["lobby", "user:1", "sid", 7]
+    assert names.candidates(["lobby", 7]) == ["lobby", 7, "room:lobby"]
+    assert names.joined("lobby") == "room:lobby"
+    local = names.local(BroadcastOptions(rooms=["lobby"], except_=["sid"], flags={}))
+    assert (local.rooms, local.except_) == (["lobby", "room:lobby"], ["sid", "room:sid"])
+    same = RoomNames()
+    assert same.to_node(["room:lobby"]) == same.candidates(["room:lobby"]) == ["room:lobby"]
+    assert same.joined("lobby") == "lobby"
+
+
 def test_uids_look_like_the_adapters() -> None:
     uids = {new_uid() for _ in range(100)}
     assert len(uids) == 100
@@ -172,6 +186,8 @@ def test_make_manager_picks_by_name() -> None:
         make_manager("kafka", "redis://127.0.0.1:1/0", channel="x")
     with pytest.raises(ConfigurationError):
         make_manager("socketio", "redis://127.0.0.1:1/0", channel="x", key="k")
+    with pytest.raises(ConfigurationError, match="node-redis"):
+        make_manager("node-redis", "redis://127.0.0.1:1/0", channel="x", colour="blue")
 
 
 @pytest.mark.parametrize(
@@ -182,6 +198,7 @@ def test_make_manager_picks_by_name() -> None:
         {"namespaces": []},
         {"request_timeout": 0},
         {"max_message_bytes": 0},
+        {"room_prefix": None},
     ],
 )
 def test_bad_manager_options_are_refused(options: dict[str, Any]) -> None:

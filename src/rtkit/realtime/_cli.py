@@ -59,9 +59,12 @@ def _serve(args: argparse.Namespace, secret_env: str) -> int:
     if args.metrics:
         enable_metrics()  # before the server starts: its parts count from the start
     options: dict[str, Any] = {}
-    for option in ("client_js_url", "client_js_integrity", "adapter", "adapter_key"):
+    for option in ("client_js_url", "client_js_integrity", "adapter"):
         if getattr(args, option, None) is not None:
             options[option] = getattr(args, option)
+    adapter = {"key": args.adapter_key, "room_prefix": args.adapter_room_prefix}
+    if any(value is not None for value in adapter.values()):
+        options["adapter_options"] = {k: v for k, v in adapter.items() if v is not None}
     server = RealtimeServer.from_url(
         args.redis or "memory://",
         secret=secret,

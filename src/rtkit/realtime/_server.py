@@ -80,7 +80,7 @@ _P = TypeVar("_P", bound="_Part")
 _PARTS = frozenset(
     {"presence", "rooms", "messages", "notifications", "uploads", "limiter", "client_manager"}
 )
-_FROM_URL_ONLY = frozenset({"timeout", "upload_dir", "adapter", "adapter_key"}) | STORE_OPTIONS
+_FROM_URL_ONLY = frozenset({"timeout", "upload_dir", "adapter", "adapter_options"}) | STORE_OPTIONS
 
 
 class _Part(Protocol):
@@ -100,10 +100,10 @@ class RealtimeServer(Component):
     python-socketio's ``AsyncRedisManager`` (channel ``<prefix>socketio:db<N>``,
     so that deployments on different databases of one Redis stay apart), or,
     with ``adapter="node-redis"``, on the protocol of Node's
-    ``@socket.io/redis-adapter`` (channels under ``adapter_key``, default
-    ``"socket.io"``), in one cluster with Node Socket.IO servers.
+    ``@socket.io/redis-adapter``, in one cluster with Node Socket.IO servers
+    (``adapter_options`` go to its manager: ``key``, ``room_prefix``...).
     ``from_url`` takes the constructor's options except the parts it opens, plus
-    ``adapter`` and ``adapter_key``, ``upload_dir`` (a
+    ``adapter`` and ``adapter_options``, ``upload_dir`` (a
     [`LocalFileStore`][rtkit.realtime.LocalFileStore] folder),
     ``timeout`` (of the Redis client it makes) and the stores' retention:
     ``max_per_room`` and ``max_age`` (history), ``max_per_user`` (notifications),
@@ -317,8 +317,9 @@ class RealtimeServer(Component):
         if target.kind == "redis":
             channel = socketio_channel(target.prefix, shared["redis"])
             adapter = mine.get("adapter") or "socketio"
-            manager = make_manager(adapter, url, channel=channel, key=mine.get("adapter_key"))
-        elif mine.get("adapter") not in (None, "socketio"):
+            options = dict(mine.get("adapter_options") or {})
+            manager = make_manager(adapter, url, channel=channel, **options)
+        elif mine.get("adapter") not in (None, "socketio") or mine.get("adapter_options"):
             raise ConfigurationError("RealtimeServer.from_url: an adapter needs a redis:// URL")
         server = cls(
             presence=presence,

@@ -24,27 +24,28 @@ ADAPTERS = ("socketio", "node-redis")
 """The names ``make_manager`` (and ``rtkit serve --adapter``) take."""
 
 
-def make_manager(
-    adapter: str, url: str, *, channel: str, key: str | None = None, **options: Any
-) -> socketio.AsyncManager:
+def make_manager(adapter: str, url: str, *, channel: str, **options: Any) -> socketio.AsyncManager:
     """The manager named ``adapter`` on the Redis at ``url``.
 
-    ``channel`` is the ``socketio`` manager's channel; ``key`` the Node adapter's
-    (default ``"socket.io"``); ``options`` go to the manager.
+    ``channel`` is the ``socketio`` manager's channel; ``options`` go to the
+    manager (for ``"node-redis"``: ``key``, ``room_prefix``, ``request_timeout``...).
 
     Raises:
         rtkit.errors.ConfigurationError: An unknown adapter, or an option it does not take.
         ImportError: ``msgpack`` (of the ``realtime`` extra) is missing for ``"node-redis"``.
     """
     if adapter == "socketio":
-        if key is not None or options:
-            raise ConfigurationError("adapter 'socketio' takes no adapter_key or options")
+        if options:
+            raise ConfigurationError("adapter 'socketio' takes no adapter_options")
         return socketio.AsyncRedisManager(url, channel=channel)
     if adapter == "node-redis":
         try:
-            from .node_redis import DEFAULT_KEY, NodeRedisManager
+            from .node_redis import NodeRedisManager
         except ImportError as exc:  # msgpack, in the realtime extra since the Node adapter
             raise missing_extra("adapter='node-redis'", REALTIME, exc) from exc
 
-        return NodeRedisManager(url, key=key or DEFAULT_KEY, **options)
+        try:
+            return NodeRedisManager(url, **options)
+        except TypeError as exc:  # an option NodeRedisManager does not take
+            raise ConfigurationError(f"adapter 'node-redis': {exc}") from None
     raise ConfigurationError(f"unknown adapter {adapter!r}: one of {', '.join(ADAPTERS)}")

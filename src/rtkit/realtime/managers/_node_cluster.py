@@ -22,6 +22,7 @@ from ._node_wire import (
     Channels,
     Pending,
     RequestType,
+    RoomNames,
     as_list,
     encode,
     new_uid,
@@ -39,6 +40,7 @@ class ClusterRequests:
     """The requests half of the manager (a mixin: the manager has the state)."""
 
     channels: dict[str, Channels]
+    names: RoomNames
     redis: aioredis.Redis
     uid: str
     request_timeout: float
@@ -90,7 +92,10 @@ class ClusterRequests:
         """
         options = _options(rooms, except_rooms)
         here = [self.describe(namespace, sid) for sid in self._matching(namespace, options)]
-        opts = {"rooms": options.rooms, "except": options.except_}
+        opts = {
+            "rooms": self.names.to_node(options.rooms),
+            "except": self.names.to_node(options.except_),
+        }
         there = await self._ask(namespace, RequestType.REMOTE_FETCH, {"opts": opts})
         return here + there
 
@@ -156,9 +161,10 @@ class ClusterRequests:
         self, nsp: str, kind: RequestType, rooms: list[Any], change: list[Any], close: bool = False
     ) -> None:
         body: dict[str, Any] = {"uid": self.uid, "type": kind}
-        body["opts"] = {"rooms": rooms, "except": []}
+        body["opts"] = {"rooms": self.names.to_node(rooms), "except": []}
+        theirs = self.names.to_node(change)
         body.update(
-            {"close": close} if kind == RequestType.REMOTE_DISCONNECT else {"rooms": change}
+            {"close": close} if kind == RequestType.REMOTE_DISCONNECT else {"rooms": theirs}
         )
         await self._publish(self._channels(nsp).request, encode(body))
 

@@ -46,6 +46,7 @@ __all__ = [
     "Request",
     "RequestType",
     "Response",
+    "RoomNames",
     "args_of",
     "as_list",
     "check_namespaces",
@@ -155,6 +156,41 @@ class Channels:
         if not channel.startswith(self.broadcast) or not channel.endswith("#"):
             return None
         return channel[len(self.broadcast) : -1]
+
+
+class RoomNames:
+    """How rooms are named on each side: rtkit's Socket.IO room ``<prefix>R`` is the
+    Node servers' room ``R`` (an empty prefix: the same names on both sides).
+
+    With ``"room:"``, rtkit's chat room ``R`` (Socket.IO room ``room:R``) is the
+    room ``R`` of the Node.js chat server rtkit's protocol comes from, which joins
+    sockets to bare room ids.
+    """
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+
+    def to_node(self, rooms: list[Any]) -> list[Any]:
+        """rtkit's names as the Node servers know them."""
+        p = self.prefix
+        return [r[len(p) :] if p and isinstance(r, str) and r.startswith(p) else r for r in rooms]
+
+    def candidates(self, rooms: list[Any]) -> list[Any]:
+        """The rooms here a Node name may mean (itself, and the prefixed name)."""
+        p = self.prefix
+        return rooms + [p + r for r in rooms if p and isinstance(r, str)] if p else rooms
+
+    def joined(self, room: Any) -> Any:
+        """The room here a socket joins for the Node name ``room``."""
+        return self.prefix + room if self.prefix and isinstance(room, str) else room
+
+    def local(self, options: BroadcastOptions) -> BroadcastOptions:
+        """Node's broadcast options in the names of this server."""
+        return BroadcastOptions.model_construct(
+            rooms=self.candidates(options.rooms),
+            except_=self.candidates(options.except_),
+            flags=options.flags,
+        )
 
 
 _ALPHABET = string.ascii_letters + string.digits

@@ -53,6 +53,7 @@ from ._node_wire import (
     Request,
     RequestType,
     Response,
+    RoomNames,
     args_of,
     as_list,
     check_namespaces,
@@ -93,6 +94,10 @@ class NodeRedisManager(ClusterRequests, socketio.AsyncManager):  # type: ignore[
             ``<key>-response#<nsp>#<uid>#`` rather than ``<key>-response#<nsp>#``
             (the adapter's option of that name; both reach an 8.x server).
         max_message_bytes: a larger message from Redis is dropped (and logged).
+        room_prefix: rtkit's Socket.IO room ``<room_prefix>R`` is the Node
+            servers' room ``R``; ``"room:"`` beside the Node.js chat server
+            rtkit's protocol comes from, which names a chat room's Socket.IO room
+            by the bare room id.
         socket_data: ``socket_data(sid)`` is the ``data`` a Node server sees
             for this server's socket ``sid`` in ``fetchSockets()``.
         clock: the time of a socket's ``handshake.issued``.
@@ -112,6 +117,7 @@ class NodeRedisManager(ClusterRequests, socketio.AsyncManager):  # type: ignore[
         request_timeout: float = 5.0,
         publish_on_specific_response_channel: bool = False,
         max_message_bytes: int = 8 * 1024 * 1024,
+        room_prefix: str = "",
         socket_data: SocketData | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -126,6 +132,9 @@ class NodeRedisManager(ClusterRequests, socketio.AsyncManager):  # type: ignore[
         self.specific_responses = bool(publish_on_specific_response_channel)
         self.max_message_bytes = check_int(max_message_bytes, "max_message_bytes")
         self.socket_data = socket_data
+        if not isinstance(room_prefix, str):
+            raise ConfigurationError("NodeRedisManager: room_prefix must be a string")
+        self.names = RoomNames(room_prefix)
         self.clock = clock or SystemClock()
         if urlsplit(url).scheme.lower().endswith("+cluster"):
             raise ConfigurationError(
@@ -219,9 +228,10 @@ class NodeRedisManager(ClusterRequests, socketio.AsyncManager):  # type: ignore[
             await self._emit_with_ack(event, data, namespace, rooms, callback)
             return
         packet = {"type": EVENT, "data": [event, *args_of(data)], "nsp": namespace}
-        options = {"rooms": rooms, "except": skipped, "flags": {}}
+        theirs = self.names.to_node(rooms)
+        options = {"rooms": theirs, "except": self.names.to_node(skipped), "flags": {}}
         channels = self.channels[namespace]
-        await self._publish(channels.room_channel(rooms), encode([self.uid, packet, options]))
+        await self._publish(channels.room_channel(theirs), encode([self.uid, packet, options]))
         await super().emit(event, data, namespace, room=room, skip_sid=skip_sid)
 
     async def _on_broadcast(self, channel: str, raw: bytes) -> None:
@@ -239,7 +249,7 @@ class NodeRedisManager(ClusterRequests, socketio.AsyncManager):  # type: ignore[
         if uid == self.uid or packet is None or packet.nsp != channels.nsp:
             return
         if packet.type == EVENT and packet.data and isinstance(packet.data[0], str):
-            await self._emit_here(packet, options)
+            await self._emit_here(packet, self.names.local(options))
 
     async def _emit_here(
         self, packet: Packet, options: BroadcastOptions, ack: Callable[..., Any] | None = None
@@ -267,7 +277,7 @@ class NodeRedisManager(ClusterRequests, socketio.AsyncManager):  # type: ignore[
 
     def _has_room(self, nsp: str, room: str) -> bool:
         rooms = self.rooms.get(nsp, {})
-        if room in rooms:
+        if any(name in rooms for name in self.names.candidates([room])):
             return True
         with contextlib.suppress(ValueError):
             number = float(room)
@@ -292,7 +302,8 @@ class NodeRedisManager(ClusterRequests, socketio.AsyncManager):  # type: ignore[
         )
         timeout_ms = int(self.request_timeout * 1000)
         packet = {"type": EVENT, "data": [event, *args_of(data)], "nsp": nsp}
-        options = {"rooms": rooms, "except": [], "flags": {"timeout": timeout_ms}}
+        theirs = self.names.to_node(rooms)
+        options = {"rooms": theirs, "except": [], "flags": {"timeout": timeout_ms}}
         request = {"uid": self.uid, "requestId": request_id, "type": RequestType.BROADCAST}
         await self._publish(
             self.channels[nsp].request, encode({**request, "packet": packet, "opts": options})
@@ -336,12 +347,16 @@ class NodeRedisManager(ClusterRequests, socketio.AsyncManager):  # type: ignore[
         if request.request_id in self._acks:
             return
         nsp = channels.nsp
+        if request.opts is not None:
+            request.opts = self.names.local(request.opts)
         match request.type:
             case RequestType.SOCKETS:
-                sids = [sid for sid, _ in self.get_participants(nsp, request.rooms or None)]
+                rooms = self.names.candidates(request.rooms) or None
+                sids = [sid for sid, _ in self.get_participants(nsp, rooms)]
                 await self._reply(channels, request, {"sockets": sids})
             case RequestType.ALL_ROOMS:
-                await self._reply(channels, request, {"rooms": self._room_names(nsp)})
+                rooms = self.names.to_node(self._room_names(nsp))
+                await self._reply(channels, request, {"rooms": rooms})
             case RequestType.REMOTE_FETCH:
                 options = request.opts or BroadcastOptions()
                 found = [self.describe(nsp, sid) for sid in self._matching(nsp, options)]
@@ -362,6 +377,10 @@ class NodeRedisManager(ClusterRequests, socketio.AsyncManager):  # type: ignore[
             targets, rooms = [request.sid], [] if request.room is None else [request.room]
         else:
             return
+        if request.type == RequestType.REMOTE_JOIN:
+            rooms = [r if self.is_sid_room(nsp, r) else self.names.joined(r) for r in rooms]
+        else:
+            rooms = self.names.candidates(rooms)
         for sid in targets:
             await self._change(nsp, sid, request.type, rooms)
         if request.opts is None:
@@ -418,7 +437,7 @@ class NodeRedisManager(ClusterRequests, socketio.AsyncManager):  # type: ignore[
         return {
             "id": sid,
             "handshake": handshake(environ, issued),
-            "rooms": self.get_rooms(sid, nsp),
+            "rooms": self.names.to_node(self.get_rooms(sid, nsp)),
             "data": data,
         }
 
