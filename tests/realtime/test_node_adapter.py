@@ -383,11 +383,18 @@ async def test_answers_on_the_requesters_own_response_channel(redis_url: str) ->
     await manager.redis.aclose()
 
 
+@pytest.mark.parametrize(
+    "topology", ["single", pytest.param("sentinel", marks=pytest.mark.sentinel)]
+)
 async def test_rtkit_instances_chat_through_the_node_adapter(
-    redis_url: str, redis_prefix: str
+    topology: str, request: pytest.FixtureRequest, redis_prefix: str
 ) -> None:
-    """Two rtkit instances on ``adapter="node-redis"`` alone: the chat works as with
-    python-socketio's manager."""
+    """Two rtkit instances on ``adapter="node-redis"`` alone (one Redis, or a Sentinel
+    setup): the chat works as with python-socketio's manager."""
+    if topology == "sentinel":
+        redis_url = str(request.getfixturevalue("redis_sentinel").url)
+    else:
+        redis_url = str(request.getfixturevalue("redis_url"))
     key = f"rtkit-test-node-{uuid.uuid4().hex[:10]}"
     options = {"key": key, "room_prefix": "room:"}  # (the same on both: room:R is R on the wire)
     one = make_server(redis_url, redis_prefix, adapter="node-redis", adapter_options=options)
