@@ -55,6 +55,10 @@ class ClusterRequests:
     def _matching(self, nsp: str, options: BroadcastOptions) -> list[str]:
         raise NotImplementedError
 
+    def _connected(self, nsp: str, options: BroadcastOptions) -> list[str]:
+        """The sockets ``_matching`` gives whose connection is complete (as Node lists them)."""
+        raise NotImplementedError
+
     def _room_names(self, nsp: str) -> list[Any]:
         raise NotImplementedError
 
@@ -91,7 +95,7 @@ class ClusterRequests:
                 ``request_timeout`` (or Redis failed).
         """
         options = _options(rooms, except_rooms)
-        here = [self.describe(namespace, sid) for sid in self._matching(namespace, options)]
+        here = [self.describe(namespace, sid) for sid in self._connected(namespace, options)]
         opts = {
             "rooms": self.names.to_node(options.rooms),
             "except": self.names.to_node(options.except_),

@@ -271,6 +271,10 @@ class NodeRedisManager(ClusterRequests, socketio.AsyncManager):  # type: ignore[
         rooms: Any = list(options.rooms) or None
         return [sid for sid, _ in self.get_participants(nsp, rooms) if sid not in skipped]
 
+    def _connected(self, nsp: str, options: BroadcastOptions) -> list[str]:
+        # (a connection still in its connect handler may yet be refused)
+        return [sid for sid in self._matching(nsp, options) if self.is_connected(sid, nsp)]
+
     def _sids_in(self, nsp: str, rooms: list[Any]) -> set[str]:
         here = self.rooms.get(nsp, {})
         return {sid for room in rooms for sid in here.get(room, ())}
@@ -359,7 +363,7 @@ class NodeRedisManager(ClusterRequests, socketio.AsyncManager):  # type: ignore[
                 await self._reply(channels, request, {"rooms": rooms})
             case RequestType.REMOTE_FETCH:
                 options = request.opts or BroadcastOptions()
-                found = [self.describe(nsp, sid) for sid in self._matching(nsp, options)]
+                found = [self.describe(nsp, sid) for sid in self._connected(nsp, options)]
                 await self._reply(channels, request, {"sockets": found})
             case RequestType.REMOTE_JOIN | RequestType.REMOTE_LEAVE | RequestType.REMOTE_DISCONNECT:
                 await self._remote_change(channels, request)
