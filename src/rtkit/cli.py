@@ -106,6 +106,25 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add("--prefix", default=DEFAULT_PREFIX, help="Redis key prefix (default: %(default)s)")
     add(
+        "--adapter",
+        choices=("socketio", "node-redis"),
+        help="how emits reach the other instances (with --redis): 'socketio' (rtkit "
+        "instances, the default) or 'node-redis' (one cluster with Node Socket.IO servers "
+        "that use @socket.io/redis-adapter)",
+    )
+    add(
+        "--adapter-key",
+        metavar="KEY",
+        help="the Node adapter's key option, first part of its channels (default: socket.io)",
+    )
+    add(
+        "--adapter-room-prefix",
+        metavar="PREFIX",
+        help="rtkit's Socket.IO room PREFIX+R is the Node servers' room R: 'room:' beside the "
+        "Node.js chat server rtkit's protocol comes from, which names rooms by the bare room "
+        "id (default: none)",
+    )
+    add(
         "--presence-ttl",
         type=_seconds,
         default=DEFAULT_TTL,

@@ -54,6 +54,7 @@ from ._socketio_compat import (
     is_connected,
     stop_manager,
 )
+from .managers import make_manager
 from .stores import (
     FileStore,
     LocalFileStore,
@@ -79,7 +80,7 @@ _P = TypeVar("_P", bound="_Part")
 _PARTS = frozenset(
     {"presence", "rooms", "messages", "notifications", "uploads", "limiter", "client_manager"}
 )
-_FROM_URL_ONLY = frozenset({"timeout", "upload_dir"}) | STORE_OPTIONS
+_FROM_URL_ONLY = frozenset({"timeout", "upload_dir", "adapter", "adapter_options"}) | STORE_OPTIONS
 
 
 class _Part(Protocol):
@@ -97,9 +98,13 @@ class RealtimeServer(Component):
     limit) on one URL, sharing one Redis client (borrowed when ``redis=`` is
     given), and on Redis carries every emit to the other instances through
     python-socketio's ``AsyncRedisManager`` (channel ``<prefix>socketio:db<N>``,
-    so that deployments on different databases of one Redis stay apart).
+    so that deployments on different databases of one Redis stay apart), or,
+    with ``adapter="node-redis"``, on the protocol of Node's
+    ``@socket.io/redis-adapter``, in one cluster with Node Socket.IO servers
+    (``adapter_options`` go to its manager: ``key``, ``room_prefix``...).
     ``from_url`` takes the constructor's options except the parts it opens, plus
-    ``upload_dir`` (a [`LocalFileStore`][rtkit.realtime.LocalFileStore] folder),
+    ``adapter`` and ``adapter_options``, ``upload_dir`` (a
+    [`LocalFileStore`][rtkit.realtime.LocalFileStore] folder),
     ``timeout`` (of the Redis client it makes) and the stores' retention:
     ``max_per_room`` and ``max_age`` (history), ``max_per_user`` (notifications),
     ``pending_ttl``, ``complete_ttl`` and ``max_records`` (uploads).
@@ -311,7 +316,11 @@ class RealtimeServer(Component):
         manager = None
         if target.kind == "redis":
             channel = socketio_channel(target.prefix, shared["redis"])
-            manager = socketio.AsyncRedisManager(url, channel=channel)
+            adapter = mine.get("adapter") or "socketio"
+            options = dict(mine.get("adapter_options") or {})
+            manager = make_manager(adapter, url, channel=channel, **options)
+        elif mine.get("adapter") not in (None, "socketio") or mine.get("adapter_options"):
+            raise ConfigurationError("RealtimeServer.from_url: an adapter needs a redis:// URL")
         server = cls(
             presence=presence,
             rooms=rooms,
@@ -326,6 +335,8 @@ class RealtimeServer(Component):
             **own,
         )
         server._adopt(made)
+        if manager is not None and hasattr(manager, "socket_data"):
+            manager.socket_data = server._socket_data  # what Node servers see (node-redis)
         server._announcer = announcer
         announcer.attach(presence.instance_id, server.sio.emit)
         return server
@@ -560,6 +571,11 @@ class RealtimeServer(Component):
             entered.add(room)
             await self.sio.enter_room(sid, room)
         await self._send(outcome.emits)
+
+    def _socket_data(self, sid: str) -> dict[str, str] | None:
+        """``socket.data`` of ``sid`` for Node servers' ``fetchSockets()``: who it is."""
+        who = self._who.get(sid)
+        return None if who is None else {"userId": who.user_id, "username": who.username}
 
     def _joined(self, sid: str, room_id: str) -> bool:
         return room_channel(room_id) in self._entered.get(sid, ())
