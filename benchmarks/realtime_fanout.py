@@ -33,6 +33,10 @@ The servers do the same broadcast (the protocol's ``chat:message`` to the whole 
 Rounds are interleaved (each round runs every server once, in rotated order) and the
 ratios are taken per round (see ``_harness.py``).
 
+- ``rtkit on Redis, Node adapter protocol`` (only when named in ``--servers``):
+  ``rtkit-redis`` with ``adapter="node-redis"``, emits as ``@socket.io/redis-adapter``'s
+  msgpack, as beside Node servers.
+
 Run: ``python benchmarks/realtime_fanout.py [--quick] [--rounds 5] [--seconds 2]
 [--clients 50] [--servers rtkit,rtkit-redis,bare,bare-redis,node] [--write-docs]``.
 """
@@ -64,6 +68,7 @@ SERVER_CORE = 0
 LABELS = {
     "rtkit": "rtkit RealtimeServer",
     "rtkit-redis": "rtkit on Redis",
+    "rtkit-node-redis": "rtkit on Redis, Node adapter protocol",
     "bare": "bare python-socketio",
     "bare-redis": "bare python-socketio on Redis",
     "node": "node socket.io",
@@ -106,7 +111,7 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], seconds: float = 30
 # ----------------------------------------------------------------------- servers
 
 
-def rtkit_app(url: str, prefix: str) -> Any:
+def rtkit_app(url: str, prefix: str, **options: Any) -> Any:
     """The rtkit chat server with JWT auth, validation, membership checks, history on.
 
     On ``memory://`` everything is in the process; on Redis, presence, rooms, history
@@ -118,7 +123,7 @@ def rtkit_app(url: str, prefix: str) -> Any:
     # The per-user rate limit stays on (it is checked for every message), set high
     # enough never to refuse the benchmark's senders.
     limits = ChatLimits(message_rate="1000000/second")
-    return RealtimeServer.from_url(url, secret=SECRET, prefix=prefix, limits=limits)
+    return RealtimeServer.from_url(url, secret=SECRET, prefix=prefix, limits=limits, **options)
 
 
 def bare_app(redis_url: str | None = None, prefix: str = "") -> Any:
@@ -181,6 +186,9 @@ def serve(kind: str, port: int, prefix: str) -> None:
         app = rtkit_app("memory://", "rtkit:")
     elif kind == "rtkit-redis":
         app = rtkit_app(REDIS_URL, prefix)
+    elif kind == "rtkit-node-redis":  # emits as @socket.io/redis-adapter's msgpack
+        options = {"key": prefix + "node"}
+        app = rtkit_app(REDIS_URL, prefix, adapter="node-redis", adapter_options=options)
     elif kind == "bare-redis":
         app = bare_app(REDIS_URL, prefix)
     else:
@@ -520,7 +528,9 @@ def main() -> None:
         help="which servers, comma-separated",
     )
     parser.add_argument(
-        "--serve", choices=["rtkit", "rtkit-redis", "bare", "bare-redis"], help=argparse.SUPPRESS
+        "--serve",
+        choices=["rtkit", "rtkit-redis", "rtkit-node-redis", "bare", "bare-redis"],
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default=REDIS_PREFIX, help=argparse.SUPPRESS)
@@ -592,6 +602,8 @@ def report(run: h.Run, results: dict[str, list[dict[str, Any]]], clients: int) -
         ("rtkit-redis", "bare-redis", wall, "≥ 1.0x"),
         ("rtkit", "bare", cpu, None),
         ("rtkit-redis", "bare-redis", cpu, None),
+        ("rtkit-node-redis", "rtkit-redis", wall, None),
+        ("rtkit-node-redis", "rtkit-redis", cpu, None),
         ("rtkit", "node", cpu, "≥ 0.4x (moonshot 0.5x)"),
         ("rtkit-redis", "node", cpu, None),
     ):

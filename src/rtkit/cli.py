@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SOCKETIO_ADAPTERS = ("socketio", "sharded")  # rtkit.realtime.managers.ADAPTERS
+SOCKETIO_ADAPTERS = ("socketio", "sharded", "node-redis")  # rtkit.realtime.managers.ADAPTERS
 
 
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -111,9 +111,23 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add(
         "--adapter",
         choices=SOCKETIO_ADAPTERS,
-        help="how emits reach the other instances: 'socketio' (one channel every instance "
-        "reads) or 'sharded' (a shard channel per room, read only by the instances with "
-        "members in it) (default: sharded on redis+cluster://, else socketio)",
+        help="how emits reach the other instances (with --redis): 'socketio' (one channel "
+        "every rtkit instance reads; the default on one Redis and Sentinel), 'sharded' (a "
+        "shard channel per room, read only by the instances with members in it; the default "
+        "on redis+cluster://) or 'node-redis' (one cluster with Node Socket.IO servers that "
+        "use @socket.io/redis-adapter)",
+    )
+    add(
+        "--adapter-key",
+        metavar="KEY",
+        help="the Node adapter's key option, first part of its channels (default: socket.io)",
+    )
+    add(
+        "--adapter-room-prefix",
+        metavar="PREFIX",
+        help="rtkit's Socket.IO room PREFIX+R is the Node servers' room R: 'room:' beside the "
+        "Node.js chat server rtkit's protocol comes from, which names rooms by the bare room "
+        "id (default: none)",
     )
     add(
         "--presence-ttl",

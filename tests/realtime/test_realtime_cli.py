@@ -79,4 +79,4 @@ def test_serve_adapter(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptur
     assert SOCKETIO_ADAPTERS == ADAPTERS
     monkeypatch.setenv("RTKIT_SECRET", SECRET)
     assert main(["serve", "--adapter", "sharded"]) == 2  # memory: no instances to reach
-    assert "adapter= needs a Redis URL" in caplog.text
+    assert "an adapter needs a Redis URL" in caplog.text

@@ -10,6 +10,7 @@ help: the managers resubscribe, the stores reconnect.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -26,6 +27,7 @@ from rtkit_topology import PrivateCluster, PrivateSentinel, RedisNode
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 RECOVERY = 20.0
+log = logging.getLogger(__name__)
 PREFIX = "failover:"
 
 
@@ -89,7 +91,7 @@ async def test_chat_resumes_after_a_cluster_master_dies() -> None:
             victim = _owner(cluster, manager.room_channel(room_channel("lobby")))
             assert await delivered(ada, bob, 1) is None
             victim.stop()
-            print(f"chat resumed after {await resumes(ada, bob):.1f} s")
+            log.info("chat resumed after %.1f s", await resumes(ada, bob))
             assert victim.port not in [n.port for n in cluster.masters()]
     finally:
         cluster.stop()
@@ -104,7 +106,7 @@ async def test_chat_resumes_after_the_sentinel_master_dies(adapter: str) -> None
             assert await delivered(ada, bob, 1) is None
             old = setup.master.port
             setup.master.stop()
-            print(f"chat resumed after {await resumes(ada, bob):.1f} s")
+            log.info("chat resumed after %.1f s", await resumes(ada, bob))
             assert setup.current_master_port() != old
     finally:
         setup.stop()

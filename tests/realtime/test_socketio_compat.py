@@ -147,3 +147,29 @@ async def test_a_handler_knows_whether_the_client_wants_an_ack(
     assert recorder.wanted == [True, False, True], _changed(
         "AsyncServer._handle_event_internal", "its id argument no longer says whether to ack"
     )
+
+
+def test_the_manager_parts_the_node_adapter_manager_relies_on() -> None:
+    """``managers/node_redis.py`` subclasses ``AsyncManager`` and reads its room table."""
+    manager = socketio.AsyncManager()
+    for sid, eio_sid in (("s1", "e1"), ("s2", "e2")):
+        manager.basic_enter_room(sid, "/", None, eio_sid=eio_sid)
+        manager.basic_enter_room(sid, "/", sid, eio_sid=eio_sid)
+    manager.basic_enter_room("s1", "/", "red")
+    manager.basic_enter_room("s2", "/", "blue")
+    assert manager.rooms["/"]["red"]["s1"] == "e1", _changed("AsyncManager.rooms", "its shape")
+    union = sorted(manager.get_participants("/", ["red", "blue"]))
+    assert union == [("s1", "e1"), ("s2", "e2")], _changed(
+        "AsyncManager.get_participants", "a list of rooms is no longer their union"
+    )
+    assert sorted(manager.get_rooms("s1", "/")) == ["red", "s1"], _changed(
+        "AsyncManager.get_rooms", "it no longer lists a sid's rooms with its own"
+    )
+    assert manager.is_sid_room("/", "s1"), _changed("AsyncManager.is_sid_room", "it is gone")
+    for name in ("connect", "disconnect", "emit", "enter_room", "leave_room", "can_disconnect"):
+        assert inspect.iscoroutinefunction(getattr(socketio.AsyncManager, name)), _changed(
+            f"AsyncManager.{name}", "it is no longer a coroutine function"
+        )
+    params = inspect.signature(socketio.AsyncServer.disconnect).parameters
+    assert "ignore_queue" in params, _changed("AsyncServer.disconnect", "no ignore_queue")
+    assert hasattr(socketio.AsyncServer, "get_environ"), _changed("get_environ", "it is gone")

@@ -4,6 +4,7 @@
 export RTKIT_SECRET=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')
 rtkit serve --port 8000 --redis redis://127.0.0.1:6379/0   # one of several instances
 rtkit serve --redis redis+cluster://10.0.0.1:7000,10.0.0.2:7000  # sharded pub/sub
+rtkit serve --redis redis://127.0.0.1:6379/0 --adapter node-redis  # beside Node servers
 rtkit token 42 --name ada --ttl 3600                        # a token for user 42
 rtkit serve --demo                                          # anyone may log in by name
 rtkit serve --metrics --log-format json                     # GET /metrics, JSON log lines
@@ -62,6 +63,9 @@ def _serve(args: argparse.Namespace, secret_env: str) -> int:
     for option in ("client_js_url", "client_js_integrity", "adapter"):
         if getattr(args, option, None) is not None:
             options[option] = getattr(args, option)
+    adapter = {"key": args.adapter_key, "room_prefix": args.adapter_room_prefix}
+    if any(value is not None for value in adapter.values()):
+        options["adapter_options"] = {k: v for k, v in adapter.items() if v is not None}
     server = RealtimeServer.from_url(
         args.redis or "memory://",
         secret=secret,

@@ -79,7 +79,7 @@ _P = TypeVar("_P", bound="_Part")
 _PARTS = frozenset(
     {"presence", "rooms", "messages", "notifications", "uploads", "limiter", "client_manager"}
 )
-_FROM_URL_ONLY = frozenset({"timeout", "upload_dir", "adapter"}) | STORE_OPTIONS
+_FROM_URL_ONLY = frozenset({"timeout", "upload_dir", "adapter", "adapter_options"}) | STORE_OPTIONS
 
 
 class _Part(Protocol):
@@ -98,11 +98,14 @@ class RealtimeServer(Component):
     given), and on Redis carries every emit to the other instances through the
     manager ``adapter`` names: ``"socketio"`` (python-socketio's
     ``AsyncRedisManager``, one channel ``<prefix>socketio:db<N>`` every instance
-    reads; the default on one Redis and on Sentinel) or ``"sharded"`` (a shard
+    reads; the default on one Redis and on Sentinel), ``"sharded"`` (a shard
     channel per room, read only by the instances with members in it; the default
-    on ``redis+cluster://``).
+    on ``redis+cluster://``) or ``"node-redis"`` (the protocol of Node's
+    ``@socket.io/redis-adapter``, in one cluster with Node Socket.IO servers;
+    ``adapter_options`` go to its manager: ``key``, ``room_prefix``...).
     ``from_url`` takes the constructor's options except the parts it opens, plus
-    ``adapter``, ``upload_dir`` (a [`LocalFileStore`][rtkit.realtime.LocalFileStore] folder),
+    ``adapter`` and ``adapter_options``, ``upload_dir`` (a
+    [`LocalFileStore`][rtkit.realtime.LocalFileStore] folder),
     ``timeout`` (of the Redis client it makes) and the stores' retention:
     ``max_per_room`` and ``max_age`` (history), ``max_per_user`` (notifications),
     ``pending_ttl``, ``complete_ttl`` and ``max_records`` (uploads).
@@ -297,10 +300,14 @@ class RealtimeServer(Component):
             cls.__name__, options, _FROM_URL_ONLY, keywords(cls.__init__) - _PARTS - {"clock"}
         )
         kept = store_options(mine)
-        if target.kind == "redis":
-            check_adapter(mine.get("adapter"), target.url, target.redis)  # before making anything
-        elif mine.get("adapter") is not None:
-            raise ConfigurationError("RealtimeServer.from_url: adapter= needs a Redis URL")
+        adapter = None
+        if target.kind == "redis":  # (checked before anything is made)
+            adapter = check_adapter(mine.get("adapter"), target.url, target.redis)
+        elif mine.get("adapter") not in (None, "socketio") or mine.get("adapter_options"):
+            raise ConfigurationError(
+                "RealtimeServer.from_url: an adapter needs a Redis URL "
+                "(redis://, redis+sentinel://, redis+cluster://...)"
+            )
         if mine.get("upload_dir") is not None:
             if own.get("files") is not None:
                 raise ConfigurationError("RealtimeServer.from_url: give upload_dir or files")
@@ -318,11 +325,12 @@ class RealtimeServer(Component):
         manager = None
         if target.kind == "redis":
             manager = make_manager(
-                mine.get("adapter"),
-                url=url,
+                adapter,
+                url,
                 redis=shared["redis"],
                 prefix=target.prefix,
                 timeout=mine.get("timeout", DEFAULT_TIMEOUT),
+                **dict(mine.get("adapter_options") or {}),
             )
         server = cls(
             presence=presence,
@@ -338,6 +346,8 @@ class RealtimeServer(Component):
             **own,
         )
         server._adopt(made)
+        if manager is not None and hasattr(manager, "socket_data"):
+            manager.socket_data = server._socket_data  # what Node servers see (node-redis)
         server._announcer = announcer
         announcer.attach(presence.instance_id, server.sio.emit)
         return server
@@ -572,6 +582,11 @@ class RealtimeServer(Component):
             entered.add(room)
             await self.sio.enter_room(sid, room)
         await self._send(outcome.emits)
+
+    def _socket_data(self, sid: str) -> dict[str, str] | None:
+        """``socket.data`` of ``sid`` for Node servers' ``fetchSockets()``: who it is."""
+        who = self._who.get(sid)
+        return None if who is None else {"userId": who.user_id, "username": who.username}
 
     def _joined(self, sid: str, room_id: str) -> bool:
         return room_channel(room_id) in self._entered.get(sid, ())

@@ -26,6 +26,10 @@ when a release changes one of them):
   ``manager.redis`` (the Redis client of ``AsyncRedisManager``): stopped and
   closed on ``close()``, which python-socketio does not do;
 * ``manager.is_connected(sid, namespace)``: whether the connect handshake is done.
+
+One manager lives elsewhere: ``managers/node_redis.py`` subclasses
+``AsyncManager`` and reads its room table (``rooms``, ``get_participants``,
+``get_rooms``, ``is_sid_room``); its module docstring lists what it relies on.
 """
 
 from __future__ import annotations
