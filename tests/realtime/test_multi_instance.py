@@ -24,13 +24,10 @@ from rtkit_testing import unique_name as unique
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
-@pytest.fixture(
-    params=[
-        "single",
-        "single-sharded",
-        pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
-    ]
-)
+CLUSTER = pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.cluster])
+
+
+@pytest.fixture
 def shared(request: pytest.FixtureRequest) -> tuple[str, ...]:
     """``--redis`` and ``--adapter`` arguments: the shared Redis with the classic manager
     (its default) or the sharded one, or the private cluster (sharded, its default)."""
@@ -132,6 +129,7 @@ async def connect(stack: AsyncExitStack, server: ServerProcess, user_id: str) ->
     return person
 
 
+@pytest.mark.parametrize("shared", ["single", "single-sharded", CLUSTER], indirect=True)
 async def test_clients_on_two_instances_chat_as_on_one(
     shared: tuple[str, ...], redis_prefix: str
 ) -> None:
@@ -191,6 +189,7 @@ async def test_clients_on_two_instances_chat_as_on_one(
         assert (await rooms(a))["rooms"][0]["userCount"] == 1
 
 
+@pytest.mark.parametrize("shared", ["single", CLUSTER], indirect=True)
 async def test_a_killed_instance_users_leave_the_other_instance_lists(
     shared: tuple[str, ...], redis_prefix: str
 ) -> None:
