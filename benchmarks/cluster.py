@@ -88,7 +88,8 @@ async def main() -> None:
     args = parser.parse_args()
     rounds = h.rounds_of(args, quick=3)
     if not (shutil.which("redis-server") and shutil.which("redis-cli")):
-        raise SystemExit("needs redis-server and redis-cli to start a private cluster")
+        print("skipped: needs redis-server and redis-cli to start a private cluster")
+        return
     from rtkit_topology import PrivateCluster, RedisNode
 
     run = h.Run("cluster", args)
