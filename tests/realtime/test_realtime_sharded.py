@@ -143,18 +143,20 @@ async def _true(value: bool) -> bool:
     return value
 
 
-async def test_adapter_option(redis_cluster: PrivateCluster, redis_url: str) -> None:
+async def test_adapter_option(
+    redis_cluster: PrivateCluster, redis_url: str, redis_prefix: str
+) -> None:
     with pytest.raises(ConfigurationError, match="adapter"):
         RealtimeServer.from_url("memory://", adapter="sharded")
     with pytest.raises(ConfigurationError, match="unknown adapter"):
         make_manager("nope", redis_url)
+    client: Any = make_redis_client(redis_url)
     with pytest.raises(ConfigurationError, match="adapter 'sharded'"):
-        make_manager("sharded", redis_url, redis=make_redis_client(redis_url), colour="blue")
-    async with RealtimeServer.from_url(
-        redis_url, adapter="sharded", prefix="rtkit-adapter:"
-    ) as one:
+        make_manager("sharded", redis_url, redis=client, colour="blue")
+    await client.aclose()
+    async with RealtimeServer.from_url(redis_url, adapter="sharded", prefix=redis_prefix) as one:
         assert isinstance(one.sio.manager, ShardedRedisManager)
-        assert one.sio.manager.channel.startswith("{rtkit-adapter:socketio:db")
+        assert one.sio.manager.channel.startswith("{" + redis_prefix + "socketio:db")
     with pytest.raises(ConfigurationError, match="adapter='sharded'"):
         RealtimeServer.from_url(redis_cluster.url, adapter="socketio")
 
