@@ -266,9 +266,10 @@ class PresenceAndRooms(RuleBasedStateMachine):
         self.loop.close()
         sync = redis.Redis.from_url(self.redis_url)
         try:
-            keys = list(sync.scan_iter(match=self.prefix + "*", count=1000))
-            if keys:
-                sync.delete(*keys)
+            for match in (self.prefix + "*", "{" + self.prefix + "*"):
+                keys = list(sync.scan_iter(match=match, count=1000))
+                if keys:
+                    sync.delete(*keys)
         finally:
             sync.close()
 
