@@ -80,7 +80,7 @@ def masters_of(backend: Backend) -> list[redis.Redis]:
         found = []
         for host, port in hosts:
             node = redis.Redis(host=host, port=int(port))
-            if "role:master" in node.execute_command("INFO", "replication").decode():
+            if node.info("replication")["role"] == "master":
                 found.append(node)
             else:
                 node.close()

@@ -275,7 +275,8 @@ class BucketScript:
         ``purge`` call: one batch of one instance in one bucket) until every target says
         ``done``. With ``force``, that instance is purged from every bucket at once.
         """
-        own, missing, replies = instance_id or "", False, []
+        own, missing = instance_id or "", False
+        replies: list[Any] = []
         while True:
             if force is not None:
                 targets = [(b, force) for b in range(BUCKETS)]

@@ -239,7 +239,7 @@ class RedisPresenceBackend(PresenceBackend):
         replies = await self._lua.run_many("repair", now, calls)
         at = float(replies[0][0])
         removed = [r for reply in replies for r in _removed(reply[1], at)]
-        first = {}
+        first: dict[str, int] = {}
         for i, (_, h) in enumerate(entries):
             if h is not None:
                 first.setdefault(h.user_id, i)

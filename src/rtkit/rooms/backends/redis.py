@@ -12,6 +12,7 @@ parallel) on a cluster. See ``rooms.lua`` for the keys.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, Self
@@ -65,6 +66,7 @@ class RedisRoomsBackend(RoomsBackend):
         # (instance, sid) -> the user this backend last put it in a room for. Only a hint:
         # a join as another user checks every other bucket first (one pipelined round trip).
         self._users: dict[tuple[str, str], str] = {}
+        self._locks: dict[str, list[Any]] = {}  # user id -> [asyncio.Lock, waiters]
 
     @classmethod
     def open(cls, target: BackendTarget, *, timeout: float = DEFAULT_TIMEOUT) -> Self:
@@ -99,8 +101,10 @@ class RedisRoomsBackend(RoomsBackend):
     ) -> bool:
         b = bucket_of(room_id)
         before = self._users.get((instance_id, sid))
-        if before is not None and before != user_id and await self._held_elsewhere(
-            instance_id, sid, b
+        if (
+            before is not None
+            and before != user_id
+            and await self._held_elsewhere(instance_id, sid, b)
         ):
             raise ValidationError(f"sid {sid!r} is in rooms as another user")
         self._users[(instance_id, sid)] = user_id  # before the call: its outcome may stay unknown
@@ -178,10 +182,32 @@ class RedisRoomsBackend(RoomsBackend):
         holder dies.
         """
         timeout = self._handle.timeout
+        local = self._locks.setdefault(user_id, [asyncio.Lock(), 0])
+        local[1] += 1
+        try:
+            # the joins of this process queue here: only one of them polls Redis
+            async with asyncio.timeout(timeout):
+                await local[0].acquire()
+        except TimeoutError:
+            raise BackendUnavailable(
+                f"other joins of user {user_id!r} held its rooms lock for {timeout:g} s"
+            ) from None
+        finally:
+            local[1] -= 1
+        try:
+            async with self._redis_lock(user_id, timeout):
+                yield
+        finally:
+            local[0].release()
+            if not local[1] and not local[0].locked():
+                self._locks.pop(user_id, None)
+
+    @contextlib.asynccontextmanager
+    async def _redis_lock(self, user_id: str, timeout: float) -> AsyncIterator[None]:
         lock = self._handle.client.lock(
             self._keys.entity_key("user:" + user_id, "lock"),
             timeout=2 * timeout,
-            sleep=0.002,
+            sleep=0.005,
             blocking_timeout=timeout,
         )
         with redis_unavailable("locking the user's rooms"):
@@ -199,7 +225,9 @@ class RedisRoomsBackend(RoomsBackend):
     async def leave(self, instance_id: str, room_id: str, sid: str) -> bool:
         b = bucket_of(room_id)
         return bool(
-            await self._lua.run(self._keys_of(b, instance_id), "leave", None, instance_id, room_id, sid)
+            await self._lua.run(
+                self._keys_of(b, instance_id), "leave", None, instance_id, room_id, sid
+            )
         )
 
     async def leave_all(self, instance_id: str, sid: str) -> list[str]:
