@@ -16,7 +16,8 @@ from presence_support import RecordingBus, stop_heartbeat
 from redis.asyncio.connection import Connection
 
 from rtkit import ManualClock, redis_client
-from rtkit._core.leases import BUCKETS
+from rtkit._core.leases import spread_tags
+from rtkit._core.redis import Keyspace
 from rtkit.errors import BackendUnavailable
 from rtkit.presence import PresenceCount, PresenceStore
 from rtkit.rooms import RoomManager
@@ -45,9 +46,9 @@ async def test_no_key_is_left_behind(redis_url: str, redis_prefix: str, redis_cl
         await rooms.leave(f"room-{i}", f"sid-{i}b")
     # only the instance's leases remain while the instance lives (one per bucket)
     assert await keys_under(redis_client, redis_prefix) == sorted(
-        f"{{{redis_prefix}{component}:{b}}}:l"
+        Keyspace(redis_prefix, component).entity_key(entity, "l")
         for component in ("presence", "rooms")
-        for b in range(BUCKETS)
+        for entity in spread_tags(Keyspace(redis_prefix, component))
     )
     await presence.close()
     await rooms.close()

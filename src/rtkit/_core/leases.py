@@ -20,11 +20,14 @@ importing a component).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import zlib
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from ..errors import ConfigurationError
 from .ids import new_id
@@ -43,6 +46,7 @@ __all__ = [
     "check_instance_id",
     "digest_sum",
     "expired_instances",
+    "spread_tags",
     "system_now",
 ]
 
@@ -196,6 +200,25 @@ def bucket_of(entity: str) -> int:
     return zlib.crc32(entity.encode("utf-8")) % BUCKETS
 
 
+@functools.lru_cache(maxsize=256)
+def spread_tags(keys: Keyspace, buckets: int = BUCKETS) -> tuple[str, ...]:
+    """The entity of each bucket's hash tag, chosen so that the buckets' cluster slots
+    cover the slot space evenly: bucket ``b`` gets the first ``"<b>.<n>"`` whose slot
+    lies in the ``b``-th of ``buckets`` equal slices of the 16384 slots.
+
+    A cluster's masters own contiguous slot ranges, so each master serves a share of
+    the buckets close to its share of the slots (with 3 even masters: 10 or 11 of the
+    32), whatever the prefix. Pure arithmetic, the same in every process.
+    """
+    found = []
+    for b in range(buckets):
+        n = 0
+        while key_slot(keys.tag(f"{b}.{n}").encode()) * buckets // REDIS_CLUSTER_HASH_SLOTS != b:
+            n += 1
+        found.append(f"{b}.{n}")
+    return tuple(found)
+
+
 def digest_sum(parts: list[Any]) -> str:
     """The text of the sum of per-bucket partial digests (``[count, sum]`` replies)."""
     count = sum(int(part[0]) for part in parts)
@@ -220,11 +243,12 @@ class BucketScript:
     def __init__(self, client: Any, keys: Keyspace, package: str, name: str) -> None:
         self.client = client
         self.keys = keys
+        self._entities = spread_tags(keys)
         self._script = client.register_script(LEASE_LUA + load_lua(package, name))
 
     def key(self, bucket: int, *parts: str) -> str:
-        """``{<prefix><component>:<bucket>}:part...``."""
-        return self.keys.entity_key(str(bucket), *parts)
+        """``{<prefix><component>:<bucket>.<n>}:part...`` (``n``: see ``spread_tags``)."""
+        return self.keys.entity_key(self._entities[bucket], *parts)
 
     def lease_keys(self, bucket: int) -> list[str]:
         """The two keys every call starts with: the bucket's leases and digests."""
