@@ -268,16 +268,31 @@ class RedisPresenceBackend(PresenceBackend):
         return bool(found)
 
     async def online_users(self, cursor: str | None, limit: int) -> Page[OnlineUser]:
-        """``limit + 1`` users from every bucket (one pipelined round trip), merged."""
-        start = "-" if cursor is None else "[" + cursor + "\x20"
+        """A page merged from the buckets: each is asked for about twice its share of
+        ``limit + 1`` users (one pipelined round trip); only a bucket that may still hold
+        users before the page's last one is asked again, for ``limit + 1`` more."""
+        want = limit + 1
+        first = "-" if cursor is None else "[" + cursor + "\x20"
+        starts: dict[int, str] = dict.fromkeys(range(BUCKETS), first)
+        count = min(want, 2 * want // BUCKETS + 4)
+        members: list[str] = []
+        while starts:
+            asked = list(starts.items())
 
-        def build(pipe: Any) -> None:
-            for b in range(BUCKETS):
-                pipe.zrange(self._lua.key(b, "u"), start, "+", bylex=True, offset=0, num=limit + 1)
+            def build(pipe: Any, asked: list[tuple[int, str]] = asked, n: int = count) -> None:
+                for b, start in asked:
+                    pipe.zrange(self._lua.key(b, "u"), start, "+", bylex=True, offset=0, num=n)
 
-        members = sorted(m for found in await self._lua.read(build) for m in found)
-        users = [_online_user(m) for m in members[: limit + 1]]
-        users.sort(key=lambda u: u.user_id)
+            found = await self._lua.read(build)
+            members = sorted([*members, *(str(m) for batch in found for m in batch)])[:want]
+            cutoff = members[-1] if len(members) == want else None
+            starts = {
+                b: "(" + batch[-1]
+                for (b, _), batch in zip(asked, found, strict=True)
+                if len(batch) == count and (cutoff is None or batch[-1] < cutoff)
+            }
+            count = want
+        users = [_online_user(m) for m in members]
         if len(users) > limit:
             return Page(users[:limit], users[limit - 1].user_id)
         return Page(users, None)
