@@ -67,13 +67,9 @@ local function index(iid, ikey, sid, uid)
   digest_change(iid, sid .. '\31' .. uid, 1)
 end
 
--- Remove a connection (track: keep the instance's digest; a purge drops it whole).
--- Returns {user, sid, offline (0|1), has username (0|1), username, instance}.
-local function remove(iid, ikey, sid, uid, track)
-  if track then digest_change(iid, sid .. '\31' .. uid, -1) end
-  redis.call('HDEL', ikey, sid)
-  redis.call('HDEL', META, sid)
-  if redis.call('DECR', CONNS) <= 0 then redis.call('DEL', CONNS) end
+-- Take sid out of its user's record. Returns {user, sid, offline (0|1), has username (0|1),
+-- username, instance}.
+local function leave_user(iid, sid, uid)
   local rec, old = find_user(uid)
   local offline, name = 1, ''
   if rec then
@@ -92,6 +88,19 @@ local function remove(iid, ikey, sid, uid, track)
   local named = 0
   if name ~= '' then named = 1 end
   return {uid, sid, offline, named, name, iid}
+end
+
+local function count_conns(delta)
+  if redis.call('INCRBY', CONNS, delta) <= 0 then redis.call('DEL', CONNS) end
+end
+
+-- Remove a connection of iid and keep the instance's digest.
+local function remove(iid, ikey, sid, uid)
+  digest_change(iid, sid .. '\31' .. uid, -1)
+  redis.call('HDEL', ikey, sid)
+  redis.call('HDEL', META, sid)
+  count_conns(-1)
+  return leave_user(iid, sid, uid)
 end
 
 if op == 'connect' then
@@ -123,7 +132,7 @@ elseif op == 'disconnect' then
   -- ARGV: 3 instance, 4 sid; KEYS[6] = the sid's index hash in this bucket
   local uid = redis.call('HGET', KEYS[6], ARGV[4])
   if not uid then return {} end
-  local out = remove(ARGV[3], KEYS[6], ARGV[4], uid, true)
+  local out = remove(ARGV[3], KEYS[6], ARGV[4], uid)
   table.insert(out, now)
   return out
 
@@ -150,7 +159,7 @@ elseif op == 'repair' then
     local ikey, sid, uid = KEYS[5 + j], ARGV[i], ARGV[i + 1]
     local owner = redis.call('HGET', ikey, sid)
     if owner and owner ~= uid then
-      for _, v in ipairs(remove(iid, ikey, sid, owner, true)) do table.insert(removed, v) end
+      for _, v in ipairs(remove(iid, ikey, sid, owner)) do table.insert(removed, v) end
       owner = nil
     end
     if uid ~= '' then
@@ -182,17 +191,21 @@ elseif op == 'purge' then
   -- its index hashes. Returns {now, 'more'|'done', removals...}.
   local target = ARGV[3]
   if ARGV[4] == '' and lease_live(target) then return {now, 'done'} end  -- it came back
-  local out, budget = {now, 'more'}, tonumber(ARGV[5])
+  -- (whole index hashes at a time; the digest goes when the instance is gone)
+  local out, budget, removed = {now, 'more'}, tonumber(ARGV[5]), 0
   for k = 6, #KEYS do
-    if budget <= 0 then return out end
+    if budget <= 0 then break end
     local found = redis.call('HGETALL', KEYS[k])
     for i = 1, #found, 2 do
-      for _, v in ipairs(remove(target, KEYS[k], found[i], found[i + 1], false)) do
-        table.insert(out, v)
-      end
-      budget = budget - 1
+      redis.call('HDEL', META, found[i])
+      for _, v in ipairs(leave_user(target, found[i], found[i + 1])) do table.insert(out, v) end
     end
+    if #found > 0 then redis.call('DEL', KEYS[k]) end
+    removed = removed + #found / 2
+    budget = budget - #found / 2
   end
+  if removed > 0 then count_conns(-removed) end
+  if budget <= 0 then return out end
   redis.call('ZREM', LEASES, target)
   redis.call('HDEL', DIGESTS, target)
   redis.call('DEL', META)
