@@ -283,6 +283,26 @@ class BucketScript:
                 result: list[Any] = await pipe.execute()
                 return result
 
+    async def _dead(self, instances: list[str], now: float) -> set[str]:
+        """Which of ``instances`` hold no live lease in any bucket.
+
+        An instance's lease is the latest of its per-bucket leases: a heartbeat renews
+        them all, a transition only the one of its bucket. One pipelined read.
+        """
+
+        def build(pipe: Any) -> None:
+            for iid in instances:
+                for b in range(BUCKETS):
+                    pipe.zscore(self.key(b, "l"), iid)
+
+        found = await self.read(build)
+        dead = set()
+        for i, iid in enumerate(instances):
+            scores = [float(s) for s in found[i * BUCKETS : (i + 1) * BUCKETS] if s is not None]
+            if not scores or max(scores) <= now:
+                dead.add(iid)
+        return dead
+
     async def purge(
         self,
         purge_call: Callable[[int, str], tuple[list[str], list[Any]]],
@@ -295,12 +315,16 @@ class BucketScript:
         ``instance_id``'s lease was missing in some bucket before the renewal.
 
         Each round: the lease step on every bucket (renews ``instance_id``'s lease, lists
-        expired instances), then ``purge_call(bucket, target)`` (keys and args of one
+        expired instances), a read of those instances' leases in every bucket (an
+        instance is dead only when its lease expired in all of them), then
+        ``purge_call(bucket, target)`` (keys and args of one
         ``purge`` call: one batch of one instance in one bucket) until every target says
         ``done``. With ``force``, that instance is purged from every bucket at once.
         """
         own, missing = instance_id or "", False
         replies: list[Any] = []
+        checked: set[str] = set()  # instances found expired in some bucket, then judged
+        dead: set[str] = set()  # ...and found expired in every bucket
         while True:
             if force is not None:
                 targets = [(b, force) for b in range(BUCKETS)]
@@ -314,8 +338,13 @@ class BucketScript:
                     ],
                 )
                 missing = missing or any(int(step[1]) for step in steps)
-                targets = [(b, str(t)) for b, step in enumerate(steps) for t in step[2:]]
                 own = ""  # renewed once per pass
+                listed = [(b, str(t)) for b, step in enumerate(steps) for t in step[2:]]
+                fresh = sorted({t for _, t in listed} - checked)
+                if fresh:
+                    checked.update(fresh)
+                    dead |= await self._dead(fresh, min(float(step[0]) for step in steps))
+                targets = [(b, t) for b, t in listed if t in dead]
                 if not targets:
                     return replies, missing
             while targets:
