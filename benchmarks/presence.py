@@ -3,12 +3,20 @@
 ``naive``: a set of sids per user, a hash of user records and a set of online users,
 one command per step (what most ports of in-process presence maps look like), without crash
 purging. Figures: connect+disconnect pairs per second, round trips per connect, Redis
-bytes per online connection (``MEMORY USAGE`` of every key) and ``online_users`` pages
-per second with ``--users`` (default 100,000) users online, and ``close()`` time. Ids
-are realistic: UUID user ids, usernames like ``grace.lopez42``, 20-character sids.
+bytes per online connection (``MEMORY USAGE`` of every key, and per kind of key) and
+``online_users`` pages per second with ``--users`` (default 100,000) users online, and
+``close()`` time. Ids are realistic: UUID user ids, usernames like ``grace.lopez42``,
+20-character sids.
+
+One node against a cluster: a private redis-server and a private three-master Redis
+Cluster (no replicas), both started by this script from the ``redis-server`` binary
+(``tests/rtkit_topology.py``), take turns at connect+disconnect pairs, one at a time
+and 64 at once; then ``--cluster-users`` (default 20,000) users connect to the
+cluster and each master's keys (``DBSIZE``) and commands (``INFO commandstats``, after
+``CONFIG RESETSTAT``) are compared with an even share.
 
     python benchmarks/presence.py [--quick] [--rounds N] [--redis URL] [--users 100000]
-        [--write-docs]
+        [--cluster-users 20000] [--no-cluster] [--write-docs]
 
 Connect/disconnect and page latency are interleaved slices; the memory figures come
 from filling both stores in turn (twice, or once with ``--quick``, which also caps the
@@ -20,8 +28,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
+import re
+import shutil
+import statistics
+import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import _harness as h
@@ -72,29 +86,46 @@ class NaivePresence:
         return [await self.r.hgetall(self.p + "info:" + uid) for uid in ids]
 
 
-async def keys_bytes(client: aioredis.Redis, prefix: str) -> tuple[int, int]:
-    """(number of keys, sum of MEMORY USAGE) under ``prefix`` (pipelined per SCAN batch)."""
+def _kind(key: str) -> str:
+    """A key's kind: its name without the hash tag and the instance id (``:u``, ...)."""
+    kind = re.sub(r"^\{[^}]*\}", "", key)
+    kind = re.sub(r":i:[^:]+:\d+$", ":i:<instance>:<n>", kind)
+    return re.sub(r":m:[^:]+$", ":m:<instance>", kind)
+
+
+async def keys_bytes(
+    client: aioredis.Redis, prefix: str, kinds: dict[str, int] | None = None
+) -> tuple[int, int]:
+    """(number of keys, sum of MEMORY USAGE) under ``prefix`` (both ``<prefix>...`` and
+    ``{<prefix>...}...`` keys; pipelined per SCAN batch); ``kinds`` gets bytes per kind."""
     total = count = 0
-    cursor = 0
-    while True:
-        cursor, keys = await client.scan(cursor, match=prefix + "*", count=5000)
-        if keys:
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.memory_usage(key, samples=0)
-            total += sum(size or 0 for size in await pipe.execute())
-            count += len(keys)
-        if cursor == 0:
-            return count, total
+    for match in (prefix + "*", "{" + prefix + "*"):
+        cursor = 0
+        while True:
+            cursor, keys = await client.scan(cursor, match=match, count=5000)
+            if keys:
+                pipe = client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.memory_usage(key, samples=0)
+                sizes = [size or 0 for size in await pipe.execute()]
+                total += sum(sizes)
+                count += len(keys)
+                if kinds is not None:
+                    for key, size in zip(keys, sizes, strict=True):
+                        kinds[_kind(key)] = kinds.get(_kind(key), 0) + size
+            if cursor == 0:
+                break
+    return count, total
 
 
 async def drop(client: aioredis.Redis, prefix: str) -> None:
     batch: list[str] = []
-    async for key in client.scan_iter(match=prefix + "*", count=5000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            await client.unlink(*batch)
-            batch = []
+    for match in (prefix + "*", "{" + prefix + "*"):
+        async for key in client.scan_iter(match=match, count=5000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await client.unlink(*batch)
+                batch = []
     if batch:
         await client.unlink(*batch)
 
@@ -127,26 +158,123 @@ async def fill(connect: Any, users: int, concurrency: int = 64) -> None:
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-def pairs(connect: Any, disconnect: Any) -> h.Batch:
-    """``n`` connect + disconnect pairs (500 users, a new sid each time)."""
+def pairs(connect: Any, disconnect: Any, at_once: int = 1) -> h.Batch:
+    """``n`` connect + disconnect pairs (500 users, a new sid each time), ``at_once``
+    pairs in flight."""
     state = {"i": 0}
+
+    async def one(k: int) -> None:
+        user_id, username, _ = user(k % 500)
+        sid = f"{k:020d}"
+        await connect(user_id, sid, username)
+        await disconnect(sid)
 
     async def batch(n: int) -> None:
         i = state["i"]
-        for k in range(i, i + n):
-            user_id, username, _ = user(k % 500)
-            sid = f"{k:020d}"
-            await connect(user_id, sid, username)
-            await disconnect(sid)
         state["i"] = i + n
+        if at_once == 1:
+            for k in range(i, i + n):
+                await one(k)
+            return
+        queue = iter(range(i, i + n))
+
+        async def worker() -> None:
+            for k in queue:
+                await one(k)
+
+        await asyncio.gather(*(worker() for _ in range(at_once)))
 
     return batch
+
+
+def _evenness(per_master: list[float]) -> list[float]:
+    """Each master's figure over the even share (1.00 = exactly even)."""
+    mean = statistics.mean(per_master)
+    return [n / mean for n in per_master] if mean else []
+
+
+async def one_node_vs_cluster(run: h.Run, args: Any, rounds: int) -> None:
+    """Connect/disconnect on a private node and on a private 3-master cluster; the
+    keys and commands each master gets."""
+    sys.path.insert(0, str(h.ROOT / "tests"))
+    from rtkit_topology import PrivateCluster, RedisNode
+
+    binary = shutil.which("redis-server") or "redis-server"
+    single = RedisNode(binary, Path(tempfile.mkdtemp(prefix="rtkit-bench-")), [])
+    cluster = PrivateCluster(masters=3, replicas=0)
+    single.start()
+    stores: list[PresenceStore] = []
+    try:
+        cluster.start()
+        prefix = f"rtb-{uuid.uuid4().hex[:6]}:"
+        one = PresenceStore.from_url(f"redis://{single.address}", prefix=prefix)
+        many = PresenceStore.from_url(cluster.url, prefix=prefix)
+        stores += [one, many]
+        await one.start()
+        await many.start()
+
+        def connect_of(store: PresenceStore) -> Any:
+            async def connect(user_id: str, sid: str, username: str) -> None:
+                await store.connect(user_id, sid, username=username)
+
+            return connect
+
+        labels = {"cluster": "3-master cluster", "node": "one node"}
+        for at_once in (1, 64):
+            figures = await h.alternate(
+                {
+                    "cluster": pairs(connect_of(many), many.disconnect, at_once),
+                    "node": pairs(connect_of(one), one.disconnect, at_once),
+                },
+                rounds=rounds,
+                slice_ms=max(args.slice_ms, 200.0),
+            )
+            case = "connect + disconnect, " + ("one at a time" if at_once == 1 else "64 at once")
+            run.add(h.compare(case, figures, "cluster", ["node"], unit="pairs/s", labels=labels))
+
+        masters = cluster.masters()
+        for node in masters:
+            node.cli("config", "resetstat")
+        users = min(args.cluster_users, 3_000) if args.quick else args.cluster_users
+        await fill(connect_of(many), users)
+        for k in range(users // 10):  # and some churn
+            user_id, username, _ = user(k)
+            await many.connect(user_id, f"churn-{k}", username=username)
+            await many.disconnect(f"churn-{k}")
+        await many.purge_expired()  # one heartbeat: every bucket, pipelined per master
+        keys, calls = [], []
+        for node in masters:
+            keys.append(float(node.cli("dbsize").strip()))
+            stats = node.cli("info", "commandstats")
+            calls.append(float(sum(int(n) for n in re.findall(r"calls=(\d+)", stats))))
+        case = f"{users:,} users on the 3-master cluster, per master"
+        run.add(
+            [
+                h.Row(case, "keys (DBSIZE) / even share", _evenness(keys), "x", goal="0.8-1.2"),
+                h.Row(case, "commands / even share", _evenness(calls), "x", goal="0.8-1.2"),
+            ]
+        )
+        run.note(
+            f"Per master, {users:,} users online on the private cluster: keys "
+            + ", ".join(f"{n:,.0f}" for n in keys)
+            + "; commands (fill, churn, a heartbeat) "
+            + ", ".join(f"{n:,.0f}" for n in calls)
+            + ". Presence keeps 32 buckets, whose hash tags are chosen to cover the slot "
+            "space evenly (10 or 11 buckets per master here)."
+        )
+    finally:
+        for store in stores:
+            await store.close()
+        cluster.stop()
+        single.stop()
 
 
 async def main() -> None:
     parser = h.arguments(__doc__, rounds=20)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379")
     parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--cluster-users", type=int, default=20_000)
+    parser.add_argument("--no-cluster", action="store_true", help="skip one node vs cluster")
     args = parser.parse_args()
     rounds = h.rounds_of(args)
     users = min(args.users, 10_000) if args.quick and args.users == 100_000 else args.users
@@ -191,8 +319,13 @@ async def main() -> None:
         await rt.close()
         await drop(client, prefix)
 
+        # --- one node vs a cluster ----------------------------------------------------
+        if not args.no_cluster:
+            await one_node_vs_cluster(run, args, rounds)
+
         # --- N users online: bytes per connection, page latency -------------------
         byte_figures: dict[str, list[float]] = {"rtkit": [], "naive": []}
+        kinds: dict[str, int] = {}
         page_figures: dict[str, list[float]] = {"rtkit": [], "naive": []}
         closing: list[float] = []
         for round_ in range(fills):
@@ -207,7 +340,9 @@ async def main() -> None:
             for name in h.order(["rtkit", "naive"], round_):
                 if name == "rtkit":
                     await fill(rt_fill, users)
-                    byte_figures[name].append((await keys_bytes(client, rt_prefix))[1] / users)
+                    kinds.clear()
+                    found = await keys_bytes(client, rt_prefix, kinds)
+                    byte_figures[name].append(found[1] / users)
                 else:
                     await fill(naive.connect, users)
                     byte_figures[name].append((await keys_bytes(client, naive_prefix))[1] / users)
@@ -258,6 +393,13 @@ async def main() -> None:
             )
         )
         run.add([h.Row(case, f"rtkit: close() removing {users:,} connections", closing, "s")])
+        run.note(
+            "rtkit's bytes per connection by kind of key (last fill): "
+            + ", ".join(f"`{kind}` {size / users:.1f} B" for kind, size in sorted(kinds.items()))
+            + ". `:u` is each bucket's sorted set of online users (one member per user: id, "
+            "first connection time, username, sids), `:i:<instance>:<n>` the instance's "
+            "index of its connections (sid -> user id, small listpack hashes)."
+        )
         run.note(
             "Bytes per connection: the sum of `MEMORY USAGE` of every key of the store, "
             "divided by the users; ids are UUIDs, usernames like `grace.lopez42`, sids 20 "

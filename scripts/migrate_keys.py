@@ -13,8 +13,11 @@ stay until you delete them, ``--delete``):
 
 What needs no move: rate limiter state and cached responses (short-lived: they start
 afresh), registry instances (every instance re-registers at its next heartbeat, within
-``ttl / 3``). Presence and rooms are rebuilt by their instances' leases. Stop the old
-deployment (or let it drain) before moving, so nothing is written to the old keys meanwhile.
+``ttl / 3``). Presence and rooms are ephemeral: each live instance puts its own
+connections and memberships back at its first heartbeat on the new layout (within
+``ttl / 3``), so their old keys (``{presence}:...``, ``{rooms}:...``) are not moved;
+``--delete`` deletes them. Stop the old deployment (or let it drain) before moving, so
+nothing is written to the old keys meanwhile.
 """
 
 from __future__ import annotations
@@ -117,6 +120,13 @@ def main() -> None:
                 if args.delete and not args.dry_run:
                     source.delete(old)
     move_upload_ledger(source, target, args.prefix, args.dry_run)
+    for component in ("presence", "rooms"):  # rebuilt by the instances: never moved
+        old = [key for key, _ in old_keys(source, args.prefix, component)]
+        done = "deleted" if args.delete and not args.dry_run else "left as they are"
+        print(f"{component}: {len(old)} old keys not moved (rebuilt by the instances), {done}")
+        if args.delete and not args.dry_run:
+            for start in range(0, len(old), 500):
+                source.delete(*old[start : start + 500])
 
 
 if __name__ == "__main__":

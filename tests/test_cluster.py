@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 import redis
 
-from rtkit import EventBus, RateLimiter, ServiceRegistry
+from rtkit import EventBus, PresenceStore, RateLimiter, RoomManager, ServiceRegistry
 from rtkit._core.redis import Keyspace, make_redis_client
 from rtkit.eventbus.backends.redis import buckets_of
 from rtkit.messaging import DedupStore
+from rtkit.presence import PresenceCount
 from rtkit.realtime import MessageStore, NotificationStore
 from rtkit_topology import PrivateCluster
 
@@ -173,3 +174,81 @@ async def test_a_burst_on_a_cluster_waits_for_a_connection(redis_cluster: Privat
         await asyncio.gather(*(client.delete(f"burst-{i}") for i in range(300)))
     finally:
         await client.aclose()
+
+
+def _bucket_keys(cluster: PrivateCluster, prefix: str, component: str) -> dict[int, list[str]]:
+    """The keys of ``component`` (spread layout) on each master, by master port."""
+    found = {}
+    for node in cluster.masters():
+        client = redis.Redis(port=node.port, decode_responses=True)
+        try:
+            found[node.port] = list(client.scan_iter(match=f"{{{prefix}{component}:*", count=1000))
+        finally:
+            client.close()
+    return found
+
+
+def _users_per_master(cluster: PrivateCluster, prefix: str) -> dict[int, int]:
+    """Online users (members of the buckets' ``:u`` sets) on each master."""
+    found = {}
+    for port, keys in _bucket_keys(cluster, prefix, "presence").items():
+        client = redis.Redis(port=port)
+        try:
+            found[port] = sum(client.zcard(key) for key in keys if key.endswith(":u"))
+        finally:
+            client.close()
+    return found
+
+
+async def test_presence_of_10000_users_spreads_over_every_master(
+    redis_cluster: PrivateCluster,
+) -> None:
+    prefix = _prefix()
+    async with PresenceStore.from_url(redis_cluster.url, prefix=prefix) as presence:
+        gate = asyncio.Semaphore(64)
+
+        async def connect(i: int) -> None:
+            async with gate:
+                await presence.connect(f"user-{i}", f"sid-{i}")
+
+        await asyncio.gather(*(connect(i) for i in range(10_000)))
+        assert await presence.count() == PresenceCount(10_000, 10_000)
+        keys = {
+            port: len(found)
+            for port, found in _bucket_keys(redis_cluster, prefix, "presence").items()
+        }
+        users = _users_per_master(redis_cluster, prefix)
+        listed: list[str] = []
+        cursor = None
+        while True:  # pages merged from the 32 buckets, some asked twice
+            page = await presence.online_users(cursor, limit=777)
+            listed += [u.user_id for u in page.items]
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert listed == sorted(f"user-{i}" for i in range(10_000))
+    assert sum(users.values()) == 10_000
+    for spread in (keys, users):
+        total = sum(spread.values())
+        assert all(0 < n < 0.45 * total for n in spread.values()), spread
+    assert all(not found for found in _bucket_keys(redis_cluster, prefix, "presence").values())
+
+
+async def test_rooms_spread_over_every_master(redis_cluster: PrivateCluster) -> None:
+    prefix = _prefix()
+    async with RoomManager.from_url(redis_cluster.url, prefix=prefix) as rooms:
+        for i in range(300):
+            await rooms.join(f"room-{i}", f"user-{i % 50}", f"sid-{i % 50}")
+        assert await rooms.count() == 300
+        assert len(await rooms.rooms_of("user-7")) == 6
+        assert [r.room_id for r in (await rooms.rooms(limit=3)).items] == [
+            "room-0",
+            "room-1",
+            "room-10",
+        ]
+        keys = {
+            port: len(found) for port, found in _bucket_keys(redis_cluster, prefix, "rooms").items()
+        }
+        assert await rooms.leave_all("sid-7") == sorted(f"room-{i}" for i in range(7, 300, 50))
+    total = sum(keys.values())
+    assert all(0 < n < 0.45 * total for n in keys.values()), keys

@@ -4,7 +4,9 @@ Each test starts its own topology (the session ones stay whole), kills the maste
 that serves the components, and checks within 20 s that the bus delivers again
 (it resubscribed), the limiter decides on Redis again (its outage policy,
 ``closed`` here, denied during the gap), the registry lists the service again (its
-heartbeat re-registered it), and the message store answers again.
+heartbeat re-registered it), the message store answers again, and presence and rooms
+list every connection and membership again (their buckets spread over every master:
+the heartbeat puts back whatever the dead master's replica had not received).
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from rtkit import EventBus, RateLimiter, ServiceRegistry
+from rtkit import EventBus, PresenceStore, RateLimiter, RoomManager, ServiceRegistry
 from rtkit.eventbus.backends.redis import bucket_of
+from rtkit.presence import PresenceCount
 from rtkit.realtime import ChatMessage, MessageStore
 from rtkit_topology import PrivateCluster, PrivateSentinel, RedisNode
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 RECOVERY = 20.0
+USERS = 40  # online through presence, each in one of ROOMS rooms: on every master
+ROOMS = 20
 
 
 def _message(room: str, n: int) -> ChatMessage:
@@ -43,7 +48,8 @@ def _message(room: str, n: int) -> ChatMessage:
 
 
 class Components:
-    """The bus (a subscriber and a publisher), the limiter, the registry, the store."""
+    """The bus (a subscriber and a publisher), the limiter, the registry, the store,
+    presence and rooms."""
 
     def __init__(self, url: str, prefix: str) -> None:
         self.url, self.prefix = url, prefix
@@ -70,9 +76,19 @@ class Components:
             self.store = await stack.enter_async_context(
                 MessageStore.from_url(url, prefix=prefix, timeout=1.0)
             )
+            leased: dict[str, Any] = {"prefix": prefix, "timeout": 1.0, "ttl": 3.0}
+            self.presence = await stack.enter_async_context(
+                PresenceStore.from_url(url, instance_id="node-a", **leased)
+            )
+            self.rooms = await stack.enter_async_context(
+                RoomManager.from_url(url, instance_id="node-a", **leased)
+            )
             self.subscriber.subscribe("order.*", self._record)
             await self.subscriber.start()
             await self.registry.register("svc", host="127.0.0.1", port=8000, ttl=3)
+            for i in range(USERS):
+                await self.presence.connect(f"user-{i}", f"sid-{i}")
+                await self.rooms.join(f"room-{i % ROOMS}", f"user-{i}", f"sid-{i}")
             yield self
 
     async def _record(self, event: Any) -> None:
@@ -90,9 +106,17 @@ class Components:
             found = await self.registry.discover("svc")
             await self.store.append(_message(room, n))
             history = await self.store.history(room, limit=1)
+            online = await self.presence.count()
+            listed = await self.presence.online_users(limit=1000)
+            rooms = await self.rooms.count()
         except Exception:
             return False
-        return n in self.received and decision.allowed and len(found) == 1 and bool(history)
+        leased = (
+            online == PresenceCount(USERS, USERS) and len(listed.items) == USERS and rooms == ROOMS
+        )
+        return (
+            n in self.received and decision.allowed and len(found) == 1 and bool(history) and leased
+        )
 
     async def recover(self, key: str, room: str) -> float:
         """Seconds until every component works again (fails the test past RECOVERY)."""

@@ -29,12 +29,16 @@ async def test_old_keys_move_to_the_cluster(redis_url: str, redis_cluster: Priva
         )
         old.rpush(f"{prefix}{{notifications}}:user:bob", note)
         old.set(f"{prefix}{{dedup}}:msg-1", "done", px=60_000)
+        old.hset(f"{prefix}{{presence}}:u:ada", "sid-1", "")  # ephemeral: rebuilt, never moved
+        old.zadd(f"{prefix}{{rooms}}:rooms", {"lobby": 0})
         args = ["--from", redis_url, "--to", redis_cluster.url, "--prefix", prefix, "--delete"]
         done = subprocess.run(  # noqa: ASYNC221  (a short script, then the stores)
             [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, check=True
         )
         assert "{notifications}:user:bob -> {" + prefix + "notifications:bob}:list" in done.stdout
         assert old.exists(f"{prefix}{{dedup}}:msg-1") == 0  # --delete
+        assert "presence: 1 old keys not moved (rebuilt by the instances), deleted" in done.stdout
+        assert old.exists(f"{prefix}{{presence}}:u:ada", f"{prefix}{{rooms}}:rooms") == 0
     finally:
         old.close()
     async with NotificationStore.from_url(redis_cluster.url, prefix=prefix) as notes:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
+from redis.sentinel import Sentinel
 
 from rtkit.presence import PresenceStore
 from rtkit.rooms import RoomManager
@@ -61,10 +63,29 @@ def lose_data(backend: Backend, *stores: PresenceStore | RoomManager) -> None:
         for store in stores:
             store._backend._s.__init__()  # type: ignore[attr-defined,misc]
         return
-    client = redis.Redis.from_url(backend.url)
-    try:
-        keys = list(client.scan_iter(match=backend.prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    for client in masters_of(backend):
+        try:
+            for match in (backend.prefix + "*", "{" + backend.prefix + "*"):
+                for key in list(client.scan_iter(match=match, count=1000)):
+                    client.delete(key)
+        finally:
+            client.close()
+
+
+def masters_of(backend: Backend) -> list[redis.Redis]:
+    """A client for each master of ``backend``'s Redis (every master of a cluster)."""
+    parts = urlsplit(backend.url)
+    hosts = [host.rsplit(":", 1) for host in parts.netloc.split(",")]
+    if backend.topology == "cluster":
+        found = []
+        for host, port in hosts:
+            node = redis.Redis(host=host, port=int(port))
+            if node.info("replication")["role"] == "master":
+                found.append(node)
+            else:
+                node.close()
+        return found
+    if backend.topology == "sentinel":
+        sentinel = Sentinel([(host, int(port)) for host, port in hosts])
+        return [sentinel.master_for(parts.path.strip("/"))]
+    return [redis.Redis.from_url(backend.url)]

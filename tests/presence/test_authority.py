@@ -21,6 +21,8 @@ from rtkit.presence import Departure, OnlineUser, PresenceCount
 from rtkit.rooms import RoomDeparture, RoomInfo
 from rtkit_testing import Backend, unique_name
 
+pytestmark = pytest.mark.topologies  # also on the private cluster and Sentinel
+
 T0 = 1_700_000_000.0
 TTL = 10.0
 

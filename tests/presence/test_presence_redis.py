@@ -16,6 +16,8 @@ from presence_support import RecordingBus, stop_heartbeat
 from redis.asyncio.connection import Connection
 
 from rtkit import ManualClock, redis_client
+from rtkit._core.leases import spread_tags
+from rtkit._core.redis import Keyspace
 from rtkit.errors import BackendUnavailable
 from rtkit.presence import PresenceCount, PresenceStore
 from rtkit.rooms import RoomManager
@@ -24,7 +26,9 @@ pytestmark = pytest.mark.redis
 
 
 async def keys_under(client: aioredis.Redis, prefix: str) -> list[str]:
-    return sorted([k async for k in client.scan_iter(match=prefix + "*", count=1000)])
+    found = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
+    found += [k async for k in client.scan_iter(match="{" + prefix + "*", count=1000)]
+    return sorted(found)
 
 
 async def test_no_key_is_left_behind(redis_url: str, redis_prefix: str, redis_client: Any) -> None:
@@ -40,11 +44,12 @@ async def test_no_key_is_left_behind(redis_url: str, redis_prefix: str, redis_cl
         await presence.disconnect(f"sid-{i}b")
         await rooms.leave_all(f"sid-{i}")
         await rooms.leave(f"room-{i}", f"sid-{i}b")
-    # only the two instance leases remain while the instance lives
-    assert await keys_under(redis_client, redis_prefix) == [
-        redis_prefix + "{presence}:leases",
-        redis_prefix + "{rooms}:leases",
-    ]
+    # only the instance's leases remain while the instance lives (one per bucket)
+    assert await keys_under(redis_client, redis_prefix) == sorted(
+        Keyspace(redis_prefix, component).entity_key(entity, "l")
+        for component in ("presence", "rooms")
+        for entity in spread_tags(Keyspace(redis_prefix, component))
+    )
     await presence.close()
     await rooms.close()
     assert await keys_under(redis_client, redis_prefix) == []

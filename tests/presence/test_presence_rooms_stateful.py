@@ -24,13 +24,12 @@ from typing import Any
 
 import hypothesis.strategies as st
 import pytest
-import redis
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from presence_support import RecordingBus, lose_data
+from presence_support import RecordingBus, lose_data, masters_of
 
-from rtkit import ManualClock, PresenceStore, RoomManager
+from rtkit import ManualClock, PresenceStore, RoomManager, redis_client
 from rtkit_testing import Backend
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -64,6 +63,7 @@ class PresenceAndRooms(RuleBasedStateMachine):
     """The same random steps on memory and on Redis."""
 
     redis_url = "redis://127.0.0.1:6379"
+    topology = "single"
 
     def __init__(self) -> None:
         super().__init__()
@@ -81,7 +81,7 @@ class PresenceAndRooms(RuleBasedStateMachine):
             self._new_instance()
 
     async def _client(self) -> aioredis.Redis:
-        return aioredis.Redis.from_url(self.redis_url, decode_responses=True)
+        return redis_client(self.redis_url)
 
     def _new_instance(self) -> None:
         iid = f"i{self.next_instance}"
@@ -167,7 +167,9 @@ class PresenceAndRooms(RuleBasedStateMachine):
         for side in self.sides:
             inst = side.alive[self.order[0]]
             kind = "redis" if side.client is not None else "memory"
-            lose_data(Backend(kind, side.url, side.prefix), inst.presence, inst.rooms)
+            lose_data(
+                Backend(kind, side.url, side.prefix, self.topology), inst.presence, inst.rooms
+            )
 
     @rule(i=st.integers(0, 2), room=st.sampled_from(ROOMS), sid=st.sampled_from(SIDS))
     def leave(self, i: int, room: str, sid: str) -> None:
@@ -264,21 +266,27 @@ class PresenceAndRooms(RuleBasedStateMachine):
 
         self.loop.run_until_complete(close())
         self.loop.close()
-        sync = redis.Redis.from_url(self.redis_url)
-        try:
-            keys = list(sync.scan_iter(match=self.prefix + "*", count=1000))
-            if keys:
-                sync.delete(*keys)
-        finally:
-            sync.close()
+        for sync in masters_of(Backend("redis", self.redis_url, self.prefix, self.topology)):
+            try:
+                for match in (self.prefix + "*", "{" + self.prefix + "*"):
+                    keys = list(sync.scan_iter(match=match, count=1000))
+                    for key in keys:
+                        sync.delete(key)
+            finally:
+                sync.close()
 
 
-def test_memory_and_redis_agree_step_by_step(redis_url: str) -> None:
-    PresenceAndRooms.redis_url = redis_url
+def test_memory_and_redis_agree_step_by_step(
+    any_redis: str, request: pytest.FixtureRequest
+) -> None:
+    """On the shared Redis, the private cluster and the private Sentinel setup."""
+    PresenceAndRooms.redis_url = any_redis
+    PresenceAndRooms.topology = request.node.callspec.params["any_redis"]
     run_state_machine_as_test(
         PresenceAndRooms,
         settings=settings(
-            max_examples=25,
+            # the private topologies add ~80 s at 25 examples: fewer there, same steps
+            max_examples=25 if PresenceAndRooms.topology == "single" else 10,
             stateful_step_count=30,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

@@ -13,6 +13,8 @@ from rtkit.errors import Closed, ConfigurationError, PayloadTooLarge, Validation
 from rtkit.rooms import RoomDeparture, RoomInfo, RoomManager
 from rtkit_testing import Backend, unique_name
 
+pytestmark = pytest.mark.topologies  # also on the private cluster and Sentinel
+
 T0 = 1_700_000_000.0
 
 MakeRooms = Callable[..., RoomManager]

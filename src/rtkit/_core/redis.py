@@ -41,11 +41,10 @@ __all__ = [
 class Keyspace:
     """Names Redis keys and channels under a prefix: the one place that names keys.
 
-    The rule (every component but presence and rooms, which still use :meth:`key`):
-    each entity (a service, a limited key, a dedup id, a cache entry, a room, a
-    user, an upload) has its own Redis Cluster hash tag, and the tag holds the
-    prefix, so entities spread over a cluster's slots and two deployments with
-    different prefixes never share a slot through the tag:
+    The rule (every component): each entity (a service, a limited key, a dedup
+    id, a cache entry, a room, a user, an upload) has its own Redis Cluster hash
+    tag, and the tag holds the prefix, so entities spread over a cluster's slots
+    and two deployments with different prefixes never share a slot through the tag:
 
         {<prefix><component>:<entity>}:<part>...   entity_key("42", "tokens")
         {<prefix><component>}:<part>...            shared_key("names")
@@ -53,7 +52,8 @@ class Keyspace:
     Every such key starts with ``{<prefix>`` (:attr:`pattern` matches them all).
     What one entity's Lua script touches lives under that entity's tag, so each
     script stays on one slot; what spans entities lives under the component's
-    shared tag and is read with one round trip per node.
+    shared tag and is read with one round trip per node. Presence and rooms use a
+    fixed set of entities, their 32 buckets (see ``rtkit._core.leases.spread_tags``).
     """
 
     prefix: str
@@ -78,7 +78,7 @@ class Keyspace:
         """A ``SCAN MATCH`` pattern for every entity and shared key of this component."""
         return self.tag()[:-1] + "*"
 
-    # -- the single-slot layout (presence and rooms, until they move to entity keys) --
+    # -- the old single-slot layout (what scripts/migrate_keys.py moves from) --
 
     @property
     def base(self) -> str:

@@ -1,188 +1,215 @@
--- PresenceStore on Redis: one script, one atomic transition per call.
--- rtkit/_core/resources/lease.lua is prepended: it defines now, nownum, renew_lease, next_expired
--- and the digest helpers (DIGESTS, digest_change, digest_matches).
+-- PresenceStore on Redis: one atomic transition per call, each call on ONE bucket.
+-- rtkit/_core/resources/lease.lua is prepended: it defines op, now, nownum, LEASES, DIGESTS,
+-- renew_lease, lease_live, the digest helpers and the 'lease' step of a purge pass.
 --
--- KEYS[1] = <base>:leases (its hash tag routes the script; every key shares it)
--- ARGV[1] = operation, ARGV[2] = <base>, ARGV[3] = now ('' = Redis TIME), ARGV[4..] = operation args
---
--- Keys (<base> = <prefix>{presence}):
---   <base>:leases          zset  instance id -> lease expiry
---   <base>:count           hash  users, conns (deleted when nobody is online)
---   <base>:online          zset  online user ids, all scored 0 (lexical paging)
---   <base>:u:<user>        hash  "\31at" -> first connection time, "\31name" -> username,
---                                <sid> -> "" for each connection
---   <base>:i:<instance>:<b> hash sid -> user id, the instance's connections, spread over
---                                buckets b = crc32(sid) % buckets so that each stays a small,
---                                compact (listpack) hash; a purge walks the buckets in order
---   <base>:m:<instance>    hash  sid -> meta JSON (only connections that have meta)
---   <base>:digests         hash  instance id -> digest of its connections (items <sid>\31<user>)
-local op, base = ARGV[1], ARGV[2]
-local LEASES, COUNT, ONLINE = KEYS[1], base .. ':count', base .. ':online'
+-- A user's bucket b = crc32(user id) % 32; every key below is under the tag
+-- {<prefix>presence:<b>}, and every key a call touches is in KEYS:
+--   KEYS[1] :l            zset  instance id -> lease expiry (renewed in every bucket)
+--   KEYS[2] :d            hash  instance id -> digest of its connections in this bucket
+--                               (items <sid>\31<user>)
+--   KEYS[3] :u            zset  the bucket's online users, all scored 0, one member each:
+--                               <user>\31<first connection time>\31<username or ''>\31<sid>...
+--                               (ids have no control characters, so members sort by user id
+--                               and '[<user>\31' .. '(<user>\32' finds one user)
+--   KEYS[4] :n            string connections in this bucket (deleted at 0)
+--   KEYS[5] :m:<instance> hash  sid -> meta JSON (only connections that have meta)
+--   KEYS[6..] :i:<instance>:<s> hash sid -> user id: the instance's connections of this
+--                               bucket's users, spread over 32 small (listpack) hashes by
+--                               s = crc32(sid) % 32
+-- ARGV[1] = operation, ARGV[2] = now ('' = Redis TIME), ARGV[3..] = operation args.
+local USERS, CONNS, META = KEYS[3], KEYS[4], KEYS[5]
 
-local function ikey(iid, bucket) return base .. ':i:' .. iid .. ':' .. bucket end
-
--- Add a new connection; returns 1 if its user came online.
-local function add(iid, bucket, sid, uid)
-  local ukey, online = base .. ':u:' .. uid, 0
-  if redis.call('EXISTS', ukey) == 0 then
-    redis.call('HSET', ukey, '\31at', now)
-    redis.call('ZADD', ONLINE, 0, uid)
-    redis.call('HINCRBY', COUNT, 'users', 1)
-    online = 1
+local function split(text)
+  local out, start = {}, 1
+  while true do
+    local at = string.find(text, '\31', start, true)
+    if not at then
+      table.insert(out, string.sub(text, start))
+      return out
+    end
+    table.insert(out, string.sub(text, start, at - 1))
+    start = at + 1
   end
-  redis.call('HSET', ukey, sid, '')
-  redis.call('HSET', ikey(iid, bucket), sid, uid)
-  redis.call('HINCRBY', COUNT, 'conns', 1)
-  digest_change(iid, sid .. '\31' .. uid, 1)
-  return online
 end
 
-local function set_meta(iid, sid, mode, meta)
+-- The user's record {user, at, name, sids...} and its member (nil when offline).
+local function find_user(uid)
+  local member = redis.call('ZRANGE', USERS, '[' .. uid .. '\31', '(' .. uid .. '\32',
+    'BYLEX', 'LIMIT', 0, 1)[1]
+  if not member then return nil, nil end
+  return split(member), member
+end
+
+local function store_user(old, rec)
+  if old then redis.call('ZREM', USERS, old) end
+  if rec then redis.call('ZADD', USERS, 0, table.concat(rec, '\31')) end
+end
+
+local function has_sid(rec, sid)
+  for i = 4, #rec do
+    if rec[i] == sid then return true end
+  end
+  return false
+end
+
+local function set_meta(sid, mode, meta)
   if mode == 'set' then
-    redis.call('HSET', base .. ':m:' .. iid, sid, meta)
+    redis.call('HSET', META, sid, meta)
   elseif mode == 'del' then
-    redis.call('HDEL', base .. ':m:' .. iid, sid)
+    redis.call('HDEL', META, sid)
   end
 end
 
--- Remove a connection (track: keep the instance's digest; a purge drops it whole).
-local function remove(iid, bucket, sid, uid, track)
-  if track then digest_change(iid, sid .. '\31' .. uid, -1) end
-  redis.call('HDEL', ikey(iid, bucket), sid)
-  redis.call('HDEL', base .. ':m:' .. iid, sid)
-  local ukey = base .. ':u:' .. uid
-  local name = redis.call('HGET', ukey, '\31name')
-  redis.call('HDEL', ukey, sid)
-  redis.call('HINCRBY', COUNT, 'conns', -1)
-  local offline = 0
-  local fixed = 1
-  if name then fixed = 2 end
-  if redis.call('HLEN', ukey) <= fixed then
-    redis.call('DEL', ukey)
-    redis.call('ZREM', ONLINE, uid)
-    offline = 1
-    if redis.call('HINCRBY', COUNT, 'users', -1) <= 0 then redis.call('DEL', COUNT) end
+-- Index a new connection of iid (its user record is updated by the caller).
+local function index(iid, ikey, sid, uid)
+  redis.call('HSET', ikey, sid, uid)
+  redis.call('INCR', CONNS)
+  digest_change(iid, sid .. '\31' .. uid, 1)
+end
+
+-- Take sid out of its user's record. Returns {user, sid, offline (0|1), has username (0|1),
+-- username, instance}.
+local function leave_user(iid, sid, uid)
+  local rec, old = find_user(uid)
+  local offline, name = 1, ''
+  if rec then
+    name = rec[3]
+    local kept = {rec[1], rec[2], rec[3]}
+    for i = 4, #rec do
+      if rec[i] ~= sid then table.insert(kept, rec[i]) end
+    end
+    if #kept > 3 then
+      offline = 0
+      store_user(old, kept)
+    else
+      store_user(old, nil)
+    end
   end
-  if name then return {uid, sid, offline, 1, name, iid} end
-  return {uid, sid, offline, 0, '', iid}
+  local named = 0
+  if name ~= '' then named = 1 end
+  return {uid, sid, offline, named, name, iid}
+end
+
+local function count_conns(delta)
+  if redis.call('INCRBY', CONNS, delta) <= 0 then redis.call('DEL', CONNS) end
+end
+
+-- Remove a connection of iid and keep the instance's digest.
+local function remove(iid, ikey, sid, uid)
+  digest_change(iid, sid .. '\31' .. uid, -1)
+  redis.call('HDEL', ikey, sid)
+  redis.call('HDEL', META, sid)
+  count_conns(-1)
+  return leave_user(iid, sid, uid)
 end
 
 if op == 'connect' then
-  -- ARGV: 4 instance, 5 user, 6 sid, 7 has username, 8 username, 9 meta mode (''|set|del),
-  --       10 meta, 11 ttl, 12 bucket
-  local iid, uid, sid = ARGV[4], ARGV[5], ARGV[6]
-  local conns, ukey = ikey(iid, ARGV[12]), base .. ':u:' .. uid
-  local owner = redis.call('HGET', conns, sid)
+  -- ARGV: 3 instance, 4 user, 5 sid, 6 has username, 7 username, 8 meta mode (''|set|del),
+  --       9 meta, 10 ttl; KEYS[6] = the sid's index hash
+  local iid, uid, sid, ikey = ARGV[3], ARGV[4], ARGV[5], KEYS[6]
+  local owner = redis.call('HGET', ikey, sid)
   if owner and owner ~= uid then return {'conflict_user'} end
-  if not owner and redis.call('HEXISTS', ukey, sid) == 1 then return {'conflict_sid'} end
-  renew_lease(LEASES, iid, ARGV[11])
-  local online = 0
-  if not owner then online = add(iid, ARGV[12], sid, uid) end
-  if ARGV[7] == '1' then redis.call('HSET', ukey, '\31name', ARGV[8]) end
-  set_meta(iid, sid, ARGV[9], ARGV[10])
+  local rec, old = find_user(uid)
+  if not owner and rec and has_sid(rec, sid) then return {'conflict_sid'} end
+  renew_lease(iid, ARGV[10])
+  local online, changed = 0, false
+  if not rec then
+    rec, online, changed = {uid, now, ''}, 1, true
+  end
+  if not owner then
+    table.insert(rec, sid)
+    index(iid, ikey, sid, uid)
+    changed = true
+  end
+  if ARGV[6] == '1' and rec[3] ~= ARGV[7] then
+    rec[3], changed = ARGV[7], true
+  end
+  if changed then store_user(old, rec) end
+  set_meta(sid, ARGV[8], ARGV[9])
   return {'ok', online, now}
 
 elseif op == 'disconnect' then
-  -- ARGV: 4 instance, 5 sid, 6 bucket
-  local uid = redis.call('HGET', ikey(ARGV[4], ARGV[6]), ARGV[5])
+  -- ARGV: 3 instance, 4 sid; KEYS[6] = the sid's index hash in this bucket
+  local uid = redis.call('HGET', KEYS[6], ARGV[4])
   if not uid then return {} end
-  local out = remove(ARGV[4], ARGV[6], ARGV[5], uid, true)
+  local out = remove(ARGV[3], KEYS[6], ARGV[4], uid)
   table.insert(out, now)
   return out
 
 elseif op == 'check' then
-  -- ARGV: 4 instance, 5 expected digest, 6.. (sid, bucket) pairs left out; returns 1 or 0
-  local iid, items = ARGV[4], {}
-  for i = 6, #ARGV, 2 do
-    local uid = redis.call('HGET', ikey(iid, ARGV[i + 1]), ARGV[i])
-    if uid then table.insert(items, ARGV[i] .. '\31' .. uid) end
+  -- ARGV: 3 instance, 4.. sids left out; KEYS[6..] = their index hashes, in order.
+  -- Returns the instance's digest in this bucket without them: {count, sum}.
+  local items = {}
+  for k = 4, #ARGV do
+    local uid = redis.call('HGET', KEYS[k + 2], ARGV[k])
+    if uid then table.insert(items, ARGV[k] .. '\31' .. uid) end
   end
-  if digest_matches(iid, ARGV[5], items) then return 1 end
-  return 0
-
-elseif op == 'held' then
-  -- ARGV: 4 instance, 5 first bucket, 6 bucket after the last; returns {sid, user, ...}
-  local out = {}
-  for bucket = tonumber(ARGV[5]), tonumber(ARGV[6]) - 1 do
-    for _, v in ipairs(redis.call('HGETALL', ikey(ARGV[4], bucket))) do table.insert(out, v) end
-  end
-  return out
+  return digest_without(ARGV[3], items)
 
 elseif op == 'repair' then
-  -- Make the instance hold exactly the given connections (see PresenceBackend.repair).
-  -- ARGV: 4 instance, 5 ttl, then 7 per sid: sid, bucket, user ('' = none), has username,
-  --       username, meta mode (set|del), meta. Returns {now, {removals...}, {users online}}.
-  local iid = ARGV[4]
-  renew_lease(LEASES, iid, ARGV[5])
-  local removed, online = {}, {}
-  for i = 6, #ARGV, 7 do
-    local sid, bucket, uid = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    local owner = redis.call('HGET', ikey(iid, bucket), sid)
+  -- Make the instance hold exactly the given connections in this bucket (see
+  -- PresenceBackend.repair). ARGV: 3 instance, 4 ttl, then 6 per sid: sid, user ('' = none
+  -- in this bucket), has username, username, meta mode (set|del), meta; KEYS[5 + j] = the
+  -- index hash of the j-th sid. Returns {now, {removals...}, {users who came online}}.
+  local iid = ARGV[3]
+  renew_lease(iid, ARGV[4])
+  local removed, online, j = {}, {}, 0
+  for i = 5, #ARGV, 6 do
+    j = j + 1
+    local ikey, sid, uid = KEYS[5 + j], ARGV[i], ARGV[i + 1]
+    local owner = redis.call('HGET', ikey, sid)
     if owner and owner ~= uid then
-      for _, v in ipairs(remove(iid, bucket, sid, owner, true)) do table.insert(removed, v) end
+      for _, v in ipairs(remove(iid, ikey, sid, owner)) do table.insert(removed, v) end
       owner = nil
     end
     if uid ~= '' then
-      local ukey = base .. ':u:' .. uid
-      if not owner and redis.call('HEXISTS', ukey, sid) == 0 then
-        if add(iid, bucket, sid, uid) == 1 then table.insert(online, uid) end
-        owner = uid
+      local rec, old = find_user(uid)
+      local changed = false
+      if not owner and not (rec and has_sid(rec, sid)) then
+        if not rec then
+          rec = {uid, now, ''}
+          table.insert(online, uid)
+        end
+        table.insert(rec, sid)
+        index(iid, ikey, sid, uid)
+        owner, changed = uid, true
       end
       if owner then
-        if ARGV[i + 3] == '1' and redis.call('HEXISTS', ukey, '\31name') == 0 then
-          redis.call('HSET', ukey, '\31name', ARGV[i + 4])
+        if ARGV[i + 2] == '1' and rec[3] == '' then
+          rec[3], changed = ARGV[i + 3], true
         end
-        set_meta(iid, sid, ARGV[i + 5], ARGV[i + 6])
+        if changed then store_user(old, rec) end
+        set_meta(sid, ARGV[i + 4], ARGV[i + 5])
       end
     end
   end
   return {now, removed, online}
 
 elseif op == 'purge' then
-  -- Some buckets of one expired instance (or of the forced one).
-  -- Returns {now, 'more'|'done', own lease was missing (0|1), instance, next bucket, removals...}.
-  -- ARGV: 4 own instance ('' = none, else its lease is renewed), 5 ttl, 6 buckets per call,
-  --       7 forced instance, 8 instance being purged ('' = find one), 9 its next bucket,
-  --       10 number of buckets
-  local missing = 0
-  if ARGV[4] ~= '' then missing = renew_lease(LEASES, ARGV[4], ARGV[5]) end
-  local target, start, total = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
-  if ARGV[7] ~= '' then
-    target = ARGV[7]
-  elseif target ~= '' then
-    local expires = redis.call('ZSCORE', LEASES, target)
-    if not expires or tonumber(expires) > nownum then target = '' end  -- it came back
-  end
-  if target == '' then
-    target, start = next_expired(LEASES), 0
-    if not target then return {now, 'done', missing, '', 0} end
-  end
-  local stop = math.min(start + tonumber(ARGV[6]), total)
-  local out = {now, 'more', missing, target, stop}
-  for bucket = start, stop - 1 do
-    local found = redis.call('HGETALL', ikey(target, bucket))
+  -- One batch of one expired instance (or of a forced one) in this bucket.
+  -- ARGV: 3 instance, 4 forced ('1' | ''), 5 batch; KEYS[5] = its meta, KEYS[6..] = all
+  -- its index hashes. Returns {now, 'more'|'done', removals...}.
+  local target = ARGV[3]
+  if ARGV[4] == '' and lease_live(target) then return {now, 'done'} end  -- it came back
+  -- (whole index hashes at a time; the digest goes when the instance is gone)
+  local out, budget, removed = {now, 'more'}, tonumber(ARGV[5]), 0
+  for k = 6, #KEYS do
+    if budget <= 0 then break end
+    local found = redis.call('HGETALL', KEYS[k])
     for i = 1, #found, 2 do
-      for _, v in ipairs(remove(target, bucket, found[i], found[i + 1], false)) do
-        table.insert(out, v)
-      end
+      redis.call('HDEL', META, found[i])
+      for _, v in ipairs(leave_user(target, found[i], found[i + 1])) do table.insert(out, v) end
     end
+    if #found > 0 then redis.call('DEL', KEYS[k]) end
+    removed = removed + #found / 2
+    budget = budget - #found / 2
   end
-  if stop >= total then
-    redis.call('ZREM', LEASES, target)
-    redis.call('DEL', base .. ':m:' .. target)
-    redis.call('HDEL', DIGESTS, target)
-    if ARGV[7] ~= '' then out[2] = 'done' end
-  end
-  return out
-
-elseif op == 'page' then
-  -- ARGV: 4 start ('-' or '(' .. cursor), 5 limit + 1
-  local uids = redis.call('ZRANGE', ONLINE, ARGV[4], '+', 'BYLEX', 'LIMIT', 0, tonumber(ARGV[5]))
-  local out = {}
-  for _, uid in ipairs(uids) do
-    table.insert(out, uid)
-    table.insert(out, redis.call('HGETALL', base .. ':u:' .. uid))
-  end
+  if removed > 0 then count_conns(-removed) end
+  if budget <= 0 then return out end
+  redis.call('ZREM', LEASES, target)
+  redis.call('HDEL', DIGESTS, target)
+  redis.call('DEL', META)
+  out[2] = 'done'
   return out
 end
 return redis.error_reply('unknown operation ' .. tostring(op))

@@ -1,24 +1,34 @@
-"""The Redis rooms backend: every transition is one atomic Lua script (one round trip)."""
+"""The Redis rooms backend: every transition is one atomic Lua script on one bucket.
+
+Rooms spread over ``BUCKETS`` (32) buckets by a stable hash of their id; each bucket is
+one hash tag, ``{<prefix>rooms:<bucket>}``, so on a Redis Cluster the buckets (and the
+load) spread over every master. A room lives whole in its bucket (members, creation
+time, the connections in it), so joins, leaves, member pages and membership tests are
+one call on one bucket. What spans rooms (the count, a page of rooms, a user's rooms,
+a connection leaving all its rooms, an instance's lease, digest, listing and purge) is
+one call or read per bucket, pipelined: one round trip on one Redis, one per master (in
+parallel) on a cluster. See ``rooms.lua`` for the keys.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any, Self
 
-from ..._core.leases import LeaseScript
+from ..._core.leases import BUCKETS, BucketScript, bucket_of, digest_sum
 from ..._core.lifecycle import DEFAULT_TIMEOUT
 from ..._core.pages import Page
 from ..._core.redis import Keyspace, RedisHandle, redis_unavailable
 from ..._core.urls import BackendTarget, check_prefix
-from ...errors import TooManyRooms, ValidationError
+from ...errors import BackendUnavailable, TooManyRooms, ValidationError
 from .base import Membership, RoomDeparture, RoomInfo, RoomsBackend
 
 __all__ = ["RedisRoomsBackend"]
 
 #: Connections taken out of their rooms per script call when purging an instance.
 PURGE_BATCH = 200
-
-#: Connections listed per script call (``HSCAN`` count) when reconciling an instance.
-LISTING_BATCH = 500
 
 _SEP = "\x1f"
 
@@ -30,26 +40,33 @@ def _departures(flat: list[Any]) -> list[RoomDeparture]:
     ]
 
 
-def _rooms(joined: str) -> frozenset[str]:
-    return frozenset(room for room in joined.split(_SEP) if room)
-
-
-def _page_start(cursor: str | None) -> str:
-    return "-" if cursor is None else "(" + cursor
+def _range(entity: str) -> tuple[str, str]:
+    """The ``BYLEX`` bounds of the members ``<entity>\\x1f...`` (ids have no control chars)."""
+    return "[" + entity + _SEP, "(" + entity + "\x20"
 
 
 class RedisRoomsBackend(RoomsBackend):
-    """Rooms shared by every instance on one Redis and prefix.
+    """Rooms shared by every instance on one Redis (or Cluster, or Sentinel) and prefix.
 
-    Every transition is one Lua script (``rooms.lua`` after the lease
-    prelude): one round trip, atomic. ``handle`` is closed by ``close()``
-    only if it owns its client.
+    Every transition is one Lua script (``rooms.lua`` after the lease prelude)
+    on the bucket of its room: one round trip, atomic. ``handle`` is closed by
+    ``close()`` only if it owns its client.
+
+    A join with ``max_rooms`` takes a short lock under the user's own tag, counts
+    the user's rooms in the other buckets (one pipelined round trip), and runs the
+    join's script, which adds those of its own bucket: three round trips more than
+    an unlimited join, and concurrent limited joins of one user wait for each other,
+    so they never pass the limit.
     """
 
     def __init__(self, handle: RedisHandle, prefix: str) -> None:
         self._handle = handle
         self._keys = Keyspace(check_prefix(prefix), "rooms")
-        self._run = LeaseScript(handle.client, self._keys, "rtkit.rooms", "rooms.lua").run
+        self._lua = BucketScript(handle.client, self._keys, "rtkit.rooms", "rooms.lua")
+        # (instance, sid) -> the user this backend last put it in a room for. Only a hint:
+        # a join as another user checks every other bucket first (one pipelined round trip).
+        self._users: dict[tuple[str, str], str] = {}
+        self._locks: dict[str, list[Any]] = {}  # user id -> [asyncio.Lock, waiters]
 
     @classmethod
     def open(cls, target: BackendTarget, *, timeout: float = DEFAULT_TIMEOUT) -> Self:
@@ -62,6 +79,16 @@ class RedisRoomsBackend(RoomsBackend):
         handle = RedisHandle.open(target, timeout=timeout)
         return cls(handle, target.prefix)
 
+    def _keys_of(self, bucket: int, instance_id: str) -> list[str]:
+        """KEYS[1..9] of a call on ``bucket`` about ``instance_id``."""
+        key = self._lua.key
+        return [
+            *self._lua.lease_keys(bucket),
+            *(key(bucket, part) for part in ("r", "c", "m", "w", "k")),
+            key(bucket, "i", instance_id),
+            key(bucket, "s", instance_id),
+        ]
+
     async def join(
         self,
         instance_id: str,
@@ -72,32 +99,162 @@ class RedisRoomsBackend(RoomsBackend):
         ttl: float,
         max_rooms: int | None = None,
     ) -> bool:
-        limit = "" if max_rooms is None else max_rooms
-        reply = await self._run("join", now, instance_id, room_id, user_id, sid, repr(ttl), limit)
+        b = bucket_of(room_id)
+        before = self._users.get((instance_id, sid))
+        if (
+            before is not None
+            and before != user_id
+            and await self._held_elsewhere(instance_id, sid, b)
+        ):
+            raise ValidationError(f"sid {sid!r} is in rooms as another user")
+        self._users[(instance_id, sid)] = user_id  # before the call: its outcome may stay unknown
+        if max_rooms is None:
+            reply = await self._join(b, instance_id, room_id, user_id, sid, now, ttl, "", 0)
+        else:
+            async with self._user_lock(user_id):
+                low, high = _range(user_id)
+
+                def build(pipe: Any) -> None:
+                    for other in range(BUCKETS):
+                        if other != b:
+                            pipe.zlexcount(self._lua.key(other, "w"), low, high)
+
+                others = sum(int(n) for n in await self._lua.read(build))
+                reply = await self._join(
+                    b, instance_id, room_id, user_id, sid, now, ttl, max_rooms, others
+                )
+        if reply == -1 or isinstance(reply, list):
+            self._hint((instance_id, sid), before)
         if reply == -1:
             raise ValidationError(f"sid {sid!r} is in rooms as another user")
         if isinstance(reply, list):  # {'too_many', rooms the user is in}
             raise TooManyRooms(f"you are in {reply[1]} rooms already, the most allowed")
         return bool(reply)
 
+    def _hint(self, where: tuple[str, str], user_id: str | None) -> None:
+        if user_id is None:
+            self._users.pop(where, None)
+        else:
+            self._users[where] = user_id
+
+    async def _held_elsewhere(self, instance_id: str, sid: str, skip: int) -> bool:
+        """Whether ``sid`` of ``instance_id`` is in rooms of a bucket other than ``skip``."""
+
+        def build(pipe: Any) -> None:
+            for b in range(BUCKETS):
+                if b != skip:
+                    pipe.hexists(self._lua.key(b, "i", instance_id), sid)
+
+        return any(await self._lua.read(build))
+
+    async def _join(
+        self,
+        b: int,
+        instance_id: str,
+        room_id: str,
+        user_id: str,
+        sid: str,
+        now: float | None,
+        ttl: float,
+        limit: int | str,
+        others: int,
+    ) -> Any:
+        return await self._lua.run(
+            self._keys_of(b, instance_id),
+            "join",
+            now,
+            instance_id,
+            room_id,
+            user_id,
+            sid,
+            repr(ttl),
+            limit,
+            others,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _user_lock(self, user_id: str) -> AsyncIterator[None]:
+        """One limited join of ``user_id`` at a time, on every instance: the user's rooms
+        are counted over every bucket, then the join's script counts its own bucket again.
+
+        A short Redis lock under the user's own tag, waited for at most the round-trip
+        bound (``BackendUnavailable`` then); it expires by itself after twice that if its
+        holder dies.
+        """
+        timeout = self._handle.timeout
+        local = self._locks.setdefault(user_id, [asyncio.Lock(), 0])
+        local[1] += 1
+        try:
+            # the joins of this process queue here: only one of them polls Redis
+            async with asyncio.timeout(timeout):
+                await local[0].acquire()
+        except TimeoutError:
+            raise BackendUnavailable(
+                f"other joins of user {user_id!r} held its rooms lock for {timeout:g} s"
+            ) from None
+        finally:
+            local[1] -= 1
+        try:
+            async with self._redis_lock(user_id, timeout):
+                yield
+        finally:
+            local[0].release()
+            if not local[1] and not local[0].locked():
+                self._locks.pop(user_id, None)
+
+    @contextlib.asynccontextmanager
+    async def _redis_lock(self, user_id: str, timeout: float) -> AsyncIterator[None]:
+        lock = self._handle.client.lock(
+            self._keys.entity_key("user:" + user_id, "lock"),
+            timeout=2 * timeout,
+            sleep=0.005,
+            blocking_timeout=timeout,
+        )
+        with redis_unavailable("locking the user's rooms"):
+            taken = await lock.acquire()
+        if not taken:
+            raise BackendUnavailable(
+                f"another join of user {user_id!r} held its rooms lock for {timeout:g} s"
+            )
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):  # expired meanwhile: nothing to release
+                await lock.release()
+
     async def leave(self, instance_id: str, room_id: str, sid: str) -> bool:
-        return bool(await self._run("leave", None, instance_id, room_id, sid))
+        b = bucket_of(room_id)
+        return bool(
+            await self._lua.run(
+                self._keys_of(b, instance_id), "leave", None, instance_id, room_id, sid
+            )
+        )
 
     async def leave_all(self, instance_id: str, sid: str) -> list[str]:
-        reply = await self._run("leave_all", None, instance_id, sid)
-        return sorted(d.room_id for d in _departures(reply) if d.left)
+        calls = [(self._keys_of(b, instance_id), [instance_id, sid]) for b in range(BUCKETS)]
+        self._users.pop((instance_id, sid), None)
+        replies = await self._lua.run_many("leave_all", None, calls)
+        return sorted(d.room_id for reply in replies for d in _departures(reply) if d.left)
 
     async def check(self, instance_id: str, digest: str, exclude: list[str]) -> bool:
-        return bool(await self._run("check", None, instance_id, digest, *exclude))
+        calls = [(self._keys_of(b, instance_id), [instance_id, *exclude]) for b in range(BUCKETS)]
+        return digest_sum(await self._lua.run_many("check", None, calls)) == digest
 
     async def held(self, instance_id: str, cursor: int) -> tuple[dict[str, Membership], int | None]:
-        flat = await self._run("held", None, instance_id, cursor, LISTING_BATCH)
-        chunk = {
-            str(flat[i]): Membership(str(flat[i + 1]), _rooms(str(flat[i + 2])))
-            for i in range(1, len(flat), 3)
-        }
-        following = int(flat[0])
-        return chunk, (None if following == 0 else following)
+        def build(pipe: Any) -> None:
+            for b in range(BUCKETS):
+                pipe.hgetall(self._lua.key(b, "i", instance_id))
+                pipe.hgetall(self._lua.key(b, "s", instance_id))
+
+        found = await self._lua.read(build)
+        users: dict[str, str] = {}
+        rooms: dict[str, set[str]] = {}
+        for owners, joined in zip(found[0::2], found[1::2], strict=True):
+            for sid, user_id in owners.items():
+                users[sid] = user_id
+                rooms.setdefault(sid, set()).update(r for r in joined.get(sid, "").split(_SEP) if r)
+        chunk = {sid: Membership(users[sid], frozenset(rooms[sid])) for sid in users}
+        return chunk, None
 
     async def repair(
         self,
@@ -106,65 +263,87 @@ class RedisRoomsBackend(RoomsBackend):
         ttl: float,
         entries: list[tuple[str, Membership | None]],
     ) -> list[RoomDeparture]:
-        args: list[str] = []
+        """Every bucket in one pipelined round trip, each given the rooms of its own."""
+        per_bucket: list[list[str]] = [[instance_id, repr(ttl)] for _ in range(BUCKETS)]
         for sid, want in entries:
-            if want is None:
-                args += [sid, "", ""]
-            else:
-                args += [sid, want.user_id, _SEP.join(sorted(want.rooms))]
-        return _departures(await self._run("repair", now, instance_id, repr(ttl), *args))
+            mine: list[list[str]] = [[] for _ in range(BUCKETS)]
+            if want is not None:
+                for room in sorted(want.rooms):
+                    mine[bucket_of(room)].append(room)
+            user = "" if want is None else want.user_id
+            for b in range(BUCKETS):
+                per_bucket[b] += [sid, user, _SEP.join(mine[b])]
+        calls = [(self._keys_of(b, instance_id), args) for b, args in enumerate(per_bucket)]
+        for sid, want in entries:
+            self._hint((instance_id, sid), None if want is None else want.user_id)
+        replies = await self._lua.run_many("repair", now, calls)
+        return [d for reply in replies for d in _departures(reply)]
 
     async def purge(
         self, instance_id: str | None, now: float | None, ttl: float, force: str | None
     ) -> tuple[list[RoomDeparture], bool]:
-        removed: list[RoomDeparture] = []
-        own = instance_id or ""
-        missing = False
-        while True:
-            reply = await self._run("purge", now, own, repr(ttl), PURGE_BATCH, force or "")
-            missing = missing or bool(reply[1])
-            removed += _departures(reply[2:])
-            if reply[0] == "done":
-                return removed, missing
-            own = ""  # renewed once per pass
+        forced = "" if force is None else "1"
+
+        def call(b: int, target: str) -> tuple[list[str], list[Any]]:
+            return self._keys_of(b, target), [target, forced, PURGE_BATCH]
+
+        replies, missing = await self._lua.purge(call, instance_id, now, ttl, force)
+        removed = [d for reply in replies for d in _departures(reply[2:])]
+        if force is not None:
+            for where in [w for w in self._users if w[0] == force]:
+                del self._users[where]
+        return removed, missing
 
     async def count(self) -> int:
-        with redis_unavailable("counting rooms"):
-            return int(await self._handle.client.zcard(self._keys.key("rooms")))
+        def build(pipe: Any) -> None:
+            for b in range(BUCKETS):
+                pipe.zcard(self._lua.key(b, "r"))
+
+        return sum(int(n) for n in await self._lua.read(build))
 
     async def members(self, room_id: str, cursor: str | None, limit: int) -> Page[str]:
-        with redis_unavailable("reading rooms"):
-            found = await self._handle.client.zrange(
-                self._keys.key("r", room_id),
-                _page_start(cursor),
-                "+",
-                bylex=True,
-                offset=0,
-                num=limit + 1,
-            )
-        ids = [str(u) for u in found]
+        low, high = _range(room_id)
+        start = low if cursor is None else "(" + room_id + _SEP + cursor
+        key = self._lua.key(bucket_of(room_id), "m")
+        (found,) = await self._lua.read(
+            lambda pipe: pipe.zrange(key, start, high, bylex=True, offset=0, num=limit + 1)
+        )
+        ids = [str(m)[len(room_id) + 1 :] for m in found]
         if len(ids) > limit:
             return Page(ids[:limit], ids[limit - 1])
         return Page(ids, None)
 
     async def rooms(self, cursor: str | None, limit: int) -> Page[RoomInfo]:
-        reply = await self._run("rooms", None, _page_start(cursor), limit + 1)
-        infos = [
-            RoomInfo(reply[i], int(reply[i + 1]), float(reply[i + 2]))
-            for i in range(0, len(reply), 3)
-        ]
+        """``limit + 1`` rooms from every bucket (one pipelined round trip), merged."""
+        start = "-" if cursor is None else "(" + cursor
+        calls = [(self._keys_of(b, ""), [start, limit + 1]) for b in range(BUCKETS)]
+        replies = await self._lua.run_many("rooms", None, calls)
+        infos = sorted(
+            (
+                RoomInfo(reply[i], int(reply[i + 1]), float(reply[i + 2]))
+                for reply in replies
+                for i in range(0, len(reply), 3)
+            ),
+            key=lambda info: info.room_id,
+        )[: limit + 1]
         if len(infos) > limit:
             return Page(infos[:limit], infos[limit - 1].room_id)
         return Page(infos, None)
 
     async def rooms_of(self, user_id: str) -> list[str]:
-        with redis_unavailable("reading rooms"):
-            rooms = await self._handle.client.hkeys(self._keys.key("u", user_id))
-        return sorted(str(r) for r in rooms)
+        low, high = _range(user_id)
+
+        def build(pipe: Any) -> None:
+            for b in range(BUCKETS):
+                pipe.zrange(self._lua.key(b, "w"), low, high, bylex=True)
+
+        found = await self._lua.read(build)
+        return sorted(str(m)[len(user_id) + 1 :] for members in found for m in members)
 
     async def is_member(self, room_id: str, user_id: str) -> bool:
-        with redis_unavailable("reading rooms"):
-            return bool(await self._handle.client.hexists(self._keys.key("u", user_id), room_id))
+        key = self._lua.key(bucket_of(room_id), "k")
+        (found,) = await self._lua.read(lambda pipe: pipe.hexists(key, room_id + _SEP + user_id))
+        return bool(found)
 
     async def close(self) -> None:
         await self._handle.close()
