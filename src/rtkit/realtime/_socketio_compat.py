@@ -80,6 +80,7 @@ __all__ = [
     "is_connected",
     "pid_of",
     "recovered_from",
+    "recovering_store",
     "stop_manager",
 ]
 
@@ -144,9 +145,10 @@ class AckAwareServer(socketio.AsyncServer):  # type: ignore[misc]
 
     # ------------------------------------------------- connection state recovery
 
-    def recovery_data(self, sid: str) -> dict[str, Any]:
-        """What a kept session remembers of ``sid`` besides its rooms (set by the app)."""
-        return {}
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # What a kept session remembers of a connection besides its rooms (the app's).
+        self.recovery_data: Callable[[str], dict[str, Any]] = lambda sid: {}
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         manager = self.manager
@@ -171,8 +173,9 @@ class AckAwareServer(socketio.AsyncServer):  # type: ignore[misc]
         if known and sid is None:
             sid = await manager.pre_connect(eio_sid, namespace)
         if sid is None:
-            error = self.packet_class(packet.CONNECT_ERROR, data="Unable to connect")
-            error.namespace = namespace
+            error = self.packet_class(
+                packet.CONNECT_ERROR, data="Unable to connect", namespace=namespace
+            )
             await self._send_packet(eio_sid, error)
             return
         refused = await self._refused(sid, eio_sid, namespace, auth)
@@ -281,6 +284,11 @@ def pid_of(sio: socketio.AsyncServer, sid: str) -> str | None:
     """The private session id of connection ``sid`` (None without recovery)."""
     manager = sio.manager
     return manager.pid_of(sid) if isinstance(manager, _Recovering) else None
+
+
+def recovering_store(manager: Any) -> RecoveryStore | None:
+    """The recovery store of ``manager`` (None: a manager without recovery)."""
+    return manager.recovery if isinstance(manager, _Recovering) else None
 
 
 def recovered_from(sio: socketio.AsyncServer, sid: str) -> Session | None:
