@@ -7,7 +7,7 @@
 // Usage: node recovery.mjs '<json config>'
 //   {"listenUrl", "senderUrl", "token", "senderToken", "count", "cuts": [i, ...],
 //    "join": {"event", "data"}, "send": {"event", "data"}, "listen": "event",
-//    "reconnectMs": 100, "watch": ["user:left", ...], "settleMs": 300}
+//    "reconnectMs": 100, "watch": ["user:left", ...], "settleMs": 300, "window": 1}
 import { io } from "socket.io-client";
 
 const config = JSON.parse(process.argv[2]);
@@ -62,18 +62,30 @@ async function main() {
   await until(() => sender.connected, "sender connect");
   if (config.join.sender !== false) await sender.emitWithAck(config.join.event, config.join.data);
 
+  // up to `window` messages in flight (the server may handle those out of order: the
+  // test checks the order of the offsets, which is the order the server sent them in)
+  const window = config.window ?? 1;
+  let inFlight = [];
+  const settle = async () => {
+    for (const ack of await Promise.all(inFlight)) {
+      if (ack && ack.ok === false) throw new Error(`send: ${JSON.stringify(ack)}`);
+    }
+    inFlight = [];
+  };
   let cut = 0;
   for (let i = 0; i < config.count; i += 1) {
     if (config.cuts.includes(i)) {
+      await settle();
       // one cut at a time: the previous reconnection is done first
       await until(() => result.connects.length === cut + 1 && listener.connected, "reconnect");
       listener.io.engine.close();
       cut += 1;
     }
     const data = { ...config.send.data, message: String(i) };
-    const ack = await sender.emitWithAck(config.send.event, data);
-    if (ack && ack.ok === false) throw new Error(`send ${i}: ${JSON.stringify(ack)}`);
+    inFlight.push(sender.emitWithAck(config.send.event, data));
+    if (inFlight.length >= window) await settle();
   }
+  await settle();
   for (const i of config.cuts) {
     if (i >= config.count) {
       await until(() => result.connects.length === cut + 1 && listener.connected, "reconnect");
