@@ -38,7 +38,10 @@ when a release changes one of them):
   ``basic_disconnect``, ``get_participants``, ``get_rooms``; the pub/sub
   manager's message dict (``method``, ``event``, ``data``, ``namespace``,
   ``room``, ``skip_sid``, ``host_id``), ``_handle_emit``, ``channel`` and
-  ``json``.
+  ``json``; on the client (:class:`RecoveringClient`),
+  ``AsyncClient._handle_connect(namespace, data)`` and
+  ``_handle_event(namespace, id, data)``, to read the CONNECT reply's ``pid``
+  and each event's offset.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ from ._recovery import (
 
 __all__ = [
     "AckAwareServer",
+    "RecoveringClient",
     "RecoveringManager",
     "RecoveringRedisManager",
     "ack_wanted",
@@ -564,3 +568,45 @@ class RecoveringRedisManager(_Recovering, socketio.AsyncRedisManager):  # type: 
             await super()._handle_emit(message)
             return
         await self._deliver(message.get("namespace") or "/", message)
+
+
+class RecoveringClient(socketio.AsyncClient):  # type: ignore[misc]
+    """An ``AsyncClient`` that recovers its session as Socket.IO's own client does.
+
+    It keeps the ``pid`` of the server's CONNECT reply and the offset of the last
+    event received (its last argument, a string, when the server sent a pid),
+    and sends both back in the ``auth`` of the next connection
+    (:meth:`resume_auth`); ``recovered`` tells whether that connection got the
+    session back. Handlers receive the offset as an extra last argument, as in
+    Node.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pid: str | None = None
+        self.offset: str | None = None
+        self.recovered = False
+
+    def resume_auth(self, auth: dict[str, Any]) -> dict[str, Any]:
+        """``auth`` with the session to recover, when there is one."""
+        if self.pid is None:
+            return auth
+        extra = (
+            {"pid": self.pid} if self.offset is None else {"pid": self.pid, "offset": self.offset}
+        )
+        return {**auth, **extra}
+
+    async def _handle_connect(self, namespace: str | None, data: Any) -> None:
+        pid = data.get("pid") if isinstance(data, dict) else None
+        pid = pid if isinstance(pid, str) else None
+        self.recovered = pid is not None and pid == self.pid
+        if not self.recovered:
+            self.offset = None
+        self.pid = pid
+        await super()._handle_connect(namespace, data)
+
+    async def _handle_event(self, namespace: str | None, id: Any, data: Any) -> None:
+        last = data[-1] if isinstance(data, list) and len(data) > 1 else None
+        if self.pid is not None and isinstance(last, str):
+            self.offset = last
+        await super()._handle_event(namespace, id, data)
