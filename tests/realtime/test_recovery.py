@@ -259,7 +259,9 @@ async def test_events_carry_offsets_only_with_recovery(memory_chat: Chat) -> Non
     raw = socketio.AsyncClient()
     seen: list[tuple[Any, ...]] = []
     raw.on("users:online", lambda *args: seen.append(args))
-    await raw.connect(memory_chat.url, auth={"token": token_for("u-plain")}, transports=["websocket"])
+    await raw.connect(
+        memory_chat.url, auth={"token": token_for("u-plain")}, transports=["websocket"]
+    )
     try:
         await eventually(lambda: _async(bool(seen)))
         assert len(seen[0]) == 1  # no offset argument
