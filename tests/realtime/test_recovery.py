@@ -226,7 +226,7 @@ async def test_chat_client_recovers_without_flicker(recovering: Chat) -> None:
     assert alice.client.recovered and alice.client.sid == sid
     assert recovering.server.recovered(sid)
     assert len(alice.seen.of("room:joined")) == 1  # no rejoin: the server kept the room
-    left = [e for e in bob.seen.of("user:left") + bob.seen.of("room:user:left")]
+    left = bob.seen.of("user:left") + bob.seen.of("room:user:left")
     assert [e for e in left if e.user_id == alice.user_id] == []
     assert [e for e in bob.seen.of("user:joined") if e.user_id == alice.user_id] == []
 
