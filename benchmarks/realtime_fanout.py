@@ -29,12 +29,18 @@ The servers do the same broadcast (the protocol's ``chat:message`` to the whole 
 
 - ``python-socketio on Redis``: the same bare server with python-socketio's
   ``AsyncRedisManager``: the peer of rtkit on Redis.
+- ``rtkit + recovery`` and ``rtkit on Redis + recovery``: the rtkit servers with
+  connection state recovery on (``max_disconnection_duration=120``): every packet is
+  kept (memory, or the Redis stream written in the same script as the publish) and
+  carries its offset; their ratio to the same server without recovery is the cost of
+  recovery per message.
 
 Rounds are interleaved (each round runs every server once, in rotated order) and the
 ratios are taken per round (see ``_harness.py``).
 
 Run: ``python benchmarks/realtime_fanout.py [--quick] [--rounds 5] [--seconds 2]
-[--clients 50] [--servers rtkit,rtkit-redis,bare,bare-redis,node] [--write-docs]``.
+[--clients 50] [--servers rtkit,rtkit-rec,rtkit-redis,rtkit-redis-rec,bare,bare-redis,node]
+[--write-docs]``.
 """
 
 from __future__ import annotations
@@ -64,10 +70,13 @@ SERVER_CORE = 0
 LABELS = {
     "rtkit": "rtkit RealtimeServer",
     "rtkit-redis": "rtkit on Redis",
+    "rtkit-rec": "rtkit + recovery",
+    "rtkit-redis-rec": "rtkit on Redis + recovery",
     "bare": "bare python-socketio",
     "bare-redis": "bare python-socketio on Redis",
     "node": "node socket.io",
 }
+RECOVERY_SECONDS = 120.0  # max_disconnection_duration of the "-rec" servers
 REDIS_URL = os.environ.get("RTKIT_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_PREFIX = f"rtkit-bench-{os.getpid()}:"
 LOADGEN_CORE = 1
@@ -106,7 +115,7 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], seconds: float = 30
 # ----------------------------------------------------------------------- servers
 
 
-def rtkit_app(url: str, prefix: str) -> Any:
+def rtkit_app(url: str, prefix: str, recovery: float = 0.0) -> Any:
     """The rtkit chat server with JWT auth, validation, membership checks, history on.
 
     On ``memory://`` everything is in the process; on Redis, presence, rooms, history
@@ -118,7 +127,13 @@ def rtkit_app(url: str, prefix: str) -> Any:
     # The per-user rate limit stays on (it is checked for every message), set high
     # enough never to refuse the benchmark's senders.
     limits = ChatLimits(message_rate="1000000/second")
-    return RealtimeServer.from_url(url, secret=SECRET, prefix=prefix, limits=limits)
+    return RealtimeServer.from_url(
+        url,
+        secret=SECRET,
+        prefix=prefix,
+        limits=limits,
+        max_disconnection_duration=recovery,
+    )
 
 
 def bare_app(redis_url: str | None = None, prefix: str = "") -> Any:
@@ -177,10 +192,11 @@ def serve(kind: str, port: int, prefix: str) -> None:
     import uvicorn
 
     pin(SERVER_CORE)
-    if kind == "rtkit":
-        app = rtkit_app("memory://", "rtkit:")
-    elif kind == "rtkit-redis":
-        app = rtkit_app(REDIS_URL, prefix)
+    recovery = RECOVERY_SECONDS if kind.endswith("-rec") else 0.0
+    if kind in ("rtkit", "rtkit-rec"):
+        app = rtkit_app("memory://", "rtkit:", recovery)
+    elif kind in ("rtkit-redis", "rtkit-redis-rec"):
+        app = rtkit_app(REDIS_URL, prefix, recovery)
     elif kind == "bare-redis":
         app = bare_app(REDIS_URL, prefix)
     else:
@@ -504,7 +520,11 @@ def delete_redis_keys(prefix: str) -> None:
     import redis
 
     with redis.Redis.from_url(REDIS_URL) as client:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        keys = [
+            key
+            for match in (prefix + "*", "{" + prefix + "*")  # both key layouts
+            for key in client.scan_iter(match=match, count=1000)
+        ]
         for start in range(0, len(keys), 500):
             client.delete(*keys[start : start + 500])
 
@@ -516,11 +536,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50, help="members of the room")
     parser.add_argument(
         "--servers",
-        default="rtkit,rtkit-redis,bare,bare-redis,node",
+        default="rtkit,rtkit-rec,rtkit-redis,rtkit-redis-rec,bare,bare-redis,node",
         help="which servers, comma-separated",
     )
     parser.add_argument(
-        "--serve", choices=["rtkit", "rtkit-redis", "bare", "bare-redis"], help=argparse.SUPPRESS
+        "--serve",
+        choices=["rtkit", "rtkit-rec", "rtkit-redis", "rtkit-redis-rec", "bare", "bare-redis"],
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default=REDIS_PREFIX, help=argparse.SUPPRESS)
@@ -545,11 +567,11 @@ def main() -> None:
         else:
             kinds.remove("node")
             run.note("node socket.io: skipped (node/npm or the npm package is missing)")
-    if any(k.endswith("redis") for k in kinds):
+    if any("redis" in k for k in kinds):
         if redis_answers():
             run.server("Redis", redis_version())
         else:
-            kinds = [k for k in kinds if not k.endswith("redis")]
+            kinds = [k for k in kinds if "redis" not in k]
             run.note(f"the Redis servers were skipped (no Redis at {REDIS_URL})")
     ports = {kind: free_port() for kind in kinds}
     procs = {kind: start_server(kind, ports[kind]) for kind in kinds}
@@ -563,7 +585,7 @@ def main() -> None:
         for proc in procs.values():
             proc.terminate()
             proc.wait(timeout=10)
-        if any(k.endswith("redis") for k in procs):
+        if any("redis" in k for k in procs):
             delete_redis_keys(REDIS_PREFIX)
     report(run, results, args.clients)
     run.finish("realtime.md")
@@ -594,6 +616,10 @@ def report(run: h.Run, results: dict[str, list[dict[str, Any]]], clients: int) -
         ("rtkit-redis", "bare-redis", cpu, None),
         ("rtkit", "node", cpu, "≥ 0.4x (moonshot 0.5x)"),
         ("rtkit-redis", "node", cpu, None),
+        ("rtkit-rec", "rtkit", wall, "≥ 0.9x (recovery costs < 10%)"),
+        ("rtkit-redis-rec", "rtkit-redis", wall, "≥ 0.9x (recovery costs < 10%)"),
+        ("rtkit-rec", "rtkit", cpu, "≥ 0.9x (recovery costs < 10%)"),
+        ("rtkit-redis-rec", "rtkit-redis", cpu, "≥ 0.9x (recovery costs < 10%)"),
     ):
         if ours in figure and peer in figure:
             case = "fan-out, wall clock" if figure is wall else "fan-out, per CPU-second"
