@@ -36,7 +36,9 @@ __all__ = [
     "Missed",
     "RecoveryStore",
     "RedisRecoveryStore",
+    "Restored",
     "Session",
+    "arguments_of",
     "is_recoverable",
     "new_pid",
     "offset_key",
@@ -135,6 +137,22 @@ class Missed:
 
     offset: str
     message: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Restored:
+    """A session being restored: where its replay starts and what it replays."""
+
+    session: Session
+    base: str
+    packets: list[Missed]
+
+
+def arguments_of(data: Any) -> list[Any]:
+    """An emit's ``data`` as the event's arguments (a tuple is several)."""
+    if isinstance(data, tuple):
+        return list(data)
+    return [] if data is None else [data]
 
 
 class RecoveryStore(Protocol):

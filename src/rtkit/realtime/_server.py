@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 import redis.asyncio as aioredis
@@ -36,15 +34,10 @@ from ..rooms import RoomManager
 from ..telemetry._socketio import ServerHooks, instrument_socketio, observed
 from ._auth import Identity, TokenVerifier, issue_token
 from ._chat import AuthorizeJoin, ChatLimits, ChatService, Emit, Outcome, room_channel
+from ._holds import Holds, recovering_manager, redis_manager
 from ._page import ChatPage
 from ._protocol import socket_error
-from ._recovery import (
-    DEFAULT_MAX_PACKETS,
-    MemoryRecoveryStore,
-    RedisRecoveryStore,
-    Session,
-    is_recoverable,
-)
+from ._recovery import DEFAULT_MAX_PACKETS, is_recoverable
 from ._routes import ChatRoutes
 from ._sessions import (
     STORE_OPTIONS,
@@ -57,14 +50,11 @@ from ._sessions import (
 )
 from ._socketio_compat import (
     AckAwareServer,
-    RecoveringManager,
-    RecoveringRedisManager,
     ack_wanted,
     after_ack,
     initialize_manager,
     is_connected,
     recovered_from,
-    recovering_store,
     stop_manager,
 )
 from .stores import (
@@ -93,35 +83,6 @@ _PARTS = frozenset(
     {"presence", "rooms", "messages", "notifications", "uploads", "limiter", "client_manager"}
 )
 _FROM_URL_ONLY = frozenset({"timeout", "upload_dir"}) | STORE_OPTIONS
-
-
-@dataclass(frozen=True)
-class _Parked:
-    """A lost connection that may recover: who it was, its hold, until when."""
-
-    who: Identity
-    hold: str
-    until: float
-
-
-def _recovering(
-    manager: socketio.AsyncManager | None,
-    duration: float,
-    max_packets: int,
-    clock: Clock | None,
-) -> socketio.AsyncManager | None:
-    """The manager to use: with recovery asked and no manager given, a memory one."""
-    if not duration:
-        return manager
-    if manager is None:
-        store = MemoryRecoveryStore(duration=duration, max_packets=max_packets, clock=clock)
-        return RecoveringManager(store)
-    if recovering_store(manager) is None:
-        raise ConfigurationError(
-            "max_disconnection_duration needs a recovering client_manager "
-            "(RealtimeServer.from_url makes one)"
-        )
-    return manager
 
 
 class _Part(Protocol):
@@ -196,17 +157,10 @@ class RealtimeServer(Component):
             instance). Every instance must have the same one.
         sweep_interval: seconds between two runs of the upload janitor, which
             forgets expired uploads and deletes the files no upload record knows.
-        max_disconnection_duration: Socket.IO connection state recovery (0: off,
-            the default): for this many seconds after a connection is lost, its
-            client can reconnect with its session (same sid and rooms, missed
-            packets replayed, ``recovered`` true), and the user stays online and
-            in their rooms. Every event then carries its offset as its last
-            argument, as Socket.IO's Node server sends it. Sessions and packets
-            are kept in memory, or in Redis with ``from_url`` (a client
-            recovers on any instance); on the constructor with a
-            ``client_manager``, that manager must be a recovering one.
-        max_recovery_packets: at most this many packets are kept for recovery
-            (the oldest go first: a session that missed one of them starts anew).
+        max_disconnection_duration: connection state recovery (0: off): a client may
+            come back this many seconds after a lost connection and get its session
+            (sid, rooms, missed events; events then end with an offset, see the guide).
+        max_recovery_packets: events kept for recovery, at most.
         clock: where timestamps come from.
     """
 
@@ -288,11 +242,10 @@ class RealtimeServer(Component):
         self.demo = demo
         self.client_js_url = page.client_js_url
         self._owns_manager = client_manager is None
-        client_manager = _recovering(
+        client_manager, self.recovery = recovering_manager(
             client_manager, max_disconnection_duration, max_recovery_packets, clock
         )
-        self.recovery = None if client_manager is None else recovering_store(client_manager)
-        self._parked: dict[str, _Parked] = {}  # sid -> its hold while it may recover
+        self._holds = Holds(self.chat, self.recovery, self._send)  # and who comes and goes
         self._who: dict[str, Identity] = {}
         self._entered: dict[str, set[str]] = {}  # sid -> Socket.IO rooms it entered
         self._tasks: set[asyncio.Task[None]] = set()
@@ -327,7 +280,7 @@ class RealtimeServer(Component):
         if manager is not None:
             kwargs["client_manager"] = manager
         sio = AckAwareServer(**kwargs)
-        sio.recovery_data = self._session_data
+        sio.recovery_data = lambda sid: {"user": self._who[sid].user_id} if sid in self._who else {}
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
         chat = self.chat
@@ -372,16 +325,7 @@ class RealtimeServer(Component):
         manager: socketio.AsyncManager | None = None
         if target.kind == "redis":
             channel = socketio_channel(target.prefix, shared["redis"])
-            manager = socketio.AsyncRedisManager(url, channel=channel)
-            if own.get("max_disconnection_duration"):
-                store = RedisRecoveryStore(
-                    shared["redis"],
-                    prefix=target.prefix,
-                    duration=own["max_disconnection_duration"],
-                    max_packets=own.get("max_recovery_packets", DEFAULT_MAX_PACKETS),
-                    clock=clock,
-                )
-                manager = RecoveringRedisManager(url, channel=channel, store=store)
+            manager = redis_manager(url, channel, shared["redis"], target.prefix, own, clock)
         server = cls(
             presence=presence,
             rooms=rooms,
@@ -511,41 +455,11 @@ class RealtimeServer(Component):
 
     async def _every_second(self) -> None:
         await self.expire_sessions()
-        await self.release_parked()
-
-    async def release_parked(self) -> int:
-        """End the holds of lost connections whose recovery time passed; return how many.
-
-        Their users leave their rooms and go offline unless another connection
-        (the recovered one, maybe on another instance) holds them: only then
-        ``room:user:left`` and ``user:left`` are sent. Runs every second.
-
-        Raises:
-            rtkit.errors.Closed: The server was closed.
-        """
-        await self._ready()
-        now = self.chat.clock.time()
-        due = [sid for sid, parked in self._parked.items() if parked.until <= now]
-        for sid in due:
-            await self._release(sid)
-        return len(due)
-
-    async def _release(self, sid: str) -> None:
-        parked = self._parked.pop(sid, None)
-        if parked is None:
-            return
-        try:
-            await self._send(await self.chat.disconnect(parked.who, parked.hold))
-        except Exception:
-            log.exception("could not release the hold of %s", sid)
+        await self._holds.release_due()  # lost connections whose recovery time passed
 
     def recovered(self, sid: str) -> bool:
         """Whether connection ``sid`` recovered its session (connection state recovery)."""
         return recovered_from(self.sio, sid) is not None
-
-    def _session_data(self, sid: str) -> dict[str, Any]:
-        who = self._who.get(sid)
-        return {} if who is None else {"user": who.user_id}
 
     def _expired(self, who: Identity) -> bool:
         return who.expires_at is not None and who.expires_at <= self.chat.clock.time()
@@ -573,27 +487,17 @@ class RealtimeServer(Component):
             if not self._live:
                 await self._ready()
             who = await self.verifier.verify(token)
-            if restored is None:
-                outcome = await self.chat.connect(who, sid)
-            else:
-                outcome = await self._resume(who, sid, restored)
+            outcome = await self._holds.connect(who, sid, restored)
         except RtkitError as exc:
             raise SocketRefused(exc.message, {"code": exc.code}) from None
         self._who[sid] = who
         self._expiry.watch(sid, who, self._who)
         await self._apply(sid, outcome)
         if restored is not None:
-            await self._release(sid)  # its hold, when this instance lost it
             return  # no welcome: it missed nothing (replayed) and saw nobody leave
         task = asyncio.create_task(self._welcome(who, sid))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _resume(self, who: Identity, sid: str, restored: Session) -> Outcome:
-        if restored.data.get("user") != who.user_id:
-            raise AuthError("this session belongs to another user")
-        room_ids = [room[len("room:") :] for room in restored.rooms if room.startswith("room:")]
-        return await self.chat.resume(who, sid, room_ids)
 
     async def _welcome(self, who: Identity, sid: str) -> None:
         # The connect handler runs before the client is told it is connected:
@@ -613,21 +517,10 @@ class RealtimeServer(Component):
         if who is None:
             return
         try:
-            if self.recovery is not None and is_recoverable(reason):
-                await self._send(await self._park(who, sid, entered))
-            else:
-                await self._send(await self.chat.disconnect(who, sid))
+            recoverable = is_recoverable(reason)
+            await self._send(await self._holds.disconnect(who, sid, entered, recoverable))
         except Exception:
             log.exception("could not record the departure of %s", sid)
-
-    async def _park(self, who: Identity, sid: str, entered: set[str]) -> list[Emit]:
-        """Hold the presence and rooms of ``sid`` while it may recover."""
-        assert self.recovery is not None
-        hold = f"{sid}~held~{secrets.token_hex(4)}"
-        until = self.chat.clock.time() + self.recovery.duration
-        self._parked[sid] = _Parked(who, hold, until)
-        room_ids = sorted(room[len("room:") :] for room in entered if room.startswith("room:"))
-        return await self.chat.park(who, sid, hold, room_ids)
 
     def _handler(self, event: str, handle: Handler) -> Callable[..., Awaitable[Any]]:
         async def on_event(sid: str, *args: Any) -> Any:
@@ -699,8 +592,9 @@ class RealtimeServer(Component):
 
     async def _send(self, emits: list[Emit]) -> None:
         for emit in emits:
-            # A connection of this instance is reached directly, not through Redis.
-            local = emit.to is not None and emit.to in self._who
+            # A connection of this instance is reached directly (through Redis too with
+            # recovery, where its events have one order).
+            local = emit.to is not None and emit.to in self._who and self.recovery is None
             await self.sio.emit(
                 emit.event, emit.data, to=emit.to, skip_sid=emit.skip_sid, ignore_queue=local
             )

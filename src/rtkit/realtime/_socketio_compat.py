@@ -26,22 +26,15 @@ when a release changes one of them):
   ``manager.redis`` (the Redis client of ``AsyncRedisManager``): stopped and
   closed on ``close()``, which python-socketio does not do;
 * ``manager.is_connected(sid, namespace)``: whether the connect handshake is done;
-* for connection state recovery (:class:`RecoveringManager`,
-  :class:`RecoveringRedisManager`, and ``AckAwareServer`` with one of them):
-  ``AsyncServer._handle_connect(eio_sid, namespace, data)`` and
-  ``_handle_disconnect(eio_sid, namespace, reason)`` (replaced: a CONNECT may
-  restore a session, its reply carries ``pid``; a disconnect keeps the
-  session), ``_trigger_event``, ``_send_packet``, ``_send_eio_packet``,
-  ``packet_class``, ``environ``, ``handlers``, ``namespaces``; the manager's
-  ``rooms`` table (``rooms[namespace][room]`` a bidict sid -> eio sid, room
-  None: every connection), ``pending_connect``, ``basic_enter_room``,
+* for connection state recovery (the ``Recovering*`` classes):
+  ``AsyncServer._handle_connect`` and ``_handle_disconnect`` (replaced: a
+  CONNECT may restore a session and is answered with a ``pid``, a lost
+  connection's session is kept), ``_trigger_event``, ``_send_packet``,
+  ``_send_eio_packet``, ``environ``, ``handlers``, ``namespaces``; the
+  manager's ``rooms`` table, ``pending_connect``, ``basic_enter_room``,
   ``basic_disconnect``, ``get_participants``, ``get_rooms``; the pub/sub
-  manager's message dict (``method``, ``event``, ``data``, ``namespace``,
-  ``room``, ``skip_sid``, ``host_id``), ``_handle_emit``, ``channel`` and
-  ``json``; on the client (:class:`RecoveringClient`),
-  ``AsyncClient._handle_connect(namespace, data)`` and
-  ``_handle_event(namespace, id, data)``, to read the CONNECT reply's ``pid``
-  and each event's offset.
+  message dict, ``_handle_emit``, ``channel``, ``json``; and the client's
+  ``_handle_connect`` and ``_handle_event`` (its ``pid`` and offsets).
 """
 
 from __future__ import annotations
@@ -53,7 +46,6 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import socketio
@@ -62,11 +54,12 @@ from socketio import exceptions, packet
 
 from ._recovery import (
     MemoryRecoveryStore,
-    Missed,
     OffsetKey,
     RecoveryStore,
     RedisRecoveryStore,
+    Restored,
     Session,
+    arguments_of,
     is_recoverable,
     new_pid,
     offset_key,
@@ -182,7 +175,11 @@ class AckAwareServer(socketio.AsyncServer):  # type: ignore[misc]
             )
             await self._send_packet(eio_sid, error)
             return
-        refused = await self._refused(sid, eio_sid, namespace, auth)
+        try:
+            refused = await self._refused(sid, eio_sid, namespace, auth)
+        except BaseException:
+            await manager.disconnect(sid, namespace, ignore_queue=True)  # nothing held
+            raise
         if refused is not None:
             await self._send_packet(
                 eio_sid, self.packet_class(packet.CONNECT_ERROR, refused, namespace=namespace)
@@ -266,22 +263,6 @@ def is_connected(sio: socketio.AsyncServer, sid: str, namespace: str = "/") -> b
 # instance, this one too, delivers them from the channel, in the stream's order.
 _EVERY_HOST = "rtkit-recovery"
 Encoded = list[Any]  # the Engine.IO packets of one event
-
-
-@dataclass(frozen=True)
-class Restored:
-    """A session being restored: where the replay starts and what it replays."""
-
-    session: Session
-    base: str
-    packets: list[Missed]
-
-
-def _arguments(data: Any) -> list[Any]:
-    """An emit's ``data`` as the event's arguments (a tuple is several)."""
-    if isinstance(data, tuple):
-        return list(data)
-    return [] if data is None else [data]
 
 
 def pid_of(sio: socketio.AsyncServer, sid: str) -> str | None:
@@ -370,7 +351,11 @@ class _Recovering(socketio.AsyncManager):  # type: ignore[misc]
         if asked is None or self.sid_from_eio_sid(eio_sid, namespace) is not None:
             return None
         pid, offset = asked
-        session = await self.recovery.take(pid)
+        try:
+            session = await self.recovery.take(pid)
+        except Exception as exc:  # the store is down: a new session, as for an unknown pid
+            log.warning("could not look up a session to recover: %s", exc)
+            return None
         if session is None or session.namespace != namespace:
             return None
         sid = session.sid
@@ -387,9 +372,9 @@ class _Recovering(socketio.AsyncManager):  # type: ignore[misc]
         base = session.base(offset)
         try:
             missed = await self.recovery.missed(namespace, base)
-        except Exception:
-            self.basic_disconnect(sid, namespace)
-            raise
+        except Exception as exc:
+            log.warning("could not read the packets a session missed: %s", exc)
+            missed = None
         if missed is None:
             self.basic_disconnect(sid, namespace)
             return None
@@ -488,7 +473,7 @@ class RecoveringManager(_Recovering):
         to: Any = None,
         **kwargs: Any,
     ) -> None:
-        arguments = _arguments(data)
+        arguments = arguments_of(data)
         if not _recoverable(callback, arguments):
             await super().emit(
                 event,
@@ -513,7 +498,9 @@ class RecoveringRedisManager(_Recovering, socketio.AsyncRedisManager):  # type: 
     A recoverable packet is kept in the namespace's stream and published in one
     script (:class:`RedisRecoveryStore`); every instance, this one too, sends it
     to its connections when it arrives on the channel, so all of them send
-    packets in the stream's order. ``ignore_queue`` does not apply to them.
+    packets in the stream's order. An emit with ``ignore_queue`` is sent at once
+    to this instance's connections, without an offset, and never replayed (for
+    what must arrive before a disconnect the server makes).
     """
 
     def __init__(self, url: str, *, channel: str, store: RedisRecoveryStore) -> None:
@@ -533,8 +520,8 @@ class RecoveringRedisManager(_Recovering, socketio.AsyncRedisManager):  # type: 
         to: Any = None,
         **kwargs: Any,
     ) -> None:
-        arguments = _arguments(data)
-        if not _recoverable(callback, arguments):
+        arguments = arguments_of(data)
+        if kwargs.get("ignore_queue") or not _recoverable(callback, arguments):
             await super().emit(
                 event,
                 data,
