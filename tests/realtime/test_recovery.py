@@ -58,7 +58,8 @@ async def _add(store: RecoveryStore, room: str, text: str) -> str:
         return store.append("/", message)
     assert isinstance(store, RedisRecoveryStore)
     head, tail = json.dumps({**message, "data": [text, "MARK"]}).split('"MARK"')
-    return await store.publish("/", "rtkit-test-unheard-" + unique("channel"), head, tail)
+    await store.publish("/", "rtkit-test-unheard-" + unique("channel"), [(head, tail)])
+    return await store.head("/")
 
 
 def _session(pid: str, *, origin: str, expires_at: float) -> Session:
@@ -209,7 +210,10 @@ async def test_chat_client_recovers_without_flicker(recovering: Chat) -> None:
     for i in range(10):
         await bob.client.send_message(room, f"before {i}")
     await alice.seen.wait_for("chat:message", lambda m: m.message == "before 9")
+    lost = asyncio.Event()
+    alice.client.on_disconnect(lambda reason: lost.set())
     await _cut(alice.client)
+    await lost.wait()  # (it comes back 0.2 s later)
     for i in range(10):
         await bob.client.send_message(room, f"during {i}")
     # during the gap, Alice is still online and in the room for everybody

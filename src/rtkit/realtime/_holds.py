@@ -30,6 +30,7 @@ from ._recovery import (
     RecoveryStore,
     RedisRecoveryStore,
     Session,
+    is_recoverable,
 )
 from ._socketio_compat import RecoveringManager, RecoveringRedisManager, recovering_store
 
@@ -125,11 +126,11 @@ class Holds:
         return outcome
 
     async def disconnect(
-        self, who: Identity, sid: str, entered: set[str], recoverable: bool
+        self, who: Identity, sid: str, entered: set[str], reason: Any
     ) -> list[Emit]:
-        """Connection ``sid`` (in the Socket.IO rooms ``entered``) went away; a lost one
-        that may recover holds its user's presence and rooms."""
-        if self.duration is None or not recoverable:
+        """Connection ``sid`` (in the Socket.IO rooms ``entered``) went away for ``reason``;
+        a lost one that may recover holds its user's presence and rooms."""
+        if self.duration is None or not is_recoverable(reason):
             return await self.chat.disconnect(who, sid)
         hold = f"{sid}~held~{secrets.token_hex(4)}"
         self._holds[sid] = _Hold(who, hold, self.chat.clock.time() + self.duration)

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .._core.clock import Clock, SystemClock
-from .._core.redis import Keyspace, load_lua, redis_unavailable
+from .._core.redis import Keyspace, load_lua, redis_unavailable, run_scripts
 from .._core.validate import check_int, check_seconds
 
 __all__ = [
@@ -285,11 +285,16 @@ class RedisRecoveryStore:
     def _session_key(self, pid: str) -> str:
         return self._keys.entity_key(pid, "session")
 
-    async def publish(self, namespace: str, channel: str, head: str, tail: str) -> str:
-        """Keep the message ``head + offset + tail`` and publish it on ``channel``."""
-        with redis_unavailable("keeping a packet for recovery"):
-            args: list[str | int] = [self.max_packets, channel, head, tail]
-            return str(await self._publish(keys=[self.stream(namespace)], args=args))
+    async def publish(self, namespace: str, channel: str, parts: list[tuple[str, str]]) -> None:
+        """Keep each message ``head + offset + tail`` of ``parts`` (``(head, tail)``
+        pairs) and publish it on ``channel``, in order, in one round trip."""
+        keys = [self.stream(namespace)]
+        calls = [(keys, [self.max_packets, channel, head, tail]) for head, tail in parts]
+        with redis_unavailable("keeping packets for recovery"):
+            replies = await run_scripts(self._redis, self._publish, calls)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
 
     async def head(self, namespace: str) -> str:
         with redis_unavailable("reading the recovery stream"):

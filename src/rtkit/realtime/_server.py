@@ -37,7 +37,7 @@ from ._chat import AuthorizeJoin, ChatLimits, ChatService, Emit, Outcome, room_c
 from ._holds import Holds, recovering_manager, redis_manager
 from ._page import ChatPage
 from ._protocol import socket_error
-from ._recovery import DEFAULT_MAX_PACKETS, is_recoverable
+from ._recovery import DEFAULT_MAX_PACKETS
 from ._routes import ChatRoutes
 from ._sessions import (
     STORE_OPTIONS,
@@ -52,6 +52,7 @@ from ._socketio_compat import (
     AckAwareServer,
     ack_wanted,
     after_ack,
+    emit_all,
     initialize_manager,
     is_connected,
     recovered_from,
@@ -157,9 +158,8 @@ class RealtimeServer(Component):
             instance). Every instance must have the same one.
         sweep_interval: seconds between two runs of the upload janitor, which
             forgets expired uploads and deletes the files no upload record knows.
-        max_disconnection_duration: connection state recovery (0: off): a client may
-            come back this many seconds after a lost connection and get its session
-            (sid, rooms, missed events; events then end with an offset, see the guide).
+        max_disconnection_duration: seconds a client may take to come back after a
+            lost connection and get its session (sid, rooms, missed events); 0: off.
         max_recovery_packets: events kept for recovery, at most.
         clock: where timestamps come from.
     """
@@ -517,8 +517,7 @@ class RealtimeServer(Component):
         if who is None:
             return
         try:
-            recoverable = is_recoverable(reason)
-            await self._send(await self._holds.disconnect(who, sid, entered, recoverable))
+            await self._send(await self._holds.disconnect(who, sid, entered, reason))
         except Exception:
             log.exception("could not record the departure of %s", sid)
 
@@ -591,10 +590,11 @@ class RealtimeServer(Component):
         return room_channel(room_id) in self._entered.get(sid, ())
 
     async def _send(self, emits: list[Emit]) -> None:
+        if self.recovery is not None:  # one order for every event (and one round trip)
+            return await emit_all(self.sio, [(e.event, e.data, e.to, e.skip_sid) for e in emits])
         for emit in emits:
-            # A connection of this instance is reached directly (through Redis too with
-            # recovery, where its events have one order).
-            local = emit.to is not None and emit.to in self._who and self.recovery is None
+            # A connection of this instance is reached directly, not through Redis.
+            local = emit.to is not None and emit.to in self._who
             await self.sio.emit(
                 emit.event, emit.data, to=emit.to, skip_sid=emit.skip_sid, ignore_queue=local
             )
