@@ -39,8 +39,8 @@ Rounds are interleaved (each round runs every server once, in rotated order) and
 ratios are taken per round (see ``_harness.py``).
 
 Run: ``python benchmarks/realtime_fanout.py [--quick] [--rounds 5] [--seconds 2]
-[--clients 50] [--servers rtkit,rtkit-rec,rtkit-redis,rtkit-redis-rec,bare,bare-redis,node]
-[--write-docs]``.
+[--clients 50] [--servers rtkit,rtkit-redis,bare,bare-redis,node] [--write-docs]``;
+``--recovery`` runs the recovery pairs instead (their own table).
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ LABELS = {
     "node": "node socket.io",
 }
 RECOVERY_SECONDS = 120.0  # max_disconnection_duration of the "-rec" servers
+RECOVERY_KINDS = ("rtkit", "rtkit-rec", "rtkit-redis", "rtkit-redis-rec")
 REDIS_URL = os.environ.get("RTKIT_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_PREFIX = f"rtkit-bench-{os.getpid()}:"
 LOADGEN_CORE = 1
@@ -536,8 +537,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50, help="members of the room")
     parser.add_argument(
         "--servers",
-        default="rtkit,rtkit-rec,rtkit-redis,rtkit-redis-rec,bare,bare-redis,node",
+        default="rtkit,rtkit-redis,bare,bare-redis,node",
         help="which servers, comma-separated",
+    )
+    parser.add_argument(
+        "--recovery",
+        action="store_true",
+        help="the cost of connection state recovery: rtkit with and without it, in memory "
+        "and on Redis (its own table in the guide)",
     )
     parser.add_argument(
         "--serve",
@@ -556,9 +563,10 @@ def main() -> None:
         return
     rounds = h.rounds_of(args, quick=2)
     seconds = min(args.seconds, 1.0) if args.quick else args.seconds
-    run = h.Run("realtime_fanout", args, ["python-socketio", "python-engineio", "uvicorn"])
+    name = "realtime_recovery" if args.recovery else "realtime_fanout"
+    run = h.Run(name, args, ["python-socketio", "python-engineio", "uvicorn"])
 
-    wanted = set(args.servers.split(","))
+    wanted = set(RECOVERY_KINDS if args.recovery else args.servers.split(","))
     kinds = [k for k in LABELS if k in wanted]
     if "node" in kinds:
         if ensure_node_deps():
