@@ -54,6 +54,7 @@ _RECOVERABLE_REASONS = frozenset({"transport close", "transport error", "ping ti
 _OFFSET_RE = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?$")
 _PID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _PACKAGE = "rtkit.realtime"
+_SLACK = 1000  # packets a Redis stream may hold beyond max_packets (trimmed by MAXLEN ~)
 
 OffsetKey = tuple[int, int]
 
@@ -141,10 +142,10 @@ class Missed:
 
 @dataclass(frozen=True)
 class Restored:
-    """A session being restored: where its replay starts and what it replays."""
+    """A session being restored: the packets it missed, read up to offset ``read``."""
 
     session: Session
-    base: str
+    read: str
     packets: list[Missed]
 
 
@@ -324,12 +325,12 @@ class RedisRecoveryStore:
     async def missed(self, namespace: str, after: str) -> list[Missed] | None:
         if "-" not in after:
             return None
+        # MAXLEN ~ keeps up to a stream node (100 entries) more than max_packets
+        count = self.max_packets + _SLACK
         with redis_unavailable("reading missed packets"):
-            reply = await self._missed(
-                keys=[self.stream(namespace)], args=[after, self.max_packets]
-            )
-        if not reply or int(reply[0]) != 1:
-            return None
+            reply = await self._missed(keys=[self.stream(namespace)], args=[after, count])
+        if not reply or int(reply[0]) != 1 or len(reply) > 3 * count:
+            return None  # (more than it may keep: packets after those would be lost)
         found: list[Missed] = []
         for i in range(1, len(reply), 3):
             offset, head, tail = str(reply[i]), str(reply[i + 1]), str(reply[i + 2])

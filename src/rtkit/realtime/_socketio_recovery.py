@@ -179,11 +179,11 @@ class Recovering(socketio.AsyncManager):  # type: ignore[misc]
         wanted = [
             m for m in missed if session.wants(m.message.get("room"), m.message.get("skip_sid"))
         ]
-        return Restored(session, base, wanted)
+        return Restored(session, missed[-1].offset if missed else base, wanted)
 
     async def replay(self, sid: str, eio_sid: str, namespace: str, restored: Restored) -> None:
         """Send ``sid`` what it missed, then what was held meanwhile, each packet once."""
-        floor = offset_key(restored.base)
+        floor = offset_key(restored.read)  # every packet up to here was read
         for missed in restored.packets:
             message = missed.message
             await self._send(eio_sid, self._encode(namespace, message["event"], message["data"]))
