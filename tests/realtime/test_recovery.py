@@ -285,3 +285,57 @@ async def test_chat_message_payload_is_unchanged_with_recovery(recovering: Chat)
     message = await alice.seen.wait_for("chat:message")
     assert isinstance(message, ChatMessage) and message.message == "hi"
     assert alice.client.sio.offset is not None
+
+
+async def test_a_session_is_not_for_another_user(recovering: Chat) -> None:
+    alice = await recovering.connect(unique("alice"), "Alice")
+    pid = alice.client.sio.pid
+    assert pid is not None
+    alice.client.sio.reconnection = False
+    await _cut(alice.client)
+    mallory = socketio.AsyncClient(reconnection=False)
+    refused: list[Any] = []
+    mallory.on("connect_error", lambda data: refused.append(data))
+    auth = {"token": token_for(unique("mallory")), "pid": pid, "offset": alice.client.sio.offset}
+    # (the session is kept once Alice's departure is recorded: until then, a new one)
+    for _ in range(50):
+        try:
+            await mallory.connect(recovering.url, auth=auth, transports=["websocket"])
+            await mallory.disconnect()
+        except socketio.exceptions.ConnectionError:
+            break
+        await asyncio.sleep(0.05)
+    assert "another user" in str(refused[-1])
+    assert not mallory.connected
+
+
+async def test_a_client_that_missed_too_much_starts_anew(backend: Backend) -> None:
+    server = make_server(
+        backend.url, backend.prefix, max_disconnection_duration=30, max_recovery_packets=5
+    )
+    async with serving(server) as url:
+        chat = Chat(url, server)
+        try:
+            room = unique("room")
+            bob = await chat.connect(unique("bob"), "Bob")
+            alice_client = ChatClient(reconnection_delay=2.0, randomization_factor=0)
+            await alice_client.connect(url, token_for(unique("alice"), "Alice"))
+            rejoined = asyncio.Event()
+            alice_client.on_room_joined(lambda joined: rejoined.set())
+            await alice_client.join_room(room)
+            await bob.client.join_room(room)
+            sid = alice_client.sid
+            lost = asyncio.Event()
+            alice_client.on_disconnect(lambda reason: lost.set())
+            await _cut(alice_client)
+            await lost.wait()
+            rejoined.clear()
+            for i in range(3):
+                await bob.client.send_message(room, f"gap {i}")
+            for i in range(300):  # far more than the stream keeps (Redis trims by 100)
+                await server.sio.emit("noise", {"i": i}, to="room:elsewhere")
+            await rejoined.wait()  # not recovered: the client joins its rooms again
+            assert not alice_client.recovered and alice_client.sid != sid
+            await alice_client.close()
+        finally:
+            await chat.close()
