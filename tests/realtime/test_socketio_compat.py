@@ -273,6 +273,13 @@ async def test_a_recovered_connection_gets_its_sid_rooms_and_missed_events() -> 
             assert client.recovered and client.get_sid() == first_sid
             assert recovered_from(sio, first_sid) is not None
             assert pid_of(sio, first_sid) == first_pid
+            # Again, with a room entered since: the state of the last loss, not the first
+            await client.call("join", "r2", timeout=10)
+            await client.eio.ws.close()
+            await _until(lambda: len(lost) == 2)
+            await sio.emit("msg", "four", to="r2")  # missed
+            await _until(lambda: len(got) == 4)
+            assert got[-1][0] == "four" and client.recovered and client.get_sid() == first_sid
         finally:
             await client.disconnect()
     await stop_manager(sio, close_redis=False)
