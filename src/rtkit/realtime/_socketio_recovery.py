@@ -128,14 +128,17 @@ class Recovering(socketio.AsyncManager):  # type: ignore[misc]
         pid, origin = self._pids.get(sid), self._origins.get(sid)
         if pid is None or origin is None:
             return None
+        sent = self._sent.get(sid)
+        # (a replay may run ahead of this instance's listener: it saw what it was sent)
+        seen = max(self._seen.get(namespace, origin), sent or origin, key=offset_key)
         return Session(
             pid=pid,
             sid=sid,
             namespace=namespace,
             rooms=[str(room) for room in self.get_rooms(sid, namespace)],
             origin=origin,
-            sent=self._sent.get(sid),
-            seen=self._seen.get(namespace, origin),
+            sent=sent,
+            seen=seen,
             data=data,
             expires_at=self.recovery.clock.time() + self.recovery.duration,
         )
