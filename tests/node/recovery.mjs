@@ -7,7 +7,8 @@
 // Usage: node recovery.mjs '<json config>'
 //   {"listenUrl", "senderUrl", "token", "senderToken", "count", "cuts": [i, ...],
 //    "join": {"event", "data"}, "send": {"event", "data"}, "listen": "event",
-//    "reconnectMs": 100, "watch": ["user:left", ...], "settleMs": 300, "window": 1}
+//    "reconnectMs": 100, "watch": ["user:left", ...], "settleMs": 300, "window": 1,
+//    "others": [{"url", "token"}, ...]}
 import { io } from "socket.io-client";
 
 const config = JSON.parse(process.argv[2]);
@@ -61,6 +62,28 @@ async function main() {
   }
   await until(() => sender.connected, "sender connect");
   if (config.join.sender !== false) await sender.emitWithAck(config.join.event, config.join.data);
+  // others sending meanwhile (another instance, say): their messages are "<n>:<i>"
+  const others = [];
+  for (const [n, other] of (config.others ?? []).entries()) {
+    const socket = client(other.url, other.token, false);
+    await until(() => socket.connected, "other sender connect");
+    if (config.join.sender !== false) await socket.emitWithAck(config.join.event, config.join.data);
+    others.push(
+      (async () => {
+        for (let start = 0; start < config.count; start += config.window ?? 1) {
+          const acks = [];
+          for (let i = start; i < Math.min(start + (config.window ?? 1), config.count); i += 1) {
+            const data = { ...config.send.data, message: `${n + 1}:${i}` };
+            acks.push(socket.emitWithAck(config.send.event, data));
+          }
+          for (const ack of await Promise.all(acks)) {
+            if (ack && ack.ok === false) throw new Error(`other send: ${JSON.stringify(ack)}`);
+          }
+        }
+        socket.disconnect();
+      })(),
+    );
+  }
 
   // up to `window` messages in flight (the server may handle those out of order: the
   // test checks the order of the offsets, which is the order the server sent them in)
@@ -86,6 +109,7 @@ async function main() {
     if (inFlight.length >= window) await settle();
   }
   await settle();
+  await Promise.all(others);
   for (const i of config.cuts) {
     if (i >= config.count) {
       await until(() => result.connects.length === cut + 1 && listener.connected, "reconnect");
@@ -95,7 +119,8 @@ async function main() {
   }
   await until(() => result.connects.length === cut + 1 && listener.connected, "last reconnect");
   if (config.expectAll !== false) {
-    await until(() => result.received.length >= config.count, `${config.count} messages`);
+    const total = config.count * (1 + others.length);
+    await until(() => result.received.length >= total, `${total} messages`);
   }
   await sleep(config.settleMs ?? 300); // a duplicate would arrive now
   result.finalId = listener.id;

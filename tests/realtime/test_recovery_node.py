@@ -117,14 +117,16 @@ def _chat_config(listen: str, send: str, room: str, **extra: Any) -> dict[str, A
     }
 
 
-def _check_exactly_once(seen: dict[str, Any], count: int, cuts: int) -> None:
+def _check_exactly_once(seen: dict[str, Any], count: int, cuts: int, others: int = 0) -> None:
     received = seen["received"]
-    assert len(received) == count  # no duplicate...
-    assert sorted(received, key=int) == [str(i) for i in range(count)]  # ... and no loss
+    expected = {str(i) for i in range(count)}
+    expected |= {f"{n}:{i}" for n in range(1, others + 1) for i in range(count)}
+    assert len(received) == len(expected)  # no duplicate...
+    assert set(received) == expected  # ... and no loss
     # in the order the server sent them (several in flight may be handled out of order)
     keys = [offset_key(offset) for offset in seen["offsets"]]
     assert keys == sorted(keys)
-    assert len(set(keys)) == count
+    assert len(set(keys)) == len(expected)
     connects = seen["connects"]
     assert len(connects) == cuts + 1
     assert [c["recovered"] for c in connects] == [False] + [True] * cuts
@@ -154,10 +156,14 @@ async def test_a_listener_recovers_on_the_other_instance(redis_url: str, redis_p
             urls.append(await stack.enter_async_context(serving(server)))
         proxy = await stack.enter_async_context(round_robin(*urls))
         room = unique("room")
-        # first connect: instance 0, then 1, 0, 1: every recovery changes instance
-        config = _chat_config(proxy, urls[0], room, count=1000, cuts=[150, 500, 850], window=50)
+        # first connect: instance 0, then 1, 0, 1: every recovery changes instance; a
+        # second sender on instance 1 meanwhile (two instances publish at once)
+        other = {"url": urls[1], "token": token_for(unique("other"), "Other")}
+        config = _chat_config(
+            proxy, urls[0], room, count=1000, cuts=[150, 500, 850], window=50, others=[other]
+        )
         seen = await _run_node(config)
-    _check_exactly_once(seen, 1000, 3)
+    _check_exactly_once(seen, 1000, 3, others=1)
     _no_flicker(seen, config["listener"])
 
 
