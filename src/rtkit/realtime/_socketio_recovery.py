@@ -200,7 +200,10 @@ class Recovering(socketio.AsyncManager):  # type: ignore[misc]
                 floor = offset_key(offset)
                 self._sent[sid] = offset
         self._held.pop(sid, None)
-        self._floors[sid] = floor  # one still on its way from the channel is not sent again
+        if self.eio_sid_from_sid(sid, namespace) is None:  # gone meanwhile
+            self._sent.pop(sid, None)
+        else:
+            self._floors[sid] = floor  # one still on its way from the channel is not sent again
 
     def _encode(self, namespace: str, event: str, data: list[Any]) -> Encoded:
         pkt = self.server.packet_class(packet.EVENT, namespace=namespace, data=[event, *data])
