@@ -211,10 +211,14 @@ class AckAwareServer(socketio.AsyncServer):  # type: ignore[misc]
             sid = manager.sid_from_eio_sid(eio_sid, namespace or "/")
             if sid is not None and manager.is_connected(sid, namespace or "/"):
                 session = manager.session_of(sid, namespace or "/", self.recovery_data(sid))
-        await super()._handle_disconnect(eio_sid, namespace, reason)
-        if session is not None:
-            # kept after the app's disconnect handler: a recovery never overtakes it
-            assert isinstance(manager, Recovering)
+        if session is None:
+            await super()._handle_disconnect(eio_sid, namespace, reason)
+            return
+        assert isinstance(manager, Recovering)
+        # Kept after the app's disconnect handler, so that a recovery never overtakes it;
+        # a recovery here meanwhile waits for it (manager.leaving).
+        with manager.leaving(session.pid):
+            await super()._handle_disconnect(eio_sid, namespace, reason)
             try:
                 await manager.recovery.save(session)
             except Exception:

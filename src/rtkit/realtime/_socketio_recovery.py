@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import socketio
@@ -49,6 +50,7 @@ log = logging.getLogger("rtkit.realtime")
 # The host id of recoverable messages on pub/sub: no instance's own, so every
 # instance, this one too, delivers them from the channel, in the stream's order.
 _EVERY_HOST = "rtkit-recovery"
+_LEAVING_WAIT = 10.0  # seconds a recovery waits for its session to be kept here
 Encoded = list[Any]  # the Engine.IO packets of one event
 
 
@@ -100,6 +102,18 @@ class Recovering(socketio.AsyncManager):  # type: ignore[misc]
         self._sent: dict[str, str] = {}  # sid -> last offset sent to it
         self._held: dict[str, list[tuple[str, Encoded]]] = {}  # sids being restored
         self._floors: dict[str, OffsetKey] = {}  # sid -> offsets up to this were replayed
+        self._leaving: dict[str, asyncio.Event] = {}  # pid -> set once its session is kept
+
+    @contextlib.contextmanager
+    def leaving(self, pid: str) -> Iterator[None]:
+        """While the session ``pid`` is being kept (its app handler runs, then the store)."""
+        done = self._leaving[pid] = asyncio.Event()
+        try:
+            yield
+        finally:
+            done.set()
+            if self._leaving.get(pid) is done:
+                del self._leaving[pid]
 
     def pid_of(self, sid: str) -> str | None:
         return self._pids.get(sid)
@@ -150,6 +164,10 @@ class Recovering(socketio.AsyncManager):  # type: ignore[misc]
         if asked is None or self.sid_from_eio_sid(eio_sid, namespace) is not None:
             return None
         pid, offset = asked
+        leaving = self._leaving.get(pid)
+        if leaving is not None:  # its connection went here a moment ago: wait until kept
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(leaving.wait(), _LEAVING_WAIT)
         try:
             session = await self.recovery.take(pid)
         except Exception as exc:  # the store is down: a new session, as for an unknown pid
