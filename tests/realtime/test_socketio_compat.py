@@ -289,3 +289,37 @@ async def _until(check: Any, timeout: float = 10) -> None:
     async with asyncio.timeout(timeout):
         while not check():  # noqa: ASYNC110 (polls a client's state)
             await asyncio.sleep(0.01)
+
+
+async def test_a_client_back_before_its_old_connection_ended_takes_it_over() -> None:
+    """The client reconnects with its pid while the server still holds its old connection
+    (it had not noticed the loss yet): the old one ends as lost, the new one recovers."""
+    manager = RecoveringManager(MemoryRecoveryStore(duration=30))
+    sio = AckAwareServer(async_mode="asgi", client_manager=manager)
+
+    async def join(sid: str, room: str) -> None:
+        await sio.enter_room(sid, room)
+
+    sio.on("join", join)
+    async with serving(socketio.ASGIApp(sio)) as url:
+        old = RecoveringClient(reconnection=False)
+        old_lost: list[Any] = []
+        old.on("disconnect", lambda reason: old_lost.append(reason))
+        await old.connect(url, auth=lambda: old.resume_auth({}), transports=["websocket"])
+        await old.call("join", "r", timeout=10)
+        await sio.emit("msg", "one", to="r")
+        new = RecoveringClient(reconnection=False)
+        got: list[Any] = []
+        new.on("msg", lambda *args: got.append(args[0]))
+        new.pid, new.offset = old.pid, None  # as if it saw nothing
+        await new.connect(url, auth=lambda: new.resume_auth({}), transports=["websocket"])
+        try:
+            assert new.recovered and new.get_sid() == old.get_sid()
+            await _until(lambda: bool(old_lost))
+            await _until(lambda: got == ["one"])  # what the old connection was sent
+            await sio.emit("msg", "two", to="r")
+            await _until(lambda: got == ["one", "two"])
+        finally:
+            await new.disconnect()
+            await old.disconnect()
+    await stop_manager(sio, close_redis=False)

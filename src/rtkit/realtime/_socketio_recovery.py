@@ -98,6 +98,7 @@ class Recovering(socketio.AsyncManager):  # type: ignore[misc]
         self.recovered: dict[str, Session] = {}  # sid -> the session it was restored from
         self._seen: dict[str, str] = {}  # namespace -> last offset handled here
         self._pids: dict[str, str] = {}
+        self._by_pid: dict[str, str] = {}  # pid -> sid, of this instance's connections
         self._origins: dict[str, str] = {}  # sid -> last offset handled when it connected
         self._sent: dict[str, str] = {}  # sid -> last offset sent to it
         self._held: dict[str, list[tuple[str, Encoded]]] = {}  # sids being restored
@@ -127,12 +128,16 @@ class Recovering(socketio.AsyncManager):  # type: ignore[misc]
     async def pre_connect(self, eio_sid: str, namespace: str) -> str | None:
         sid: str | None = await super().pre_connect(eio_sid, namespace)
         if sid is not None:
-            self._pids[sid] = new_pid()
+            self._pids[sid] = pid = new_pid()
+            self._by_pid[pid] = sid
             self._origins[sid] = await self._handled(namespace)
         return sid
 
     def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
         super().basic_disconnect(sid, namespace, **kwargs)
+        pid = self._pids.get(sid)
+        if pid is not None and self._by_pid.get(pid) == sid:
+            del self._by_pid[pid]
         for table in (self.recovered, self._pids, self._origins, self._sent, self._held):
             table.pop(sid, None)
         self._floors.pop(sid, None)
@@ -164,12 +169,8 @@ class Recovering(socketio.AsyncManager):  # type: ignore[misc]
         if asked is None or self.sid_from_eio_sid(eio_sid, namespace) is not None:
             return None
         pid, offset = asked
-        leaving = self._leaving.get(pid)
-        if leaving is not None:  # its connection went here a moment ago: wait until kept
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(leaving.wait(), _LEAVING_WAIT)
         try:
-            session = await self.recovery.take(pid)
+            session = await self._take(pid, namespace)
         except Exception as exc:  # the store is down: a new session, as for an unknown pid
             log.warning("could not look up a session to recover: %s", exc)
             return None
@@ -196,11 +197,29 @@ class Recovering(socketio.AsyncManager):  # type: ignore[misc]
             self.basic_disconnect(sid, namespace)
             return None
         self._pids[sid], self._origins[sid] = pid, base
+        self._by_pid[pid] = sid
         self.recovered[sid] = session
         wanted = [
             m for m in missed if session.wants(m.message.get("room"), m.message.get("skip_sid"))
         ]
         return Restored(session, missed[-1].offset if missed else base, wanted)
+
+    async def _take(self, pid: str, namespace: str) -> Session | None:
+        """The session ``pid``, once this instance kept it: waits for a connection that
+        is going, ends one its client left behind (it came back before we noticed)."""
+        leaving = self._leaving.get(pid)
+        if leaving is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(leaving.wait(), _LEAVING_WAIT)
+        session = await self.recovery.take(pid)
+        old = self._by_pid.get(pid)
+        old_eio = None if old is None else self.eio_sid_from_sid(old, namespace)
+        if session is None and old_eio is not None:
+            # as if its transport had closed (a lost connection): kept, then taken here
+            await self.server._handle_disconnect(old_eio, namespace, "transport close")
+            await self.server.eio.disconnect(old_eio)
+            session = await self.recovery.take(pid)
+        return session
 
     async def replay(self, sid: str, eio_sid: str, namespace: str, restored: Restored) -> None:
         """Send ``sid`` what it missed, then what was held meanwhile, each packet once."""
