@@ -29,6 +29,11 @@ The servers do the same broadcast (the protocol's ``chat:message`` to the whole 
 
 - ``python-socketio on Redis``: the same bare server with python-socketio's
   ``AsyncRedisManager``: the peer of rtkit on Redis.
+- ``rtkit + recovery`` and ``rtkit on Redis + recovery``: the rtkit servers with
+  connection state recovery on (``max_disconnection_duration=120``): every packet is
+  kept (memory, or the Redis stream written in the same script as the publish) and
+  carries its offset; their ratio to the same server without recovery is the cost of
+  recovery per message.
 
 Rounds are interleaved (each round runs every server once, in rotated order) and the
 ratios are taken per round (see ``_harness.py``).
@@ -38,7 +43,8 @@ ratios are taken per round (see ``_harness.py``).
   msgpack, as beside Node servers.
 
 Run: ``python benchmarks/realtime_fanout.py [--quick] [--rounds 5] [--seconds 2]
-[--clients 50] [--servers rtkit,rtkit-redis,bare,bare-redis,node] [--write-docs]``.
+[--clients 50] [--servers rtkit,rtkit-redis,bare,bare-redis,node] [--write-docs]``;
+``--recovery`` runs the recovery pairs instead (their own table).
 """
 
 from __future__ import annotations
@@ -69,10 +75,14 @@ LABELS = {
     "rtkit": "rtkit RealtimeServer",
     "rtkit-redis": "rtkit on Redis",
     "rtkit-node-redis": "rtkit on Redis, Node adapter protocol",
+    "rtkit-rec": "rtkit + recovery",
+    "rtkit-redis-rec": "rtkit on Redis + recovery",
     "bare": "bare python-socketio",
     "bare-redis": "bare python-socketio on Redis",
     "node": "node socket.io",
 }
+RECOVERY_SECONDS = 120.0  # max_disconnection_duration of the "-rec" servers
+RECOVERY_KINDS = ("rtkit", "rtkit-rec", "rtkit-redis", "rtkit-redis-rec")
 REDIS_URL = os.environ.get("RTKIT_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_PREFIX = f"rtkit-bench-{os.getpid()}:"
 LOADGEN_CORE = 1
@@ -182,10 +192,11 @@ def serve(kind: str, port: int, prefix: str) -> None:
     import uvicorn
 
     pin(SERVER_CORE)
-    if kind == "rtkit":
-        app = rtkit_app("memory://", "rtkit:")
-    elif kind == "rtkit-redis":
-        app = rtkit_app(REDIS_URL, prefix)
+    recovery = {"max_disconnection_duration": RECOVERY_SECONDS} if kind.endswith("-rec") else {}
+    if kind in ("rtkit", "rtkit-rec"):
+        app = rtkit_app("memory://", "rtkit:", **recovery)
+    elif kind in ("rtkit-redis", "rtkit-redis-rec"):
+        app = rtkit_app(REDIS_URL, prefix, **recovery)
     elif kind == "rtkit-node-redis":  # emits as @socket.io/redis-adapter's msgpack
         options = {"key": prefix + "node"}
         app = rtkit_app(REDIS_URL, prefix, adapter="node-redis", adapter_options=options)
@@ -512,7 +523,11 @@ def delete_redis_keys(prefix: str) -> None:
     import redis
 
     with redis.Redis.from_url(REDIS_URL) as client:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        keys = [
+            key
+            for match in (prefix + "*", "{" + prefix + "*")  # both key layouts
+            for key in client.scan_iter(match=match, count=1000)
+        ]
         for start in range(0, len(keys), 500):
             client.delete(*keys[start : start + 500])
 
@@ -528,8 +543,22 @@ def main() -> None:
         help="which servers, comma-separated",
     )
     parser.add_argument(
+        "--recovery",
+        action="store_true",
+        help="the cost of connection state recovery: rtkit with and without it, in memory "
+        "and on Redis (its own table in the guide)",
+    )
+    parser.add_argument(
         "--serve",
-        choices=["rtkit", "rtkit-redis", "rtkit-node-redis", "bare", "bare-redis"],
+        choices=[
+            "rtkit",
+            "rtkit-rec",
+            "rtkit-redis",
+            "rtkit-redis-rec",
+            "rtkit-node-redis",
+            "bare",
+            "bare-redis",
+        ],
         help=argparse.SUPPRESS,
     )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -544,9 +573,10 @@ def main() -> None:
         return
     rounds = h.rounds_of(args, quick=2)
     seconds = min(args.seconds, 1.0) if args.quick else args.seconds
-    run = h.Run("realtime_fanout", args, ["python-socketio", "python-engineio", "uvicorn"])
+    name = "realtime_recovery" if args.recovery else "realtime_fanout"
+    run = h.Run(name, args, ["python-socketio", "python-engineio", "uvicorn"])
 
-    wanted = set(args.servers.split(","))
+    wanted = set(RECOVERY_KINDS if args.recovery else args.servers.split(","))
     kinds = [k for k in LABELS if k in wanted]
     if "node" in kinds:
         if ensure_node_deps():
@@ -555,11 +585,11 @@ def main() -> None:
         else:
             kinds.remove("node")
             run.note("node socket.io: skipped (node/npm or the npm package is missing)")
-    if any(k.endswith("redis") for k in kinds):
+    if any("redis" in k for k in kinds):
         if redis_answers():
             run.server("Redis", redis_version())
         else:
-            kinds = [k for k in kinds if not k.endswith("redis")]
+            kinds = [k for k in kinds if "redis" not in k]
             run.note(f"the Redis servers were skipped (no Redis at {REDIS_URL})")
     ports = {kind: free_port() for kind in kinds}
     procs = {kind: start_server(kind, ports[kind]) for kind in kinds}
@@ -573,7 +603,7 @@ def main() -> None:
         for proc in procs.values():
             proc.terminate()
             proc.wait(timeout=10)
-        if any(k.endswith("redis") for k in procs):
+        if any("redis" in k for k in procs):
             delete_redis_keys(REDIS_PREFIX)
     report(run, results, args.clients)
     run.finish("realtime.md")
@@ -606,6 +636,10 @@ def report(run: h.Run, results: dict[str, list[dict[str, Any]]], clients: int) -
         ("rtkit-node-redis", "rtkit-redis", cpu, None),
         ("rtkit", "node", cpu, "≥ 0.4x (moonshot 0.5x)"),
         ("rtkit-redis", "node", cpu, None),
+        ("rtkit-rec", "rtkit", wall, "≥ 0.9x (recovery costs < 10%)"),
+        ("rtkit-redis-rec", "rtkit-redis", wall, "≥ 0.9x (recovery costs < 10%)"),
+        ("rtkit-rec", "rtkit", cpu, "≥ 0.9x (recovery costs < 10%)"),
+        ("rtkit-redis-rec", "rtkit-redis", cpu, "≥ 0.9x (recovery costs < 10%)"),
     ):
         if ours in figure and peer in figure:
             case = "fan-out, wall clock" if figure is wall else "fan-out, per CPU-second"

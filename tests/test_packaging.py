@@ -171,6 +171,8 @@ def test_help_shows_every_default() -> None:
         ["serve", "--port", "0"],
         ["serve", "--port", "70000"],
         ["serve", "--presence-ttl", "-1"],
+        ["serve", "--max-disconnection-duration", "-1"],
+        ["serve", "--max-disconnection-duration", "inf"],
         ["token", "42", "--ttl", "nan"],
         ["serve", "--nonsense"],
     ],

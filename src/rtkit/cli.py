@@ -44,6 +44,13 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+def _seconds_or_off(text: str) -> float:
+    seconds = float(text)
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not 0 (off) or a number of seconds")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``rtkit`` command."""
     parser = argparse.ArgumentParser(
@@ -135,6 +142,15 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=DEFAULT_TTL,
         metavar="SECONDS",
         help="instance lease: a crashed instance's users go within 2x this (default: %(default)s)",
+    )
+    add(
+        "--max-disconnection-duration",
+        type=_seconds_or_off,
+        default=0.0,
+        metavar="SECONDS",
+        help="connection state recovery: a client that lost its connection gets its "
+        "session back (sid, rooms, missed events) within this time, on any instance "
+        "with --redis; 0 turns it off (default: %(default)s)",
     )
     add("--demo", action="store_true", help="let anyone log in by name (never in production)")
     add(

@@ -108,10 +108,11 @@ def user_ids(listing: dict[str, Any]) -> set[str]:
 
 @asynccontextmanager
 async def two_instances(
-    shared: tuple[str, ...], prefix: str, *, presence_ttl: float = 30
+    shared: tuple[str, ...], prefix: str, *, presence_ttl: float = 30, recovery: float = 0
 ) -> AsyncIterator[tuple[ServerProcess, ServerProcess, AsyncExitStack]]:
     """Two server processes on one Redis and prefix; the stack closes clients first."""
     args = (*shared, "--prefix", prefix, "--presence-ttl", str(presence_ttl))
+    args += ("--max-disconnection-duration", str(recovery))
     async with (
         rtkit_serve(*args) as first,
         rtkit_serve(*args) as second,
@@ -221,3 +222,41 @@ async def test_a_killed_instance_users_leave_the_other_instance_lists(
         # The surviving instance carries on.
         message_id = await alice.client.send_message(room, "still here")
         await alice.wait_for("chat:message", lambda m: m.id == message_id)
+
+
+async def test_a_killed_instance_held_sessions_end_with_it(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A lost connection's presence is held for the recovery time by its instance; when
+    that instance dies, the hold goes with its other connections (2 x ttl), not later."""
+    ttl = 2.0
+    alice_id, bob_id = unique("alice"), unique("bob")
+    room = unique("room")
+    async with two_instances(
+        ("--redis", redis_url), redis_prefix, presence_ttl=ttl, recovery=600
+    ) as (
+        a,
+        b,
+        stack,
+    ):
+        alice = await connect(stack, a, alice_id)
+        bob = await connect(stack, b, bob_id)
+        await alice.client.join_room(room)
+        await bob.client.join_room(room)
+        ws = bob.client.sio.eio.ws
+        assert ws is not None
+        await ws.close()  # lost, as by the network: B holds Bob for 600 s
+
+        async def bob_is_held() -> bool:
+            return not bob.client.connected and user_ids(await online(a)) == {alice_id, bob_id}
+
+        await eventually(bob_is_held, timeout=20)
+        await asyncio.sleep(ttl)
+        assert user_ids(await online(a)) == {alice_id, bob_id}
+        assert [u.user_id for u in alice.of("user:left")] == []
+
+        await b.kill()
+        await alice.wait_for("user:left", lambda u: u.user_id == bob_id, timeout=2 * ttl + 20)
+        left = await alice.wait_for("room:user:left", lambda e: e.user_id == bob_id, timeout=20)
+        assert left.room_id == room
+        assert user_ids(await online(a)) == {alice_id}

@@ -17,11 +17,16 @@ import socketio
 from realtime_support import serving
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
+from rtkit.realtime._recovery import MemoryRecoveryStore
 from rtkit.realtime._socketio_compat import (
     AckAwareServer,
+    RecoveringClient,
+    RecoveringManager,
     ack_wanted,
     initialize_manager,
     is_connected,
+    pid_of,
+    recovered_from,
     stop_manager,
 )
 
@@ -173,3 +178,174 @@ def test_the_manager_parts_the_node_adapter_manager_relies_on() -> None:
     params = inspect.signature(socketio.AsyncServer.disconnect).parameters
     assert "ignore_queue" in params, _changed("AsyncServer.disconnect", "no ignore_queue")
     assert hasattr(socketio.AsyncServer, "get_environ"), _changed("get_environ", "it is gone")
+
+
+# ------------------------------------------------------------ connection state recovery
+
+
+def _params(function: Any) -> tuple[str, ...]:
+    return tuple(inspect.signature(function).parameters)
+
+
+def test_the_connect_and_disconnect_internals_are_still_there() -> None:
+    server = socketio.AsyncServer
+    expected = {
+        "_handle_connect": ("self", "eio_sid", "namespace", "data"),
+        "_handle_disconnect": ("self", "eio_sid", "namespace", "reason"),
+        "_trigger_event": ("self", "event", "namespace", "args"),
+        "_send_packet": ("self", "eio_sid", "pkt"),
+        "_send_eio_packet": ("self", "eio_sid", "eio_pkt"),
+    }
+    for name, params in expected.items():
+        method = getattr(server, name, None)
+        assert method is not None, _changed(f"AsyncServer.{name}", "it is gone")
+        assert _params(method) == params, _changed(
+            f"AsyncServer.{name}", f"it takes {_params(method)}, not {params}"
+        )
+    source = inspect.getsource(server._handle_eio_message)
+    assert "self._handle_connect(" in source and "self._handle_disconnect(" in source, _changed(
+        "AsyncServer._handle_eio_message", "it no longer calls _handle_connect/_handle_disconnect"
+    )
+    assert "self._handle_disconnect(" in inspect.getsource(server._handle_eio_disconnect)
+    sio = socketio.AsyncServer(async_mode="asgi")
+    for name in ("environ", "handlers", "namespace_handlers", "namespaces", "packet_class"):
+        assert hasattr(sio, name), _changed(f"AsyncServer.{name}", "it is gone")
+    reasons = {sio.reason.TRANSPORT_CLOSE, sio.reason.TRANSPORT_ERROR, sio.reason.PING_TIMEOUT}
+    assert reasons == {"transport close", "transport error", "ping timeout"}, _changed(
+        "AsyncServer.reason", "the reasons of a lost connection are named differently"
+    )
+
+
+def test_the_manager_tables_are_still_there() -> None:
+    manager = socketio.AsyncManager()
+    for name in ("rooms", "pending_connect", "callbacks"):
+        assert isinstance(getattr(manager, name, None), dict), _changed(
+            f"AsyncManager.{name}", "it is gone or not a dict"
+        )
+    for name, params in {
+        "basic_enter_room": ("sid", "namespace", "room", "eio_sid"),
+        "basic_disconnect": ("sid", "namespace", "kwargs"),
+        "get_participants": ("namespace", "room"),
+        "get_rooms": ("sid", "namespace"),
+        "sid_from_eio_sid": ("eio_sid", "namespace"),
+        "eio_sid_from_sid": ("sid", "namespace"),
+        "pre_connect": ("eio_sid", "namespace"),
+    }.items():
+        method = getattr(manager, name, None)
+        assert method is not None, _changed(f"AsyncManager.{name}", "it is gone")
+        assert _params(method) == params, _changed(
+            f"AsyncManager.{name}", f"it takes {_params(method)}, not {params}"
+        )
+    disconnect = inspect.getsource(socketio.AsyncManager.disconnect)
+    assert "self.basic_disconnect(" in disconnect, _changed(
+        "AsyncManager.disconnect", "it no longer calls basic_disconnect"
+    )
+
+
+def test_the_pubsub_message_format_is_still_there() -> None:
+    emit = inspect.getsource(AsyncPubSubManager.emit)
+    for key in ("'method': 'emit'", "'event'", "'data'", "'namespace'", "'room'", "'skip_sid'"):
+        assert key in emit, _changed("AsyncPubSubManager.emit", f"its message has no {key}")
+    thread = inspect.getsource(AsyncPubSubManager._thread)
+    assert "self._handle_emit(data)" in thread and "host_id" in thread, _changed(
+        "AsyncPubSubManager._thread", "it no longer hands other hosts' emits to _handle_emit"
+    )
+    manager = socketio.AsyncRedisManager("redis://127.0.0.1:1/0", channel="x")
+    assert manager.channel == "x" and hasattr(manager, "json")
+
+
+def test_the_client_internals_are_still_there() -> None:
+    client = socketio.AsyncClient
+    assert _params(client._handle_connect) == ("self", "namespace", "data"), _changed(
+        "AsyncClient._handle_connect", "its parameters changed"
+    )
+    assert _params(client._handle_event) == ("self", "namespace", "id", "data"), _changed(
+        "AsyncClient._handle_event", "its parameters changed"
+    )
+
+
+async def test_a_recovered_connection_gets_its_sid_rooms_and_missed_events() -> None:
+    """python-socketio's client, with RecoveringClient's auth, against the compat server."""
+    manager = RecoveringManager(MemoryRecoveryStore(duration=30))
+    sio = AckAwareServer(async_mode="asgi", client_manager=manager)
+
+    async def join(sid: str, room: str) -> None:
+        await sio.enter_room(sid, room)
+
+    sio.on("join", join)
+    async with serving(socketio.ASGIApp(sio)) as url:
+        client = RecoveringClient(
+            reconnection_delay=0.5, reconnection_delay_max=0.5, randomization_factor=0
+        )
+        got: list[tuple[Any, ...]] = []
+        lost: list[Any] = []
+        client.on("msg", lambda *args: got.append(args))
+        client.on("disconnect", lambda reason: lost.append(reason))
+        await client.connect(url, auth=lambda: client.resume_auth({}), transports=["websocket"])
+        first_sid, first_pid = client.get_sid(), client.pid
+        assert first_pid is not None and not client.recovered
+        await client.call("join", "r", timeout=10)
+        await sio.emit("msg", "one", to="r")
+        await _until(lambda: len(got) == 1)
+        await client.eio.ws.close()  # lost, as by the network
+        await _until(lambda: bool(lost))
+        await sio.emit("msg", "two", to="r")  # missed (the client waits 0.5 s to reconnect)
+        await _until(lambda: client.connected)
+        await sio.emit("msg", "three", to="r")
+        await _until(lambda: len(got) == 3)
+        try:
+            assert [args[0] for args in got] == ["one", "two", "three"]
+            assert all(isinstance(args[-1], str) for args in got)  # offsets, as in Node
+            assert client.recovered and client.get_sid() == first_sid
+            assert recovered_from(sio, first_sid) is not None
+            assert pid_of(sio, first_sid) == first_pid
+            # Again, with a room entered since: the state of the last loss, not the first
+            await client.call("join", "r2", timeout=10)
+            await client.eio.ws.close()
+            await _until(lambda: len(lost) == 2)
+            await sio.emit("msg", "four", to="r2")  # missed
+            await _until(lambda: len(got) == 4)
+            assert got[-1][0] == "four" and client.recovered and client.get_sid() == first_sid
+        finally:
+            await client.disconnect()
+    await stop_manager(sio, close_redis=False)
+
+
+async def _until(check: Any, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():  # noqa: ASYNC110 (polls a client's state)
+            await asyncio.sleep(0.01)
+
+
+async def test_a_client_back_before_its_old_connection_ended_takes_it_over() -> None:
+    """The client reconnects with its pid while the server still holds its old connection
+    (it had not noticed the loss yet): the old one ends as lost, the new one recovers."""
+    manager = RecoveringManager(MemoryRecoveryStore(duration=30))
+    sio = AckAwareServer(async_mode="asgi", client_manager=manager)
+
+    async def join(sid: str, room: str) -> None:
+        await sio.enter_room(sid, room)
+
+    sio.on("join", join)
+    async with serving(socketio.ASGIApp(sio)) as url:
+        old = RecoveringClient(reconnection=False)
+        old_lost: list[Any] = []
+        old.on("disconnect", lambda reason: old_lost.append(reason))
+        await old.connect(url, auth=lambda: old.resume_auth({}), transports=["websocket"])
+        await old.call("join", "r", timeout=10)
+        await sio.emit("msg", "one", to="r")
+        new = RecoveringClient(reconnection=False)
+        got: list[Any] = []
+        new.on("msg", lambda *args: got.append(args[0]))
+        new.pid, new.offset = old.pid, None  # as if it saw nothing
+        await new.connect(url, auth=lambda: new.resume_auth({}), transports=["websocket"])
+        try:
+            assert new.recovered and new.get_sid() == old.get_sid()
+            await _until(lambda: bool(old_lost))
+            await _until(lambda: got == ["one"])  # what the old connection was sent
+            await sio.emit("msg", "two", to="r")
+            await _until(lambda: got == ["one", "two"])
+        finally:
+            await new.disconnect()
+            await old.disconnect()
+    await stop_manager(sio, close_redis=False)

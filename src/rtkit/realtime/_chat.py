@@ -180,6 +180,37 @@ class ChatService(ChatFiles):
             emits.append(Emit("user:left", wire(event), to=None, skip_sid=sid))
         return emits
 
+    async def park(self, who: Identity, sid: str, hold: str, room_ids: list[str]) -> list[Emit]:
+        """A connection that may recover went away: its presence and rooms pass to ``hold``.
+
+        ``hold`` (a connection id of this instance that no client has) keeps the
+        user online and in ``room_ids`` while the session may come back, so
+        nobody sees the user leave and return; :meth:`disconnect` of ``hold``
+        ends it (``user:left`` and ``room:user:left`` then, if they apply).
+        """
+        await self.presence.connect(who.user_id, hold, username=who.username)
+        for room_id in room_ids:
+            await self.rooms.join(room_id, who.user_id, hold)
+        return await self.disconnect(who, sid)
+
+    async def resume(self, who: Identity, sid: str, room_ids: list[str]) -> Outcome:
+        """A connection recovered its session (here or on another instance): present again,
+        back in ``room_ids``. Announced only to those who saw the user go (a hold that
+        ended meanwhile, its instance gone)."""
+        first = await self.presence.connect(who.user_id, sid, username=who.username)
+        channels = [room_channel(room_id) for room_id in room_ids]
+        outcome = Outcome(enter=[user_channel(who.user_id), *channels])
+        if first:
+            event = UserPresence(user_id=who.user_id, username=who.username, time=self._now())
+            outcome.emits.append(Emit("user:joined", wire(event), to=None, skip_sid=sid))
+        for room_id in room_ids:
+            if await self.rooms.join(room_id, who.user_id, sid):
+                joined = RoomUserEvent(user_id=who.user_id, username=who.username, room_id=room_id)
+                outcome.emits.append(
+                    Emit("room:user:joined", wire(joined), to=room_channel(room_id), skip_sid=sid)
+                )
+        return outcome
+
     # ------------------------------------------------------------ rooms
 
     async def join_room(self, who: Identity, sid: str, data: Any) -> Outcome:

@@ -71,6 +71,7 @@ def _serve(args: argparse.Namespace, secret_env: str) -> int:
         secret=secret,
         prefix=args.prefix,
         presence_ttl=args.presence_ttl,
+        max_disconnection_duration=args.max_disconnection_duration,
         upload_dir=args.upload_dir,
         demo=args.demo,
         cors_allowed_origins=_origins(args.cors_origin),

@@ -12,7 +12,10 @@ Every request waits for the server's ack and raises the error class the server
 sent (for example [`NotMember`][rtkit.errors.NotMember], or
 [`RateLimited`][rtkit.errors.RateLimited] with ``retry_after``). Callbacks
 receive the pydantic wire models ([`ChatMessage`][rtkit.realtime.ChatMessage] ...).
-After a reconnection the client joins its rooms again.
+After a reconnection the client joins its rooms again, unless the server
+recovered its session (connection state recovery, ``max_disconnection_duration``
+on the server): then ``recovered`` is true, the rooms are the server's and
+the events missed meanwhile arrive first.
 
 The token may be a *token provider*: a function (sync or async) returning a
 token, called on every connection. When the server ends the session because
@@ -58,6 +61,7 @@ from ._protocol import (
     TypingEvent,
     UserPresence,
 )
+from ._socketio_compat import RecoveringClient
 
 __all__ = ["ChatClient", "TokenProvider"]
 
@@ -108,7 +112,7 @@ class ChatClient(AsyncResource):
         self, *, timeout: float = DEFAULT_TIMEOUT, reconnection: bool = True, **client_options: Any
     ) -> None:
         self.timeout = timeout
-        self.sio = socketio.AsyncClient(reconnection=reconnection, **client_options)
+        self.sio = RecoveringClient(reconnection=reconnection, **client_options)
         self.url: str | None = None
         self.rooms: set[str] = set()
         self.current_room: str | None = None
@@ -134,6 +138,11 @@ class ChatClient(AsyncResource):
     def connected(self) -> bool:
         """Whether the client is connected now."""
         return bool(self.sio.connected)
+
+    @property
+    def recovered(self) -> bool:
+        """Whether the current connection recovered the session of the previous one."""
+        return bool(self.sio.recovered)
 
     @property
     def sid(self) -> str | None:
@@ -181,7 +190,8 @@ class ChatClient(AsyncResource):
 
     async def _auth(self) -> dict[str, str]:
         """The handshake's ``auth``, asked for on every (re)connection."""
-        return {"token": await self._fresh_token()}
+        auth: dict[str, str] = self.sio.resume_auth({"token": await self._fresh_token()})
+        return auth
 
     async def _fresh_token(self) -> str:
         token = self._token
@@ -243,7 +253,7 @@ class ChatClient(AsyncResource):
         await self.sio.wait()
 
     async def _on_connect(self) -> None:
-        if self._connected_once and self.rooms:
+        if self._connected_once and self.rooms and not self.recovered:
             self._spawn(self._rejoin())
         self._connected_once = True
         await self._fire("connect", None)
@@ -413,7 +423,7 @@ class ChatClient(AsyncResource):
     def _dispatcher(self, event: str) -> Callable[[Any], Awaitable[None]]:
         model = _EVENT_MODELS[event]
 
-        async def dispatch(data: Any = None) -> None:
+        async def dispatch(data: Any = None, *offset: Any) -> None:
             try:
                 if isinstance(model, pydantic.TypeAdapter):
                     value = model.validate_python(data)

@@ -34,8 +34,10 @@ from ..rooms import RoomManager
 from ..telemetry._socketio import ServerHooks, instrument_socketio, observed
 from ._auth import Identity, TokenVerifier, issue_token
 from ._chat import AuthorizeJoin, ChatLimits, ChatService, Emit, Outcome, room_channel
+from ._holds import Holds, recovering_manager, redis_manager
 from ._page import ChatPage
 from ._protocol import socket_error
+from ._recovery import DEFAULT_MAX_PACKETS
 from ._routes import ChatRoutes
 from ._sessions import (
     STORE_OPTIONS,
@@ -43,14 +45,17 @@ from ._sessions import (
     ExpiryWatch,
     choose_verifier,
     download_links,
+    socketio_channel,
     store_options,
 )
 from ._socketio_compat import (
     AckAwareServer,
     ack_wanted,
     after_ack,
+    emit_all,
     initialize_manager,
     is_connected,
+    recovered_from,
     stop_manager,
 )
 from .managers import check_adapter, make_manager
@@ -160,6 +165,9 @@ class RealtimeServer(Component):
             instance). Every instance must have the same one.
         sweep_interval: seconds between two runs of the upload janitor, which
             forgets expired uploads and deletes the files no upload record knows.
+        max_disconnection_duration: seconds a client may take to come back after a
+            lost connection and get its session (sid, rooms, missed events); 0: off.
+        max_recovery_packets: events kept for recovery, at most.
         clock: where timestamps come from.
     """
 
@@ -188,6 +196,8 @@ class RealtimeServer(Component):
         authorize_join: AuthorizeJoin | None = None,
         download_secret: str | bytes | None = None,
         sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
+        max_disconnection_duration: float = 0.0,
+        max_recovery_packets: int = DEFAULT_MAX_PACKETS,
         clock: Clock | None = None,
     ) -> None:
         # (first: a bad page setting is refused before anything is made)
@@ -239,6 +249,10 @@ class RealtimeServer(Component):
         self.demo = demo
         self.client_js_url = page.client_js_url
         self._owns_manager = client_manager is None
+        client_manager, self.recovery = recovering_manager(
+            client_manager, max_disconnection_duration, max_recovery_packets, clock
+        )
+        self._holds = Holds(self.chat, self.recovery, self._send)  # and who comes and goes
         self._who: dict[str, Identity] = {}
         self._entered: dict[str, set[str]] = {}  # sid -> Socket.IO rooms it entered
         self._tasks: set[asyncio.Task[None]] = set()
@@ -248,7 +262,7 @@ class RealtimeServer(Component):
             check_seconds(sweep_interval, "sweep_interval"),
             "rtkit-upload-janitor",
         )
-        self._expirer = Janitor(self.expire_sessions, _EXPIRY_CHECK, "rtkit-session-expiry")
+        self._expirer = Janitor(self._every_second, _EXPIRY_CHECK, "rtkit-session-expiry")
         self._telemetry: ServerHooks | None = None
         self.sio = self._socketio(client_manager, cors_allowed_origins)
         routes = ChatRoutes(
@@ -273,6 +287,7 @@ class RealtimeServer(Component):
         if manager is not None:
             kwargs["client_manager"] = manager
         sio = AckAwareServer(**kwargs)
+        sio.recovery_data = lambda sid: {"user": self._who[sid].user_id} if sid in self._who else {}
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
         chat = self.chat
@@ -322,16 +337,27 @@ class RealtimeServer(Component):
         rooms = RoomManager.from_url(
             url, **shared, instance_id=presence.instance_id, ttl=ttl, clock=clock, bus=announcer
         )
-        manager = None
+        manager: socketio.AsyncManager | None = None
         if target.kind == "redis":
-            manager = make_manager(
-                adapter,
-                url,
-                redis=shared["redis"],
-                prefix=target.prefix,
-                timeout=mine.get("timeout", DEFAULT_TIMEOUT),
-                **dict(mine.get("adapter_options") or {}),
-            )
+            duration = own.get("max_disconnection_duration")
+            if duration and adapter != "socketio":
+                raise ConfigurationError(
+                    "RealtimeServer.from_url: connection state recovery "
+                    "(max_disconnection_duration) works in memory and with adapter='socketio' "
+                    f"(one Redis or Sentinel), not yet with adapter={adapter!r}"
+                )
+            if duration:
+                channel = socketio_channel(target.prefix, shared["redis"])
+                manager = redis_manager(url, channel, shared["redis"], target.prefix, own, clock)
+            else:
+                manager = make_manager(
+                    adapter,
+                    url,
+                    redis=shared["redis"],
+                    prefix=target.prefix,
+                    timeout=mine.get("timeout", DEFAULT_TIMEOUT),
+                    **dict(mine.get("adapter_options") or {}),
+                )
         server = cls(
             presence=presence,
             rooms=rooms,
@@ -461,6 +487,14 @@ class RealtimeServer(Component):
             await self._end_session(sid)
         return len(due)
 
+    async def _every_second(self) -> None:
+        await self.expire_sessions()
+        await self._holds.release_due()  # lost connections whose recovery time passed
+
+    def recovered(self, sid: str) -> bool:
+        """Whether connection ``sid`` recovered its session (connection state recovery)."""
+        return recovered_from(self.sio, sid) is not None
+
     def _expired(self, who: Identity) -> bool:
         return who.expires_at is not None and who.expires_at <= self.chat.clock.time()
 
@@ -482,16 +516,19 @@ class RealtimeServer(Component):
             raise SocketRefused(
                 "authentication token missing: pass it as auth.token", {"code": AuthError.code}
             )
+        restored = recovered_from(self.sio, sid)
         try:
             if not self._live:
                 await self._ready()
             who = await self.verifier.verify(token)
-            outcome = await self.chat.connect(who, sid)
+            outcome = await self._holds.connect(who, sid, restored)
         except RtkitError as exc:
             raise SocketRefused(exc.message, {"code": exc.code}) from None
         self._who[sid] = who
         self._expiry.watch(sid, who, self._who)
         await self._apply(sid, outcome)
+        if restored is not None:
+            return  # no welcome: it missed nothing (replayed) and saw nobody leave
         task = asyncio.create_task(self._welcome(who, sid))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -510,11 +547,11 @@ class RealtimeServer(Component):
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         who = self._who.pop(sid, None)
-        self._entered.pop(sid, None)
+        entered = self._entered.pop(sid, set())
         if who is None:
             return
         try:
-            await self._send(await self.chat.disconnect(who, sid))
+            await self._send(await self._holds.disconnect(who, sid, entered, reason))
         except Exception:
             log.exception("could not record the departure of %s", sid)
 
@@ -592,6 +629,8 @@ class RealtimeServer(Component):
         return room_channel(room_id) in self._entered.get(sid, ())
 
     async def _send(self, emits: list[Emit]) -> None:
+        if self.recovery is not None:  # one order for every event (and one round trip)
+            return await emit_all(self.sio, [(e.event, e.data, e.to, e.skip_sid) for e in emits])
         for emit in emits:
             # A connection of this instance is reached directly, not through Redis.
             local = emit.to is not None and emit.to in self._who

@@ -25,7 +25,16 @@ when a release changes one of them):
 * ``manager.thread`` (the pub/sub listener task of ``AsyncPubSubManager``) and
   ``manager.redis`` (the Redis client of ``AsyncRedisManager``): stopped and
   closed on ``close()``, which python-socketio does not do;
-* ``manager.is_connected(sid, namespace)``: whether the connect handshake is done.
+* ``manager.is_connected(sid, namespace)``: whether the connect handshake is done;
+* for connection state recovery (the ``Recovering*`` classes):
+  ``AsyncServer._handle_connect`` and ``_handle_disconnect`` (replaced: a
+  CONNECT may restore a session and is answered with a ``pid``, a lost
+  connection's session is kept), ``_trigger_event``, ``_send_packet``,
+  ``_send_eio_packet``, ``environ``, ``handlers``, ``namespaces``; the
+  manager's ``rooms`` table, ``pending_connect``, ``basic_enter_room``,
+  ``basic_disconnect``, ``get_participants``, ``get_rooms``; the pub/sub
+  message dict, ``_handle_emit``, ``channel``, ``json``; and the client's
+  ``_handle_connect`` and ``_handle_event`` (its ``pid`` and offsets).
 
 One manager lives elsewhere: ``managers/node_redis.py`` subclasses
 ``AsyncManager`` and reads its room table (``rooms``, ``get_participants``,
@@ -42,13 +51,33 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
+from socketio import exceptions, packet
+
+from ._recovery import is_recoverable
+from ._socketio_recovery import (
+    Recovering,
+    RecoveringClient,
+    RecoveringManager,
+    RecoveringRedisManager,
+    emit_all,
+    pid_of,
+    recovered_from,
+    recovering_store,
+)
 
 __all__ = [
     "AckAwareServer",
+    "RecoveringClient",
+    "RecoveringManager",
+    "RecoveringRedisManager",
     "ack_wanted",
     "after_ack",
+    "emit_all",
     "initialize_manager",
     "is_connected",
+    "pid_of",
+    "recovered_from",
+    "recovering_store",
     "stop_manager",
 ]
 
@@ -110,6 +139,94 @@ class AckAwareServer(socketio.AsyncServer):  # type: ignore[misc]
             _ACK_WANTED.reset(wanted)
         for action in actions:
             await action()
+
+    # ------------------------------------------------- connection state recovery
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # What a kept session remembers of a connection besides its rooms (the app's).
+        self.recovery_data: Callable[[str], dict[str, Any]] = lambda sid: {}
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        manager = self.manager
+        if not isinstance(manager, Recovering):
+            await super()._handle_connect(eio_sid, namespace, data)
+            return
+        await self._connect_recovering(manager, eio_sid, namespace or "/", data)
+
+    async def _connect_recovering(
+        self, manager: Recovering, eio_sid: str, namespace: str, auth: Any
+    ) -> None:
+        """python-socketio's connect, with a session restored when the client asks, and
+        ``pid`` in the CONNECT reply (its client sends it back to recover)."""
+        known = (
+            namespace in self.handlers
+            or namespace in self.namespace_handlers
+            or self.namespaces == "*"
+            or namespace in self.namespaces
+        )
+        restored = await manager.restore(eio_sid, namespace, auth) if known else None
+        sid = restored.session.sid if restored else None
+        if known and sid is None:
+            sid = await manager.pre_connect(eio_sid, namespace)
+        if sid is None:
+            error = self.packet_class(
+                packet.CONNECT_ERROR, data="Unable to connect", namespace=namespace
+            )
+            await self._send_packet(eio_sid, error)
+            return
+        try:
+            refused = await self._refused(sid, eio_sid, namespace, auth)
+        except BaseException:
+            await manager.disconnect(sid, namespace, ignore_queue=True)  # nothing held
+            raise
+        if refused is not None:
+            await self._send_packet(
+                eio_sid, self.packet_class(packet.CONNECT_ERROR, refused, namespace=namespace)
+            )
+            await manager.disconnect(sid, namespace, ignore_queue=True)
+            return
+        reply = {"sid": sid, "pid": manager.pid_of(sid)}
+        await self._send_packet(
+            eio_sid, self.packet_class(packet.CONNECT, reply, namespace=namespace)
+        )
+        await manager.connect(sid, namespace)
+        if restored is not None:
+            await manager.replay(sid, eio_sid, namespace, restored)
+
+    async def _refused(self, sid: str, eio_sid: str, namespace: str, auth: Any) -> Any:
+        """Run the connect handler: None when it accepts, else why it refused."""
+        try:
+            accepted = await self._trigger_event(
+                "connect", namespace, sid, self.environ[eio_sid], auth
+            )
+        except exceptions.ConnectionRefusedError as exc:
+            return exc.error_args
+        except ConnectionRefusedError:
+            return {"message": "Connection refused by server"}
+        return exceptions.ConnectionRefusedError().error_args if accepted is False else None
+
+    async def _handle_disconnect(
+        self, eio_sid: str, namespace: str | None, reason: Any = None
+    ) -> None:
+        manager = self.manager
+        session = None
+        if isinstance(manager, Recovering) and is_recoverable(reason):
+            sid = manager.sid_from_eio_sid(eio_sid, namespace or "/")
+            if sid is not None and manager.is_connected(sid, namespace or "/"):
+                session = manager.session_of(sid, namespace or "/", self.recovery_data(sid))
+        if session is None:
+            await super()._handle_disconnect(eio_sid, namespace, reason)
+            return
+        assert isinstance(manager, Recovering)
+        # Kept after the app's disconnect handler, so that a recovery never overtakes it;
+        # a recovery here meanwhile waits for it (manager.leaving).
+        with manager.leaving(session.pid):
+            await super()._handle_disconnect(eio_sid, namespace, reason)
+            try:
+                await manager.recovery.save(session)
+            except Exception:
+                log.warning("could not keep the session of %s for recovery", session.sid)
 
 
 def initialize_manager(sio: socketio.AsyncServer) -> None:
