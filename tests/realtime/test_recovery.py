@@ -179,6 +179,18 @@ def test_recovery_is_off_by_default_and_checked() -> None:
         )
 
 
+@pytest.mark.redis
+@pytest.mark.parametrize("adapter", ["sharded", "node-redis"])
+def test_recovery_is_refused_with_an_adapter_that_cannot_keep_it(
+    redis_url: str, adapter: str
+) -> None:
+    """Recovery rides on the classic channel's one stream: the others say so at once."""
+    with pytest.raises(ConfigurationError, match="not yet with adapter"):
+        RealtimeServer.from_url(
+            redis_url, secret=SECRET, adapter=adapter, max_disconnection_duration=30
+        )
+
+
 # ---------------------------------------------------------------- the chat
 
 

@@ -318,6 +318,12 @@ class RealtimeServer(Component):
         adapter = None
         if target.kind == "redis":  # (checked before anything is made)
             adapter = check_adapter(mine.get("adapter"), target.url, target.redis)
+            if own.get("max_disconnection_duration") and adapter != "socketio":
+                raise ConfigurationError(
+                    "RealtimeServer.from_url: connection state recovery "
+                    "(max_disconnection_duration) works in memory and with adapter='socketio' "
+                    f"(one Redis or Sentinel), not yet with adapter={adapter!r}"
+                )
         elif mine.get("adapter") not in (None, "socketio") or mine.get("adapter_options"):
             raise ConfigurationError(
                 "RealtimeServer.from_url: an adapter needs a Redis URL "
@@ -339,14 +345,7 @@ class RealtimeServer(Component):
         )
         manager: socketio.AsyncManager | None = None
         if target.kind == "redis":
-            duration = own.get("max_disconnection_duration")
-            if duration and adapter != "socketio":
-                raise ConfigurationError(
-                    "RealtimeServer.from_url: connection state recovery "
-                    "(max_disconnection_duration) works in memory and with adapter='socketio' "
-                    f"(one Redis or Sentinel), not yet with adapter={adapter!r}"
-                )
-            if duration:
+            if own.get("max_disconnection_duration"):
                 channel = socketio_channel(target.prefix, shared["redis"])
                 manager = redis_manager(url, channel, shared["redis"], target.prefix, own, clock)
             else:
