@@ -247,6 +247,7 @@ async def test_chat_client_recovers_without_flicker(recovering: Chat) -> None:
     assert [e for e in bob.seen.of("user:joined") if e.user_id == alice.user_id] == []
 
 
+@pytest.mark.slow
 async def test_a_session_that_does_not_return_ends_after_the_duration(recovering: Chat) -> None:
     room = unique("room")
     alice = await recovering.connect(unique("alice"), "Alice")
