@@ -14,7 +14,7 @@ Socket.IO room names: a chat room ``R`` is ``room:R``, every connection of user
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._core.clock import Clock, SystemClock
@@ -70,10 +70,14 @@ __all__ = [
     "ChatLimits",
     "ChatService",
     "Emit",
+    "Handler",
     "Outcome",
     "room_channel",
     "user_channel",
 ]
+
+Handler = Callable[[Identity, str, Any], Awaitable["Outcome"]]
+"""A client event's handler: ``(who, sid, data) -> Outcome``."""
 
 
 class ChatService(ChatFiles):
@@ -130,6 +134,21 @@ class ChatService(ChatFiles):
         self.links = links or DownloadLinks(ttl=self.limits.download_link_ttl, clock=self.clock)
         self.joined = joined
         self.authorize_join = authorize_join
+
+    def handlers(self) -> dict[str, Handler]:
+        """The handler of each client event of the protocol, by its name."""
+        return {
+            "room:join": self.join_room,
+            "room:leave": self.leave_room,
+            "chat:message": self.send_message,
+            "chat:history": self.history,
+            "typing:start": lambda w, s, d: self.typing(w, s, d, started=True),
+            "typing:stop": lambda w, s, d: self.typing(w, s, d, started=False),
+            "notification:send": self.send_notification,
+            "file:upload:start": self.start_upload,
+            "file:download": self.download_link,
+            "game:move": self.game_move,
+        }
 
     # ------------------------------------------------------------ connection
 

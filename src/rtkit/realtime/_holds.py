@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import socketio
 
 from .._core.clock import Clock
+from .._core.lifecycle import DEFAULT_TIMEOUT
+from .._core.urls import BackendTarget
 from ..errors import AuthError, ConfigurationError
 from ._auth import Identity
 from ._chat import ChatService, Emit, Outcome
@@ -32,10 +34,11 @@ from ._recovery import (
     Session,
     is_recoverable,
 )
+from ._sessions import socketio_channel
 from ._socketio_compat import RecoveringManager, RecoveringRedisManager, recovering_store
-from .managers.classic import ClassicRedisManager
+from .managers import check_adapter, make_manager
 
-__all__ = ["Holds", "recovering_manager", "redis_manager"]
+__all__ = ["Holds", "choose_adapter", "recovering_manager", "server_manager"]
 
 log = logging.getLogger("rtkit.realtime")
 
@@ -64,21 +67,53 @@ def recovering_manager(
     return manager, found
 
 
-def redis_manager(
-    url: str, channel: str, redis: Any, prefix: str, options: dict[str, Any], clock: Clock | None
+def choose_adapter(
+    target: BackendTarget, mine: Mapping[str, Any], own: Mapping[str, Any]
+) -> str | None:
+    """The adapter of a server on ``target`` (None: in memory), checked before anything
+    is opened: recovery rides on the classic channel's one stream, the others say so."""
+    if target.kind != "redis":
+        if mine.get("adapter") not in (None, "socketio") or mine.get("adapter_options"):
+            raise ConfigurationError(
+                "RealtimeServer.from_url: an adapter needs a Redis URL "
+                "(redis://, redis+sentinel://, redis+cluster://...)"
+            )
+        return None
+    adapter = check_adapter(mine.get("adapter"), target.url, target.redis)
+    if own.get("max_disconnection_duration") and adapter != "socketio":
+        raise ConfigurationError(
+            "RealtimeServer.from_url: connection state recovery "
+            "(max_disconnection_duration) works in memory and with adapter='socketio' "
+            f"(one Redis or Sentinel), not yet with adapter={adapter!r}"
+        )
+    return adapter
+
+
+def server_manager(
+    adapter: str,
+    target: BackendTarget,
+    redis: Any,
+    mine: Mapping[str, Any],
+    own: Mapping[str, Any],
 ) -> socketio.AsyncManager:
-    """python-socketio's Redis manager, a recovering one when ``options`` turn recovery on."""
-    duration = options.get("max_disconnection_duration")
+    """The manager of a server on Redis: ``adapter``'s, a recovering one when ``own``
+    turns recovery on (``adapter`` is then ``"socketio"``)."""
+    timeout = mine.get("timeout", DEFAULT_TIMEOUT)
+    duration = own.get("max_disconnection_duration")
     if not duration:
-        return ClassicRedisManager(url, channel=channel)
+        options = dict(mine.get("adapter_options") or {})
+        return make_manager(
+            adapter, target.url, redis=redis, prefix=target.prefix, timeout=timeout, **options
+        )
     store = RedisRecoveryStore(
         redis,
-        prefix=prefix,
+        prefix=target.prefix,
         duration=duration,
-        max_packets=options.get("max_recovery_packets", DEFAULT_MAX_PACKETS),
-        clock=clock,
+        max_packets=own.get("max_recovery_packets", DEFAULT_MAX_PACKETS),
+        clock=target.clock,
     )
-    return RecoveringRedisManager(url, channel=channel, store=store)
+    channel = socketio_channel(target.prefix, redis)
+    return RecoveringRedisManager(target.url, channel=channel, store=store)
 
 
 def chat_rooms(rooms: set[str] | list[str]) -> list[str]:

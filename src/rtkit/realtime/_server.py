@@ -33,8 +33,8 @@ from ..ratelimit import RateLimiter
 from ..rooms import RoomManager
 from ..telemetry._socketio import ServerHooks, instrument_socketio, observed
 from ._auth import Identity, TokenVerifier, issue_token
-from ._chat import AuthorizeJoin, ChatLimits, ChatService, Emit, Outcome, room_channel
-from ._holds import Holds, recovering_manager, redis_manager
+from ._chat import AuthorizeJoin, ChatLimits, ChatService, Emit, Handler, Outcome, room_channel
+from ._holds import Holds, choose_adapter, recovering_manager, server_manager
 from ._page import ChatPage
 from ._protocol import socket_error
 from ._recovery import DEFAULT_MAX_PACKETS
@@ -45,7 +45,6 @@ from ._sessions import (
     ExpiryWatch,
     choose_verifier,
     download_links,
-    socketio_channel,
     store_options,
 )
 from ._socketio_compat import (
@@ -58,7 +57,6 @@ from ._socketio_compat import (
     recovered_from,
     stop_manager,
 )
-from .managers import check_adapter, make_manager
 from .stores import (
     FileStore,
     LocalFileStore,
@@ -77,7 +75,6 @@ _EXPIRY_CHECK = 1.0  # seconds between two looks for connections whose token exp
 
 log = logging.getLogger("rtkit.realtime")
 
-Handler = Callable[[Identity, str, Any], Awaitable[Outcome]]
 _P = TypeVar("_P", bound="_Part")
 
 # What RealtimeServer.from_url opens itself (the rest of its options go to the constructor).
@@ -101,13 +98,8 @@ class RealtimeServer(Component):
     opens every store (presence, rooms, history, notifications, uploads, the rate
     limit) on one URL, sharing one Redis client (borrowed when ``redis=`` is
     given), and on Redis carries every emit to the other instances through the
-    manager ``adapter`` names: ``"socketio"`` (python-socketio's
-    ``AsyncRedisManager``, one channel ``<prefix>socketio:db<N>`` every instance
-    reads; the default on one Redis and on Sentinel), ``"sharded"`` (a shard
-    channel per room, read only by the instances with members in it; the default
-    on ``redis+cluster://``) or ``"node-redis"`` (the protocol of Node's
-    ``@socket.io/redis-adapter``, in one cluster with Node Socket.IO servers;
-    ``adapter_options`` go to its manager: ``key``, ``room_prefix``...).
+    manager ``adapter`` names (``"socketio"``, ``"sharded"``, ``"node-redis"``; see
+    ``rtkit.realtime.managers.make_manager``).
     ``from_url`` takes the constructor's options except the parts it opens, plus
     ``adapter`` and ``adapter_options``, ``upload_dir`` (a
     [`LocalFileStore`][rtkit.realtime.LocalFileStore] folder),
@@ -140,10 +132,9 @@ class RealtimeServer(Component):
         secret: the HS256 secret of the default verifier and of demo logins; the
             key of download links is derived from it.
         limits: sizes, rates and quotas.
-        client_manager: python-socketio's manager (an ``AsyncRedisManager`` makes
-            emits reach the clients of every instance). The server starts it and
-            stops its listener on close; it closes the manager's Redis client
-            only when it made the manager.
+        client_manager: python-socketio's manager (one of ``rtkit.realtime.managers``
+            makes emits reach every instance's clients). The server starts it,
+            stops it on close, and closes its Redis client only when it made it.
         client_js_url: where the chat page loads the Socket.IO browser client
             from (default: the copy of ``socket.io-client`` built into rtkit,
             served by this server, so the page needs no internet).
@@ -290,20 +281,7 @@ class RealtimeServer(Component):
         sio.recovery_data = lambda sid: {"user": self._who[sid].user_id} if sid in self._who else {}
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
-        chat = self.chat
-        events: dict[str, Handler] = {
-            "room:join": chat.join_room,
-            "room:leave": chat.leave_room,
-            "chat:message": chat.send_message,
-            "chat:history": chat.history,
-            "typing:start": lambda w, s, d: chat.typing(w, s, d, started=True),
-            "typing:stop": lambda w, s, d: chat.typing(w, s, d, started=False),
-            "notification:send": chat.send_notification,
-            "file:upload:start": chat.start_upload,
-            "file:download": chat.download_link,
-            "game:move": chat.game_move,
-        }
-        for event, handler in events.items():
+        for event, handler in self.chat.handlers().items():
             sio.on(event, self._handler(event, handler))
         sio.on("*", self._unknown)
         return sio
@@ -315,20 +293,7 @@ class RealtimeServer(Component):
             cls.__name__, options, _FROM_URL_ONLY, keywords(cls.__init__) - _PARTS - {"clock"}
         )
         kept = store_options(mine)
-        adapter = None
-        if target.kind == "redis":  # (checked before anything is made)
-            adapter = check_adapter(mine.get("adapter"), target.url, target.redis)
-            if own.get("max_disconnection_duration") and adapter != "socketio":
-                raise ConfigurationError(
-                    "RealtimeServer.from_url: connection state recovery "
-                    "(max_disconnection_duration) works in memory and with adapter='socketio' "
-                    f"(one Redis or Sentinel), not yet with adapter={adapter!r}"
-                )
-        elif mine.get("adapter") not in (None, "socketio") or mine.get("adapter_options"):
-            raise ConfigurationError(
-                "RealtimeServer.from_url: an adapter needs a Redis URL "
-                "(redis://, redis+sentinel://, redis+cluster://...)"
-            )
+        adapter = choose_adapter(target, mine, own)  # (before anything is made)
         if mine.get("upload_dir") is not None:
             if own.get("files") is not None:
                 raise ConfigurationError("RealtimeServer.from_url: give upload_dir or files")
@@ -343,20 +308,9 @@ class RealtimeServer(Component):
         rooms = RoomManager.from_url(
             url, **shared, instance_id=presence.instance_id, ttl=ttl, clock=clock, bus=announcer
         )
-        manager: socketio.AsyncManager | None = None
-        if target.kind == "redis":
-            if own.get("max_disconnection_duration"):
-                channel = socketio_channel(target.prefix, shared["redis"])
-                manager = redis_manager(url, channel, shared["redis"], target.prefix, own, clock)
-            else:
-                manager = make_manager(
-                    adapter,
-                    url,
-                    redis=shared["redis"],
-                    prefix=target.prefix,
-                    timeout=mine.get("timeout", DEFAULT_TIMEOUT),
-                    **dict(mine.get("adapter_options") or {}),
-                )
+        manager = None
+        if adapter is not None:
+            manager = server_manager(adapter, target, shared["redis"], mine, own)
         server = cls(
             presence=presence,
             rooms=rooms,
