@@ -1,5 +1,6 @@
-"""On a Redis Cluster: keys spread over the masters, the bus hears only its buckets, the
-limiter pipelines per node, bursts wait for a connection (the private three-master cluster)."""
+"""On a Redis Cluster: keys spread over the masters (presence and rooms too), the bus hears
+only its buckets, the limiter pipelines per node, bursts wait for a connection (the private
+three-master cluster)."""
 
 from __future__ import annotations
 

@@ -66,6 +66,8 @@ class RedisRoomsBackend(RoomsBackend):
         # (instance, sid) -> the user this backend last put it in a room for. Only a hint:
         # a join as another user checks every other bucket first (one pipelined round trip).
         self._users: dict[tuple[str, str], str] = {}
+        # ...and the rooms it put it in (an entry goes when the last of them is left)
+        self._joined: dict[tuple[str, str], set[str]] = {}
         self._locks: dict[str, list[Any]] = {}  # user id -> [asyncio.Lock, waiters]
 
     @classmethod
@@ -107,7 +109,10 @@ class RedisRoomsBackend(RoomsBackend):
             and await self._held_elsewhere(instance_id, sid, b)
         ):
             raise ValidationError(f"sid {sid!r} is in rooms as another user")
-        self._users[(instance_id, sid)] = user_id  # before the call: its outcome may stay unknown
+        where = (instance_id, sid)
+        previous = set(self._joined.get(where, ()))
+        self._users[where] = user_id  # before the call: its outcome may stay unknown
+        self._joined[where] = (previous if before == user_id else set()) | {room_id}
         if max_rooms is None:
             reply = await self._join(b, instance_id, room_id, user_id, sid, now, ttl, "", 0)
         else:
@@ -123,19 +128,20 @@ class RedisRoomsBackend(RoomsBackend):
                 reply = await self._join(
                     b, instance_id, room_id, user_id, sid, now, ttl, max_rooms, others
                 )
-        if reply == -1 or isinstance(reply, list):
-            self._hint((instance_id, sid), before)
+        if reply == -1 or isinstance(reply, list):  # refused: nothing changed
+            if before is None or not previous:
+                self._forget(where)
+            else:
+                self._users[where], self._joined[where] = before, previous
         if reply == -1:
             raise ValidationError(f"sid {sid!r} is in rooms as another user")
         if isinstance(reply, list):  # {'too_many', rooms the user is in}
             raise TooManyRooms(f"you are in {reply[1]} rooms already, the most allowed")
         return bool(reply)
 
-    def _hint(self, where: tuple[str, str], user_id: str | None) -> None:
-        if user_id is None:
-            self._users.pop(where, None)
-        else:
-            self._users[where] = user_id
+    def _forget(self, where: tuple[str, str]) -> None:
+        self._users.pop(where, None)
+        self._joined.pop(where, None)
 
     async def _held_elsewhere(self, instance_id: str, sid: str, skip: int) -> bool:
         """Whether ``sid`` of ``instance_id`` is in rooms of a bucket other than ``skip``."""
@@ -224,6 +230,11 @@ class RedisRoomsBackend(RoomsBackend):
 
     async def leave(self, instance_id: str, room_id: str, sid: str) -> bool:
         b = bucket_of(room_id)
+        joined = self._joined.get((instance_id, sid))
+        if joined is not None:
+            joined.discard(room_id)
+            if not joined:
+                self._forget((instance_id, sid))
         return bool(
             await self._lua.run(
                 self._keys_of(b, instance_id), "leave", None, instance_id, room_id, sid
@@ -232,7 +243,7 @@ class RedisRoomsBackend(RoomsBackend):
 
     async def leave_all(self, instance_id: str, sid: str) -> list[str]:
         calls = [(self._keys_of(b, instance_id), [instance_id, sid]) for b in range(BUCKETS)]
-        self._users.pop((instance_id, sid), None)
+        self._forget((instance_id, sid))
         replies = await self._lua.run_many("leave_all", None, calls)
         return sorted(d.room_id for reply in replies for d in _departures(reply) if d.left)
 
@@ -275,7 +286,11 @@ class RedisRoomsBackend(RoomsBackend):
                 per_bucket[b] += [sid, user, _SEP.join(mine[b])]
         calls = [(self._keys_of(b, instance_id), args) for b, args in enumerate(per_bucket)]
         for sid, want in entries:
-            self._hint((instance_id, sid), None if want is None else want.user_id)
+            if want is None or not want.rooms:
+                self._forget((instance_id, sid))
+            else:
+                self._users[(instance_id, sid)] = want.user_id
+                self._joined[(instance_id, sid)] = set(want.rooms)
         replies = await self._lua.run_many("repair", now, calls)
         return [d for reply in replies for d in _departures(reply)]
 
@@ -291,7 +306,7 @@ class RedisRoomsBackend(RoomsBackend):
         removed = [d for reply in replies for d in _departures(reply[2:])]
         if force is not None:
             for where in [w for w in self._users if w[0] == force]:
-                del self._users[where]
+                self._forget(where)
         return removed, missing
 
     async def count(self) -> int:
