@@ -65,6 +65,9 @@ typecheck: install
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .site
 
+# Two workers: much of the suite waits on servers, sockets and private topologies
+# (each worker starts its own); PYTEST_ARGS= runs it in one process.
+PYTEST_ARGS ?= -n 2
 pytest: install services testdeps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
