@@ -78,12 +78,16 @@ def say(who: str, text: str) -> None:
 class Shop:
     """Users, orders and stock: publishes user.registered and order.created."""
 
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(self, bus: EventBus, *, expected_orders: int) -> None:
         self.bus = bus
         self.stock = {1: 10, 2: 5}
         self.orders: dict[int, str] = {}
         self.points: dict[int, float] = {}
         self.welcomed: set[int] = set()
+        self.awaited: set[int] = set()  # orders whose payment is still to come
+        # settled once every expected order is paid or failed (order 1's payment
+        # may come back before order 2 is even created)
+        self.expected_orders = expected_orders
         self.settled = asyncio.Event()
         bus.subscribe("user.registered", self.on_user_registered, model=UserRegistered)
         bus.subscribe("user.welcome.completed", self.on_welcome_completed, model=WelcomeCompleted)
@@ -97,6 +101,7 @@ class Shop:
     async def create_order(self, order_id: int, user_id: int, items: list[Item]) -> None:
         total = sum(item.price * item.quantity for item in items)
         self.orders[order_id] = "created"
+        self.awaited.add(order_id)
         say("shop", f"order {order_id} created, total {total:.2f}")
         event = OrderCreated(order_id=order_id, user_id=user_id, items=items, total_amount=total)
         await self.bus.publish("order.created", event)
@@ -122,7 +127,8 @@ class Shop:
         else:
             self.orders[payment.order_id] = "payment_failed"
             say("shop", f"order {payment.order_id}: payment_failed")
-        if all(status != "created" for status in self.orders.values()):
+        self.awaited.discard(payment.order_id)
+        if not self.awaited and len(self.orders) == self.expected_orders:
             self.settled.set()
 
 
@@ -177,7 +183,7 @@ class Services:
 
 
 async def run_shop(bus: EventBus) -> int:
-    shop = Shop(bus)
+    shop = Shop(bus, expected_orders=2)
     bus.subscribe("*", lambda event: say("monitor", f"event {event.name}"))  # every event
     await shop.register_user(1, "user@example.com")
     await shop.create_order(
