@@ -794,7 +794,8 @@
       clearInterval(state.refreshTimer);
       state.refreshTimer = setInterval(refreshAll, REFRESH_MS);
       refreshAll();
-      await rejoinAll();
+      // A recovered connection kept its rooms and gets what it missed: nothing to rejoin.
+      if (!socket.recovered) await rejoinAll();
     });
     socket.on("disconnect", (reason) => {
       setStatus(socket.active ? "reconnecting…" : "offline", "offline");
