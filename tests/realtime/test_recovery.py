@@ -286,6 +286,26 @@ async def test_events_carry_offsets_only_with_recovery(memory_chat: Chat) -> Non
         await raw.disconnect()
 
 
+async def test_an_emit_that_skips_the_queue_is_neither_numbered_nor_kept(
+    recovering: Chat,
+) -> None:
+    """(What must reach a connection before the server ends it.) Memory and Redis alike."""
+    raw = socketio.AsyncClient()
+    seen: list[tuple[Any, ...]] = []
+    raw.on("notice", lambda *args: seen.append(args))
+    await raw.connect(recovering.url, auth={"token": token_for("u-q")}, transports=["websocket"])
+    try:
+        store = recovering.server.recovery
+        assert store is not None
+        head = await store.head("/")
+        await recovering.server.sio.emit("notice", {"n": 1}, to=raw.get_sid(), ignore_queue=True)
+        await eventually(lambda: _async(bool(seen)))
+        assert seen == [({"n": 1},)]  # no offset argument
+        assert await store.head("/") == head  # nothing kept for a replay
+    finally:
+        await raw.disconnect()
+
+
 async def _async(value: bool) -> bool:
     return value
 

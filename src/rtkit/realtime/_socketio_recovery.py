@@ -117,6 +117,42 @@ class Recovering(socketio.AsyncManager):  # type: ignore[misc]
             if self._leaving.get(pid) is done:
                 del self._leaving[pid]
 
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str | None = None,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Keep and number a recoverable packet (:meth:`_keep`). One sent with
+        ``ignore_queue`` (what must reach this instance's connection before the server
+        disconnects it), with an ack callback or with binary data goes out as
+        python-socketio sends it, without an offset, and is never replayed."""
+        arguments = arguments_of(data)
+        if kwargs.get("ignore_queue") or not _recoverable(callback, arguments):
+            await super().emit(
+                event,
+                data,
+                namespace,
+                room=room,
+                skip_sid=skip_sid,
+                callback=callback,
+                to=to,
+                **kwargs,
+            )
+            return
+        await self._keep(namespace or "/", event, arguments, to or room, skip_sid)
+
+    async def _keep(
+        self, namespace: str, event: str, arguments: list[Any], room: Any, skip_sid: Any
+    ) -> None:
+        """Keep a recoverable packet and send it to the connections it is for."""
+        raise NotImplementedError
+
     def pid_of(self, sid: str) -> str | None:
         return self._pids.get(sid)
 
@@ -302,32 +338,10 @@ class RecoveringManager(Recovering):
         self._init_recovery(store)
         self._append = store.append  # kept and numbered at once: no await before delivery
 
-    async def emit(
-        self,
-        event: str,
-        data: Any,
-        namespace: str,
-        room: Any = None,
-        skip_sid: Any = None,
-        callback: Any = None,
-        to: Any = None,
-        **kwargs: Any,
+    async def _keep(
+        self, namespace: str, event: str, arguments: list[Any], room: Any, skip_sid: Any
     ) -> None:
-        arguments = arguments_of(data)
-        if not _recoverable(callback, arguments):
-            await super().emit(
-                event,
-                data,
-                namespace,
-                room=room,
-                skip_sid=skip_sid,
-                callback=callback,
-                to=to,
-                **kwargs,
-            )
-            return
-        namespace = namespace or "/"
-        message = {"event": event, "data": arguments, "room": to or room, "skip_sid": skip_sid}
+        message = {"event": event, "data": arguments, "room": room, "skip_sid": skip_sid}
         self._append(namespace, message)  # no await before delivery: offsets in order
         await self._deliver(namespace, message)
 
@@ -349,36 +363,11 @@ class RecoveringRedisManager(Recovering, ClassicRedisManager):
         self._store = store
         self._mark = json.dumps("rtkit-offset-" + uuid.uuid4().hex)
 
-    async def emit(
-        self,
-        event: str,
-        data: Any,
-        namespace: str | None = None,
-        room: Any = None,
-        skip_sid: Any = None,
-        callback: Any = None,
-        to: Any = None,
-        **kwargs: Any,
+    async def _keep(
+        self, namespace: str, event: str, arguments: list[Any], room: Any, skip_sid: Any
     ) -> None:
-        arguments = arguments_of(data)
-        if kwargs.get("ignore_queue") or not _recoverable(callback, arguments):
-            await super().emit(
-                event,
-                data,
-                namespace=namespace,
-                room=room,
-                skip_sid=skip_sid,
-                callback=callback,
-                to=to,
-                **kwargs,
-            )
-            return
-        namespace = namespace or "/"
-        await self._store.publish(
-            namespace,
-            self.channel,
-            [self._parts(event, arguments, namespace, to or room, skip_sid)],
-        )
+        parts = self._parts(event, arguments, namespace, room, skip_sid)
+        await self._store.publish(namespace, self.channel, [parts])
 
     async def emit_many(self, emits: list[tuple[str, Any, Any, Any]]) -> None:
         """Emit ``(event, data, to, skip_sid)`` to ``/`` in order, in one round trip."""
