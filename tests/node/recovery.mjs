@@ -8,7 +8,7 @@
 //   {"listenUrl", "senderUrl", "token", "senderToken", "count", "cuts": [i, ...],
 //    "join": {"event", "data"}, "send": {"event", "data"}, "listen": "event",
 //    "reconnectMs": 100, "watch": ["user:left", ...], "settleMs": 300, "window": 1,
-//    "others": [{"url", "token"}, ...]}
+//    "others": [{"url", "token"}, ...], "drainBeforeCut": false}
 import { io } from "socket.io-client";
 
 const config = JSON.parse(process.argv[2]);
@@ -101,6 +101,9 @@ async function main() {
       await settle();
       // one cut at a time: the previous reconnection is done first
       await until(() => result.connects.length === cut + 1 && listener.connected, "reconnect");
+      // an ack means the server sent the message, not that it reached the listener (on
+      // Redis it crosses pub/sub first): a test that must not lose any to the cut waits
+      if (config.drainBeforeCut) await until(() => result.received.length >= i, `${i} messages`);
       listener.io.engine.close();
       cut += 1;
     }

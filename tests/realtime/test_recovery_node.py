@@ -172,7 +172,14 @@ async def test_after_the_recovery_time_the_session_is_new(backend: Backend) -> N
     async with serving(server) as served:
         room = unique("room")
         config = _chat_config(
-            served, served, room, count=3, cuts=[1], reconnectMs=2500, expectAll=False
+            served,
+            served,
+            room,
+            count=3,
+            cuts=[1],
+            reconnectMs=2500,
+            expectAll=False,
+            drainBeforeCut=True,
         )
         seen = await _run_node(config)
     first, second = seen["connects"]
