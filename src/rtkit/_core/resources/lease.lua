@@ -23,6 +23,22 @@ local function lease_live(iid)
   return expires ~= false and tonumber(expires) > nownum
 end
 
+-- The fields of a \31-joined text (none for nil or ''): members and items join with \31.
+local function split(text)
+  local out = {}
+  if not text or text == '' then return out end
+  local start = 1
+  while true do
+    local at = string.find(text, '\31', start, true)
+    if not at then
+      table.insert(out, string.sub(text, start))
+      return out
+    end
+    table.insert(out, string.sub(text, start, at - 1))
+    start = at + 1
+  end
+end
+
 -- Digests (see Digest in rtkit/_core/leases.py): per instance and bucket, the number of its
 -- entries and the sum modulo 2^48 of the first 48 bits of each entry's SHA-1. Digests add
 -- up, so an instance's digest is the sum over the buckets. Every transition updates it.

@@ -1,6 +1,6 @@
 -- PresenceStore on Redis: one atomic transition per call, each call on ONE bucket.
 -- rtkit/_core/resources/lease.lua is prepended: it defines op, now, nownum, LEASES, DIGESTS,
--- renew_lease, lease_live, the digest helpers and the 'lease' step of a purge pass.
+-- renew_lease, lease_live, split, the digest helpers and the 'lease' step of a purge pass.
 --
 -- A user's bucket b = crc32(user id) % 32; every key below is under the tag
 -- {<prefix>presence:<b>}, and every key a call touches is in KEYS:
@@ -18,19 +18,6 @@
 --                               s = crc32(sid) % 32
 -- ARGV[1] = operation, ARGV[2] = now ('' = Redis TIME), ARGV[3..] = operation args.
 local USERS, CONNS, META = KEYS[3], KEYS[4], KEYS[5]
-
-local function split(text)
-  local out, start = {}, 1
-  while true do
-    local at = string.find(text, '\31', start, true)
-    if not at then
-      table.insert(out, string.sub(text, start))
-      return out
-    end
-    table.insert(out, string.sub(text, start, at - 1))
-    start = at + 1
-  end
-end
 
 -- The user's record {user, at, name, sids...} and its member (nil when offline).
 local function find_user(uid)

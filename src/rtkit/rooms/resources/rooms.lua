@@ -1,6 +1,6 @@
 -- RoomManager on Redis: one atomic transition per call, each call on ONE bucket.
 -- rtkit/_core/resources/lease.lua is prepended: it defines op, now, nownum, LEASES, DIGESTS,
--- renew_lease, lease_live, the digest helpers and the 'lease' step of a purge pass.
+-- renew_lease, lease_live, split, the digest helpers and the 'lease' step of a purge pass.
 --
 -- A room's bucket b = crc32(room id) % 32; every key below is under the tag
 -- {<prefix>rooms:<b>}, and every key a call touches is in KEYS:
@@ -20,21 +20,6 @@ local ROOMS, CREATED, MEMBERS, WHERE = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local CONNS, INST, SIDS = KEYS[7], KEYS[8], KEYS[9]
 
 local function item(sid, uid, room) return sid .. '\31' .. uid .. '\31' .. room end
-
-local function split(text)
-  local out = {}
-  if not text or text == '' then return out end
-  local start = 1
-  while true do
-    local at = string.find(text, '\31', start, true)
-    if not at then
-      table.insert(out, string.sub(text, start))
-      return out
-    end
-    table.insert(out, string.sub(text, start, at - 1))
-    start = at + 1
-  end
-end
 
 local function rooms_of_sid(sid) return split(redis.call('HGET', SIDS, sid)) end
 
