@@ -184,7 +184,16 @@ class RecoveryStore(Protocol):
         ...
 
 
-class MemoryRecoveryStore:
+class _Bounds:
+    """The bounds every store checks alike: how long and how many packets it keeps."""
+
+    def __init__(self, duration: float, max_packets: int, clock: Clock | None) -> None:
+        self.duration = check_seconds(duration, "max_disconnection_duration")
+        self.max_packets = check_int(max_packets, "max_packets", minimum=1)
+        self.clock: Clock = clock or SystemClock()
+
+
+class MemoryRecoveryStore(_Bounds):
     """Sessions and packets in this process (the specification of the Redis store).
 
     Packets older than ``duration`` or beyond ``max_packets`` are trimmed on append;
@@ -198,9 +207,7 @@ class MemoryRecoveryStore:
         max_packets: int = DEFAULT_MAX_PACKETS,
         clock: Clock | None = None,
     ) -> None:
-        self.duration = check_seconds(duration, "max_disconnection_duration")
-        self.max_packets = check_int(max_packets, "max_packets", minimum=1)
-        self.clock: Clock = clock or SystemClock()
+        super().__init__(duration, max_packets, clock)
         self._seq = 0
         # namespace -> (seq, at, message), oldest first; the highest trimmed seq
         self._packets: dict[str, deque[tuple[int, float, dict[str, Any]]]] = {}
@@ -251,7 +258,7 @@ class MemoryRecoveryStore:
         self._sessions.clear()
 
 
-class RedisRecoveryStore:
+class RedisRecoveryStore(_Bounds):
     """Sessions and packets in Redis: a client recovers on any instance.
 
     Each namespace's packets are a stream ``{<prefix>recovery:ns:<namespace>}:packets``
@@ -271,9 +278,7 @@ class RedisRecoveryStore:
         max_packets: int = DEFAULT_MAX_PACKETS,
         clock: Clock | None = None,
     ) -> None:
-        self.duration = check_seconds(duration, "max_disconnection_duration")
-        self.max_packets = check_int(max_packets, "max_packets", minimum=1)
-        self.clock: Clock = clock or SystemClock()
+        super().__init__(duration, max_packets, clock)
         self._redis = redis
         self._keys = Keyspace(prefix, "recovery")
         self._publish = redis.register_script(load_lua(_PACKAGE, "recovery_publish.lua"))
