@@ -11,6 +11,9 @@ series of whole rounds (a round is the unit here: N messages), interleaved:
 * confirmed publish, 100 in flight: rtkit ``MessageProducer(max_in_flight=100)
   .send_many(queue, payloads)`` against 100 concurrent aio-pika / FastStream publishes
   (an ``asyncio.Semaphore(100)``);
+* in both publish cases, the floor under rtkit and aio-pika: aiormq's
+  ``channel.basic_publish`` on a confirm channel with the same properties, awaiting
+  the confirm (what either library could at best be, short of replacing aiormq);
 * consume with prefetch 100, one ack per message after the handler: rtkit's
   ``MessageConsumer.consume`` against an aio-pika ``queue.consume`` callback that
   decodes the JSON and awaits ``message.ack()``. On the wire rtkit coalesces the acks
@@ -35,11 +38,14 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import _harness as h
 import aio_pika
+import aiormq
+from pamqp import commands as amqp
 
 from rtkit.messaging import MessageConsumer, MessageProducer, RabbitMQService
 
@@ -101,6 +107,7 @@ class Meter:
         self.client_us: dict[str, list[float]] = {}
         self.broker_us: dict[str, list[float]] = {}
         self.broker_busy: dict[str, list[float]] = {}
+        self.client_busy: dict[str, list[float]] = {}
 
     def wrap(self, name: str, n: int, run: Callable[[], Awaitable[Any]]) -> h.Measure:
         async def measure() -> float:
@@ -112,6 +119,7 @@ class Meter:
             self.client_us.setdefault(name, []).append(1e6 * cpu / n)
             self.broker_us.setdefault(name, []).append(1e6 * broker / n)
             self.broker_busy.setdefault(name, []).append(broker / wall)
+            self.client_busy.setdefault(name, []).append(cpu / wall)
             return n / wall
 
         return measure
@@ -137,7 +145,7 @@ async def main() -> None:
     admin_ch = await admin.channel(publisher_confirms=True)
     run.server("RabbitMQ", str(admin.transport.connection.server_properties.get("version", "?")))
     queues, declared = {}, []
-    for lib in ("rtkit", "aiopika", "faststream"):
+    for lib in ("rtkit", "aiopika", "faststream", "aiormq"):
         queues[lib] = f"rtkit-bench-{lib}-{uuid.uuid4().hex[:8]}"
         declared.append(await admin_ch.declare_queue(queues[lib], durable=True))
 
@@ -150,6 +158,8 @@ async def main() -> None:
     exchange = peer_ch.default_exchange
     stream = RabbitBroker(url, logger=None)
     await stream.connect()
+    raw = await aiormq.connect(url)
+    raw_ch = await raw.channel(publisher_confirms=True)
 
     async def aio_send(i: int) -> None:
         await exchange.publish(
@@ -163,6 +173,20 @@ async def main() -> None:
             routing_key=queues["aiopika"],
         )
 
+    async def floor_send(i: int) -> None:
+        props = amqp.Basic.Properties(
+            content_type="application/json",
+            delivery_mode=2,
+            message_id=uuid.uuid4().hex,
+            timestamp=datetime.now(UTC),
+        )
+        await raw_ch.basic_publish(
+            json.dumps(body(i)).encode(),
+            routing_key=queues["aiormq"],
+            properties=props,
+            mandatory=True,
+        )
+
     async def stream_send(i: int) -> None:
         await stream.publish(body(i), queue=queues["faststream"], persist=True)
 
@@ -173,6 +197,10 @@ async def main() -> None:
     async def aio_seq() -> None:
         for i in range(n_seq):
             await aio_send(i)
+
+    async def floor_seq() -> None:
+        for i in range(n_seq):
+            await floor_send(i)
 
     async def stream_seq() -> None:
         for i in range(n_seq):
@@ -188,13 +216,19 @@ async def main() -> None:
         "rtkit": "rtkit MessageProducer",
         "aio-pika": "aio-pika exchange.publish",
         "faststream": "FastStream broker.publish",
+        "aiormq": "aiormq basic_publish (the floor)",
     }
     try:
         for case, n, measures, goal in (
             (
                 "RabbitMQ confirmed publish, sequential",
                 n_seq,
-                {"rtkit": rtkit_seq, "aio-pika": aio_seq, "faststream": stream_seq},
+                {
+                    "rtkit": rtkit_seq,
+                    "aio-pika": aio_seq,
+                    "faststream": stream_seq,
+                    "aiormq": floor_seq,
+                },
                 None,
             ),
             (
@@ -204,6 +238,7 @@ async def main() -> None:
                     "rtkit": lambda: window_producer.send_many(queues["rtkit"], payloads),
                     "aio-pika": lambda: bounded(n_conc, WINDOW, aio_send),
                     "faststream": lambda: bounded(n_conc, WINDOW, stream_send),
+                    "aiormq": lambda: bounded(n_conc, WINDOW, floor_send),
                 },
                 "≥ 1.3x",
             ),
@@ -219,7 +254,7 @@ async def main() -> None:
                     case,
                     figures,
                     "rtkit",
-                    ["aio-pika", "faststream"],
+                    ["aio-pika", "faststream", "aiormq"],
                     unit="msg/s",
                     goals={"aio-pika": goal} if goal else None,
                     labels=labels,
@@ -299,12 +334,15 @@ async def main() -> None:
         run.note(
             "Client CPU = this process's CPU time per message; broker CPU = the RabbitMQ "
             "server's (`beam.smp`) per message, and its CPU seconds per wall second (2.0 "
-            "is both cores of this machine). When the broker is that busy, it is the bound."
+            "is both cores of this machine). When the broker is that busy, it is the bound; "
+            "a client busy near 1.0 (one core: the event loop is one thread) is bound by its "
+            "own CPU per message."
         )
     finally:
         for queue in declared:
             await queue.delete(if_unused=False, if_empty=False)
         await stream.stop()
+        await raw.close()
         await peer.close()
         await service.close()
         await admin.close()
@@ -318,6 +356,7 @@ def cpu_rows(run: h.Run, meter: Meter, case: str, names: list[str], labels: dict
         run.add(
             [
                 h.Row(case, f"{labels[name]}: client CPU", meter.client_us[key], "µs/msg"),
+                h.Row(case, f"{labels[name]}: client busy", meter.client_busy[key], "CPU-s/s"),
                 h.Row(case, f"{labels[name]}: broker CPU", meter.broker_us[key], "µs/msg"),
                 h.Row(case, f"{labels[name]}: broker busy", meter.broker_busy[key], "CPU-s/s"),
             ]
