@@ -45,7 +45,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Self
 
 import pydantic_core
@@ -373,66 +373,66 @@ class RedisEventBusBackend:
 
     async def _read_forever(self) -> None:
         """Subscribe, read until the connection fails, again; end when no longer wanted."""
-        delay = 0.05
-        failed = False
-        while self._wanted:
-            reader = SubscriptionConnection(
-                self, new_connection(self._handle.client), sharded=False
-            )
-            try:
-                await reader.open([self.channel])
-            except asyncio.CancelledError:
-                await reader.close()
-                raise
-            except Exception as exc:
-                await reader.close()
-                logger.warning("EventBus cannot subscribe yet (%s)", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_RECONNECT_DELAY)
-                continue
-            delay = 0.05
-            if failed:
-                self.reconnects += 1
-            self._confirm()
-            try:
-                await reader.run()
-                failed = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failed = True
-                if self._wanted:
-                    logger.warning("EventBus subscription lost (%s), subscribing again", exc)
-            finally:
-                await reader.close()
-        self._confirmed = None
+        readers: list[SubscriptionConnection] = []
+
+        async def open_() -> None:
+            readers[:] = [
+                SubscriptionConnection(self, new_connection(self._handle.client), sharded=False)
+            ]
+            await readers[0].open([self.channel])
+
+        async def close() -> None:
+            if readers:
+                await readers.pop().close()
+
+        await self._keep_reading(open_, lambda: readers[0].run(), close)
 
     async def _read_sharded(self) -> None:
         """On a cluster: one subscription per master owning a wanted bucket; when one
         fails, drop them all, re-read the slot map and subscribe again."""
+
+        async def open_() -> None:
+            self._grow.clear()
+            await self._open_readers({self.channels[b] for b in self._buckets})
+
+        await self._keep_reading(
+            open_, self._run_readers, self._close_readers, self._refresh, lambda: not self._pending
+        )
+
+    async def _keep_reading(
+        self,
+        open_: Callable[[], Awaitable[None]],
+        run: Callable[[], Awaitable[None]],
+        close: Callable[[], Awaitable[None]],
+        refresh: Callable[[], Awaitable[None]] | None = None,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """The one resubscribe loop of both layouts: open the subscriptions (backing off
+        while Redis refuses), confirm them once ``ready()``, ``run`` them until they fail,
+        ``close`` them, ``refresh`` the topology after a failure; end when not wanted."""
         delay = 0.05
         failed = False
         while self._wanted:
-            self._grow.clear()
             try:
-                await self._open_readers({self.channels[b] for b in self._buckets})
+                await open_()
             except asyncio.CancelledError:
-                await self._close_readers()
+                await close()
                 raise
             except Exception as exc:
-                await self._close_readers()
+                await close()
                 logger.warning("EventBus cannot subscribe yet (%s)", exc)
-                await self._refresh()
+                if refresh is not None:
+                    await refresh()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_RECONNECT_DELAY)
                 continue
             delay = 0.05
             if failed:
                 self.reconnects += 1
-            if not self._pending:
+            if ready():
                 self._confirm()
             try:
-                await self._run_readers()
+                await run()
                 failed = False
             except asyncio.CancelledError:
                 raise
@@ -441,9 +441,9 @@ class RedisEventBusBackend:
                 if self._wanted:
                     logger.warning("EventBus subscription lost (%s), subscribing again", exc)
             finally:
-                await self._close_readers()
-            if failed:
-                await self._refresh()
+                await close()
+            if failed and refresh is not None:
+                await refresh()
         self._confirmed = None
 
     def _by_node(self, channels: Collection[str]) -> dict[Any, list[str]]:
