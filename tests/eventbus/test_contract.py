@@ -288,6 +288,13 @@ async def test_bad_event_names_are_refused(bus: EventBus, name: str) -> None:
         await bus.publish(name, {})
 
 
+@pytest.mark.parametrize("name", [None, 3, b"a", ["a"], {"a": 1}])
+async def test_event_names_that_are_not_strings_are_refused(bus: EventBus, name: Any) -> None:
+    with pytest.raises(ValidationError, match="must be a string"):
+        await bus.publish(name, {})
+    assert bus.stats().published == 0
+
+
 @pytest.mark.parametrize("pattern", ["", "a..b", "a*", "a.#b", "a b", "x" * 257])
 async def test_bad_patterns_are_refused(bus: EventBus, pattern: str) -> None:
     with pytest.raises(ValidationError):

@@ -414,7 +414,10 @@ class EventBus(Component):
             await self._ready()
             if self._hooks is not None:  # started just now, with telemetry on
                 return await self._hooks.publish(event_name, data)
-        subscriptions = self._routes.get(event_name)
+        try:
+            subscriptions: tuple[Subscription, ...] | None = self._routes[event_name]
+        except (KeyError, TypeError):  # a new name, or not even hashable
+            subscriptions = None
         if subscriptions is None:  # a name seen before was valid
             check_event_name(event_name)
         try:
