@@ -46,6 +46,7 @@ logger = logging.getLogger("rtkit.eventbus")
 _ROUTE_CACHE_SIZE = 4096
 _to_json = pydantic_core.to_json
 _from_json = pydantic_core.from_json
+_new = object.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,7 +444,13 @@ class EventBus(Component):
             subscriptions = self._route(event_name)
         if subscriptions:
             self._received += 1
-            event = Event(event_name, _from_json(raw), event_id, timestamp)
+            # Event(...) without the call into its __init__ (the same four fields): a
+            # class call runs __init__ from C, a Python frame of its own, ~40 ns here.
+            event: Event[Any] = _new(Event)
+            event.name = event_name
+            event.data = _from_json(raw)
+            event.id = event_id
+            event.timestamp = timestamp
             for subscription in subscriptions:
                 if subscription._plain:  # active, a coroutine function, no model, not once
                     try:
