@@ -349,6 +349,23 @@ async def test_stats(bus: EventBus) -> None:
     assert stats.backend in {"memory", "redis"}
 
 
+async def test_a_handler_sees_its_event_published_and_received_not_yet_delivered(
+    bus: EventBus,
+) -> None:
+    seen: list[tuple[int, int, int]] = []
+
+    async def look(event: Event[Any]) -> None:
+        stats = bus.stats()
+        seen.append((stats.published, stats.received, stats.delivered))
+
+    bus.subscribe("look", look)
+    await bus.publish("nobody.listens")  # published, never received
+    await bus.publish("look")
+    await wait_until(lambda: len(seen) == 1)
+    assert seen == [(2, 1, 0)]
+    await wait_until(lambda: bus.stats().delivered == 1)
+
+
 async def test_lifecycle(backend: Any) -> None:
     bus = EventBus.from_url(backend.url, prefix=backend.prefix)
     received = Recorder()
