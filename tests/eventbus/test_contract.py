@@ -288,6 +288,13 @@ async def test_bad_event_names_are_refused(bus: EventBus, name: str) -> None:
         await bus.publish(name, {})
 
 
+@pytest.mark.parametrize("name", [None, 3, b"a", ["a"], {"a": 1}])
+async def test_event_names_that_are_not_strings_are_refused(bus: EventBus, name: Any) -> None:
+    with pytest.raises(ValidationError, match="must be a string"):
+        await bus.publish(name, {})
+    assert bus.stats().published == 0
+
+
 @pytest.mark.parametrize("pattern", ["", "a..b", "a*", "a.#b", "a b", "x" * 257])
 async def test_bad_patterns_are_refused(bus: EventBus, pattern: str) -> None:
     with pytest.raises(ValidationError):
@@ -340,6 +347,23 @@ async def test_stats(bus: EventBus) -> None:
     assert stats.listeners == {"a.*": 2, "b": 1}
     assert (stats.published, stats.received, stats.delivered, stats.errors) == (2, 2, 3, 0)
     assert stats.backend in {"memory", "redis"}
+
+
+async def test_a_handler_sees_its_event_published_and_received_not_yet_delivered(
+    bus: EventBus,
+) -> None:
+    seen: list[tuple[int, int, int]] = []
+
+    async def look(event: Event[Any]) -> None:
+        stats = bus.stats()
+        seen.append((stats.published, stats.received, stats.delivered))
+
+    bus.subscribe("look", look)
+    await bus.publish("nobody.listens")  # published, never received
+    await bus.publish("look")
+    await wait_until(lambda: len(seen) == 1)
+    assert seen == [(2, 1, 0)]
+    await wait_until(lambda: bus.stats().delivered == 1)
 
 
 async def test_lifecycle(backend: Any) -> None:
