@@ -13,6 +13,11 @@ socket.on("chat:message", (message: ChatMessage) => {
   void room;
 });
 socket.on("users:online", (users) => users.map((u) => u.joinTime));
+// with connection state recovery on, a handler may read the event's offset
+socket.on("room:user:joined", (joined, offset) => {
+  const last: string | undefined = offset;
+  void [joined.userId, last];
+});
 socket.emit("chat:message", { roomId: "lobby", message: "hi" }, (reply) => {
   const id: string = reply.ok ? reply.messageId : reply.error.code;
   void id;

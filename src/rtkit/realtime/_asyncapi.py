@@ -157,6 +157,14 @@ _TRACE_HEADERS = {
 }
 
 
+_OFFSET_NOTE = (
+    "With connection state recovery on (max_disconnection_duration), the payload is "
+    "followed by a last argument: the event's offset, a string, which socket.io-client "
+    "keeps to resume after a lost connection. Events sent with an ack or binary data "
+    "have none."
+)
+
+
 def _key(event: str, suffix: str = "") -> str:
     """``chat:message`` -> ``chatMessage`` (+ suffix): a component key AsyncAPI accepts."""
     words = event.replace(":", " ").split()
@@ -212,6 +220,7 @@ def asyncapi_document(*, url: str = "localhost:8000", version: str | None = None
             "name": event,
             "title": f"{event} (server to client)",
             "summary": summary,
+            "description": _OFFSET_NOTE,
             "payload": book.schema(payload),
         }
         operations[_key(event, "Send")] = {

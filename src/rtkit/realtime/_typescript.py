@@ -105,7 +105,7 @@ def typescript_module(version: str | None = None) -> str:
     server = []
     for event in SERVER_EVENTS:
         payload = writer.type_of(messages[f"{_camel(event)}Out"]["payload"])
-        server.append(f"  {json.dumps(event)}: (payload: {payload}) => void;")
+        server.append(f"  {json.dumps(event)}: (payload: {payload}, offset?: string) => void;")
     parts = [_HEADER.format(version=document["info"]["version"])]
     parts += [declaration for declaration in writer.named.values() if declaration]
     parts.append(
@@ -113,7 +113,8 @@ def typescript_module(version: str | None = None) -> str:
         "export interface ClientToServerEvents {\n" + "\n".join(client) + "\n}\n"
     )
     parts.append(
-        "/** What the server emits to a client. */\n"
+        "/** What the server emits to a client (`offset`: the event's recovery offset,\n"
+        " * present when the server keeps sessions for connection state recovery). */\n"
         "export interface ServerToClientEvents {\n" + "\n".join(server) + "\n}\n"
     )
     return "\n".join(parts)
