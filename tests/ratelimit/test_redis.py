@@ -220,3 +220,6 @@ def test_the_packed_command_is_what_redis_py_would_send(redis_url: str) -> None:
                     pack("EVALSHA", _SHA, len(keys), *keys, now, cost, int(count), *args)
                 )
                 assert backend._pack("ip:1", limits, cost, count) == expected
+        for key in ("ip:1", "用户:42", "a}b{c"):  # the hot path's packing: the same bytes
+            for limit in (Limit(5, 1), Limit(9, 60, "sliding_window")):
+                assert backend._pack_one(key, limit) == backend._pack(key, [limit], 1, True)

@@ -9,7 +9,7 @@ failure policy answering while it is unavailable.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal, get_args
 
 from .._core.clock import Clock, SystemClock
@@ -96,6 +96,10 @@ class RateLimiter(Component):
         self._backend: RateLimitBackend = backend
         # A memory backend is called synchronously: hence atomic without a lock.
         self._memory = backend if isinstance(backend, MemoryRateLimitBackend) else None
+        # A remote backend's one-limit, cost-1 hit, if it has one (Redis: a fused round trip).
+        self._hit_one: Callable[[str, Limit], Awaitable[Decision]] | None = (
+            None if self._memory is not None else getattr(backend, "hit_one", None)
+        )
         self.failure_policy: FailurePolicy = failure_policy
         self._down_until: float | None = None
         self._fallback: MemoryRateLimitBackend | None = None
@@ -137,19 +141,26 @@ class RateLimiter(Component):
         """
         if not self._live:
             await self._ready()
-        memory = self._memory
-        if memory is not None and cost == 1 and len(limits) == 1 and type(cost) is int:
+        if cost == 1 and len(limits) == 1 and type(cost) is int:  # the hot path: one limit
             limit = limits[0]
             if type(limit) is str:
                 limit = parse(limit, "gcra", None)  # cached
             if (
                 type(limit) is Limit
-                and limit.algorithm == "gcra"
                 and type(key) is str
                 and 0 < len(key) <= 64
                 and key.isprintable()
             ):
-                return memory.hit_gcra(key, limit)  # the hot path: one limit, in one frame
+                if self._hit_one is not None:
+                    if self._down_until is None:
+                        try:
+                            return await self._hit_one(key, limit)
+                        except BackendUnavailable as exc:
+                            self._mark_down(exc)
+                        return await self._decide(key, (limit,), 1, count=True)
+                elif self._memory is not None and limit.algorithm == "gcra":
+                    return self._memory.hit_gcra(key, limit)  # in one frame
+        memory = self._memory
         parsed = self._check(key, limits, cost)
         if memory is not None:
             return most_restrictive(memory.decide_now(key, parsed, cost, True))

@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Callable, Sequence
-from typing import Any, Self
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Self, TypeVar
 
 import redis.exceptions as redis_errors
 from redis.asyncio.connection import AbstractConnection
@@ -42,7 +42,7 @@ from ..._core.urls import BackendTarget
 from ..._core.wire import PUSH, Wire, bare_streams, new_connection, new_node_connection, reply_error
 from ...errors import BackendUnavailable, Closed
 from .._algorithms import now_us
-from .._limits import Limit, Outcome
+from .._limits import US, Decision, Limit, Outcome, make_decision
 
 __all__ = ["RedisRateLimitBackend"]
 
@@ -55,6 +55,7 @@ _REFRESH_EVERY = 0.5  # seconds between two re-reads of a cluster's slot map
 _MOVED = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
 
 _Call = tuple[bytes, "asyncio.Future[list[int]]"]
+_T = TypeVar("_T")
 
 
 def _bulk(value: bytes) -> bytes:
@@ -64,6 +65,7 @@ def _bulk(value: bytes) -> bytes:
 
 _HEAD = _bulk(b"EVALSHA") + _bulk(_SHA.encode())
 _ONE_KEY = b"*12\r\n" + _HEAD + _bulk(b"1")  # EVALSHA sha 1, then the key
+_ONE_NAME = _ONE_KEY + b"$"  # ... then the key's length
 
 
 class RedisRateLimitBackend:
@@ -95,6 +97,9 @@ class RedisRateLimitBackend:
         self._timeout = timeout
         self._closed = False
         self._cluster = is_cluster(handle.client)
+        self._direct = not self._cluster  # one lane (one Redis, Sentinel's master), not closed
+        self._name_head = self._prefix.encode()
+        self._ones: dict[str, tuple[int, bytes]] = {}
         self._lanes: dict[str, _Lane] = {}
         self._lane = _Lane(self, lambda: new_connection(handle.client))
         self._refreshed = -_REFRESH_EVERY
@@ -136,6 +141,7 @@ class RedisRateLimitBackend:
     async def close(self) -> None:
         """Fail what is pending, release the connections."""
         self._closed = True
+        self._direct = False
         if self._refreshing is not None:
             self._refreshing.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -153,21 +159,37 @@ class RedisRateLimitBackend:
         self, key: str, limits: Sequence[Limit], cost: int, count: bool
     ) -> list[Outcome]:
         """Run the script once for this hit on the key's node (batched with concurrent ones)."""
-        command = self._pack(key, limits, cost, count)
-        if self._cluster:
-            raw = await self._routed(key, command)
-        else:
-            lane = self._lane
-            if not lane.busy and lane.wire is not None and not self._closed:
-                raw = await lane.lone(command)
-            else:
-                raw = await lane.queued(command)
+        raw = await self._round_trip(key, self._pack(key, limits, cost, count))
         if len(raw) == 5:
             return [(raw[0] == 1, raw[1], raw[2], raw[3], raw[4])]
         return [
             (raw[i] == 1, raw[i + 1], raw[i + 2], raw[i + 3], raw[i + 4])
             for i in range(0, len(raw), 5)
         ]
+
+    def hit_one(self, key: str, limit: Limit) -> Coroutine[Any, Any, Decision]:
+        """``most_restrictive(await decide(key, [limit], 1, True))``: the limiter's hot path.
+
+        Returned, not awaited: for a lone caller on one Redis it is the lane's own
+        round trip, which makes the decision from the reply (no frame in between).
+        """
+        lane = self._lane
+        if self._direct and not lane.busy and lane.wire is not None:
+            return lane.lone(self._pack_one(key, limit), _decision)
+        return self._hit(key, limit)
+
+    async def _hit(self, key: str, limit: Limit) -> Decision:
+        return _decision(await self._round_trip(key, self._pack(key, (limit,), 1, True)))
+
+    def _round_trip(self, key: str, command: bytes) -> Coroutine[Any, Any, list[int]]:
+        """The round trip for ``command`` (returned, for the caller to await): alone on
+        the lane if none is under way (no future, no task switch), else queued."""
+        if self._cluster:
+            return self._routed(key, command)
+        lane = self._lane
+        if not lane.busy and lane.wire is not None and not self._closed:
+            return lane.lone(command, _raw)
+        return lane.queued(command)
 
     # ------------------------------------------------------------------ a cluster
 
@@ -178,7 +200,7 @@ class RedisRateLimitBackend:
             lane = self._lane_for(slot)
             try:
                 if not lane.busy and lane.wire is not None and not self._closed:
-                    return await lane.lone(command)
+                    return await lane.lone(command, _raw)
                 return await lane.queued(command)
             except redis_errors.ResponseError as exc:
                 if attempt or not str(exc).startswith(_MOVED):
@@ -242,6 +264,30 @@ class RedisRateLimitBackend:
             (b"*%d\r\n" % count_args, _HEAD, _bulk(b"%d" % len(keys)), *keys, _bulk(now), tail)
         )
 
+    def _pack_one(self, key: str, limit: Limit) -> bytes:
+        """``_pack(key, [limit], 1, True)``, with what surrounds the key cached per limit."""
+        if self._clock is not None:
+            return self._pack(key, (limit,), 1, True)  # now goes in the middle
+        around = self._ones.get(limit.ident) or self._around(limit)
+        name = key.encode()
+        return b"%b%d\r\n%b%b%b" % (
+            _ONE_NAME,
+            around[0] + len(name),
+            self._name_head,
+            name,
+            around[1],
+        )
+
+    def _around(self, limit: Limit) -> tuple[int, bytes]:
+        """The key name's length without the key, and what follows the key (cached)."""
+        ident = limit.ident.encode()
+        after = b"}:%b\r\n%b" % (ident, self._tail([limit], 1, True, (limit.ident, 1, True)))
+        around = (len(self._name_head) + 2 + len(ident), after)
+        if len(self._ones) >= _MAX_CACHED:
+            self._ones.clear()
+        self._ones[limit.ident] = around
+        return around
+
     def _tail(self, limits: Sequence[Limit], cost: int, count: bool, cache_key: Any) -> bytes:
         """The arguments after ``now`` (cached); with ``now`` before them for the one-limit key."""
         args = [b"%d" % cost, b"1" if count else b"0"]
@@ -299,11 +345,12 @@ class _Lane:
             await self._drain(until=future)
         return await future
 
-    async def lone(self, command: bytes) -> list[int]:
+    async def lone(self, command: bytes, shape: Callable[[list[int]], _T]) -> _T:
         """A caller alone on the connection: its own round trip on the bare streams.
 
         No future, no task switch, no per-call timer (see ``Deadline``). Callers
-        that come meanwhile queue up, and are handed to the drainer after.
+        that come meanwhile queue up, and are handed to the drainer after. Returns
+        ``shape(reply)``.
         """
         self.busy = True
         reader, writer, parser = self.wire  # type: ignore[misc]
@@ -329,13 +376,15 @@ class _Lane:
                 raise
             raise error from exc
         deadline.end()
-        if isinstance(reply, Exception):
+        if self.queue:
             self._hand_over()
+        else:
+            self.busy = False
+        if isinstance(reply, Exception):
             if isinstance(reply_error(reply), redis_errors.NoScriptError):
-                return await self.queued(command)  # the script was flushed: the queue reloads it
+                return shape(await self.queued(command))  # the script was flushed: reloaded
             raise reply_error(reply)
-        self._hand_over()
-        return reply  # type: ignore[no-any-return]
+        return shape(reply)
 
     def _hand_over(self) -> None:
         """Give up the connection: to the drainer if callers queued, else to the next caller."""
@@ -428,6 +477,15 @@ class _Lane:
     def _fail(batch: list[_Call], exc: BaseException) -> None:
         for _, future in batch:
             _settle(future, exc=exc)
+
+
+def _decision(reply: list[int]) -> Decision:
+    """One limit's reply as its decision (what ``most_restrictive`` makes of it)."""
+    return make_decision((reply[0] == 1, reply[1], reply[2], reply[3] / US, reply[4] / US))
+
+
+def _raw(reply: list[int]) -> list[int]:
+    return reply
 
 
 def _numbers(limit: Limit) -> tuple[int, int, int, int]:
