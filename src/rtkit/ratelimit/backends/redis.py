@@ -38,8 +38,9 @@ from ..._core.redis import (
     redis_unavailable,
     refresh_topology,
 )
+from ..._core.replies import Replies, take_over
 from ..._core.urls import BackendTarget
-from ..._core.wire import PUSH, Wire, bare_streams, new_connection, new_node_connection, reply_error
+from ..._core.wire import new_connection, new_node_connection, reply_error
 from ...errors import BackendUnavailable, Closed
 from .._algorithms import now_us
 from .._limits import US, Decision, Limit, Outcome, make_decision
@@ -66,6 +67,7 @@ def _bulk(value: bytes) -> bytes:
 _HEAD = _bulk(b"EVALSHA") + _bulk(_SHA.encode())
 _ONE_KEY = b"*12\r\n" + _HEAD + _bulk(b"1")  # EVALSHA sha 1, then the key
 _ONE_NAME = _ONE_KEY + b"$"  # ... then the key's length
+_LOAD = b"*3\r\n" + _bulk(b"SCRIPT") + _bulk(b"LOAD") + _bulk(_SCRIPT.encode())
 
 
 class RedisRateLimitBackend:
@@ -320,7 +322,8 @@ class _Lane:
         self._drainer: asyncio.Task[None] | None = None
         self._conn: AbstractConnection | None = None
         self._aborting: asyncio.Task[None] | None = None
-        self.wire: Wire | None = None
+        self.wire: Replies | None = None
+        """The connection's replies, once connected (``None`` without hiredis: redis-py reads)."""
         self._deadline = Deadline(self._timeout, "deciding a rate limit", self._abort)
 
     async def close(self) -> None:
@@ -346,27 +349,22 @@ class _Lane:
         return await future
 
     async def lone(self, command: bytes, shape: Callable[[list[int]], _T]) -> _T:
-        """A caller alone on the connection: its own round trip on the bare streams.
+        """A caller alone on the connection: its own round trip, its reply's future
+        settled by the connection's protocol (see ``Replies``).
 
-        No future, no task switch, no per-call timer (see ``Deadline``). Callers
-        that come meanwhile queue up, and are handed to the drainer after. Returns
-        ``shape(reply)``.
+        No task switch, no per-call timer (see ``Deadline``). Callers that come
+        meanwhile queue up, and are handed to the drainer after. Returns ``shape(reply)``.
         """
         self.busy = True
-        reader, writer, parser = self.wire  # type: ignore[misc]
+        wire: Replies = self.wire  # type: ignore[assignment]
         deadline = self._deadline
         deadline.begin()
         try:
-            writer.write(command)  # a lone command: nothing to drain
+            wire.write(command)  # a lone command: nothing to drain
             self._backend.round_trips += 1
-            reply = parser.gets()
-            while reply is False or isinstance(reply, PUSH):  # RESP3 pushes are not replies
-                if reply is False:
-                    data = await reader.read(65536)
-                    if not data:
-                        raise ConnectionError("Redis closed the connection")
-                    parser.feed(data)
-                reply = parser.gets()
+            reply = wire.parser.gets()
+            if reply is False:
+                reply = await wire.wait()
         except BaseException as exc:
             deadline.end()
             await self._release()
@@ -427,28 +425,60 @@ class _Lane:
                 async with asyncio.timeout(self._timeout):
                     if not conn.is_connected:
                         await conn.connect()  # type: ignore[no-untyped-call]
-                        self.wire = bare_streams(conn)
-                    await conn.send_packed_command([c for c, _ in batch])
+                        self.wire = take_over(conn)
                     self._backend.round_trips += 1
-                    missing: list[_Call] = []
-                    for call in batch:
-                        try:
-                            reply = await conn.read_response()
-                        except redis_errors.NoScriptError:
-                            missing.append(call)
-                            continue
-                        except redis_errors.ResponseError as exc:
-                            _settle(call[1], exc=exc)
-                            continue
-                        _settle(call[1], reply)
-                    if missing:  # the script was flushed from Redis: load it again
-                        await conn.send_command("SCRIPT", "LOAD", _SCRIPT)
-                        await conn.read_response()
+                    if self.wire is not None:
+                        missing = await self._pipeline(self.wire, batch)
+                    else:
+                        missing = await self._pipeline_redis_py(conn, batch)
             except BaseException:
                 await self._release()
                 raise
         if missing:
             await self._send(missing)
+
+    @staticmethod
+    async def _pipeline(wire: Replies, batch: list[_Call]) -> list[_Call]:
+        """Send every command, settle every caller in order; return the calls whose
+        script Redis had lost (NOSCRIPT), once it is loaded again."""
+        wire.write(b"".join([c for c, _ in batch]))
+        missing: list[_Call] = []
+        for call in batch:
+            reply = await wire.reply()
+            if not isinstance(reply, Exception):
+                _settle(call[1], reply)
+                continue
+            error = reply_error(reply)
+            if isinstance(error, redis_errors.NoScriptError):
+                missing.append(call)
+            else:
+                _settle(call[1], exc=error)
+        if missing:  # the script was flushed from Redis: load it again
+            wire.write(_LOAD)
+            loaded = await wire.reply()
+            if isinstance(loaded, Exception):
+                raise reply_error(loaded)
+        return missing
+
+    @staticmethod
+    async def _pipeline_redis_py(conn: AbstractConnection, batch: list[_Call]) -> list[_Call]:
+        """``_pipeline`` through redis-py's layers (without hiredis)."""
+        await conn.send_packed_command([c for c, _ in batch])
+        missing: list[_Call] = []
+        for call in batch:
+            try:
+                reply = await conn.read_response()
+            except redis_errors.NoScriptError:
+                missing.append(call)
+                continue
+            except redis_errors.ResponseError as exc:
+                _settle(call[1], exc=exc)
+                continue
+            _settle(call[1], reply)
+        if missing:  # the script was flushed from Redis: load it again
+            await conn.send_command("SCRIPT", "LOAD", _SCRIPT)
+            await conn.read_response()
+        return missing
 
     def _connection(self) -> AbstractConnection:
         """The dedicated connection (made lazily, outside the client's pool).
