@@ -151,15 +151,16 @@ class RateLimiter(Component):
                 and 0 < len(key) <= 64
                 and key.isprintable()
             ):
-                if self._hit_one is not None:
-                    if self._down_until is None:
-                        try:
-                            return await self._hit_one(key, limit)
-                        except BackendUnavailable as exc:
-                            self._mark_down(exc)
-                        return await self._decide(key, (limit,), 1, count=True)
-                elif self._memory is not None and limit.algorithm == "gcra":
-                    return self._memory.hit_gcra(key, limit)  # in one frame
+                memory = self._memory
+                if memory is not None:
+                    if limit.algorithm == "gcra":
+                        return memory.hit_gcra(key, limit)  # in one frame
+                elif self._hit_one is not None and self._down_until is None:
+                    try:
+                        return await self._hit_one(key, limit)  # Redis: straight to the lane
+                    except BackendUnavailable as exc:
+                        self._mark_down(exc)
+                    return await self._decide(key, (limit,), 1, count=True)
         memory = self._memory
         parsed = self._check(key, limits, cost)
         if memory is not None:
