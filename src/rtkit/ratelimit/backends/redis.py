@@ -102,6 +102,7 @@ class RedisRateLimitBackend:
         self._direct = not self._cluster  # one lane (one Redis, Sentinel's master), not closed
         self._name_head = self._prefix.encode()
         self._ones: dict[str, tuple[int, bytes]] = {}
+        self._heads: dict[int, bytes] = {}
         self._lanes: dict[str, _Lane] = {}
         self._lane = _Lane(self, lambda: new_connection(handle.client))
         self._refreshed = -_REFRESH_EVERY
@@ -272,16 +273,19 @@ class RedisRateLimitBackend:
             return self._pack(key, (limit,), 1, True)  # now goes in the middle
         around = self._ones.get(limit.ident) or self._around(limit)
         name = key.encode()
-        return b"%b%d\r\n%b%b%b" % (
-            _ONE_NAME,
-            around[0] + len(name),
-            self._name_head,
-            name,
-            around[1],
-        )
+        size = around[0] + len(name)  # of the key's full name
+        return b"".join((self._heads.get(size) or self._head(size), name, around[1]))
+
+    def _head(self, size: int) -> bytes:
+        """What comes before the key for a full key name of ``size`` bytes (cached)."""
+        head = b"%b%d\r\n%b" % (_ONE_NAME, size, self._name_head)
+        if len(self._heads) >= _MAX_CACHED:
+            self._heads.clear()
+        self._heads[size] = head
+        return head
 
     def _around(self, limit: Limit) -> tuple[int, bytes]:
-        """The key name's length without the key, and what follows the key (cached)."""
+        """The full key name's length less the key's, and what follows the key (cached)."""
         ident = limit.ident.encode()
         after = b"}:%b\r\n%b" % (ident, self._tail([limit], 1, True, (limit.ident, 1, True)))
         around = (len(self._name_head) + 2 + len(ident), after)
@@ -511,7 +515,8 @@ class _Lane:
 
 def _decision(reply: list[int]) -> Decision:
     """One limit's reply as its decision (what ``most_restrictive`` makes of it)."""
-    return make_decision((reply[0] == 1, reply[1], reply[2], reply[3] / US, reply[4] / US))
+    allowed, limit, remaining, reset_us, retry_us = reply
+    return make_decision((allowed == 1, limit, remaining, reset_us / US, retry_us / US))
 
 
 def _raw(reply: list[int]) -> list[int]:
