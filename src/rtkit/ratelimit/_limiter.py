@@ -33,6 +33,9 @@ MAX_COST = 1_000_000
 MAX_LIMITS_PER_CALL = 16
 
 _POLICIES: tuple[str, ...] = get_args(FailurePolicy)
+# The int 1 (CPython keeps one): ``cost is _ONE`` is one check for "1, and not True or 1.0";
+# any other cost of 1 just takes the general path.
+_ONE = 1
 _KEY = "rate limit key"
 
 
@@ -141,16 +144,11 @@ class RateLimiter(Component):
         """
         if not self._live:
             await self._ready()
-        if cost == 1 and len(limits) == 1 and type(cost) is int:  # the hot path: one limit
-            limit = limits[0]
-            if type(limit) is str:
-                limit = parse(limit, "gcra", None)  # cached
-            if (
-                type(limit) is Limit
-                and type(key) is str
-                and 0 < len(key) <= 64
-                and key.isprintable()
-            ):
+        if cost is _ONE and len(limits) == 1:  # the hot path: one limit, a cost of 1
+            limit: Limit | str | None = limits[0]
+            if type(limit) is not Limit:
+                limit = parse(limit, "gcra", None) if type(limit) is str else None  # cached
+            if limit is not None and type(key) is str and 0 < len(key) <= 64 and key.isprintable():
                 memory = self._memory
                 if memory is not None:
                     if limit.algorithm == "gcra":
