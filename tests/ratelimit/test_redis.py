@@ -220,3 +220,23 @@ def test_the_packed_command_is_what_redis_py_would_send(redis_url: str) -> None:
                     pack("EVALSHA", _SHA, len(keys), *keys, now, cost, int(count), *args)
                 )
                 assert backend._pack("ip:1", limits, cost, count) == expected
+        for key in ("ip:1", "用户:42", "a}b{c"):  # the hot path's packing: the same bytes
+            for limit in (Limit(5, 1), Limit(9, 60, "sliding_window")):
+                assert backend._pack_one(key, limit) == backend._pack(key, [limit], 1, True)
+
+
+async def test_a_killed_connection_falls_into_the_policy_then_reconnects(
+    private_redis: PrivateRedis,
+) -> None:
+    clock = ManualClock()
+    async with RateLimiter.from_url(
+        private_redis.url, clock=clock, failure_policy="closed", retry_interval=1.0
+    ) as limiter:
+        assert (await limiter.hit("k", "5/minute")).allowed
+        admin = aioredis.Redis.from_url(private_redis.url)
+        await admin.client_kill_filter(_type="normal", skipme=True)  # the limiter's lane
+        await admin.aclose()
+        assert not (await limiter.hit("k", "5/minute")).allowed  # "closed": denied
+        clock.advance(1.0)
+        assert (await limiter.hit("k", "5/minute")).allowed  # a new connection
+        assert (await limiter.peek("k", "5/minute")).remaining == 3

@@ -13,6 +13,7 @@ failure into [`BackendUnavailable`][rtkit.errors.BackendUnavailable] saying why.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import redis.exceptions as redis_errors
@@ -47,18 +48,24 @@ class Deadline:
         self._due: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._now: Callable[[], float] = self._bind
         self.expired = False
         """Whether the last round trip overran (and its connection was closed)."""
 
     def begin(self) -> None:
         """A round trip starts now (one at a time)."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        self._due = due = loop.time() + self._timeout
+        self._due = due = self._now() + self._timeout
         self.expired = False
         if self._timer is None:
-            self._timer = loop.call_at(due, self._fire)
+            self._timer = self._loop.call_at(due, self._fire)  # type: ignore[union-attr]
+
+    def _bind(self) -> float:
+        """The first ``begin``: read the loop's time from now on, and return it."""
+        loop = self._loop = asyncio.get_running_loop()
+        # asyncio's loop.time() is time.monotonic() behind a Python call: skip the call
+        base = type(loop).time is asyncio.BaseEventLoop.time
+        self._now = time.monotonic if base else loop.time
+        return self._now()
 
     def end(self) -> None:
         """The round trip ended (answered or failed)."""

@@ -9,7 +9,7 @@ failure policy answering while it is unavailable.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal, get_args
 
 from .._core.clock import Clock, SystemClock
@@ -33,6 +33,9 @@ MAX_COST = 1_000_000
 MAX_LIMITS_PER_CALL = 16
 
 _POLICIES: tuple[str, ...] = get_args(FailurePolicy)
+# The int 1 (CPython keeps one): ``cost is _ONE`` is one check for "1, and not True or 1.0";
+# any other cost of 1 just takes the general path.
+_ONE = 1
 _KEY = "rate limit key"
 
 
@@ -96,6 +99,10 @@ class RateLimiter(Component):
         self._backend: RateLimitBackend = backend
         # A memory backend is called synchronously: hence atomic without a lock.
         self._memory = backend if isinstance(backend, MemoryRateLimitBackend) else None
+        # A remote backend's one-limit, cost-1 hit, if it has one (Redis: a fused round trip).
+        self._hit_one: Callable[[str, Limit], Awaitable[Decision]] | None = (
+            None if self._memory is not None else getattr(backend, "hit_one", None)
+        )
         self.failure_policy: FailurePolicy = failure_policy
         self._down_until: float | None = None
         self._fallback: MemoryRateLimitBackend | None = None
@@ -137,19 +144,22 @@ class RateLimiter(Component):
         """
         if not self._live:
             await self._ready()
+        if cost is _ONE and len(limits) == 1:  # the hot path: one limit, a cost of 1
+            limit: Limit | str | None = limits[0]
+            if type(limit) is not Limit:
+                limit = parse(limit, "gcra", None) if type(limit) is str else None  # cached
+            if limit is not None and type(key) is str and 0 < len(key) <= 64 and key.isprintable():
+                memory = self._memory
+                if memory is not None:
+                    if limit.algorithm == "gcra":
+                        return memory.hit_gcra(key, limit)  # in one frame
+                elif self._hit_one is not None and self._down_until is None:
+                    try:
+                        return await self._hit_one(key, limit)  # Redis: straight to the lane
+                    except BackendUnavailable as exc:
+                        self._mark_down(exc)
+                    return await self._decide(key, (limit,), 1, count=True)
         memory = self._memory
-        if memory is not None and cost == 1 and len(limits) == 1 and type(cost) is int:
-            limit = limits[0]
-            if type(limit) is str:
-                limit = parse(limit, "gcra", None)  # cached
-            if (
-                type(limit) is Limit
-                and limit.algorithm == "gcra"
-                and type(key) is str
-                and 0 < len(key) <= 64
-                and key.isprintable()
-            ):
-                return memory.hit_gcra(key, limit)  # the hot path: one limit, in one frame
         parsed = self._check(key, limits, cost)
         if memory is not None:
             return most_restrictive(memory.decide_now(key, parsed, cost, True))

@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Callable, Sequence
-from typing import Any, Self
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Self, TypeVar
 
 import redis.exceptions as redis_errors
 from redis.asyncio.connection import AbstractConnection
@@ -38,11 +38,12 @@ from ..._core.redis import (
     redis_unavailable,
     refresh_topology,
 )
+from ..._core.replies import Replies, take_over
 from ..._core.urls import BackendTarget
-from ..._core.wire import PUSH, Wire, bare_streams, new_connection, new_node_connection, reply_error
+from ..._core.wire import new_connection, new_node_connection, reply_error
 from ...errors import BackendUnavailable, Closed
 from .._algorithms import now_us
-from .._limits import Limit, Outcome
+from .._limits import US, Decision, Limit, Outcome, make_decision
 
 __all__ = ["RedisRateLimitBackend"]
 
@@ -55,6 +56,7 @@ _REFRESH_EVERY = 0.5  # seconds between two re-reads of a cluster's slot map
 _MOVED = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
 
 _Call = tuple[bytes, "asyncio.Future[list[int]]"]
+_T = TypeVar("_T")
 
 
 def _bulk(value: bytes) -> bytes:
@@ -64,6 +66,8 @@ def _bulk(value: bytes) -> bytes:
 
 _HEAD = _bulk(b"EVALSHA") + _bulk(_SHA.encode())
 _ONE_KEY = b"*12\r\n" + _HEAD + _bulk(b"1")  # EVALSHA sha 1, then the key
+_ONE_NAME = _ONE_KEY + b"$"  # ... then the key's length
+_LOAD = b"*3\r\n" + _bulk(b"SCRIPT") + _bulk(b"LOAD") + _bulk(_SCRIPT.encode())
 
 
 class RedisRateLimitBackend:
@@ -95,6 +99,10 @@ class RedisRateLimitBackend:
         self._timeout = timeout
         self._closed = False
         self._cluster = is_cluster(handle.client)
+        self._direct = not self._cluster  # one lane (one Redis, Sentinel's master), not closed
+        self._name_head = self._prefix.encode()
+        self._ones: dict[str, tuple[int, bytes]] = {}
+        self._heads: dict[int, bytes] = {}
         self._lanes: dict[str, _Lane] = {}
         self._lane = _Lane(self, lambda: new_connection(handle.client))
         self._refreshed = -_REFRESH_EVERY
@@ -136,6 +144,7 @@ class RedisRateLimitBackend:
     async def close(self) -> None:
         """Fail what is pending, release the connections."""
         self._closed = True
+        self._direct = False
         if self._refreshing is not None:
             self._refreshing.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -153,21 +162,37 @@ class RedisRateLimitBackend:
         self, key: str, limits: Sequence[Limit], cost: int, count: bool
     ) -> list[Outcome]:
         """Run the script once for this hit on the key's node (batched with concurrent ones)."""
-        command = self._pack(key, limits, cost, count)
-        if self._cluster:
-            raw = await self._routed(key, command)
-        else:
-            lane = self._lane
-            if not lane.busy and lane.wire is not None and not self._closed:
-                raw = await lane.lone(command)
-            else:
-                raw = await lane.queued(command)
+        raw = await self._round_trip(key, self._pack(key, limits, cost, count))
         if len(raw) == 5:
             return [(raw[0] == 1, raw[1], raw[2], raw[3], raw[4])]
         return [
             (raw[i] == 1, raw[i + 1], raw[i + 2], raw[i + 3], raw[i + 4])
             for i in range(0, len(raw), 5)
         ]
+
+    def hit_one(self, key: str, limit: Limit) -> Coroutine[Any, Any, Decision]:
+        """``most_restrictive(await decide(key, [limit], 1, True))``: the limiter's hot path.
+
+        Returned, not awaited: for a lone caller on one Redis it is the lane's own
+        round trip, which makes the decision from the reply (no frame in between).
+        """
+        lane = self._lane
+        if self._direct and not lane.busy and lane.wire is not None:
+            return lane.lone(self._pack_one(key, limit), _decision)
+        return self._hit(key, limit)
+
+    async def _hit(self, key: str, limit: Limit) -> Decision:
+        return _decision(await self._round_trip(key, self._pack(key, (limit,), 1, True)))
+
+    def _round_trip(self, key: str, command: bytes) -> Coroutine[Any, Any, list[int]]:
+        """The round trip for ``command`` (returned, for the caller to await): alone on
+        the lane if none is under way (no future, no task switch), else queued."""
+        if self._cluster:
+            return self._routed(key, command)
+        lane = self._lane
+        if not lane.busy and lane.wire is not None and not self._closed:
+            return lane.lone(command, _raw)
+        return lane.queued(command)
 
     # ------------------------------------------------------------------ a cluster
 
@@ -178,7 +203,7 @@ class RedisRateLimitBackend:
             lane = self._lane_for(slot)
             try:
                 if not lane.busy and lane.wire is not None and not self._closed:
-                    return await lane.lone(command)
+                    return await lane.lone(command, _raw)
                 return await lane.queued(command)
             except redis_errors.ResponseError as exc:
                 if attempt or not str(exc).startswith(_MOVED):
@@ -242,6 +267,33 @@ class RedisRateLimitBackend:
             (b"*%d\r\n" % count_args, _HEAD, _bulk(b"%d" % len(keys)), *keys, _bulk(now), tail)
         )
 
+    def _pack_one(self, key: str, limit: Limit) -> bytes:
+        """``_pack(key, [limit], 1, True)``, with what surrounds the key cached per limit."""
+        if self._clock is not None:
+            return self._pack(key, (limit,), 1, True)  # now goes in the middle
+        around = self._ones.get(limit.ident) or self._around(limit)
+        name = key.encode()
+        size = around[0] + len(name)  # of the key's full name
+        return b"".join((self._heads.get(size) or self._head(size), name, around[1]))
+
+    def _head(self, size: int) -> bytes:
+        """What comes before the key for a full key name of ``size`` bytes (cached)."""
+        head = b"%b%d\r\n%b" % (_ONE_NAME, size, self._name_head)
+        if len(self._heads) >= _MAX_CACHED:
+            self._heads.clear()
+        self._heads[size] = head
+        return head
+
+    def _around(self, limit: Limit) -> tuple[int, bytes]:
+        """The full key name's length less the key's, and what follows the key (cached)."""
+        ident = limit.ident.encode()
+        after = b"}:%b\r\n%b" % (ident, self._tail([limit], 1, True, (limit.ident, 1, True)))
+        around = (len(self._name_head) + 2 + len(ident), after)
+        if len(self._ones) >= _MAX_CACHED:
+            self._ones.clear()
+        self._ones[limit.ident] = around
+        return around
+
     def _tail(self, limits: Sequence[Limit], cost: int, count: bool, cache_key: Any) -> bytes:
         """The arguments after ``now`` (cached); with ``now`` before them for the one-limit key."""
         args = [b"%d" % cost, b"1" if count else b"0"]
@@ -274,7 +326,8 @@ class _Lane:
         self._drainer: asyncio.Task[None] | None = None
         self._conn: AbstractConnection | None = None
         self._aborting: asyncio.Task[None] | None = None
-        self.wire: Wire | None = None
+        self.wire: Replies | None = None
+        """The connection's replies, once connected (``None`` without hiredis: redis-py reads)."""
         self._deadline = Deadline(self._timeout, "deciding a rate limit", self._abort)
 
     async def close(self) -> None:
@@ -299,27 +352,23 @@ class _Lane:
             await self._drain(until=future)
         return await future
 
-    async def lone(self, command: bytes) -> list[int]:
-        """A caller alone on the connection: its own round trip on the bare streams.
+    async def lone(self, command: bytes, shape: Callable[[list[int]], _T]) -> _T:
+        """A caller alone on the connection: its own round trip, its reply's future
+        settled by the connection's protocol (see ``Replies``).
 
-        No future, no task switch, no per-call timer (see ``Deadline``). Callers
-        that come meanwhile queue up, and are handed to the drainer after.
+        No task switch, no per-call timer (see ``Deadline``). Callers that come
+        meanwhile queue up, and are handed to the drainer after. Returns ``shape(reply)``.
         """
         self.busy = True
-        reader, writer, parser = self.wire  # type: ignore[misc]
+        wire: Replies = self.wire  # type: ignore[assignment]
         deadline = self._deadline
         deadline.begin()
         try:
-            writer.write(command)  # a lone command: nothing to drain
+            wire.write(command)  # a lone command: nothing to drain
             self._backend.round_trips += 1
-            reply = parser.gets()
-            while reply is False or isinstance(reply, PUSH):  # RESP3 pushes are not replies
-                if reply is False:
-                    data = await reader.read(65536)
-                    if not data:
-                        raise ConnectionError("Redis closed the connection")
-                    parser.feed(data)
-                reply = parser.gets()
+            reply = wire.parser.gets()
+            if reply is False:
+                reply = await wire.wait()
         except BaseException as exc:
             deadline.end()
             await self._release()
@@ -329,13 +378,15 @@ class _Lane:
                 raise
             raise error from exc
         deadline.end()
-        if isinstance(reply, Exception):
+        if self.queue:
             self._hand_over()
+        else:
+            self.busy = False
+        if isinstance(reply, Exception):
             if isinstance(reply_error(reply), redis_errors.NoScriptError):
-                return await self.queued(command)  # the script was flushed: the queue reloads it
+                return shape(await self.queued(command))  # the script was flushed: reloaded
             raise reply_error(reply)
-        self._hand_over()
-        return reply  # type: ignore[no-any-return]
+        return shape(reply)
 
     def _hand_over(self) -> None:
         """Give up the connection: to the drainer if callers queued, else to the next caller."""
@@ -378,28 +429,60 @@ class _Lane:
                 async with asyncio.timeout(self._timeout):
                     if not conn.is_connected:
                         await conn.connect()  # type: ignore[no-untyped-call]
-                        self.wire = bare_streams(conn)
-                    await conn.send_packed_command([c for c, _ in batch])
+                        self.wire = take_over(conn)
                     self._backend.round_trips += 1
-                    missing: list[_Call] = []
-                    for call in batch:
-                        try:
-                            reply = await conn.read_response()
-                        except redis_errors.NoScriptError:
-                            missing.append(call)
-                            continue
-                        except redis_errors.ResponseError as exc:
-                            _settle(call[1], exc=exc)
-                            continue
-                        _settle(call[1], reply)
-                    if missing:  # the script was flushed from Redis: load it again
-                        await conn.send_command("SCRIPT", "LOAD", _SCRIPT)
-                        await conn.read_response()
+                    if self.wire is not None:
+                        missing = await self._pipeline(self.wire, batch)
+                    else:
+                        missing = await self._pipeline_redis_py(conn, batch)
             except BaseException:
                 await self._release()
                 raise
         if missing:
             await self._send(missing)
+
+    @staticmethod
+    async def _pipeline(wire: Replies, batch: list[_Call]) -> list[_Call]:
+        """Send every command, settle every caller in order; return the calls whose
+        script Redis had lost (NOSCRIPT), once it is loaded again."""
+        wire.write(b"".join([c for c, _ in batch]))
+        missing: list[_Call] = []
+        for call in batch:
+            reply = await wire.reply()
+            if not isinstance(reply, Exception):
+                _settle(call[1], reply)
+                continue
+            error = reply_error(reply)
+            if isinstance(error, redis_errors.NoScriptError):
+                missing.append(call)
+            else:
+                _settle(call[1], exc=error)
+        if missing:  # the script was flushed from Redis: load it again
+            wire.write(_LOAD)
+            loaded = await wire.reply()
+            if isinstance(loaded, Exception):
+                raise reply_error(loaded)
+        return missing
+
+    @staticmethod
+    async def _pipeline_redis_py(conn: AbstractConnection, batch: list[_Call]) -> list[_Call]:
+        """``_pipeline`` through redis-py's layers (without hiredis)."""
+        await conn.send_packed_command([c for c, _ in batch])
+        missing: list[_Call] = []
+        for call in batch:
+            try:
+                reply = await conn.read_response()
+            except redis_errors.NoScriptError:
+                missing.append(call)
+                continue
+            except redis_errors.ResponseError as exc:
+                _settle(call[1], exc=exc)
+                continue
+            _settle(call[1], reply)
+        if missing:  # the script was flushed from Redis: load it again
+            await conn.send_command("SCRIPT", "LOAD", _SCRIPT)
+            await conn.read_response()
+        return missing
 
     def _connection(self) -> AbstractConnection:
         """The dedicated connection (made lazily, outside the client's pool).
@@ -428,6 +511,16 @@ class _Lane:
     def _fail(batch: list[_Call], exc: BaseException) -> None:
         for _, future in batch:
             _settle(future, exc=exc)
+
+
+def _decision(reply: list[int]) -> Decision:
+    """One limit's reply as its decision (what ``most_restrictive`` makes of it)."""
+    allowed, limit, remaining, reset_us, retry_us = reply
+    return make_decision((allowed == 1, limit, remaining, reset_us / US, retry_us / US))
+
+
+def _raw(reply: list[int]) -> list[int]:
+    return reply
 
 
 def _numbers(limit: Limit) -> tuple[int, int, int, int]:
