@@ -1,0 +1,197 @@
+"""The direct write path (``realtime/_engineio_direct.py``): what it relies on in
+python-engineio / python-socketio still exists, and packets keep their order."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any
+
+import engineio
+import pytest
+import socketio
+from engineio.async_drivers import asgi
+from engineio.async_socket import AsyncSocket
+from engineio.base_socket import BaseSocket
+from realtime_support import serving
+
+from rtkit.realtime import _engineio_direct as direct
+from rtkit.realtime._engineio_direct import DirectManager, DirectWebSocket
+from rtkit.realtime._socketio_compat import AckAwareServer, stop_manager
+
+VERSION = getattr(engineio, "__version__", "?")
+
+
+def _changed(part: str, how: str) -> str:
+    return f"python-engineio {VERSION} changed {part}: {how}; update _engineio_direct.py"
+
+
+def test_the_engineio_parts_it_relies_on() -> None:
+    assert asgi._async.get("websocket") is asgi.WebSocket, _changed(
+        "async_drivers.asgi._async", "its websocket class is elsewhere"
+    )
+    upgrade = inspect.getsource(AsyncSocket._upgrade_websocket)
+    assert "self._websocket_handler" in upgrade, _changed(
+        "AsyncSocket._upgrade_websocket", "it no longer hands its _websocket_handler"
+    )
+    handler = inspect.getsource(AsyncSocket._websocket_handler)
+    assert "await ws.send(pkt.encode())" in handler, _changed(
+        "AsyncSocket._websocket_handler", "its writer no longer sends through ws.send"
+    )
+    poll = inspect.getsource(AsyncSocket.poll)
+    assert "task_done()" in poll, _changed("AsyncSocket.poll", "it no longer calls task_done")
+    socket = BaseSocket(engineio.AsyncServer(async_mode="asgi"), "sid")
+    for name in ("queue", "closed", "closing", "upgraded", "upgrading", "last_ping"):
+        assert hasattr(socket, name), _changed("BaseSocket", f"it has no {name}")
+    assert isinstance(socket.queue, asyncio.Queue), _changed("the socket queue", "not asyncio")
+    assert hasattr(socket.queue, "_unfinished_tasks"), "asyncio.Queue has no _unfinished_tasks"
+    assert hasattr(socketio.AsyncServer, "_send_eio_packet"), "python-socketio: no _send_eio_packet"
+    params = tuple(inspect.signature(socketio.AsyncManager.emit).parameters)
+    expected = ("self", "event", "data", "namespace", "room", "skip_sid", "callback", "to")
+    assert params[: len(expected)] == expected, f"AsyncManager.emit takes {params}"
+
+
+def test_the_server_uses_the_direct_parts() -> None:
+    sio = AckAwareServer(async_mode="asgi")
+    assert isinstance(sio.manager, DirectManager)
+    assert sio.eio._async["websocket"] is DirectWebSocket
+    assert asgi._async["websocket"] is asgi.WebSocket  # the driver's own table is untouched
+
+
+class _Gate:
+    """An ASGI send that records what it sends and waits while the gate is shut."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.open.set()
+        self.sent: list[Any] = []
+
+    async def __call__(self, event: dict[str, Any]) -> None:
+        await self.open.wait()
+        self.sent.append(event["text"] if event["text"] is not None else event["bytes"])
+
+
+def _websocket(send: Any) -> DirectWebSocket:
+    ws = DirectWebSocket(None, None)
+    ws.asgi_send = send
+    return ws
+
+
+async def test_a_send_that_waits_keeps_every_later_packet_behind_it() -> None:
+    gate = _Gate()
+    ws = _websocket(gate)
+    ws.write("a")
+    assert gate.sent == ["a"] and ws.ready()
+    gate.open.clear()
+    ws.write("b")  # waits for the transport
+    assert not ws.ready()
+    writer = asyncio.create_task(ws.send(b"c"))  # the writer's next packet
+    await asyncio.sleep(0.01)
+    assert gate.sent == ["a"]
+    gate.open.set()
+    await writer
+    assert gate.sent == ["a", "b", b"c"]
+    assert ws.ready() and ws.waiting is None
+
+
+async def test_a_send_that_is_not_a_coroutine_still_goes_out() -> None:
+    sent: list[Any] = []
+
+    def send(event: dict[str, Any]) -> asyncio.Future[None]:
+        sent.append(event["text"])
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    ws = _websocket(send)
+    ws.write("a")
+    assert not ws.ready()
+    await asyncio.sleep(0.01)
+    assert sent == ["a"] and ws.ready()
+
+
+async def test_a_failed_send_leaves_the_rest_to_the_writer() -> None:
+    async def broken(event: dict[str, Any]) -> None:
+        raise OSError("gone")
+
+    ws = _websocket(broken)
+    ws.write("a")
+    assert ws.failed and not ws.ready()
+
+
+async def test_every_packet_arrives_once_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Room broadcasts, emits to one, binary data and acks, interleaved."""
+    sio = AckAwareServer(async_mode="asgi")
+    written: list[bool] = []
+    original = direct.write_now
+
+    def counted(*args: Any) -> bool:
+        written.append(original(*args))
+        return written[-1]
+
+    monkeypatch.setattr(direct, "write_now", counted)
+
+    @sio.on("join")  # type: ignore[misc]
+    async def join(sid: str) -> None:
+        await sio.enter_room(sid, "r")
+
+    @sio.on("burst")  # type: ignore[misc]
+    async def burst(sid: str, count: int) -> str:
+        for i in range(count):
+            await sio.emit("n", i, room="r")
+            await sio.emit("n", {"bin": bytes([i % 256]), "i": i}, to=sid)
+        return "done"
+
+    async with serving(socketio.ASGIApp(sio)) as url:
+        clients = [socketio.AsyncClient(reconnection=False) for _ in range(3)]
+        got: list[list[Any]] = [[] for _ in clients]
+        for client, inbox in zip(clients, got, strict=True):
+            client.on("n", inbox.append)
+            await client.connect(url, transports=["websocket"], wait_timeout=10)
+            await client.call("join", timeout=10)
+        try:
+            assert await clients[0].call("burst", 200, timeout=30) == "done"
+            for index, inbox in enumerate(got[1:], 1):
+                await _until(lambda inbox=inbox: len(inbox) >= 200)
+                assert got[index] == list(range(200))
+            await _until(lambda: len(got[0]) >= 400)
+            expected: list[Any] = []
+            for i in range(200):
+                expected += [i, {"bin": bytes([i % 256]), "i": i}]
+            assert got[0] == expected
+            assert any(written)  # (the direct path was taken)
+        finally:
+            for client in clients:
+                await client.disconnect()
+    await stop_manager(sio, close_redis=False)
+
+
+async def _until(check: Any) -> None:
+    for _ in range(1000):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_a_packet_waits_behind_what_the_writer_still_has() -> None:
+    gate = _Gate()
+    eio = engineio.AsyncServer(async_mode="asgi")
+    socket = BaseSocket(eio, "e1")
+    socket.upgraded = True
+    ws = _websocket(gate)
+    socket.rtkit_ws = ws  # type: ignore[attr-defined]
+    eio.sockets["e1"] = socket
+    pkt = engineio.packet.Packet(engineio.packet.MESSAGE, "x")
+    assert direct.write_now(eio, "e1", pkt) and gate.sent == ["4x"]
+    socket.queue.put_nowait(pkt)  # queued: the writer's until it calls task_done
+    socket.queue.get_nowait()
+    assert not direct.write_now(eio, "e1", pkt)
+    socket.queue.task_done()
+    assert direct.write_now(eio, "e1", pkt)
+    socket.upgrading = True
+    assert not direct.write_now(eio, "e1", pkt)
+    socket.upgrading, socket.closing = False, True
+    assert not direct.write_now(eio, "e1", pkt)
+    socket.closing, socket.last_ping = False, 1.0  # a ping long unanswered
+    assert not direct.write_now(eio, "e1", pkt)
+    assert gate.sent == ["4x", "4x"]
