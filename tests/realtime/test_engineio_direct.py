@@ -10,10 +10,13 @@ from typing import Any
 import engineio
 import pytest
 import socketio
+import websockets
 from engineio.async_drivers import asgi
 from engineio.async_socket import AsyncSocket
 from engineio.base_socket import BaseSocket
 from realtime_support import serving
+from websockets.frames import Frame, Opcode
+from websockets.server import ServerProtocol
 
 from rtkit.realtime import _engineio_direct as direct
 from rtkit.realtime._engineio_direct import DirectManager, DirectWebSocket
@@ -49,6 +52,17 @@ def test_the_engineio_parts_it_relies_on() -> None:
     params = tuple(inspect.signature(socketio.AsyncManager.emit).parameters)
     expected = ("self", "event", "data", "namespace", "room", "skip_sid", "callback", "to")
     assert params[: len(expected)] == expected, f"AsyncManager.emit takes {params}"
+
+
+def test_the_uvicorn_and_websockets_parts_it_relies_on() -> None:
+    assert direct._SansIO is not None, "uvicorn has no websockets_sansio_impl"
+    assert direct._OPEN is not None
+    conn = ServerProtocol()
+    for name in direct._CONN_PARTS:
+        assert hasattr(conn, name), f"websockets' ServerProtocol has no {name}"
+    source = inspect.getsource(direct._SansIO.send)
+    for name in direct._WIRE_PARTS:
+        assert f"self.{name}" in source, f"uvicorn's websocket send no longer uses {name}"
 
 
 def test_the_server_uses_the_direct_parts() -> None:
@@ -160,6 +174,10 @@ async def test_every_packet_arrives_once_in_order(monkeypatch: pytest.MonkeyPatc
                 expected += [i, {"bin": bytes([i % 256]), "i": i}]
             assert got[0] == expected
             assert any(written)  # (the direct path was taken)
+            wires = [sock.rtkit_ws.wire for sock in sio.eio.sockets.values()]
+            assert len(wires) == 3 and all(wire is not None for wire in wires), _changed(
+                "uvicorn's websockets-sansio connection", "frames can no longer be written"
+            )
         finally:
             for client in clients:
                 await client.disconnect()
@@ -195,3 +213,36 @@ async def test_a_packet_waits_behind_what_the_writer_still_has() -> None:
     socket.closing, socket.last_ping = False, 1.0  # a ping long unanswered
     assert not direct.write_now(eio, "e1", pkt)
     assert gate.sent == ["4x", "4x"]
+
+
+async def test_a_compressed_connection_gets_every_packet_in_order() -> None:
+    """A client that asks for permessage-deflate (as browsers do): frames cannot be
+    written as they are, uvicorn's send compresses them."""
+    sio = AckAwareServer(async_mode="asgi")
+
+    @sio.on("burst")  # type: ignore[misc]
+    async def burst(sid: str, count: int) -> None:
+        await sio.enter_room(sid, "r")
+        for i in range(count):
+            await sio.emit("n", i, room="r")
+
+    async with serving(socketio.ASGIApp(sio)) as url:
+        address = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+        async with websockets.connect(address, compression="deflate") as client:
+            assert str(await client.recv()).startswith("0{")
+            await client.send("40")
+            assert str(await client.recv()).startswith("40{")
+            await client.send('42["burst",100]')
+            got = [await client.recv() for _ in range(100)]
+            assert got == [f'42["n",{i}]' for i in range(100)]
+            (sock,) = sio.eio.sockets.values()
+            assert sock.rtkit_ws.wire.conn.extensions  # (deflate was on)
+    await stop_manager(sio, close_redis=False)
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_a_frame_is_what_websockets_would_write(size: int) -> None:
+    for data in ("é" * (size // 2) + "x" * (size % 2), b"\x01" * size):
+        opcode = Opcode.TEXT if isinstance(data, str) else Opcode.BINARY
+        payload = data.encode() if isinstance(data, str) else data
+        assert direct.websocket_frame(data) == Frame(opcode, payload).serialize(mask=False)

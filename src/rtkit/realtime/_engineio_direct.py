@@ -2,20 +2,27 @@
 
 python-engineio sends every packet through a per-connection queue and a writer task:
 ``send`` puts the packet, the writer wakes (a ``wait_for`` and a task per wake-up),
-then calls the ASGI ``websocket.send``. In a room broadcast that hop is most of the
-Python work per recipient. Here a packet is written at once, in the caller's step,
-when nothing is ahead of it on that connection (the queue is empty, every packet put
-was taken by the writer and the writer is not in the middle of a send); otherwise it
-takes the queue as before, so each connection's packets keep their order. A write
-that the ASGI server makes wait (a full transport) goes on in a task, and every later
-packet of that connection waits behind it.
+then calls the ASGI ``websocket.send``; python-socketio's manager adds a task per
+recipient. In a room broadcast that is most of the Python work per recipient. Here
+(:class:`DirectEmit`) a broadcast is encoded once, as a websocket frame too, and
+written to each connection at once, in the caller's step, when nothing is ahead of
+it there (the queue is empty, every packet put was taken by the writer and the
+writer is not in the middle of a send); otherwise it takes the queue as before, so
+each connection's packets keep their order. The frame goes straight to uvicorn's
+transport when the connection is open, writable and uncompressed (else through the
+ASGI send). A send that the ASGI server makes wait (a full transport) goes on in a
+task, and every later packet of that connection waits behind it.
 
-Relied on (``tests/realtime/test_socketio_compat.py`` checks it): ``engineio``'s
+Relied on (``tests/realtime/test_engineio_direct.py`` checks it): ``engineio``'s
 ``AsyncServer._async["websocket"]`` (the class its ASGI driver makes per websocket,
 called with the socket's bound ``_websocket_handler``), ``AsyncServer.sockets``, the
 socket's ``queue`` (an ``asyncio.Queue``: its ``_unfinished_tasks`` says whether the
 writer took every packet put), ``closed``, ``closing``, ``upgraded``, ``upgrading``,
-``last_ping``, and that the writer hands each packet to the websocket's ``send``.
+``last_ping``, and that the writer hands each packet to the websocket's ``send``;
+python-socketio's ``AsyncServer._send_eio_packet`` and ``AsyncManager.emit``'s
+arguments; uvicorn's websockets-sansio connection (the ``__self__`` of the ASGI
+send: ``_WIRE_PARTS``) and its websockets ``ServerProtocol`` (``_CONN_PARTS``). When
+one of uvicorn's is missing, the ASGI send is used.
 """
 
 from __future__ import annotations
@@ -34,8 +41,35 @@ from socketio import packet
 
 __all__ = ["DirectEmit", "DirectManager", "DirectWebSocket", "deliver", "install", "write_now"]
 
-log = logging.getLogger("rtkit.realtime")
 
+def _sansio() -> tuple[Any, Any]:
+    """uvicorn's websockets-sansio connection class and the open state (None, None:
+    another uvicorn; the ASGI send is used)."""
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import (
+            WebSocketsSansIOProtocol,
+        )
+        from websockets.protocol import State
+    except ImportError:
+        return None, None
+    return WebSocketsSansIOProtocol, State.OPEN
+
+
+_SansIO, _OPEN = _sansio()
+log = logging.getLogger("rtkit.realtime")
+# What uvicorn's websockets-sansio connection must have for frames to be written to it.
+_WIRE_PARTS = (
+    "writable",
+    "handshake_complete",
+    "disconnected",
+    "close_sent",
+    "initial_response",
+    "conn",
+    "transport",
+)
+
+# ... and its websockets ServerProtocol.
+_CONN_PARTS = ("state", "extensions", "expect_continuation_frame", "writes")
 _ATTRIBUTE = "rtkit_ws"  # where the socket keeps its DirectWebSocket
 
 
@@ -45,11 +79,13 @@ class DirectWebSocket(asgi.WebSocket):  # type: ignore[misc]
     def __init__(self, handler: Any, server: Any) -> None:
         super().__init__(handler, server)
         self.socket = getattr(handler, "__self__", None)
+        self.wire: Any = None  # uvicorn's connection, when frames can be written to it
         self.sending = 0  # sends under way (the writer's or a direct one that waits)
         self.waiting: asyncio.Future[None] | None = None  # the last direct send that waits
         self.failed = False
 
     async def __call__(self, environ: dict[str, Any]) -> str:
+        self.wire = uvicorn_connection(environ.get("asgi.send"))
         if self.socket is not None:
             setattr(self.socket, _ATTRIBUTE, self)
         try:
@@ -73,8 +109,16 @@ class DirectWebSocket(asgi.WebSocket):  # type: ignore[misc]
         """Whether a packet written now would be next on the wire (nothing ahead of it)."""
         return not self.sending and not self.failed and self.asgi_send is not None
 
-    def write(self, text: str | bytes) -> None:
-        """Send now; a send the ASGI server makes wait goes on in a task, in order."""
+    def write(self, text: str | bytes, frame: bytes | None = None) -> None:
+        """Send now; a send the ASGI server makes wait goes on in a task, in order.
+
+        ``frame``: ``text`` as a websocket frame (made once for every recipient of a
+        broadcast), written straight to uvicorn's transport when nothing stands in the
+        way (the connection is open, writable, without compression)."""
+        wire = self.wire
+        if wire is not None and _open(wire):
+            wire.transport.write(frame or websocket_frame(text))
+            return
         if isinstance(text, bytes):
             event = {"type": "websocket.send", "bytes": text, "text": None}
         else:
@@ -137,7 +181,51 @@ class _Resume:
                 return
 
 
-def write_now(server: Any, eio_sid: str, pkt: Any) -> bool:
+def uvicorn_connection(send: Any) -> Any:
+    """uvicorn's websocket connection behind the ASGI ``send``, when it is the
+    websockets-sansio one (uvicorn's default) with every part used here; else None."""
+    wire: Any = getattr(send, "__self__", None)
+    if _SansIO is None or type(wire) is not _SansIO:
+        return None
+    if not all(hasattr(wire, name) for name in _WIRE_PARTS):
+        return None
+    if not all(hasattr(wire.conn, name) for name in _CONN_PARTS):
+        return None
+    return wire
+
+
+def _open(wire: Any) -> bool:
+    """Whether a frame written to the transport now is what uvicorn's send would write:
+    open, handshake done, not paused, no extension (compression) to apply."""
+    conn = wire.conn
+    return bool(
+        wire.writable.is_set()
+        and wire.handshake_complete
+        and not wire.disconnected
+        and not wire.close_sent
+        and wire.initial_response is None
+        and conn.state is _OPEN
+        and not conn.extensions
+        and not conn.expect_continuation_frame
+        and not conn.writes
+    )
+
+
+def websocket_frame(data: str | bytes) -> bytes:
+    """One unmasked, unfragmented server frame: text for ``str``, binary for ``bytes``."""
+    if isinstance(data, str):
+        payload, head = data.encode(), 0x81
+    else:
+        payload, head = data, 0x82
+    size = len(payload)
+    if size < 126:
+        return bytes((head, size)) + payload
+    if size < 65536:
+        return bytes((head, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((head, 127)) + size.to_bytes(8, "big") + payload
+
+
+def write_now(server: Any, eio_sid: str, pkt: Any, frame: bytes | None = None) -> bool:
     """Write Engine.IO packet ``pkt`` to connection ``eio_sid`` now if nothing is ahead
     of it there (True); False: send it the usual way."""
     sock = server.sockets.get(eio_sid)
@@ -151,7 +239,7 @@ def write_now(server: Any, eio_sid: str, pkt: Any) -> bool:
     last_ping = sock.last_ping
     if last_ping and time.time() - last_ping > server.ping_timeout:
         return False  # the usual way closes the connection
-    ws.write(pkt.encode())
+    ws.write(pkt.encode(), frame)
     return True
 
 
@@ -160,10 +248,11 @@ async def deliver(sio: Any, eio_sids: Iterable[str], encoded: list[Any]) -> None
     nothing is ahead of them, else (from the first that cannot be) in a task per
     connection, in order; returns once every packet is written or queued."""
     eio = sio.eio
+    frames = [websocket_frame(pkt.encode()) for pkt in encoded]  # once for every recipient
     tasks: list[asyncio.Task[None]] = []
     for eio_sid in eio_sids:
         for index, pkt in enumerate(encoded):
-            if not write_now(eio, eio_sid, pkt):
+            if not write_now(eio, eio_sid, pkt, frames[index]):
                 tasks.append(asyncio.create_task(_send_each(sio, eio_sid, encoded[index:])))
                 break
     if tasks:

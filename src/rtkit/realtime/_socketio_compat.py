@@ -36,6 +36,12 @@ when a release changes one of them):
   message dict, ``_handle_emit``, ``channel``, ``json``; and the client's
   ``_handle_connect`` and ``_handle_event`` (its ``pid`` and offsets).
 
+The write path of broadcasts is in ``_engineio_direct.py`` (its docstring lists
+what it relies on in python-engineio, python-socketio and uvicorn):
+``AckAwareServer`` overrides ``_send_eio_packet`` and ``_send_packet`` to use it,
+makes the ASGI driver's websocket its own, and its default manager is
+``DirectManager``.
+
 One manager lives elsewhere: ``managers/node_redis.py`` subclasses
 ``AsyncManager`` and reads its room table (``rooms``, ``get_participants``,
 ``get_rooms``, ``is_sid_room``); its module docstring lists what it relies on.
