@@ -149,11 +149,14 @@ async def test_every_packet_arrives_once_in_order(monkeypatch: pytest.MonkeyPatc
     async def join(sid: str) -> None:
         await sio.enter_room(sid, "r")
 
+    acks: list[Any] = []
+
     @sio.on("burst")  # type: ignore[misc]
     async def burst(sid: str, count: int) -> str:
         for i in range(count):
             await sio.emit("n", i, room="r")
             await sio.emit("n", {"bin": bytes([i % 256]), "i": i}, to=sid)
+        await sio.emit("ask", count, room="r", callback=lambda *answer: acks.append(answer))
         return "done"
 
     async with serving(socketio.ASGIApp(sio)) as url:
@@ -161,6 +164,7 @@ async def test_every_packet_arrives_once_in_order(monkeypatch: pytest.MonkeyPatc
         got: list[list[Any]] = [[] for _ in clients]
         for client, inbox in zip(clients, got, strict=True):
             client.on("n", inbox.append)
+            client.on("ask", lambda count: count + 1)
             await client.connect(url, transports=["websocket"], wait_timeout=10)
             await client.call("join", timeout=10)
         try:
@@ -173,6 +177,8 @@ async def test_every_packet_arrives_once_in_order(monkeypatch: pytest.MonkeyPatc
             for i in range(200):
                 expected += [i, {"bin": bytes([i % 256]), "i": i}]
             assert got[0] == expected
+            await _until(lambda: len(acks) == 3)
+            assert acks == [(201,)] * 3
             assert any(written)  # (the direct path was taken)
             wires = [sock.rtkit_ws.wire for sock in sio.eio.sockets.values()]
             assert len(wires) == 3 and all(wire is not None for wire in wires), _changed(
@@ -246,3 +252,33 @@ def test_a_frame_is_what_websockets_would_write(size: int) -> None:
         opcode = Opcode.TEXT if isinstance(data, str) else Opcode.BINARY
         payload = data.encode() if isinstance(data, str) else data
         assert direct.websocket_frame(data) == Frame(opcode, payload).serialize(mask=False)
+
+
+class _Sio:
+    """Just what deliver() uses of a server: its eio and the usual way of sending."""
+
+    def __init__(self, eio: Any) -> None:
+        self.eio = eio
+
+    async def _send_eio_packet(self, eio_sid: str, pkt: Any) -> None:
+        if not direct.write_now(self.eio, eio_sid, pkt):
+            await self.eio.send_packet(eio_sid, pkt)
+
+
+async def test_a_packet_on_its_way_to_the_queue_is_not_overtaken() -> None:
+    gate = _Gate()
+    eio = engineio.AsyncServer(async_mode="asgi")
+    socket = AsyncSocket(eio, "e1")
+    socket.upgraded = True
+    socket.rtkit_ws = _websocket(gate)  # type: ignore[attr-defined]
+    eio.sockets["e1"] = socket
+    first, second = (engineio.packet.Packet(engineio.packet.MESSAGE, t) for t in "ab")
+    socket.queue.put_nowait(engineio.packet.Packet(engineio.packet.PING))
+    socket.queue.get_nowait()  # the writer has it: "a" must wait, in a task
+    sending = asyncio.create_task(direct.deliver(_Sio(eio), ["e1"], [first]))
+    await asyncio.sleep(0)
+    socket.queue.task_done()  # the writer is done before that task ran
+    await direct.deliver(_Sio(eio), ["e1"], [second])
+    await sending
+    assert gate.sent == []
+    assert [socket.queue.get_nowait().data for _ in range(2)] == ["a", "b"]

@@ -81,6 +81,7 @@ class DirectWebSocket(asgi.WebSocket):  # type: ignore[misc]
         self.socket = getattr(handler, "__self__", None)
         self.wire: Any = None  # uvicorn's connection, when frames can be written to it
         self.sending = 0  # sends under way (the writer's or a direct one that waits)
+        self.behind = 0  # packets in a task, on their way to the queue
         self.waiting: asyncio.Future[None] | None = None  # the last direct send that waits
         self.failed = False
 
@@ -107,7 +108,8 @@ class DirectWebSocket(asgi.WebSocket):  # type: ignore[misc]
 
     def ready(self) -> bool:
         """Whether a packet written now would be next on the wire (nothing ahead of it)."""
-        return not self.sending and not self.failed and self.asgi_send is not None
+        idle = not self.sending and not self.behind
+        return idle and not self.failed and self.asgi_send is not None
 
     def write(self, text: str | bytes, frame: bytes | None = None) -> None:
         """Send now; a send the ASGI server makes wait goes on in a task, in order.
@@ -247,26 +249,44 @@ async def deliver(sio: Any, eio_sids: Iterable[str], encoded: list[Any]) -> None
     """Send Engine.IO packets ``encoded`` to each of ``eio_sids``: written at once where
     nothing is ahead of them, else (from the first that cannot be) in a task per
     connection, in order; returns once every packet is written or queued."""
-    eio = sio.eio
     frames = [websocket_frame(pkt.encode()) for pkt in encoded]  # once for every recipient
     tasks: list[asyncio.Task[None]] = []
     for eio_sid in eio_sids:
-        for index, pkt in enumerate(encoded):
-            if not write_now(eio, eio_sid, pkt, frames[index]):
-                tasks.append(asyncio.create_task(_send_each(sio, eio_sid, encoded[index:])))
-                break
+        _deliver_one(sio, eio_sid, encoded, frames, tasks)
     if tasks:
         await asyncio.wait(tasks)
 
 
-async def _send_each(sio: Any, eio_sid: str, encoded: list[Any]) -> None:
-    for pkt in encoded:
-        await sio._send_eio_packet(eio_sid, pkt)
+def _deliver_one(
+    sio: Any, eio_sid: str, encoded: list[Any], frames: list[bytes] | None, tasks: list[Any]
+) -> None:
+    """Write ``encoded`` to one connection now, or from the first packet that cannot be,
+    in a task (added to ``tasks``); until that task has queued them, nothing else is
+    written to that connection at once (it would overtake them)."""
+    eio = sio.eio
+    for index, pkt in enumerate(encoded):
+        if not write_now(eio, eio_sid, pkt, frames[index] if frames else None):
+            ws = getattr(eio.sockets.get(eio_sid), _ATTRIBUTE, None)
+            if ws is not None:
+                ws.behind += 1
+            tasks.append(asyncio.create_task(_send_rest(sio, eio_sid, encoded[index:], ws)))
+            return
 
 
-def encode_event(sio: Any, namespace: str, event: str, data: list[Any]) -> list[Any]:
+async def _send_rest(sio: Any, eio_sid: str, encoded: list[Any], ws: Any) -> None:
+    try:
+        for pkt in encoded:
+            await sio._send_eio_packet(eio_sid, pkt)
+    finally:
+        if ws is not None:
+            ws.behind -= 1
+
+
+def encode_event(
+    sio: Any, namespace: str, event: str, data: list[Any], id: int | None = None
+) -> list[Any]:
     """The Engine.IO packets of one Socket.IO event (binary data: more than one)."""
-    pkt = sio.packet_class(packet.EVENT, namespace=namespace, data=[event, *data])
+    pkt = sio.packet_class(packet.EVENT, namespace=namespace, data=[event, *data], id=id)
     encoded = pkt.encode()
     if not isinstance(encoded, list):
         encoded = [encoded]
@@ -276,8 +296,7 @@ def encode_event(sio: Any, namespace: str, event: str, data: list[Any]) -> list[
 class DirectEmit(socketio.AsyncManager):  # type: ignore[misc]
     """python-socketio's ``AsyncManager.emit`` without a task per recipient: the
     packet is encoded once and written at once to every connection that can take it
-    (:func:`deliver`). An emit with an ack callback (a packet per recipient) goes on
-    as python-socketio sends it."""
+    (:func:`deliver`); with an ack callback, a packet per recipient (its ack id)."""
 
     async def emit(
         self,
@@ -290,23 +309,27 @@ class DirectEmit(socketio.AsyncManager):  # type: ignore[misc]
         to: Any = None,
         **kwargs: Any,
     ) -> None:
-        if callback is not None:
-            await super().emit(
-                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, to=to
-            )
-            return
         if namespace not in self.rooms:
             return
         # (as python-socketio: a tuple is several arguments, None none)
         arguments = list(data) if isinstance(data, tuple) else [] if data is None else [data]
         skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-        encoded = encode_event(self.server, namespace, event, arguments)
         targets = [
-            eio_sid
+            (sid, eio_sid)
             for sid, eio_sid in self.get_participants(namespace, to or room)
             if sid not in skipped
         ]
-        await deliver(self.server, targets, encoded)
+        if callback is None:
+            encoded = encode_event(self.server, namespace, event, arguments)
+            await deliver(self.server, [eio_sid for _, eio_sid in targets], encoded)
+            return
+        tasks: list[asyncio.Task[None]] = []
+        for sid, eio_sid in targets:
+            id = self._generate_ack_id(sid, callback)
+            encoded = encode_event(self.server, namespace, event, arguments, id)
+            _deliver_one(self.server, eio_sid, encoded, None, tasks)
+        if tasks:
+            await asyncio.wait(tasks)
 
 
 def install(eio: Any) -> None:
