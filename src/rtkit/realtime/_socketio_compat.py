@@ -36,6 +36,12 @@ when a release changes one of them):
   message dict, ``_handle_emit``, ``channel``, ``json``; and the client's
   ``_handle_connect`` and ``_handle_event`` (its ``pid`` and offsets).
 
+The write path of broadcasts is in ``_engineio_direct.py`` (its docstring lists
+what it relies on in python-engineio, python-socketio and uvicorn):
+``AckAwareServer`` overrides ``_send_eio_packet`` and ``_send_packet`` to use it,
+makes the ASGI driver's websocket its own, and its default manager is
+``DirectManager``.
+
 One manager lives elsewhere: ``managers/node_redis.py`` subclasses
 ``AsyncManager`` and reads its room table (``rooms``, ``get_participants``,
 ``get_rooms``, ``is_sid_room``); its module docstring lists what it relies on.
@@ -51,8 +57,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
+from engineio import packet as eio_packet
 from socketio import exceptions, packet
 
+from . import _engineio_direct
 from ._recovery import is_recoverable
 from ._socketio_recovery import (
     Recovering,
@@ -140,10 +148,25 @@ class AckAwareServer(socketio.AsyncServer):  # type: ignore[misc]
         for action in actions:
             await action()
 
+    # ----------------------------------------------------------- the write path
+
+    async def _send_eio_packet(self, eio_sid: str, eio_pkt: Any) -> None:
+        # Written at once when nothing is ahead of it (see _engineio_direct).
+        if not _engineio_direct.write_now(self.eio, eio_sid, eio_pkt):
+            await super()._send_eio_packet(eio_sid, eio_pkt)
+
+    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+        encoded = pkt.encode()
+        for text in encoded if isinstance(encoded, list) else [encoded]:
+            await self._send_eio_packet(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, text))
+
     # ------------------------------------------------- connection state recovery
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if not args and kwargs.get("client_manager") is None:
+            kwargs["client_manager"] = _engineio_direct.DirectManager()
         super().__init__(*args, **kwargs)
+        _engineio_direct.install(self.eio)
         # What a kept session remembers of a connection besides its rooms (the app's).
         self.recovery_data: Callable[[str], dict[str, Any]] = lambda sid: {}
 

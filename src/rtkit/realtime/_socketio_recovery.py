@@ -19,6 +19,7 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet
 
+from ._engineio_direct import DirectEmit, deliver
 from ._recovery import (
     MemoryRecoveryStore,
     OffsetKey,
@@ -303,7 +304,7 @@ class Recovering(socketio.AsyncManager):  # type: ignore[misc]
         skipped = skip if isinstance(skip, list) else [skip]
         encoded: Encoded | None = None
         key: OffsetKey | None = None
-        tasks: list[asyncio.Task[None]] = []
+        targets: list[str] = []
         for sid, eio_sid in self.get_participants(namespace, message.get("room")):
             if sid in skipped:
                 continue
@@ -319,18 +320,16 @@ class Recovering(socketio.AsyncManager):  # type: ignore[misc]
                 held.append((offset, encoded))
                 continue
             self._sent[sid] = offset
-            tasks.extend(
-                asyncio.create_task(self.server._send_eio_packet(eio_sid, p)) for p in encoded
-            )
-        if tasks:
-            await asyncio.wait(tasks)
+            targets.append(eio_sid)
+        if encoded is not None and targets:
+            await deliver(self.server, targets, encoded)
 
 
 def _recoverable(callback: Any, arguments: list[Any]) -> bool:
     return callback is None and not packet.Packet.data_is_binary(arguments)
 
 
-class RecoveringManager(Recovering):
+class RecoveringManager(Recovering, DirectEmit):
     """The in-process manager with connection state recovery (memory store)."""
 
     def __init__(self, store: MemoryRecoveryStore) -> None:

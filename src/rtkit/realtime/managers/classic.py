@@ -14,12 +14,14 @@ from urllib.parse import urlsplit
 import socketio
 
 from ..._core.redis import make_redis_client
+from .._engineio_direct import DirectEmit
 
 __all__ = ["ClassicRedisManager"]
 
 
-class ClassicRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
-    """``AsyncRedisManager`` on every URL rtkit takes (see the module docs)."""
+class ClassicRedisManager(socketio.AsyncRedisManager, DirectEmit):  # type: ignore[misc]
+    """``AsyncRedisManager`` on every URL rtkit takes (see the module docs); what it
+    delivers here goes out as :class:`DirectEmit` sends it."""
 
     def _redis_connect(self) -> None:
         if "+" not in urlsplit(self.redis_url).scheme:

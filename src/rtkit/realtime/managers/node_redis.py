@@ -37,12 +37,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-import socketio
 
 from ..._core.clock import Clock, SystemClock
 from ..._core.redis import make_redis_client
 from ..._core.validate import check_int, check_seconds
 from ...errors import BackendUnavailable, ConfigurationError, RtkitError
+from .._engineio_direct import DirectEmit
 from ._node_cluster import MAX_PENDING, ClusterRequests, ServerEventHandler
 from ._node_wire import (
     EVENT,
@@ -79,7 +79,7 @@ _RETRY_FIRST, _RETRY_MAX = 0.5, 30.0  # seconds between two attempts to subscrib
 _POLL = 1.0  # seconds the listener waits for a message before it looks again
 
 
-class NodeRedisManager(ClusterRequests, socketio.AsyncManager):  # type: ignore[misc]
+class NodeRedisManager(ClusterRequests, DirectEmit):
     """python-socketio's client manager on the protocol of Node's ``@socket.io/redis-adapter``.
 
     Args:

@@ -50,6 +50,7 @@ from ..._core.lifecycle import DEFAULT_TIMEOUT
 from ..._core.redis import Keyspace, database_of, is_cluster, refresh_topology
 from ..._core.wire import new_connection, new_node_connection
 from ...eventbus.backends._subscription import SubscriptionConnection
+from .._engineio_direct import DirectEmit
 
 __all__ = ["ShardedRedisManager"]
 
@@ -59,7 +60,7 @@ _MAX_RECONNECT_DELAY = 2.0
 _SINGLE = "single"  # the node name of the one connection on a non-cluster Redis
 
 
-class ShardedRedisManager(AsyncPubSubManager):  # type: ignore[misc]
+class ShardedRedisManager(AsyncPubSubManager, DirectEmit):  # type: ignore[misc]
     """Socket.IO emits between instances on per-room shard channels (see the module docs).
 
     Args:
