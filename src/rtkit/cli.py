@@ -152,6 +152,12 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "session back (sid, rooms, missed events) within this time, on any instance "
         "with --redis; 0 turns it off (default: %(default)s)",
     )
+    add(
+        "--ws-compression",
+        action="store_true",
+        help="compress websocket messages (permessage-deflate): less traffic, more server CPU "
+        "per recipient (off by default, as in Socket.IO's Node server)",
+    )
     add("--demo", action="store_true", help="let anyone log in by name (never in production)")
     add(
         "--client-js-url",

@@ -8,7 +8,9 @@ import sys
 
 import httpx
 import pytest
+import websockets
 from realtime_support import SECRET
+from rtkit_process import rtkit_serve
 
 from rtkit.cli import main
 from rtkit.realtime import Identity, JWTVerifier
@@ -80,3 +82,17 @@ def test_serve_adapter(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptur
     monkeypatch.setenv("RTKIT_SECRET", SECRET)
     assert main(["serve", "--adapter", "sharded"]) == 2  # memory: no instances to reach
     assert "an adapter needs a Redis URL" in caplog.text
+
+
+@pytest.mark.parametrize(("args", "compressed"), [((), False), (("--ws-compression",), True)])
+async def test_serve_compresses_websockets_only_when_asked(
+    args: tuple[str, ...], compressed: bool
+) -> None:
+    # Off by default, as in Socket.IO's Node server: compression is per recipient, so a
+    # broadcast could not be framed once for all of them.
+    async with rtkit_serve(*args) as server:
+        url = server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+        async with websockets.connect(url, compression="deflate") as ws:  # offers it
+            agreed = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+            assert ("permessage-deflate" in agreed) is compressed
+            assert (await ws.recv()).startswith("0{")  # the Engine.IO open packet

@@ -99,6 +99,8 @@ def _serve(args: argparse.Namespace, secret_env: str) -> int:
         port=args.port,
         log_level=args.log_level,
         access_log=False,
+        # compressing is per recipient: off, broadcasts are framed once for all of them
+        ws_per_message_deflate=args.ws_compression,
         log_config=None if args.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     )
     return 0
