@@ -19,13 +19,13 @@ the floor. Sequential wall time per call is shown too, and its ratio floor / lay
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+import _harness as h
 import redis.asyncio as aioredis
 
 from ratelimit import HOT, MANY, RawConnection
@@ -102,13 +102,13 @@ async def measure(case: dict[str, Layer], calls: int, rounds: int) -> None:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    # the options of every benchmark, so that run_all.py can pass them (a profile: it
+    # writes no table, --write-docs and --json change nothing here)
+    parser = h.arguments(__doc__, rounds=200)
     parser.add_argument("--calls", type=int, default=300, help="calls per slice (300)")
-    parser.add_argument("--rounds", type=int, default=200, help="rounds (200)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
+    args.rounds = h.rounds_of(args, quick=20)
     tag = uuid.uuid4().hex[:8]
     limiter = RateLimiter.from_url(args.redis, prefix=f"rtkit-bench-{tag}:")
     await limiter.hit(HOT[0], Limit(1000, 1.0))  # starts it and connects its lane
