@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from rtkit import ManualClock, SystemClock
 from rtkit.errors import ConfigurationError
 from rtkit.ratelimit import Limit, RateLimiter
+from rtkit.ratelimit.backends import redis as redis_backend
 from rtkit_testing import PrivateRedis
 
 pytestmark = pytest.mark.redis
@@ -116,6 +117,25 @@ async def test_the_script_is_reloaded_after_a_script_flush(private_redis: Privat
         await admin.aclose()
         assert (await limiter.hit("k", "2/minute")).allowed
         assert not (await limiter.hit("k", "2/minute")).allowed
+
+
+async def test_without_hiredis_the_replies_are_read_by_redis_py(
+    private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lane's own reply protocol needs hiredis; without it redis-py reads (the twin path)
+    monkeypatch.setattr(redis_backend, "take_over", lambda conn: None)
+    async with RateLimiter.from_url(private_redis.url) as limiter:
+        decisions = await asyncio.gather(
+            *(limiter.hit(f"k{i % 10}", "5/minute") for i in range(100))
+        )
+        assert sum(d.allowed for d in decisions) == 50
+        assert limiter._backend._lane.wire is None  # type: ignore[attr-defined]
+        admin = aioredis.Redis.from_url(private_redis.url)
+        await admin.script_flush()
+        await admin.aclose()
+        assert (await limiter.hit("fresh", "2/minute")).allowed  # reloaded, queued path
+        assert (await limiter.hit("fresh", "2/minute")).allowed
+        assert not (await limiter.hit("fresh", "2/minute")).allowed
 
 
 async def test_an_outage_falls_back_then_recovers(private_redis: PrivateRedis) -> None:

@@ -39,7 +39,17 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import asgi
 from socketio import packet
 
-__all__ = ["DirectEmit", "DirectManager", "DirectWebSocket", "deliver", "install", "write_now"]
+from ._recovery import arguments_of
+
+__all__ = [
+    "DirectEmit",
+    "DirectManager",
+    "DirectWebSocket",
+    "deliver",
+    "encode_event",
+    "install",
+    "write_now",
+]
 
 
 def _sansio() -> tuple[Any, Any]:
@@ -311,8 +321,7 @@ class DirectEmit(socketio.AsyncManager):  # type: ignore[misc]
     ) -> None:
         if namespace not in self.rooms:
             return
-        # (as python-socketio: a tuple is several arguments, None none)
-        arguments = list(data) if isinstance(data, tuple) else [] if data is None else [data]
+        arguments = arguments_of(data)
         skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
         targets = [
             (sid, eio_sid)

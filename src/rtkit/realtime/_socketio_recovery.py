@@ -16,10 +16,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import socketio
-from engineio import packet as eio_packet
 from socketio import packet
 
-from ._engineio_direct import DirectEmit, deliver
+from ._engineio_direct import DirectEmit, deliver, encode_event
 from ._recovery import (
     MemoryRecoveryStore,
     OffsetKey,
@@ -264,7 +263,9 @@ class Recovering(socketio.AsyncManager):  # type: ignore[misc]
         floor = offset_key(restored.read)  # every packet up to here was read
         for missed in restored.packets:
             message = missed.message
-            await self._send(eio_sid, self._encode(namespace, message["event"], message["data"]))
+            await self._send(
+                eio_sid, encode_event(self.server, namespace, message["event"], message["data"])
+            )
             floor = offset_key(missed.offset)
             self._sent[sid] = missed.offset
         held = self._held.get(sid, [])
@@ -279,13 +280,6 @@ class Recovering(socketio.AsyncManager):  # type: ignore[misc]
             self._sent.pop(sid, None)
         else:
             self._floors[sid] = floor  # one still on its way from the channel is not sent again
-
-    def _encode(self, namespace: str, event: str, data: list[Any]) -> Encoded:
-        pkt = self.server.packet_class(packet.EVENT, namespace=namespace, data=[event, *data])
-        encoded = pkt.encode()
-        if not isinstance(encoded, list):
-            encoded = [encoded]
-        return [eio_packet.Packet(eio_packet.MESSAGE, p) for p in encoded]
 
     async def _send(self, eio_sid: str, encoded: Encoded) -> None:
         with contextlib.suppress(KeyError):  # the connection went away meanwhile
@@ -314,7 +308,7 @@ class Recovering(socketio.AsyncManager):  # type: ignore[misc]
                 if key <= floor:
                     continue
                 del self._floors[sid]
-            encoded = encoded or self._encode(namespace, message["event"], data)
+            encoded = encoded or encode_event(self.server, namespace, message["event"], data)
             held = self._held.get(sid)
             if held is not None:
                 held.append((offset, encoded))
