@@ -32,7 +32,7 @@ from ...errors import PayloadTooLarge
 from .._headers import INVALID_HEADERS, safe_text
 from .base import OutgoingMessage
 
-__all__ = ["encode_headers", "install_lenient_decoding", "properties"]
+__all__ = ["encode_headers", "header_table", "install_lenient_decoding", "properties"]
 
 _U32 = struct.Struct(">I")
 _F64 = struct.Struct(">d")
@@ -84,7 +84,8 @@ def _property_class() -> Any:
 _PROPERTIES: Any = None
 
 
-def _timestamp(seconds: int) -> datetime | None:
+def timestamp_of(seconds: int) -> datetime | None:
+    """The AMQP timestamp of ``seconds`` (None: not a date, so it is left out)."""
     try:
         return datetime.fromtimestamp(seconds, tz=UTC)
     except (OverflowError, OSError, ValueError):
@@ -100,22 +101,32 @@ def properties(message: OutgoingMessage, frame_max: int = 131_072) -> Any:
     global _PROPERTIES
     if _PROPERTIES is None:
         _PROPERTIES = _property_class()
+    raw = header_table(message, frame_max)
     props = _PROPERTIES(
         content_type=message.content_type,
         delivery_mode=2 if message.persistent else 1,
         message_id=message.message_id,
-        timestamp=_timestamp(message.timestamp),
+        timestamp=timestamp_of(message.timestamp),
         headers=message.headers or None,
         correlation_id=message.correlation_id,
         reply_to=message.reply_to,
     )
-    raw = encode_headers(message.headers) if message.headers else b""
     props.__dict__["raw_headers"] = raw
+    return props
+
+
+def header_table(message: OutgoingMessage, frame_max: int = 131_072) -> bytes:
+    """``message``'s headers as an AMQP table (empty for none; checked by the caller).
+
+    Raises ``PayloadTooLarge`` for headers that would not fit in one frame of
+    this connection (RabbitMQ would close it); nothing is sent then.
+    """
+    raw = encode_headers(message.headers) if message.headers else b""
     if len(raw) + _CONTENT_HEADER_ROOM > frame_max:
         raise PayloadTooLarge(
             f"the headers take {len(raw)} bytes: more than this connection's frames hold"
         )
-    return props
+    return raw
 
 
 # -- lenient decoding ------------------------------------------------------------

@@ -25,8 +25,9 @@ from ..._core.validate import check_seconds
 from ...errors import BackendUnavailable, Closed, NotFound
 from .._headers import check_wire_headers
 from .._models import ExchangeKind
-from ._amqp_codec import install_lenient_decoding, properties
+from ._amqp_codec import header_table, install_lenient_decoding, properties
 from ._amqp_consumer import AmqpConsumer
+from ._amqp_publish import encode_publish, queue_publish
 from ._amqp_replies import Replier
 from ._amqp_support import NoAckDelivery, amqp_errors, import_aio_pika
 from .base import REPLY_TO, BrokerConsumer, Delivery, OutgoingMessage
@@ -37,6 +38,24 @@ if TYPE_CHECKING:
 __all__ = ["AmqpBrokerBackend"]
 
 log = logging.getLogger("rtkit.messaging")
+
+
+def _queue(
+    channel: Any, exchange: str, routing_key: str, message: OutgoingMessage, mandatory: bool
+) -> asyncio.Future[Any] | None:
+    """The short publish path (``_amqp_publish``): the confirm's future, or ``None``
+    when ``basic_publish`` must take the message."""
+    headers = header_table(message, channel.connection.connection_tune.frame_max)
+    frames = encode_publish(
+        channel.number,
+        exchange,
+        routing_key,
+        mandatory,
+        message,
+        headers,
+        channel.max_content_size,
+    )
+    return None if frames is None else queue_publish(channel, frames, message.message_id)
 
 
 class AmqpBrokerBackend:
@@ -299,16 +318,21 @@ class AmqpBrokerBackend:
         while True:
             try:
                 channel: Any = await ch.get_underlay_channel()
-                props = properties(message, channel.connection.connection_tune.frame_max)
+                confirmation = _queue(channel, exchange, routing_key, message, mandatory)
                 watchers = self._watch(channel, task)
                 try:
+                    if confirmation is not None:
+                        await confirmation
+                        return
                     # wait=False: frames are batched by the writer instead of one
                     # drain per message; the confirm is what we wait for.
                     await channel.basic_publish(
                         message.body,
                         exchange=exchange,
                         routing_key=routing_key,
-                        properties=props,
+                        properties=properties(
+                            message, channel.connection.connection_tune.frame_max
+                        ),
                         mandatory=mandatory,
                         wait=False,
                     )
