@@ -165,3 +165,26 @@ async def test_a_publish_meeting_aiormqs_own_waits_its_turn(rabbit: MQ) -> None:
     await producer.send(queue, {"i": 2})
     assert channel.delivery_tag == tag + 2
     assert [m.payload["i"] for m in await drain(service, queue, expect=2)] == [1, 2]
+
+
+@pytest.mark.rabbitmq
+async def test_past_the_write_queue_publishes_wait_in_aiormqs_own_path(rabbit: MQ) -> None:
+    service = await rabbit.service()
+    queue = rabbit.queue()
+    await service.declare_queue(queue)
+    channel = await _underlay(service)
+    through_aiormq = 0
+    basic_publish = channel.basic_publish
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal through_aiormq
+        through_aiormq += 1
+        return await basic_publish(*args, **kwargs)
+
+    channel.basic_publish = counted
+    text = "z" * 200_000  # 16 MB in all: more than ten 1 MiB batches, the queue's bound
+    producer = MessageProducer(service, max_in_flight=100)
+    await producer.send_many(queue, [{"i": i, "text": text} for i in range(80)])
+    assert through_aiormq > 0
+    got = await drain(service, queue, expect=80)
+    assert sorted(m.payload["i"] for m in got) == list(range(80))

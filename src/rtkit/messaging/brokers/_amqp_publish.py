@@ -55,6 +55,10 @@ METHOD_CACHE_SIZE = 1024
 
 _methods: dict[tuple[int, str, str, bool], bytes] = {}
 
+#: A batch takes no more publishes past this size: the next one queues a new item, so
+#: a writer held back by the socket makes publishers wait on aiormq's bounded queue.
+BATCH_BYTES = 1 << 20
+
 
 def _frame(kind: int, channel: int, payload: bytes) -> bytes:
     return _FRAME.pack(kind, channel, len(payload)) + payload + _END
@@ -171,9 +175,11 @@ def _batch_class() -> Any:
         """Publishes queued as one item: the writer writes them with one call."""
 
         parts: list[bytes]
+        size: int
 
         def __init__(self, frames: bytes) -> None:
             object.__setattr__(self, "parts", [frames])
+            object.__setattr__(self, "size", len(frames))
             object.__setattr__(self, "should_close", False)
             object.__setattr__(self, "drain_future", None)
 
@@ -191,8 +197,10 @@ def _put(queue: asyncio.Queue[Any], frames: bytes) -> bool:
     if _Batch is None:
         _Batch = _batch_class()
     waiting = queue._queue  # type: ignore[attr-defined]
-    if waiting and type(waiting[-1]) is _Batch:
-        waiting[-1].parts.append(frames)
+    if waiting and type(waiting[-1]) is _Batch and waiting[-1].size < BATCH_BYTES:
+        last = waiting[-1]
+        last.parts.append(frames)
+        object.__setattr__(last, "size", last.size + len(frames))
         return True
     if queue.full():
         return False
