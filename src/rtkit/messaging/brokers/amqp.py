@@ -40,22 +40,35 @@ __all__ = ["AmqpBrokerBackend"]
 log = logging.getLogger("rtkit.messaging")
 
 
-def _queue(
+async def _send(
     channel: Any, exchange: str, routing_key: str, message: OutgoingMessage, mandatory: bool
-) -> asyncio.Future[Any] | None:
-    """The short publish path (``_amqp_publish``): the confirm's future, or ``None``
-    when ``basic_publish`` must take the message."""
-    headers = header_table(message, channel.connection.connection_tune.frame_max)
+) -> None:
+    """Publish on aiormq ``channel`` and wait for the confirm: through the short path
+    (``_amqp_publish``), or ``basic_publish`` when it gives way."""
+    frame_max = channel.connection.connection_tune.frame_max
     frames = encode_publish(
         channel.number,
         exchange,
         routing_key,
         mandatory,
         message,
-        headers,
+        header_table(message, frame_max),
         channel.max_content_size,
     )
-    return None if frames is None else queue_publish(channel, frames, message.message_id)
+    confirmation = None if frames is None else queue_publish(channel, frames, message.message_id)
+    if confirmation is not None:
+        await confirmation
+        return
+    # wait=False: frames are batched by the writer instead of one drain per
+    # message; the confirm is what we wait for.
+    await channel.basic_publish(
+        message.body,
+        exchange=exchange,
+        routing_key=routing_key,
+        properties=properties(message, frame_max),
+        mandatory=mandatory,
+        wait=False,
+    )
 
 
 class AmqpBrokerBackend:
@@ -318,24 +331,9 @@ class AmqpBrokerBackend:
         while True:
             try:
                 channel: Any = await ch.get_underlay_channel()
-                confirmation = _queue(channel, exchange, routing_key, message, mandatory)
                 watchers = self._watch(channel, task)
                 try:
-                    if confirmation is not None:
-                        await confirmation
-                        return
-                    # wait=False: frames are batched by the writer instead of one
-                    # drain per message; the confirm is what we wait for.
-                    await channel.basic_publish(
-                        message.body,
-                        exchange=exchange,
-                        routing_key=routing_key,
-                        properties=properties(
-                            message, channel.connection.connection_tune.frame_max
-                        ),
-                        mandatory=mandatory,
-                        wait=False,
-                    )
+                    await _send(channel, exchange, routing_key, message, mandatory)
                 finally:
                     watchers.discard(task)
                 return
@@ -453,14 +451,7 @@ class AmqpBrokerBackend:
             async with asyncio.timeout(timeout):
                 try:
                     underlay = await channel.get_underlay_channel()
-                    props = properties(message, underlay.connection.connection_tune.frame_max)
-                    await underlay.basic_publish(
-                        message.body,
-                        exchange=exchange,
-                        routing_key=routing_key,
-                        properties=props,
-                        mandatory=True,
-                    )
+                    await _send(underlay, exchange, routing_key, message, True)
                 except e.PublishError as exc:
                     raise NotFound(f"no queue {routing_key!r} to send the request to") from exc
                 except (e.AMQPError, e.ChannelInvalidStateError, ConnectionError) as exc:
