@@ -66,6 +66,6 @@ def test_the_example_crosses_processes_on_redis(redis_url: str) -> None:
     assert "[   email] welcome email to user@example.com" in output  # from the other process
     client = redis.Redis.from_url(redis_url)
     try:
-        assert list(client.scan_iter(match=prefix + "*")) == []
+        assert list(client.scan_iter(match=prefix + "*", count=10_000)) == []
     finally:
         client.close()

@@ -64,6 +64,6 @@ async def test_example(backend: Backend) -> None:
         client = redis.Redis.from_url(backend.url)
         try:
             for match in (backend.prefix + "*", "{" + backend.prefix + "*"):
-                assert list(client.scan_iter(match=match)) == []
+                assert list(client.scan_iter(match=match, count=10_000)) == []
         finally:
             client.close()

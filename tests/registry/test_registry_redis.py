@@ -87,7 +87,7 @@ async def test_change_channels_name_the_database(redis_url: str, redis_prefix: s
         await on_13.close()
         for db in (12, 13):
             client = aioredis.Redis.from_url(f"{base}/{db}")
-            keys = [k async for k in client.scan_iter(match=f"{redis_prefix}*")]
+            keys = [k async for k in client.scan_iter(match=f"{redis_prefix}*", count=10_000)]
             if keys:
                 await client.delete(*keys)
             await client.aclose()
