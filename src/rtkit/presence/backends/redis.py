@@ -57,6 +57,19 @@ def _removed(flat: list[Any], at: float) -> list[Removed]:
     ]
 
 
+def _user_of(stored: str) -> str:
+    """The user id an index hash holds: a lowercase UUID is packed there in 19 bytes, its
+    128 bits in base 128, the first below 4 (a control character, which ids never have);
+    see ``pack_user`` in ``presence.lua``."""
+    if len(stored) != 19 or stored[0] >= " ":
+        return stored
+    n = 0
+    for char in stored:
+        n = n * 128 + ord(char)
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _online_user(member: str) -> OnlineUser:
     user_id, at, name, *sids = member.split(_SEP)
     return OnlineUser(user_id, name or None, float(at), len(sids))
@@ -166,7 +179,7 @@ class RedisPresenceBackend(PresenceBackend):
                 pipe.hget(self._index(b, instance_id, sid), sid)
 
         found = [u for u in await self._lua.read(build) if u is not None]
-        return str(found[0]) if found else None
+        return _user_of(found[0]) if found else None
 
     def _disconnect_call(self, b: int, instance_id: str, sid: str) -> tuple[list[str], list[Any]]:
         return [*self._base(b, instance_id), self._index(b, instance_id, sid)], [instance_id, sid]
@@ -209,7 +222,7 @@ class RedisPresenceBackend(PresenceBackend):
 
         chunk: dict[str, str] = {}
         for found in await self._lua.read(build):
-            chunk.update(found)
+            chunk.update((sid, _user_of(stored)) for sid, stored in found.items())
         return chunk, (None if stop >= BUCKETS else stop)
 
     async def repair(

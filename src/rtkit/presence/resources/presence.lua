@@ -15,9 +15,58 @@
 --   KEYS[5] :m:<instance> hash  sid -> meta JSON (only connections that have meta)
 --   KEYS[6..] :i:<instance>:<s> hash sid -> user id: the instance's connections of this
 --                               bucket's users, spread over 32 small (listpack) hashes by
---                               s = crc32(sid) % 32
+--                               s = crc32(sid) % 32; a user id that is a lowercase UUID
+--                               is stored packed in 19 bytes (see pack_user)
 -- ARGV[1] = operation, ARGV[2] = now ('' = Redis TIME), ARGV[3..] = operation args.
+--
+-- Memory (100,000 users, one connection each, UUID ids): a :u member is ~90 bytes (a
+-- 96-byte allocation) plus ~88 for its skiplist node, dict entry and table slot; an index
+-- entry is the sid and the packed user id, ~49 bytes with the listpack's slack (~66 with
+-- the UUID's 36 characters). The member must hold the user id as given (its order is the
+-- listing's order), so with a username, a time and a sid it stays above the 76 bytes an
+-- 80-byte allocation holds.
 local USERS, CONNS, META = KEYS[3], KEYS[4], KEYS[5]
+
+-- A user id as kept in the index. A lowercase UUID (36 characters) becomes its 128 bits
+-- in base 128, most significant first: 19 bytes whose first is below 4, a control
+-- character, which ids never contain, so a packed id is never taken for a raw one. Every
+-- byte is ASCII, so clients still read valid UTF-8. The first 4 hex digits make 3 bytes,
+-- each next 7 make 4 (RedisPresenceBackend unpacks too).
+local HEX = '[0-9a-f]'
+local UUID = '^' .. string.rep(HEX, 8) .. string.rep('%-' .. string.rep(HEX, 4), 3) .. '%-'
+  .. string.rep(HEX, 12) .. '$'
+local function pack_user(uid)
+  if #uid ~= 36 or not string.find(uid, UUID) then return uid end
+  local hex = string.gsub(uid, '-', '')
+  local n = tonumber(string.sub(hex, 1, 4), 16)
+  local out = {string.char(math.floor(n / 16384), math.floor(n / 128) % 128, n % 128)}
+  for i = 5, 26, 7 do
+    n = tonumber(string.sub(hex, i, i + 6), 16)
+    table.insert(out, string.char(math.floor(n / 2097152), math.floor(n / 16384) % 128,
+      math.floor(n / 128) % 128, n % 128))
+  end
+  return table.concat(out)
+end
+
+local function unpack_user(stored)
+  if #stored ~= 19 or string.byte(stored, 1) >= 32 then return stored end
+  local a, b, c = string.byte(stored, 1, 3)
+  local hex = {string.format('%04x', (a * 128 + b) * 128 + c)}
+  for i = 4, 16, 4 do
+    local w, x, y, z = string.byte(stored, i, i + 3)
+    table.insert(hex, string.format('%07x', ((w * 128 + x) * 128 + y) * 128 + z))
+  end
+  local h = table.concat(hex)
+  return string.sub(h, 1, 8) .. '-' .. string.sub(h, 9, 12) .. '-' .. string.sub(h, 13, 16)
+    .. '-' .. string.sub(h, 17, 20) .. '-' .. string.sub(h, 21)
+end
+
+-- The user sid is held for in the index hash ikey (nil if none).
+local function owner_of(ikey, sid)
+  local stored = redis.call('HGET', ikey, sid)
+  if not stored then return nil end
+  return unpack_user(stored)
+end
 
 -- The user's record {user, at, name, sids...} and its member (nil when offline).
 local function find_user(uid)
@@ -49,7 +98,7 @@ end
 
 -- Index a new connection of iid (its user record is updated by the caller).
 local function index(iid, ikey, sid, uid)
-  redis.call('HSET', ikey, sid, uid)
+  redis.call('HSET', ikey, sid, pack_user(uid))
   redis.call('INCR', CONNS)
   digest_change(iid, sid .. '\31' .. uid, 1)
 end
@@ -94,7 +143,7 @@ if op == 'connect' then
   -- ARGV: 3 instance, 4 user, 5 sid, 6 has username, 7 username, 8 meta mode (''|set|del),
   --       9 meta, 10 ttl; KEYS[6] = the sid's index hash
   local iid, uid, sid, ikey = ARGV[3], ARGV[4], ARGV[5], KEYS[6]
-  local owner = redis.call('HGET', ikey, sid)
+  local owner = owner_of(ikey, sid)
   if owner and owner ~= uid then return {'conflict_user'} end
   local rec, old = find_user(uid)
   if not owner and rec and has_sid(rec, sid) then return {'conflict_sid'} end
@@ -117,7 +166,7 @@ if op == 'connect' then
 
 elseif op == 'disconnect' then
   -- ARGV: 3 instance, 4 sid; KEYS[6] = the sid's index hash in this bucket
-  local uid = redis.call('HGET', KEYS[6], ARGV[4])
+  local uid = owner_of(KEYS[6], ARGV[4])
   if not uid then return {} end
   local out = remove(ARGV[3], KEYS[6], ARGV[4], uid)
   table.insert(out, now)
@@ -128,7 +177,7 @@ elseif op == 'check' then
   -- Returns the instance's digest in this bucket without them: {count, sum}.
   local items = {}
   for k = 4, #ARGV do
-    local uid = redis.call('HGET', KEYS[k + 2], ARGV[k])
+    local uid = owner_of(KEYS[k + 2], ARGV[k])
     if uid then table.insert(items, ARGV[k] .. '\31' .. uid) end
   end
   return digest_without(ARGV[3], items)
@@ -144,7 +193,7 @@ elseif op == 'repair' then
   for i = 5, #ARGV, 6 do
     j = j + 1
     local ikey, sid, uid = KEYS[5 + j], ARGV[i], ARGV[i + 1]
-    local owner = redis.call('HGET', ikey, sid)
+    local owner = owner_of(ikey, sid)
     if owner and owner ~= uid then
       for _, v in ipairs(remove(iid, ikey, sid, owner)) do table.insert(removed, v) end
       owner = nil
@@ -185,7 +234,8 @@ elseif op == 'purge' then
     local found = redis.call('HGETALL', KEYS[k])
     for i = 1, #found, 2 do
       redis.call('HDEL', META, found[i])
-      for _, v in ipairs(leave_user(target, found[i], found[i + 1])) do table.insert(out, v) end
+      local gone = leave_user(target, found[i], unpack_user(found[i + 1]))
+      for _, v in ipairs(gone) do table.insert(out, v) end
     end
     if #found > 0 then redis.call('DEL', KEYS[k]) end
     removed = removed + #found / 2
