@@ -11,6 +11,7 @@ parallel) on a cluster. See ``presence.lua`` for the keys.
 
 from __future__ import annotations
 
+import re
 import zlib
 from typing import Any, Self
 
@@ -38,6 +39,8 @@ BUCKETS_PER_LISTING = 8
 
 _SEP = "\x1f"
 
+_UUID = re.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
 
 def _sub(sid: str) -> int:
     return zlib.crc32(sid.encode("utf-8")) % SUBS
@@ -57,10 +60,23 @@ def _removed(flat: list[Any], at: float) -> list[Removed]:
     ]
 
 
+def _stored(user_id: str) -> str:
+    """``user_id`` as an instance's index keeps it: a lowercase UUID (36 characters) packed
+    into 19, its 128 bits in base 128, most significant first. The first is below 4, a
+    control character, which ids never have, so a packed id is never taken for a raw one;
+    every character is ASCII. Other ids are kept as they are."""
+    if len(user_id) != 36 or not _UUID.fullmatch(user_id):
+        return user_id
+    n = int(user_id.replace("-", ""), 16)
+    digits = []
+    for _ in range(19):
+        n, digit = divmod(n, 128)
+        digits.append(chr(digit))
+    return "".join(reversed(digits))
+
+
 def _user_of(stored: str) -> str:
-    """The user id an index hash holds: a lowercase UUID is packed there in 19 bytes, its
-    128 bits in base 128, the first below 4 (a control character, which ids never have);
-    see ``pack_user`` in ``presence.lua``."""
+    """The user id an index value is (``unpack_user`` in ``presence.lua`` does the same)."""
     if len(stored) != 19 or stored[0] >= " ":
         return stored
     n = 0
@@ -155,6 +171,7 @@ class RedisPresenceBackend(PresenceBackend):
             meta_mode,
             meta or "",
             repr(ttl),
+            _stored(user_id),
         )
         if reply[0] != "ok":
             self._hint(where, before)
@@ -241,11 +258,11 @@ class RedisPresenceBackend(PresenceBackend):
             for sid, h in entries:
                 keys.append(self._index(b, instance_id, sid))
                 if h is None or bucket_of(h.user_id) != b:
-                    args += [sid, "", "0", "", "", ""]
+                    args += [sid, "", "", "0", "", "", ""]
                 else:
                     meta = ("set", h.meta) if h.meta is not None else ("del", "")
-                    args += [sid, h.user_id, "0" if h.username is None else "1", h.username or ""]
-                    args += meta
+                    args += [sid, h.user_id, _stored(h.user_id)]
+                    args += ["0" if h.username is None else "1", h.username or "", *meta]
             calls.append((keys, args))
         for sid, h in entries:
             self._hint((instance_id, sid), None if h is None else h.user_id)

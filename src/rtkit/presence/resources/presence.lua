@@ -16,7 +16,7 @@
 --   KEYS[6..] :i:<instance>:<s> hash sid -> user id: the instance's connections of this
 --                               bucket's users, spread over 32 small (listpack) hashes by
 --                               s = crc32(sid) % 32; a user id that is a lowercase UUID
---                               is stored packed in 19 bytes (see pack_user)
+--                               is kept packed in 19 bytes (see unpack_user)
 -- ARGV[1] = operation, ARGV[2] = now ('' = Redis TIME), ARGV[3..] = operation args.
 --
 -- Memory (100,000 users, one connection each, UUID ids): a :u member is ~90 bytes (a
@@ -27,36 +27,23 @@
 -- 80-byte allocation holds.
 local USERS, CONNS, META = KEYS[3], KEYS[4], KEYS[5]
 
--- A user id as kept in the index. A lowercase UUID (36 characters) becomes its 128 bits
--- in base 128, most significant first: 19 bytes whose first is below 4, a control
--- character, which ids never contain, so a packed id is never taken for a raw one. Every
--- byte is ASCII, so clients still read valid UTF-8. The first 4 hex digits make 3 bytes,
--- each next 7 make 4 (RedisPresenceBackend unpacks too).
-local HEX = '[0-9a-f]'
-local UUID = '^' .. string.rep(HEX, 8) .. string.rep('%-' .. string.rep(HEX, 4), 3) .. '%-'
-  .. string.rep(HEX, 12) .. '$'
-local function pack_user(uid)
-  if #uid ~= 36 or not string.find(uid, UUID) then return uid end
-  local hex = string.gsub(uid, '-', '')
-  local n = tonumber(string.sub(hex, 1, 4), 16)
-  local out = {string.char(math.floor(n / 16384), math.floor(n / 128) % 128, n % 128)}
-  for i = 5, 26, 7 do
-    n = tonumber(string.sub(hex, i, i + 6), 16)
-    table.insert(out, string.char(math.floor(n / 2097152), math.floor(n / 16384) % 128,
-      math.floor(n / 128) % 128, n % 128))
-  end
-  return table.concat(out)
+-- Index values: the caller (RedisPresenceBackend) packs a user id that is a lowercase UUID
+-- into 19 bytes, its 128 bits in base 128, most significant first. The first byte is below
+-- 4, a control character, which ids never contain, so a packed id is never taken for a raw
+-- one; every byte is ASCII, so clients still read valid UTF-8. unpack_user gives the id
+-- back: the first 3 digits make 4 hex digits, each next 4 make 7.
+
+-- The 28 bits of the 4 base-128 digits of stored from i on.
+local function word(stored, i)
+  local a, b, c, d = string.byte(stored, i, i + 3)
+  return ((a * 128 + b) * 128 + c) * 128 + d
 end
 
 local function unpack_user(stored)
   if #stored ~= 19 or string.byte(stored, 1) >= 32 then return stored end
   local a, b, c = string.byte(stored, 1, 3)
-  local hex = {string.format('%04x', (a * 128 + b) * 128 + c)}
-  for i = 4, 16, 4 do
-    local w, x, y, z = string.byte(stored, i, i + 3)
-    table.insert(hex, string.format('%07x', ((w * 128 + x) * 128 + y) * 128 + z))
-  end
-  local h = table.concat(hex)
+  local h = string.format('%04x%07x%07x%07x%07x', (a * 128 + b) * 128 + c, word(stored, 4),
+    word(stored, 8), word(stored, 12), word(stored, 16))
   return string.sub(h, 1, 8) .. '-' .. string.sub(h, 9, 12) .. '-' .. string.sub(h, 13, 16)
     .. '-' .. string.sub(h, 17, 20) .. '-' .. string.sub(h, 21)
 end
@@ -96,9 +83,10 @@ local function set_meta(sid, mode, meta)
   end
 end
 
--- Index a new connection of iid (its user record is updated by the caller).
-local function index(iid, ikey, sid, uid)
-  redis.call('HSET', ikey, sid, pack_user(uid))
+-- Index a new connection of iid (its user record is updated by the caller); stored is uid
+-- as the index keeps it.
+local function index(iid, ikey, sid, uid, stored)
+  redis.call('HSET', ikey, sid, stored)
   redis.call('INCR', CONNS)
   digest_change(iid, sid .. '\31' .. uid, 1)
 end
@@ -141,7 +129,7 @@ end
 
 if op == 'connect' then
   -- ARGV: 3 instance, 4 user, 5 sid, 6 has username, 7 username, 8 meta mode (''|set|del),
-  --       9 meta, 10 ttl; KEYS[6] = the sid's index hash
+  --       9 meta, 10 ttl, 11 user as the index keeps it; KEYS[6] = the sid's index hash
   local iid, uid, sid, ikey = ARGV[3], ARGV[4], ARGV[5], KEYS[6]
   local owner = owner_of(ikey, sid)
   if owner and owner ~= uid then return {'conflict_user'} end
@@ -154,7 +142,7 @@ if op == 'connect' then
   end
   if not owner then
     table.insert(rec, sid)
-    index(iid, ikey, sid, uid)
+    index(iid, ikey, sid, uid, ARGV[11])
     changed = true
   end
   if ARGV[6] == '1' and rec[3] ~= ARGV[7] then
@@ -184,13 +172,14 @@ elseif op == 'check' then
 
 elseif op == 'repair' then
   -- Make the instance hold exactly the given connections in this bucket (see
-  -- PresenceBackend.repair). ARGV: 3 instance, 4 ttl, then 6 per sid: sid, user ('' = none
-  -- in this bucket), has username, username, meta mode (set|del), meta; KEYS[5 + j] = the
-  -- index hash of the j-th sid. Returns {now, {removals...}, {users who came online}}.
+  -- PresenceBackend.repair). ARGV: 3 instance, 4 ttl, then 7 per sid: sid, user ('' = none
+  -- in this bucket), user as the index keeps it, has username, username, meta mode
+  -- (set|del), meta; KEYS[5 + j] = the index hash of the j-th sid. Returns {now,
+  -- {removals...}, {users who came online}}.
   local iid = ARGV[3]
   renew_lease(iid, ARGV[4])
   local removed, online, j = {}, {}, 0
-  for i = 5, #ARGV, 6 do
+  for i = 5, #ARGV, 7 do
     j = j + 1
     local ikey, sid, uid = KEYS[5 + j], ARGV[i], ARGV[i + 1]
     local owner = owner_of(ikey, sid)
@@ -207,15 +196,15 @@ elseif op == 'repair' then
           table.insert(online, uid)
         end
         table.insert(rec, sid)
-        index(iid, ikey, sid, uid)
+        index(iid, ikey, sid, uid, ARGV[i + 2])
         owner, changed = uid, true
       end
       if owner then
-        if ARGV[i + 2] == '1' and rec[3] == '' then
-          rec[3], changed = ARGV[i + 3], true
+        if ARGV[i + 3] == '1' and rec[3] == '' then
+          rec[3], changed = ARGV[i + 4], true
         end
         if changed then store_user(old, rec) end
-        set_meta(sid, ARGV[i + 4], ARGV[i + 5])
+        set_meta(sid, ARGV[i + 5], ARGV[i + 6])
       end
     end
   end
