@@ -398,7 +398,8 @@ async def main() -> None:
             + ", ".join(f"`{kind}` {size / users:.1f} B" for kind, size in sorted(kinds.items()))
             + ". `:u` is each bucket's sorted set of online users (one member per user: id, "
             "first connection time, username, sids), `:i:<instance>:<n>` the instance's "
-            "index of its connections (sid -> user id, small listpack hashes)."
+            "index of its connections (sid -> user id, a UUID packed in 19 bytes; small listpack "
+            "hashes)."
         )
         run.note(
             "Bytes per connection: the sum of `MEMORY USAGE` of every key of the store, "

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import sys
 import textwrap
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -18,8 +20,8 @@ from redis.asyncio.connection import Connection
 from rtkit import ManualClock, redis_client
 from rtkit._core.leases import spread_tags
 from rtkit._core.redis import Keyspace
-from rtkit.errors import BackendUnavailable
-from rtkit.presence import PresenceCount, PresenceStore
+from rtkit.errors import BackendUnavailable, ValidationError
+from rtkit.presence import Departure, PresenceCount, PresenceStore
 from rtkit.rooms import RoomManager
 
 pytestmark = pytest.mark.redis
@@ -130,6 +132,52 @@ async def test_two_instances_purge_a_crashed_one_with_the_manual_clock(
         assert len(departures) == 1200
         assert sum(d.offline for d in departures) == 700
         assert await a.count() == PresenceCount(1, 1)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_uuid_user_ids_take_19_bytes_in_the_index_and_read_back_the_same(
+    redis_url: str, redis_prefix: str, redis_client: Any
+) -> None:
+    clock = ManualClock()
+    kwargs: dict[str, Any] = {"prefix": redis_prefix, "ttl": 30.0, "clock": clock}
+    a = PresenceStore.from_url(redis_url, instance_id="a", **kwargs)
+    b = PresenceStore.from_url(redis_url, instance_id="b", **kwargs)
+    rng = random.Random(7)
+    packed = [
+        "00000000-0000-0000-0000-000000000000",
+        "ffffffff-ffff-ffff-ffff-ffffffffffff",
+        *(str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(60)),
+    ]
+    raw = ["0190A3C4-5B6D-7E8F-9A0B-1C2D3E4F5A6B", "0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6bb"]
+    users = packed + raw
+    try:
+        for i, user_id in enumerate(users):
+            assert await b.connect(user_id, f"sid-{i}", username=f"User {i}")
+        stored = [
+            value
+            for key in await keys_under(redis_client, redis_prefix)
+            if ":i:" in key
+            for value in (await redis_client.hgetall(key)).values()
+        ]
+        assert sorted(len(value) for value in stored) == [19] * len(packed) + [36, 37]
+        held: dict[str, str] = {}
+        cursor: int | None = 0
+        while cursor is not None:  # what reconciliation reads
+            chunk, cursor = await b._backend.held("b", cursor)
+            held.update(chunk)
+        assert held == {f"sid-{i}": user_id for i, user_id in enumerate(users)}
+        with pytest.raises(ValidationError):  # the sid is held for another user
+            await b.connect(packed[1], "sid-0")
+        assert await b.connections(packed[2]) == ["sid-2"]
+        for i in range(0, len(users), 2):
+            assert await b.disconnect(f"sid-{i}") == Departure(users[i], f"sid-{i}", True)
+        await stop_heartbeat(b)
+        clock.advance(30)
+        departures = await a.purge_expired()
+        assert sorted(d.user_id for d in departures) == sorted(users[1::2])
+        assert await a.count() == PresenceCount(0, 0)
     finally:
         await a.close()
         await b.close()

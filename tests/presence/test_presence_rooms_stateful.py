@@ -35,7 +35,7 @@ from rtkit_testing import Backend
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 TTL = 3600.0
-USERS = ["u0", "u1", "u2", "ü3"]
+USERS = ["u0", "u1", "u2", "ü3", "0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6b"]  # a UUID: packed
 SIDS = ["s0", "s1", "s2", "s3", "s4"]
 ROOMS = ["r0", "r1", "r2"]
 NAMES = [None, "Ada", "Bob"]

@@ -11,6 +11,7 @@ parallel) on a cluster. See ``presence.lua`` for the keys.
 
 from __future__ import annotations
 
+import re
 import zlib
 from typing import Any, Self
 
@@ -38,6 +39,8 @@ BUCKETS_PER_LISTING = 8
 
 _SEP = "\x1f"
 
+_UUID = re.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
 
 def _sub(sid: str) -> int:
     return zlib.crc32(sid.encode("utf-8")) % SUBS
@@ -55,6 +58,32 @@ def _removed(flat: list[Any], at: float) -> list[Removed]:
         )
         for i in range(0, len(flat), 6)
     ]
+
+
+def _stored(user_id: str) -> str:
+    """``user_id`` as an instance's index keeps it: a lowercase UUID (36 characters) packed
+    into 19, its 128 bits in base 128, most significant first. The first is below 4, a
+    control character, which ids never have, so a packed id is never taken for a raw one;
+    every character is ASCII. Other ids are kept as they are."""
+    if len(user_id) != 36 or not _UUID.fullmatch(user_id):
+        return user_id
+    n = int(user_id.replace("-", ""), 16)
+    digits = []
+    for _ in range(19):
+        n, digit = divmod(n, 128)
+        digits.append(chr(digit))
+    return "".join(reversed(digits))
+
+
+def _user_of(stored: str) -> str:
+    """The user id an index value is (``unpack_user`` in ``presence.lua`` does the same)."""
+    if len(stored) != 19 or stored[0] >= " ":
+        return stored
+    n = 0
+    for char in stored:
+        n = n * 128 + ord(char)
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _online_user(member: str) -> OnlineUser:
@@ -142,6 +171,7 @@ class RedisPresenceBackend(PresenceBackend):
             meta_mode,
             meta or "",
             repr(ttl),
+            _stored(user_id),
         )
         if reply[0] != "ok":
             self._hint(where, before)
@@ -166,7 +196,7 @@ class RedisPresenceBackend(PresenceBackend):
                 pipe.hget(self._index(b, instance_id, sid), sid)
 
         found = [u for u in await self._lua.read(build) if u is not None]
-        return str(found[0]) if found else None
+        return _user_of(found[0]) if found else None
 
     def _disconnect_call(self, b: int, instance_id: str, sid: str) -> tuple[list[str], list[Any]]:
         return [*self._base(b, instance_id), self._index(b, instance_id, sid)], [instance_id, sid]
@@ -209,7 +239,7 @@ class RedisPresenceBackend(PresenceBackend):
 
         chunk: dict[str, str] = {}
         for found in await self._lua.read(build):
-            chunk.update(found)
+            chunk.update((sid, _user_of(stored)) for sid, stored in found.items())
         return chunk, (None if stop >= BUCKETS else stop)
 
     async def repair(
@@ -228,11 +258,11 @@ class RedisPresenceBackend(PresenceBackend):
             for sid, h in entries:
                 keys.append(self._index(b, instance_id, sid))
                 if h is None or bucket_of(h.user_id) != b:
-                    args += [sid, "", "0", "", "", ""]
+                    args += [sid, "", "", "0", "", "", ""]
                 else:
                     meta = ("set", h.meta) if h.meta is not None else ("del", "")
-                    args += [sid, h.user_id, "0" if h.username is None else "1", h.username or ""]
-                    args += meta
+                    args += [sid, h.user_id, _stored(h.user_id)]
+                    args += ["0" if h.username is None else "1", h.username or "", *meta]
             calls.append((keys, args))
         for sid, h in entries:
             self._hint((instance_id, sid), None if h is None else h.user_id)

@@ -15,9 +15,45 @@
 --   KEYS[5] :m:<instance> hash  sid -> meta JSON (only connections that have meta)
 --   KEYS[6..] :i:<instance>:<s> hash sid -> user id: the instance's connections of this
 --                               bucket's users, spread over 32 small (listpack) hashes by
---                               s = crc32(sid) % 32
+--                               s = crc32(sid) % 32; a user id that is a lowercase UUID
+--                               is kept packed in 19 bytes (see unpack_user)
 -- ARGV[1] = operation, ARGV[2] = now ('' = Redis TIME), ARGV[3..] = operation args.
+--
+-- Memory (100,000 users, one connection each, UUID ids): a :u member is ~90 bytes (a
+-- 96-byte allocation) plus ~88 for its skiplist node, dict entry and table slot; an index
+-- entry is the sid and the packed user id, ~49 bytes with the listpack's slack (~66 with
+-- the UUID's 36 characters). The member must hold the user id as given (its order is the
+-- listing's order), so with a username, a time and a sid it stays above the 76 bytes an
+-- 80-byte allocation holds.
 local USERS, CONNS, META = KEYS[3], KEYS[4], KEYS[5]
+
+-- Index values: the caller (RedisPresenceBackend) packs a user id that is a lowercase UUID
+-- into 19 bytes, its 128 bits in base 128, most significant first. The first byte is below
+-- 4, a control character, which ids never contain, so a packed id is never taken for a raw
+-- one; every byte is ASCII, so clients still read valid UTF-8. unpack_user gives the id
+-- back: the first 3 digits make 4 hex digits, each next 4 make 7.
+
+-- The 28 bits of the 4 base-128 digits of stored from i on.
+local function word(stored, i)
+  local a, b, c, d = string.byte(stored, i, i + 3)
+  return ((a * 128 + b) * 128 + c) * 128 + d
+end
+
+local function unpack_user(stored)
+  if #stored ~= 19 or string.byte(stored, 1) >= 32 then return stored end
+  local a, b, c = string.byte(stored, 1, 3)
+  local h = string.format('%04x%07x%07x%07x%07x', (a * 128 + b) * 128 + c, word(stored, 4),
+    word(stored, 8), word(stored, 12), word(stored, 16))
+  return string.sub(h, 1, 8) .. '-' .. string.sub(h, 9, 12) .. '-' .. string.sub(h, 13, 16)
+    .. '-' .. string.sub(h, 17, 20) .. '-' .. string.sub(h, 21)
+end
+
+-- The user sid is held for in the index hash ikey (nil if none).
+local function owner_of(ikey, sid)
+  local stored = redis.call('HGET', ikey, sid)
+  if not stored then return nil end
+  return unpack_user(stored)
+end
 
 -- The user's record {user, at, name, sids...} and its member (nil when offline).
 local function find_user(uid)
@@ -47,9 +83,10 @@ local function set_meta(sid, mode, meta)
   end
 end
 
--- Index a new connection of iid (its user record is updated by the caller).
-local function index(iid, ikey, sid, uid)
-  redis.call('HSET', ikey, sid, uid)
+-- Index a new connection of iid (its user record is updated by the caller); stored is uid
+-- as the index keeps it.
+local function index(iid, ikey, sid, uid, stored)
+  redis.call('HSET', ikey, sid, stored)
   redis.call('INCR', CONNS)
   digest_change(iid, sid .. '\31' .. uid, 1)
 end
@@ -92,9 +129,9 @@ end
 
 if op == 'connect' then
   -- ARGV: 3 instance, 4 user, 5 sid, 6 has username, 7 username, 8 meta mode (''|set|del),
-  --       9 meta, 10 ttl; KEYS[6] = the sid's index hash
+  --       9 meta, 10 ttl, 11 user as the index keeps it; KEYS[6] = the sid's index hash
   local iid, uid, sid, ikey = ARGV[3], ARGV[4], ARGV[5], KEYS[6]
-  local owner = redis.call('HGET', ikey, sid)
+  local owner = owner_of(ikey, sid)
   if owner and owner ~= uid then return {'conflict_user'} end
   local rec, old = find_user(uid)
   if not owner and rec and has_sid(rec, sid) then return {'conflict_sid'} end
@@ -105,7 +142,7 @@ if op == 'connect' then
   end
   if not owner then
     table.insert(rec, sid)
-    index(iid, ikey, sid, uid)
+    index(iid, ikey, sid, uid, ARGV[11])
     changed = true
   end
   if ARGV[6] == '1' and rec[3] ~= ARGV[7] then
@@ -117,7 +154,7 @@ if op == 'connect' then
 
 elseif op == 'disconnect' then
   -- ARGV: 3 instance, 4 sid; KEYS[6] = the sid's index hash in this bucket
-  local uid = redis.call('HGET', KEYS[6], ARGV[4])
+  local uid = owner_of(KEYS[6], ARGV[4])
   if not uid then return {} end
   local out = remove(ARGV[3], KEYS[6], ARGV[4], uid)
   table.insert(out, now)
@@ -128,23 +165,24 @@ elseif op == 'check' then
   -- Returns the instance's digest in this bucket without them: {count, sum}.
   local items = {}
   for k = 4, #ARGV do
-    local uid = redis.call('HGET', KEYS[k + 2], ARGV[k])
+    local uid = owner_of(KEYS[k + 2], ARGV[k])
     if uid then table.insert(items, ARGV[k] .. '\31' .. uid) end
   end
   return digest_without(ARGV[3], items)
 
 elseif op == 'repair' then
   -- Make the instance hold exactly the given connections in this bucket (see
-  -- PresenceBackend.repair). ARGV: 3 instance, 4 ttl, then 6 per sid: sid, user ('' = none
-  -- in this bucket), has username, username, meta mode (set|del), meta; KEYS[5 + j] = the
-  -- index hash of the j-th sid. Returns {now, {removals...}, {users who came online}}.
+  -- PresenceBackend.repair). ARGV: 3 instance, 4 ttl, then 7 per sid: sid, user ('' = none
+  -- in this bucket), user as the index keeps it, has username, username, meta mode
+  -- (set|del), meta; KEYS[5 + j] = the index hash of the j-th sid. Returns {now,
+  -- {removals...}, {users who came online}}.
   local iid = ARGV[3]
   renew_lease(iid, ARGV[4])
   local removed, online, j = {}, {}, 0
-  for i = 5, #ARGV, 6 do
+  for i = 5, #ARGV, 7 do
     j = j + 1
     local ikey, sid, uid = KEYS[5 + j], ARGV[i], ARGV[i + 1]
-    local owner = redis.call('HGET', ikey, sid)
+    local owner = owner_of(ikey, sid)
     if owner and owner ~= uid then
       for _, v in ipairs(remove(iid, ikey, sid, owner)) do table.insert(removed, v) end
       owner = nil
@@ -158,15 +196,15 @@ elseif op == 'repair' then
           table.insert(online, uid)
         end
         table.insert(rec, sid)
-        index(iid, ikey, sid, uid)
+        index(iid, ikey, sid, uid, ARGV[i + 2])
         owner, changed = uid, true
       end
       if owner then
-        if ARGV[i + 2] == '1' and rec[3] == '' then
-          rec[3], changed = ARGV[i + 3], true
+        if ARGV[i + 3] == '1' and rec[3] == '' then
+          rec[3], changed = ARGV[i + 4], true
         end
         if changed then store_user(old, rec) end
-        set_meta(sid, ARGV[i + 4], ARGV[i + 5])
+        set_meta(sid, ARGV[i + 5], ARGV[i + 6])
       end
     end
   end
@@ -185,7 +223,8 @@ elseif op == 'purge' then
     local found = redis.call('HGETALL', KEYS[k])
     for i = 1, #found, 2 do
       redis.call('HDEL', META, found[i])
-      for _, v in ipairs(leave_user(target, found[i], found[i + 1])) do table.insert(out, v) end
+      local gone = leave_user(target, found[i], unpack_user(found[i + 1]))
+      for _, v in ipairs(gone) do table.insert(out, v) end
     end
     if #found > 0 then redis.call('DEL', KEYS[k]) end
     removed = removed + #found / 2
