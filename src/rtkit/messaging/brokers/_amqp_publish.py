@@ -5,10 +5,12 @@ and takes the channel's lock and two timeouts per message: with a hundred publis
 in flight that is about a fifth of the client's CPU per message, and the client's
 CPU is what bounds the rate. Here (:func:`encode_publish`) the frames come from a
 fixed encoder (the method frame cached per exchange and routing key) and
-(:func:`queue_publish`) are put on the connection's write queue in one piece, with
-the confirm registered where aiormq registers its own (the channel's
-``delivery_tag``, ``confirmations`` and ``message_id_delivery_tag``), so acks,
-nacks, returns and a closing channel settle it as they settle aiormq's.
+(:func:`queue_publish`) are put on the connection's write queue in one piece, joined
+to the batch of publishes waiting at its end (the writer writes a batch with one call;
+a batch takes publishes up to ``BATCH_BYTES``), with the confirm registered where
+aiormq registers its own (the channel's ``delivery_tag``, ``confirmations`` and
+``message_id_delivery_tag``), so acks, nacks, returns and a closing channel settle it
+as they settle aiormq's.
 
 Both give way to ``basic_publish`` (they return ``None``) when anything is unusual:
 a property pamqp would refuse, a full write queue, or aiormq's own publish holding
@@ -18,7 +20,8 @@ Relied on (``tests/messaging/test_amqp_publish.py`` checks it, and that the byte
 are pamqp's): aiormq's ``Channel.delivery_tag``, ``confirmations``,
 ``message_id_delivery_tag``, ``write_queue``, ``publisher_confirms``,
 ``max_content_size``, ``create_future`` and its private lock
-(``_Channel__lock``), and ``aiormq.abc.ChannelFrame``.
+(``_Channel__lock``); ``aiormq.abc.ChannelFrame``, whose ``payload`` the
+connection's writer reads once per item; and the write queue's ``_queue`` deque.
 """
 
 from __future__ import annotations
