@@ -188,3 +188,24 @@ async def test_past_the_write_queue_publishes_wait_in_aiormqs_own_path(rabbit: M
     assert through_aiormq > 0
     got = await drain(service, queue, expect=80)
     assert sorted(m.payload["i"] for m in got) == list(range(80))
+
+
+@pytest.mark.rabbitmq
+async def test_a_missing_exchange_fails_its_publish_only_not_the_batch_around_it(
+    rabbit: MQ,
+) -> None:
+    # RabbitMQ closes the channel for the missing exchange, and every publish in flight
+    # on it with it: those are published again, only the one that named it fails.
+    service = await rabbit.service()
+    queue = rabbit.queue()
+    await service.declare_queue(queue)
+    producer = MessageProducer(service, max_in_flight=500)
+    good = [producer.send(queue, {"i": i}) for i in range(300)]
+    bad = producer.publish(rabbit.exchange("missing"), "key", {"lost": True})
+    results = await asyncio.gather(*good[:150], bad, *good[150:], return_exceptions=True)
+    assert isinstance(results[150], NotFound)
+    assert all(isinstance(r, str) for r in results[:150] + results[151:])
+    got = await drain(service, queue, expect=300)  # at least once: some may come twice
+    while (more := await service.get(queue)) is not None:
+        got.append(more)
+    assert {m.payload["i"] for m in got} == set(range(300))

@@ -342,7 +342,12 @@ class AmqpBrokerBackend:
                     f"no queue is bound to {exchange!r} with key {routing_key!r}"
                 ) from exc
             except e.ChannelNotFoundEntity as exc:
-                raise NotFound(f"publishing to {exchange!r}: {exc}") from exc
+                if f"exchange '{exchange}'" in str(exc):
+                    raise NotFound(f"publishing to {exchange!r}: {exc}") from exc
+                # Another publish on this channel named a missing exchange, and the
+                # broker closed the channel under this one too: publish it again.
+                log.debug("publish interrupted (%r), retrying", exc)
+                await asyncio.sleep(0.05)
             except e.DeliveryError as exc:
                 raise BackendUnavailable(f"RabbitMQ refused the message: {exc}") from exc
             except (e.AMQPError, e.ChannelInvalidStateError, ConnectionError, RuntimeError) as exc:
