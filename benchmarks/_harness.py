@@ -467,6 +467,20 @@ def write_block(path: Path, name: str, body: str) -> None:
     path.write_text(new, "utf-8")
 
 
+async def drop_keys(client: Any, *matches: str) -> None:
+    """Delete a benchmark's Redis keys: those matching any of ``matches`` (SCAN patterns),
+    unlinked 1,000 at a time."""
+    batch: list[Any] = []
+    for match in matches:
+        async for key in client.scan_iter(match=match, count=5000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await client.unlink(*batch)
+                batch = []
+    if batch:
+        await client.unlink(*batch)
+
+
 def run(main: Callable[[], Awaitable[None]]) -> None:
     """``asyncio.run(main())`` (the default event loop: what the peers' users get too)."""
     asyncio.run(main())

@@ -119,15 +119,7 @@ async def keys_bytes(
 
 
 async def drop(client: aioredis.Redis, prefix: str) -> None:
-    batch: list[str] = []
-    for match in (prefix + "*", "{" + prefix + "*"):
-        async for key in client.scan_iter(match=match, count=5000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                await client.unlink(*batch)
-                batch = []
-    if batch:
-        await client.unlink(*batch)
+    await h.drop_keys(client, prefix + "*", "{" + prefix + "*")
 
 
 FIRST = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"]

@@ -214,9 +214,7 @@ async def redis_cases(run: h.Run, url: str, rounds: int, slice_ms: float) -> Non
         await limiter.close()
         await raw.close()
         await py.aclose()
-        keys_left = [k async for k in admin.scan_iter(match=f"rtkit-bench-*{tag}*", count=1000)]
-        for start in range(0, len(keys_left), 500):
-            await admin.delete(*keys_left[start : start + 500])
+        await h.drop_keys(admin, f"rtkit-bench-*{tag}*")
         await admin.aclose()
 
 

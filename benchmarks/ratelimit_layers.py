@@ -126,9 +126,7 @@ async def main() -> None:
     finally:
         await limiter.close()
         await raw.close()
-        left = [k async for k in admin.scan_iter(match=f"*rtkit-bench-{tag}*", count=1000)]
-        for start in range(0, len(left), 500):
-            await admin.delete(*left[start : start + 500])
+        await h.drop_keys(admin, f"*rtkit-bench-{tag}*")
         await admin.aclose()
 
 

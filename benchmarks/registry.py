@@ -122,8 +122,7 @@ async def main() -> None:
     finally:
         await shared.close()
         await memory.close()
-        async for key in client.scan_iter(match=prefix + "*", count=1000):
-            await client.delete(key)
+        await h.drop_keys(client, prefix + "*", "{" + prefix + "*")
         await client.aclose()
     run.finish("registry.md")
 
