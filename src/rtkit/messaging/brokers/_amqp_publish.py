@@ -27,7 +27,6 @@ connection's writer reads once per item; and the write queue's ``_queue`` deque.
 from __future__ import annotations
 
 import asyncio
-import re
 import struct
 from functools import partial
 from typing import Any
@@ -44,9 +43,8 @@ _PUBLISH = struct.Struct(">HHH").pack(60, 40, 0)  # Basic.Publish, reserved tick
 _CONTENT = struct.Struct(">HHQH")  # class 60, weight 0, body size, property flags
 _U64 = struct.Struct(">Q")
 _MAX_SHORT = 255
-_MAX_EXCHANGE = 127
+_MAX_EXCHANGE = 127  # pamqp's Basic.Publish.validate
 _YEAR_10000 = 253_402_300_800
-_EXCHANGE = re.compile(r"[a-zA-Z0-9-_.:@#,/+ ]*")
 
 # Property flags, in the order the properties are written (AMQP 0-9-1, basic class).
 _CONTENT_TYPE, _HEADERS, _DELIVERY_MODE = 0x8000, 0x2000, 0x1000
@@ -73,8 +71,10 @@ def _short(text: str) -> bytes | None:
 
 
 def _exchange_ok(name: str) -> bool:
-    """pamqp's own rule for an exchange name in ``basic.publish``."""
-    return len(name) <= _MAX_EXCHANGE and _EXCHANGE.fullmatch(name) is not None
+    """pamqp's own rule for an exchange name in ``basic.publish`` (on a cache miss only)."""
+    from pamqp.constants import DOMAIN_REGEX
+
+    return len(name) <= _MAX_EXCHANGE and DOMAIN_REGEX["exchange-name"].fullmatch(name) is not None
 
 
 def _method(channel: int, exchange: str, routing_key: str, mandatory: bool) -> bytes | None:
@@ -92,7 +92,8 @@ def _method(channel: int, exchange: str, routing_key: str, mandatory: bool) -> b
 
 
 def _texts(message: OutgoingMessage) -> tuple[int, list[bytes]] | None:
-    """The flags and values of the text properties before the message id (None: too long)."""
+    """The flags and values of the text properties after the delivery mode, in order
+    (None: one is too long)."""
     flags, parts = 0, []
     for flag, text in (
         (_CORRELATION_ID, message.correlation_id),
@@ -214,11 +215,17 @@ def _put(queue: asyncio.Queue[Any], frames: bytes) -> bool:
 def queue_publish(channel: Any, frames: bytes, message_id: str) -> asyncio.Future[Any] | None:
     """Queue ``frames`` (one publish) on aiormq ``channel``; the future of its confirm.
 
-    ``None`` (nothing done) when ``basic_publish`` must take it: the channel is
-    closed, has no confirms, the write queue is full, or aiormq's own publish holds
+    ``None`` (nothing done) when ``basic_publish`` must take it: the message has no id
+    (aiormq gives it one, by which a returned message is matched), the channel is
+    closed or has no confirms, the write queue is full, or aiormq's own publish holds
     the lock between taking its delivery tag and queueing its frames.
     """
-    if channel.is_closed or not channel.publisher_confirms or channel._Channel__lock.locked():
+    if (
+        not message_id
+        or channel.is_closed
+        or not channel.publisher_confirms
+        or channel._Channel__lock.locked()
+    ):
         return None
     if not _put(channel.write_queue, frames):
         return None
