@@ -2,9 +2,9 @@
 
 redis-py makes the connection (TLS, AUTH, SELECT, the RESP version) outside the
 client's pool; after that, with hiredis installed, commands go out as pre-packed
-bytes on the connection's streams and replies are parsed by a hiredis reader of
-our own: none of redis-py's per-command layers, no task per read, and one
-:class:`~rtkit._core.deadline.Deadline` instead of a timer per round trip.
+bytes and replies are read by :class:`~rtkit._core.replies.Replies` (the rate
+limiter's reader too): none of redis-py's per-command layers, no stream reader, and
+one :class:`~rtkit._core.deadline.Deadline` instead of a timer per round trip.
 Without hiredis (or on a redis-py that keeps its streams elsewhere) the same
 calls go through redis-py's ``send_packed_command`` / ``read_response``.
 """
@@ -21,6 +21,7 @@ import redis.exceptions as redis_errors
 from redis.asyncio.connection import AbstractConnection
 
 from .deadline import Deadline
+from .replies import Replies, take_over
 
 try:
     import hiredis
@@ -51,8 +52,12 @@ def bulk(value: bytes) -> bytes:
 def bare_streams(conn: AbstractConnection) -> Wire | None:
     """The connection's streams and a fresh hiredis reader, or ``None`` to use redis-py's layers.
 
-    Only with hiredis, RESP2 or RESP3, and a redis-py that keeps its streams where
-    this expects them (``_reader``, ``_writer``).
+    For a connection Redis pushes to (a subscription), where the stream reader's flow
+    control matters: it stops reading the socket while the reader is behind, so a slow
+    consumer fills Redis's output buffer, which is bounded, not this process's memory.
+    Round trips read through :class:`~rtkit._core.replies.Replies` instead. Only with
+    hiredis, RESP2 or RESP3, and a redis-py that keeps its streams where this expects
+    them (``_reader``, ``_writer``).
     """
     reader, writer = getattr(conn, "_reader", None), getattr(conn, "_writer", None)
     if (
@@ -115,7 +120,7 @@ class DedicatedConnection:
         self._timeout = timeout
         self._doing = doing
         self._conn: AbstractConnection | None = None
-        self._wire: Wire | None = None
+        self._wire: Replies | None = None
         self._deadline = Deadline(timeout, doing, self._abort)
         self._closing: set[asyncio.Task[None]] = set()
         self.round_trips = 0
@@ -145,7 +150,7 @@ class DedicatedConnection:
             if error is exc:
                 raise
             raise error from exc
-        self._conn, self._wire = conn, bare_streams(conn)
+        self._conn, self._wire = conn, take_over(conn)
 
     async def call(self, command: bytes, replies: int = 1) -> list[Any]:
         """Send ``command`` (pre-packed, ``replies`` commands) and read their replies.
@@ -187,20 +192,14 @@ class DedicatedConnection:
                 except redis_errors.ResponseError as exc:
                     out.append(exc)
             return out
-        reader, writer, parser = wire
-        writer.write(command)  # replies are awaited next: nothing to drain
+        wire.write(command)  # replies are awaited next: nothing to drain
+        parser = wire.parser
         out = []
         while len(out) < replies:
             reply = parser.gets()
             if reply is False:
-                data = await reader.read(65536)
-                if not data:
-                    raise ConnectionError("Redis closed the connection")
-                parser.feed(data)
-            elif isinstance(reply, hiredis.ReplyError):
-                out.append(reply_error(reply))
-            elif not isinstance(reply, PUSH):  # a RESP3 push is not a reply
-                out.append(reply)
+                reply = await wire.wait()
+            out.append(reply_error(reply) if isinstance(reply, hiredis.ReplyError) else reply)
         return out
 
     def _abort(self) -> None:
