@@ -73,6 +73,21 @@ async def test_delivery_resumes_after_client_kill(
         await wait_until(lambda: bus.stats().reconnects >= 1)
 
 
+async def test_a_publish_after_redis_dropped_the_idle_connection_goes_through(
+    redis_prefix: str,
+    redis_client: aioredis.Redis,
+    named_client: tuple[aioredis.Redis, str],
+) -> None:
+    client, name = named_client
+    async with EventBus.from_url(
+        "redis://", prefix=redis_prefix, redis=client, publish_only=True
+    ) as bus:
+        await bus.publish("before.kill")
+        assert await kill_connections(redis_client, name) >= 1  # the publishing one
+        await asyncio.sleep(0.1)  # Redis's close reaches the idle connection
+        await bus.publish("after.kill")  # on a new connection: no BackendUnavailable
+
+
 async def test_start_fails_fast_when_nothing_listens() -> None:
     bus = EventBus.from_url(f"redis://127.0.0.1:{free_port()}", timeout=1.0)
     started = time.monotonic()

@@ -42,14 +42,13 @@ async def store_and_clock(
         yield MemoryRecoveryStore(duration=10, max_packets=5, clock=clock), clock
         return
     client = aioredis.Redis.from_url(backend.url, decode_responses=True)
+    store = RedisRecoveryStore(
+        client, prefix=backend.prefix, duration=10, max_packets=5, clock=clock
+    )
     try:
-        yield (
-            RedisRecoveryStore(
-                client, prefix=backend.prefix, duration=10, max_packets=5, clock=clock
-            ),
-            clock,
-        )
+        yield store, clock
     finally:
+        await store.close()
         await client.aclose()
 
 
@@ -393,3 +392,85 @@ async def test_a_client_that_missed_too_much_starts_anew(backend: Backend) -> No
             await alice_client.close()
         finally:
             await chat.close()
+
+
+# ---------------------------------------------------------------- the Redis store's connection
+
+
+@pytest.mark.redis
+async def test_packets_kept_together_keep_their_order(redis_url: str, redis_prefix: str) -> None:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    store = RedisRecoveryStore(client, prefix=redis_prefix, duration=10)
+    channel = "rtkit-test-" + unique("channel")
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(channel)
+    try:
+        parts = []
+        for text in ("a", "b", "c"):
+            message = {"event": "msg", "data": [text, "MARK"], "room": None, "skip_sid": None}
+            head, tail = json.dumps(message).split('"MARK"')
+            parts.append((head, tail))
+        await store.publish("/", channel, parts)
+        heard: list[Any] = []
+        async with asyncio.timeout(5):
+            while len(heard) < 3:  # (None: nothing yet, or the subscribe confirmation)
+                got = await pubsub.get_message(timeout=1)
+                if got is not None:
+                    heard.append(json.loads(got["data"]))
+        assert [m["data"][0] for m in heard] == ["a", "b", "c"]
+        missed = await store.missed("/", "0-0")
+        assert missed is not None
+        assert [m.offset for m in missed] == [m["data"][1] for m in heard]  # stream order
+        assert [m.message["data"] for m in missed] == [m["data"] for m in heard]
+    finally:
+        await pubsub.aclose()
+        await store.close()
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_the_store_reconnects_when_redis_dropped_its_connection(
+    redis_url: str, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    name = "rtkit-test-" + unique("store")
+    client = aioredis.Redis.from_url(redis_url, client_name=name, decode_responses=True)
+    store = RedisRecoveryStore(client, prefix=redis_prefix, duration=10)
+    channel = "rtkit-test-" + unique("channel")
+    head, tail = json.dumps({"event": "msg", "data": ["x", "MARK"]}).split('"MARK"')
+    try:
+        await store.publish("/", channel, [(head, tail)])
+        killed = 0
+        for info in await redis_client.client_list():
+            if info.get("name") == name:
+                await redis_client.execute_command("CLIENT", "KILL", "ID", info["id"])
+                killed += 1
+        assert killed == 1  # the store's own connection
+        await asyncio.sleep(0.1)  # the close reaches the store while it is idle
+        await store.publish("/", channel, [(head, tail)])  # on a new connection, not an error
+        missed = await store.missed("/", "0-0")
+        assert missed is not None and len(missed) == 2
+    finally:
+        await store.close()
+        await client.aclose()
+    assert not [i for i in await redis_client.client_list() if i.get("name") == name]
+
+
+@pytest.mark.redis
+async def test_a_closed_server_leaves_no_recovery_connection(
+    redis_url: str, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    name = "rtkit-test-" + unique("server")
+    url = f"{redis_url}{'&' if '?' in redis_url else '?'}client_name={name}"
+    server = make_server(url, redis_prefix, max_disconnection_duration=2)
+    async with serving(server) as address:
+        chat = Chat(address, server)
+        try:
+            alice = await chat.connect(unique("alice"), "Alice")
+            room = unique("room")
+            await alice.client.join_room(room)
+            await alice.client.send_message(room, "kept for recovery")
+            await alice.seen.wait_for("chat:message", lambda m: m.message == "kept for recovery")
+        finally:
+            await chat.close()
+    await server.close()
+    assert not [i for i in await redis_client.client_list() if i.get("name") == name]

@@ -255,6 +255,7 @@ async def test_zero_event_recovery_on_another_instance(
         urls = []
         for _ in range(2):
             store = RedisRecoveryStore(redis_client, prefix=redis_prefix, duration=30)
+            stack.push_async_callback(store.close)
             manager = RecoveringRedisManager(redis_url, channel=channel, store=store)
             urls.append(await stack.enter_async_context(plain_served(manager)))
         proxy = await stack.enter_async_context(round_robin(*urls))

@@ -121,7 +121,7 @@ class DedicatedConnection:
         self._doing = doing
         self._conn: AbstractConnection | None = None
         self._wire: Replies | None = None
-        self._deadline = Deadline(timeout, doing, self._abort)
+        self._deadline = Deadline(timeout, doing, self.drop)
         self._closing: set[asyncio.Task[None]] = set()
         self.round_trips = 0
         """How many round trips were made."""
@@ -162,6 +162,9 @@ class DedicatedConnection:
             rtkit.errors.BackendUnavailable: The connection failed, or Redis did not
                 answer within ``timeout`` (the connection is closed then).
         """
+        wire = self._wire
+        if wire is not None and wire.lost is not None:
+            await self.close()  # Redis closed it while idle: a new one, before sending
         if self._conn is None:
             await self.open()
         deadline = self._deadline
@@ -202,8 +205,13 @@ class DedicatedConnection:
             out.append(reply_error(reply) if isinstance(reply, hiredis.ReplyError) else reply)
         return out
 
-    def _abort(self) -> None:
-        """A round trip overran: close the connection so that its read fails now."""
+    def drop(self) -> None:
+        """Close the connection now, without waiting; the next call opens a new one.
+
+        For a round trip that overran (its read fails at once), and for a connection
+        Redis refused a command on (a Sentinel's demoted master answers ``READONLY``:
+        the next connection goes to the new one).
+        """
         conn, self._conn, self._wire = self._conn, None, None
         if conn is not None:
             task = asyncio.create_task(conn.disconnect(nowait=True))

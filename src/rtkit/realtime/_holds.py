@@ -111,6 +111,7 @@ def server_manager(
         duration=duration,
         max_packets=own.get("max_recovery_packets", DEFAULT_MAX_PACKETS),
         clock=target.clock,
+        timeout=timeout,
     )
     channel = socketio_channel(target.prefix, redis)
     return RecoveringRedisManager(target.url, channel=channel, store=store)

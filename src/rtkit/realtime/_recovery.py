@@ -27,8 +27,11 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .._core.clock import Clock, SystemClock
-from .._core.redis import Keyspace, load_lua, redis_unavailable, run_scripts
+from .._core.lane import PublishLane
+from .._core.lifecycle import DEFAULT_TIMEOUT
+from .._core.redis import Keyspace, load_lua, redis_unavailable
 from .._core.validate import check_int, check_seconds
+from .._core.wire import DedicatedConnection, bulk
 
 __all__ = [
     "DEFAULT_MAX_PACKETS",
@@ -267,6 +270,10 @@ class RedisRecoveryStore(_Bounds):
     added and published in one script, so that its offset (the stream id) is
     in the message every instance delivers, and the stream's order is the
     order of delivery.
+
+    Packets go out on a connection of the store's own, pre-packed, the ones sent
+    while a round trip is in flight together in the next (``timeout`` bounds each);
+    sessions and replays use ``redis``. ``close()`` closes that connection.
     """
 
     def __init__(
@@ -277,12 +284,20 @@ class RedisRecoveryStore(_Bounds):
         duration: float,
         max_packets: int = DEFAULT_MAX_PACKETS,
         clock: Clock | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         super().__init__(duration, max_packets, clock)
         self._redis = redis
         self._keys = Keyspace(prefix, "recovery")
-        self._publish = redis.register_script(load_lua(_PACKAGE, "recovery_publish.lua"))
         self._missed = redis.register_script(load_lua(_PACKAGE, "recovery_missed.lua"))
+        # EVAL, not EVALSHA: Redis keeps it compiled all the same, and a restart or a
+        # failover that lost the script costs nothing
+        script = load_lua(_PACKAGE, "recovery_publish.lua").encode()
+        self._eval = bulk(b"EVAL") + bulk(script) + bulk(b"1")
+        connection = DedicatedConnection(
+            redis, timeout=timeout, doing="keeping packets for recovery"
+        )
+        self._lane = PublishLane(connection, connection.drop, "packets for recovery")
 
     def stream(self, namespace: str) -> str:
         """The key of ``namespace``'s packet stream."""
@@ -293,14 +308,23 @@ class RedisRecoveryStore(_Bounds):
 
     async def publish(self, namespace: str, channel: str, parts: list[tuple[str, str]]) -> None:
         """Keep each message ``head + offset + tail`` of ``parts`` (``(head, tail)``
-        pairs) and publish it on ``channel``, in order, in one round trip."""
-        keys = [self.stream(namespace)]
-        calls = [(keys, [self.max_packets, channel, head, tail]) for head, tail in parts]
-        with redis_unavailable("keeping packets for recovery"):
-            replies = await run_scripts(self._redis, self._publish, calls)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        pairs) and publish it on ``channel``, in order, in one round trip.
+
+        Raises:
+            rtkit.errors.BackendUnavailable: Redis did not take them within ``timeout``,
+                or refused them.
+        """
+        if not parts:
+            return
+        command = [
+            b"*%d\r\n%b" % (6 + 2 * len(parts), self._eval),
+            bulk(self.stream(namespace).encode()),
+            bulk(b"%d" % self.max_packets),
+            bulk(channel.encode()),
+        ]
+        for head, tail in parts:
+            command += (bulk(head.encode()), bulk(tail.encode()))
+        await self._lane.send(b"".join(command))
 
     async def head(self, namespace: str) -> str:
         with redis_unavailable("reading the recovery stream"):
@@ -343,4 +367,6 @@ class RedisRecoveryStore(_Bounds):
         return found
 
     async def close(self) -> None:
-        """Nothing to release: the Redis client is the server's."""
+        """Close the store's connection (``redis`` is the caller's: it stays open)."""
+        await self._lane.finish()
+        await self._lane.connection.shut()

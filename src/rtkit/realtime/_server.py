@@ -374,6 +374,8 @@ class RealtimeServer(Component):
             await stop_manager(self.sio, close_redis=self._owns_manager)
             await self.sio.shutdown()
         try:
+            if self._owns_manager and self.recovery is not None:
+                await self.recovery.close()  # its connection (a Redis store's)
             for part in self._owned:
                 await part.close()
             if self._redis is not None:

@@ -51,6 +51,7 @@ from typing import Any, Self
 import pydantic_core
 from redis.crc import key_slot
 
+from ..._core.lane import PublishLane as _Lane
 from ..._core.lifecycle import DEFAULT_TIMEOUT
 from ..._core.redis import (
     Keyspace,
@@ -65,7 +66,6 @@ from ..._core.validate import check_int, check_seconds
 from ..._core.wire import DedicatedConnection, bulk, new_connection, new_node_connection
 from ...errors import BackendUnavailable, RtkitError
 from .._wire import EventEnvelope, decode_envelope, encode_envelope, validate_envelope
-from ._lane import PublishLane as _Lane
 from ._subscription import SubscriptionConnection
 from .base import Deliver, Report, Wants
 
@@ -175,6 +175,7 @@ class RedisEventBusBackend:
         self._lane = _Lane(
             DedicatedConnection(client, timeout=self._timeout, doing="publishing an event"),
             self._refresh_soon,
+            "an event",
         )
         self._lanes: dict[str, _Lane] = {}
         self._refreshed = -_REFRESH_EVERY
@@ -327,7 +328,7 @@ class RedisEventBusBackend:
                 doing="publishing an event",
                 connect=lambda: new_node_connection(node),
             )
-            lane = self._lanes[node.name] = _Lane(connection, self._refresh_soon)
+            lane = self._lanes[node.name] = _Lane(connection, self._refresh_soon, "an event")
         return lane
 
     def _refresh_soon(self) -> None:

@@ -1,7 +1,8 @@
-"""A publishing lane of the Redis EventBus backend: one connection, group commit.
+"""A publishing lane: one dedicated Redis connection, group commit.
 
-One awaited publish is one round trip; while it is in flight, further publishes to
-the same connection queue up and go together, in order, in one pipeline.
+One awaited send is one round trip; while it is in flight, further sends on the
+same connection queue up and go together, in order, in one pipeline. The Redis
+EventBus publishes its events on lanes, the recovery store keeps its packets on one.
 """
 
 from __future__ import annotations
@@ -11,24 +12,39 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from ..._core.wire import DedicatedConnection
-from ...errors import BackendUnavailable, RtkitError
+from ..errors import BackendUnavailable, RtkitError
+from .wire import DedicatedConnection
 
 __all__ = ["PublishLane"]
 
 
 class PublishLane:
-    """One publishing connection and the publishes queued for it (group commit)."""
+    """One publishing connection and the sends queued for it (group commit).
 
-    def __init__(self, connection: DedicatedConnection, failed: Callable[[], None]) -> None:
+    Args:
+        connection: The lane's connection.
+        failed: Called when a round trip fails or Redis refuses a command (a cluster's
+            slot map or a Sentinel's master may have changed).
+        what: What a command carries, for the error message ("an event").
+    """
+
+    def __init__(
+        self, connection: DedicatedConnection, failed: Callable[[], None], what: str
+    ) -> None:
         self.connection = connection
         self._failed = failed
+        self._what = what
         self._busy = False
         self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
         self._drainer: asyncio.Task[None] | None = None
 
     async def send(self, command: bytes) -> None:
-        """Send one pre-packed publish; queued behind a round trip in flight."""
+        """Send one pre-packed command (one reply); queued behind a round trip in flight.
+
+        Raises:
+            rtkit.errors.BackendUnavailable: The round trip failed, or Redis refused
+                the command.
+        """
         if self._busy:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._queue.append((command, future))
@@ -54,7 +70,7 @@ class PublishLane:
 
     def _refused(self, reply: Exception) -> BackendUnavailable:
         self._failed()  # MOVED, CLUSTERDOWN...: the slot map changed
-        return BackendUnavailable(f"Redis refused an event: {reply}")
+        return BackendUnavailable(f"Redis refused {self._what}: {reply}")
 
     async def _drain(self) -> None:
         """Send everything queued meanwhile, one pipeline per round trip, in order."""
@@ -89,7 +105,7 @@ class PublishLane:
             self._drainer = None
 
     async def finish(self) -> None:
-        """Wait for the queued publishes."""
+        """Wait for the queued sends."""
         if self._drainer is not None:
             with contextlib.suppress(Exception):
                 await self._drainer
