@@ -190,3 +190,45 @@ async def test_every_component_follows_a_cluster_failover() -> None:
             assert victim.port not in [n.port for n in cluster.masters()]
     finally:
         cluster.stop()
+
+
+async def test_recovering_chat_follows_a_sentinel_failover() -> None:
+    """With connection state recovery on, each message goes through the recovery store's
+    connection of its own: after the master dies, messages flow again on the new one."""
+    from realtime.realtime_support import Chat, make_server, serving
+
+    setup = PrivateSentinel(service="rtkit-recovery-failover")
+    setup.start()
+    try:
+        server = make_server(
+            setup.url, "failover-recovery:", max_disconnection_duration=30, timeout=1.0
+        )
+        async with serving(server) as url:
+            chat = Chat(url, server)
+            try:
+                alice = await chat.connect("alice", "Alice")
+                bob = await chat.connect("bob", "Bob")
+                await alice.client.join_room("lobby")
+                await bob.client.join_room("lobby")
+                await bob.client.send_message("lobby", "before")
+                await alice.seen.wait_for("chat:message", lambda m: m.message == "before")
+                old = setup.master.port
+                setup.master.stop()
+                start, n = time.monotonic(), 0
+                while True:
+                    assert time.monotonic() - start < RECOVERY, "no message within 20 s"
+                    n += 1
+                    try:
+                        await bob.client.send_message("lobby", f"after {n}")
+                        await alice.seen.wait_for(
+                            "chat:message", lambda m, n=n: m.message == f"after {n}", timeout=1.0
+                        )
+                        break
+                    except Exception:  # an error ack, or not delivered yet
+                        await asyncio.sleep(0.2)
+                assert setup.current_master_port() != old
+            finally:
+                await chat.close()
+        await server.close()
+    finally:
+        setup.stop()
