@@ -105,3 +105,37 @@ async def test_a_redis_py_connection_taken_over_still_disconnects(redis_url: str
     await asyncio.wait_for(conn.disconnect(), 5)  # its wait_closed() returns
     assert replies.lost is not None
     await client.aclose()
+
+
+@pytest.mark.redis
+def test_the_fast_paths_run_on_uvloop(redis_url: str, redis_prefix: str) -> None:
+    """uvicorn runs on uvloop when it is installed (``rtkit serve`` does), and uvloop's
+    transports are not ``asyncio.Transport`` subclasses: the rate limiter's, the bus's
+    and the recovery store's connections must read through ``Replies`` there too."""
+    import uvloop
+
+    from rtkit import EventBus, RateLimiter
+    from rtkit.realtime._recovery import RedisRecoveryStore
+
+    async def main() -> None:
+        async with RateLimiter.from_url(redis_url, prefix=redis_prefix) as limiter:
+            assert (await limiter.hit("ip:203.0.113.9", "10/second")).allowed
+            assert (await limiter.hit("ip:203.0.113.9", "10/second")).remaining == 8
+            assert isinstance(limiter._backend._lane.wire, Replies)  # type: ignore[attr-defined]
+        async with EventBus.from_url(redis_url, prefix=redis_prefix, publish_only=True) as bus:
+            await bus.publish("order.created", {"n": 1})
+            wire = bus._backend._lane.connection._wire  # type: ignore[attr-defined]
+            assert isinstance(wire, Replies)
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        store = RedisRecoveryStore(client, prefix=redis_prefix, duration=10)
+        try:
+            await store.publish("/", redis_prefix + "unheard", [('{"data":["x",', "]}")])
+            assert isinstance(store._lane.connection._wire, Replies)
+            missed = await store.missed("/", "0-0")
+            assert missed is not None and missed[0].message["data"][0] == "x"
+        finally:
+            await store.close()
+            await client.aclose()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())

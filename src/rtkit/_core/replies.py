@@ -25,6 +25,8 @@ except ImportError:  # the rtkit[hiredis] extra is optional
 
 __all__ = ["Replies", "take_over"]
 
+_SWAPPABLE = ("write", "get_protocol", "set_protocol")
+
 
 class Replies(asyncio.Protocol):
     """A RESP2 connection's replies, parsed as they arrive, for one reader at a time.
@@ -120,8 +122,10 @@ def take_over(conn: AbstractConnection) -> Replies | None:
         or not isinstance(writer, asyncio.StreamWriter)
     ):
         return None
-    transport = writer.transport
-    if not isinstance(transport, asyncio.WriteTransport):
+    # asyncio's transports or uvloop's (uvicorn's loop when installed), which are not
+    # asyncio.Transport subclasses: what matters is that the protocol can be swapped
+    transport: Any = writer.transport
+    if not all(callable(getattr(transport, m, None)) for m in _SWAPPABLE):
         return None
     replies = Replies(transport, transport.get_protocol(), asyncio.get_running_loop())
     transport.set_protocol(replies)
