@@ -31,12 +31,23 @@ def _bindable(port: int) -> bool:
     return True
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections (32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
 def free_cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free too, below 55536."""
+    """A free port whose cluster bus port (port + 10000) is free too, both below the
+    ephemeral range: there, any outgoing connection of the suite could take the bus
+    port between this check and the node's bind (the node then fails to start)."""
     import random
 
+    top = max(_ephemeral_low() - 10_001, 12_100)
     for _ in range(1000):
-        port = random.randint(20_000, 45_000)
+        port = random.randint(12_000, top)
         if _bindable(port) and _bindable(port + 10_000):
             return port
     raise RuntimeError("no free port pair for a Redis Cluster node")
@@ -91,8 +102,17 @@ class RedisNode:
         while time.monotonic() < end:
             if _ping(self.port):
                 return
+            if self.process.poll() is not None:  # it exited: a port taken meanwhile, say
+                break
             time.sleep(0.05)
+        self.stop()
         raise RuntimeError(f"redis node on port {self.port} did not start")
+
+    def move_to(self, port: int) -> None:
+        """Listen on ``port`` from the next start (the node is stopped)."""
+        self.port = port
+        self.folder = self.folder.parent / str(port)
+        self.folder.mkdir(parents=True, exist_ok=True)
 
     def stop(self) -> None:
         """Kill the node, as a crash would."""
@@ -138,9 +158,24 @@ class PrivateCluster:
         return "redis+cluster://" + ",".join(n.address for n in self.nodes)
 
     def start(self) -> None:
-        """Start every node, then form the cluster and wait until it is ``ok``."""
+        """Start every node, then form the cluster and wait until it is ``ok`` (on a
+        failure, stop what was started)."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         for node in self.nodes:
-            node.start()
+            for attempt in range(3):  # a port can still be taken before the node binds it
+                try:
+                    node.start()
+                    break
+                except RuntimeError:
+                    if attempt == 2:
+                        raise
+                    node.move_to(free_cluster_port())
         subprocess.run(
             [
                 "redis-cli",
@@ -240,12 +275,14 @@ class PrivateSentinel:
         )
 
     def start(self) -> None:
-        """Start the master, the replicas, then the sentinels."""
-        self.master.start()
-        for node in self.replicas:
-            node.start()
-        for sentinel in self.sentinels:
-            sentinel.start()
+        """Start the master, the replicas, then the sentinels (on a failure, stop what
+        was started)."""
+        try:
+            for node in [self.master, *self.replicas, *self.sentinels]:
+                node.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def current_master_port(self) -> int:
         """The master's port as the sentinels see it now."""
