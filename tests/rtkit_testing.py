@@ -33,11 +33,31 @@ def require(problem: str | None) -> None:
     pytest.skip(f"!!! UNAVAILABLE, test skipped: {problem} !!!")
 
 
+def ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections (32768 by default)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nobody listens on right now, below the kernel's
+    ephemeral range: a port the kernel picked (bind to 0) could go to an outgoing
+    connection of the suite before the server meant to listen on it binds it."""
+    import random
+
+    top = max(ephemeral_low() - 1, 12_100)
+    for _ in range(1000):
+        port = random.randint(12_000, top)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rtkit_testing import free_port
+from rtkit_testing import ephemeral_low, free_port
 
 __all__ = ["PrivateCluster", "PrivateSentinel", "RedisNode"]
 
@@ -31,21 +31,13 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def _ephemeral_low() -> int:
-    """The lowest port the kernel hands out to outgoing connections (32768 by default)."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32_768
-
-
 def free_cluster_port() -> int:
     """A free port whose cluster bus port (port + 10000) is free too, both below the
     ephemeral range: there, any outgoing connection of the suite could take the bus
     port between this check and the node's bind (the node then fails to start)."""
     import random
 
-    top = max(_ephemeral_low() - 10_001, 12_100)
+    top = max(ephemeral_low() - 10_001, 12_100)
     for _ in range(1000):
         port = random.randint(12_000, top)
         if _bindable(port) and _bindable(port + 10_000):
