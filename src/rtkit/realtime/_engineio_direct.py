@@ -39,17 +39,24 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import asgi
 from socketio import packet
 
-from ._recovery import arguments_of
-
 __all__ = [
     "DirectEmit",
     "DirectManager",
     "DirectWebSocket",
+    "arguments_of",
     "deliver",
     "encode_event",
     "install",
     "write_now",
 ]
+
+
+def arguments_of(data: Any) -> list[Any]:
+    """An emit's ``data`` as the event's arguments (as python-socketio: a tuple is
+    several, None none)."""
+    if isinstance(data, tuple):
+        return list(data)
+    return [] if data is None else [data]
 
 
 def _sansio() -> tuple[Any, Any]:

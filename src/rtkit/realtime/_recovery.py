@@ -41,7 +41,6 @@ __all__ = [
     "RedisRecoveryStore",
     "Restored",
     "Session",
-    "arguments_of",
     "is_recoverable",
     "new_pid",
     "offset_key",
@@ -150,13 +149,6 @@ class Restored:
     session: Session
     read: str
     packets: list[Missed]
-
-
-def arguments_of(data: Any) -> list[Any]:
-    """An emit's ``data`` as the event's arguments (a tuple is several)."""
-    if isinstance(data, tuple):
-        return list(data)
-    return [] if data is None else [data]
 
 
 class RecoveryStore(Protocol):

@@ -18,7 +18,7 @@ from typing import Any
 import socketio
 from socketio import packet
 
-from ._engineio_direct import DirectEmit, deliver, encode_event
+from ._engineio_direct import DirectEmit, arguments_of, deliver, encode_event
 from ._recovery import (
     MemoryRecoveryStore,
     OffsetKey,
@@ -26,7 +26,6 @@ from ._recovery import (
     RedisRecoveryStore,
     Restored,
     Session,
-    arguments_of,
     new_pid,
     offset_key,
     parse_resume,

@@ -92,8 +92,11 @@ def timestamp_of(seconds: int) -> datetime | None:
         return None
 
 
-def properties(message: OutgoingMessage, frame_max: int = 131_072) -> Any:
-    """The AMQP basic properties of ``message`` (its headers checked by the caller).
+def properties(
+    message: OutgoingMessage, frame_max: int = 131_072, headers: bytes | None = None
+) -> Any:
+    """The AMQP basic properties of ``message`` (its headers checked by the caller);
+    ``headers``: its :func:`header_table`, if the caller has it already.
 
     Raises ``PayloadTooLarge`` for headers that would not fit in one frame of
     this connection (RabbitMQ would close it); nothing is sent then.
@@ -101,7 +104,7 @@ def properties(message: OutgoingMessage, frame_max: int = 131_072) -> Any:
     global _PROPERTIES
     if _PROPERTIES is None:
         _PROPERTIES = _property_class()
-    raw = header_table(message, frame_max)
+    raw = header_table(message, frame_max) if headers is None else headers
     props = _PROPERTIES(
         content_type=message.content_type,
         delivery_mode=2 if message.persistent else 1,

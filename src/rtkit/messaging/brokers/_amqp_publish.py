@@ -129,11 +129,12 @@ def _properties(message: OutgoingMessage, headers: bytes) -> tuple[int, bytes] |
     flags |= texts[0]
     parts += texts[1]
     seconds = message.timestamp
-    if 0 <= seconds < _YEAR_10000 or timestamp_of(seconds) is not None:  # else left out
-        if seconds < 0:
-            return None  # a date before 1970: pamqp refuses it
+    if 0 <= seconds < _YEAR_10000:
         flags |= _TIMESTAMP
         parts.append(_U64.pack(seconds))
+    elif timestamp_of(seconds) is not None:
+        return None  # a date before 1970: pamqp refuses it
+    # (not a date at all: left out, as properties() leaves it out)
     return flags, b"".join(parts)
 
 

@@ -46,14 +46,9 @@ async def _send(
     """Publish on aiormq ``channel`` and wait for the confirm: through the short path
     (``_amqp_publish``), or ``basic_publish`` when it gives way."""
     frame_max = channel.connection.connection_tune.frame_max
+    headers = header_table(message, frame_max)
     frames = encode_publish(
-        channel.number,
-        exchange,
-        routing_key,
-        mandatory,
-        message,
-        header_table(message, frame_max),
-        channel.max_content_size,
+        channel.number, exchange, routing_key, mandatory, message, headers, channel.max_content_size
     )
     confirmation = None if frames is None else queue_publish(channel, frames, message.message_id)
     if confirmation is not None:
@@ -65,7 +60,7 @@ async def _send(
         message.body,
         exchange=exchange,
         routing_key=routing_key,
-        properties=properties(message, frame_max),
+        properties=properties(message, frame_max, headers),
         mandatory=mandatory,
         wait=False,
     )
